@@ -1,0 +1,90 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/result.hpp"
+
+namespace imgpipe {
+
+//! One rendition of the default pipeline, e.g. a 256 px thumbnail.
+struct RenditionConfig {
+  std::string name;                 //!< [a-z0-9-]+, unique; used in URLs and blob keys
+  int width = 0;                    //!< bounding box; the long edge fits inside
+  int height = 0;
+  std::string fit = "inside";       //!< "inside" (keep aspect, fit the box) | "cover" (fill the box, crop centre)
+  std::string format = "auto";      //!< "auto" (jpeg, or webp when the image has alpha) | "jpeg" | "webp" | "png" | "avif"
+  int quality = 82;                 //!< 1..100 for lossy formats
+};
+
+//! Every setting imgpipe reads. Defaults are the embedded, one-machine mode. Names below are the TOML keys
+//! ("section.key"); environment variables are IMGPIPE_SECTION_KEY; see docs/OPERATIONS.md.
+struct Config {
+  // [server]
+  std::string listen = "127.0.0.1:8080";          //!< server.listen
+  int http_threads = 0;                           //!< server.threads; 0 = number of cores
+  uint64_t max_header_bytes = 16 * 1024;          //!< server.max_header_bytes
+  std::chrono::milliseconds shutdown_grace{10000};//!< server.shutdown_grace ("10s")
+  std::chrono::milliseconds request_timeout{60000};//!< server.request_timeout ("60s"): whole request deadline
+
+  // [storage]
+  std::string data_dir = "./imgpipe-data";        //!< storage.data_dir: database, blobs, spool
+  std::string blob_backend = "local";             //!< storage.backend: "local"
+
+  // [database]
+  std::string database_backend = "sqlite";        //!< database.backend: "sqlite"
+
+  // [queue]
+  std::string queue_backend = "embedded";         //!< queue.backend: "embedded"
+  int max_attempts = 5;                           //!< queue.max_attempts: then the image is failed
+  std::chrono::milliseconds retry_backoff{1000};  //!< queue.retry_backoff: first retry delay, doubled each time
+  std::chrono::milliseconds lease{60000};         //!< queue.lease: a job not finished by then is retried
+
+  // [limits]
+  uint64_t max_bytes = 50ull * 1024 * 1024;       //!< limits.max_bytes
+  uint64_t max_pixels = 100'000'000;              //!< limits.max_pixels (all frames together)
+  int max_frames = 1000;                          //!< limits.max_frames
+  int max_dimension = 65500;                      //!< limits.max_dimension (either side)
+  std::vector<std::string> allowed_formats = {"jpeg", "png", "webp", "gif", "tiff", "heic", "avif"};  //!< limits.allowed_formats
+  uint64_t max_metadata_bytes = 8 * 1024;         //!< limits.max_metadata_bytes
+
+  // [retention]  durations like "7d", "36h", "0" (= keep forever)
+  std::chrono::seconds retention_originals{7 * 24 * 3600};   //!< retention.originals
+  std::chrono::seconds retention_renditions{7 * 24 * 3600};  //!< retention.renditions
+  std::chrono::seconds sweep_interval{600};                   //!< retention.sweep_interval
+
+  // [processing]
+  int worker_threads = 0;                         //!< processing.workers; 0 = number of cores
+  int vips_concurrency = 1;                       //!< processing.vips_concurrency: libvips threads per job
+  bool embedded_workers = true;                   //!< processing.enabled: run workers inside `serve`
+  std::vector<RenditionConfig> renditions = {
+      {"thumb-256", 256, 256, "inside", "auto", 82},
+      {"thumb-1024", 1024, 1024, "inside", "auto", 82},
+  };                                               //!< [[processing.renditions]]
+
+  // [log]
+  std::string log_level = "info";                 //!< log.level
+};
+
+//! Where a config came from, lowest priority first: defaults, the TOML file, IMGPIPE_* environment variables,
+//! command-line flags. Each override is "section.key" -> text value as it would appear in TOML.
+struct ConfigSources {
+  std::string file_path;                          //!< empty: no file
+  std::map<std::string, std::string> env;         //!< e.g. {"IMGPIPE_LIMITS_MAX_BYTES": "1000"}
+  std::map<std::string, std::string> flags;       //!< e.g. {"server.listen": "127.0.0.1:0"}
+};
+
+//! Builds the config, validating every key and value. kInvalidArgument naming the key (and the file and line for
+//! file errors) on an unknown key or a bad value; the CLI turns that into exit code 2.
+Result<Config> LoadConfig(const ConfigSources& sources);
+//! The IMGPIPE_* variables of the current process environment.
+std::map<std::string, std::string> ImgpipeEnvironment();
+//! Parses "7d", "36h", "15m", "30s", "250ms", or a bare number of seconds.
+Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
+//! Parses "50MiB", "200KB", "1GiB", or a bare number of bytes.
+Result<uint64_t> ParseByteSize(std::string_view text);
+
+}  // namespace imgpipe

@@ -1,0 +1,37 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/result.hpp"
+#include "core/records.hpp"
+
+namespace imgpipe {
+
+//! Jobs to process images. Enqueueing is not here: a job is written with its image row
+//! (MetadataStore::InsertImage), so an accepted image always has a job. Embedded backend: a table in the SQLite
+//! warehouse (src/queue/embedded). All methods thread-safe.
+class JobQueue {
+ public:
+  virtual ~JobQueue() = default;
+
+  //! Leases up to `max` ready jobs to `owner` until now + `lease`. A job whose lease ran out is ready again, so a
+  //! crashed worker's jobs are retried. Waits up to `wait` for work when none is ready (woken early by Wake()).
+  virtual Result<std::vector<Job>> Lease(const std::string& owner, size_t max, std::chrono::milliseconds lease,
+                                         std::chrono::milliseconds wait) = 0;
+  //! The job is done; it will not be leased again.
+  virtual Status Ack(const Job& job) = 0;
+  //! The attempt failed; the job becomes ready again at `retry_at` with attempts + 1.
+  virtual Status Retry(const Job& job, TimePoint retry_at, const std::string& error) = 0;
+  //! Returns the leases of `owner` (or of every owner when empty) to the queue, e.g. on shutdown or after a crash.
+  virtual Status ReleaseLeases(const std::string& owner) = 0;
+  //! Wakes waiters in Lease(); call after inserting a job.
+  virtual void Wake() = 0;
+  //! Jobs ready or leased, for /metrics.
+  virtual Result<int64_t> Depth() = 0;
+  virtual Status Ping() = 0;
+};
+
+}  // namespace imgpipe

@@ -1,0 +1,69 @@
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/result.hpp"
+#include "core/records.hpp"
+
+namespace imgpipe {
+
+//! The warehouse: image facts, renditions, processing runs, API keys and idempotency records. The SQLite backend
+//! (src/warehouse/sqlite) also holds the embedded job queue in the same database. All methods are thread-safe and
+//! may be called from several processes on the same database (e.g. `imgpipe keys create` while `serve` runs).
+class MetadataStore {
+ public:
+  virtual ~MetadataStore() = default;
+
+  //! Applies numbered migrations not yet applied. Idempotent.
+  virtual Status Migrate() = 0;
+  virtual Status Ping() = 0;
+
+  //! Inserts the image row and its processing job in one transaction, plus `idempotency` when given. The job is
+  //! durable when this returns ok: an accepted upload is always processed. kConflict if the id exists, or if the
+  //! idempotency key was taken concurrently (the caller then replays FindIdempotency).
+  virtual Status InsertImage(const ImageRecord& image, const std::optional<IdempotencyRecord>& idempotency) = 0;
+  //! Inserts the image row and its job unless a row with this id exists; true if inserted. For stream sources whose
+  //! deterministic ids make redeliveries idempotent.
+  virtual Result<bool> InsertImageIfAbsent(const ImageRecord& image) = 0;
+  virtual Result<std::optional<IdempotencyRecord>> FindIdempotency(const std::string& api_key_id,
+                                                                   const std::string& key) = 0;
+
+  virtual Result<ImageRecord> GetImage(const ImageId& id) = 0;
+  virtual Result<ImagePage> ListImages(const ImageFilter& filter) = 0;
+  virtual Result<std::vector<RenditionRecord>> ListRenditions(const ImageId& id) = 0;
+  virtual Result<std::vector<ProcessingRun>> ListRuns(const ImageId& id) = 0;
+
+  //! Marks the image `processing` (a worker picked it up).
+  virtual Status MarkProcessing(const ImageId& id) = 0;
+  //! In one transaction: upserts the renditions by (image_id, name), sets phash and dominant colour, sets status
+  //! `processed` and processed_at, and appends the run. Re-running for the same image overwrites, never duplicates.
+  virtual Status RecordProcessed(const ImageId& id, std::optional<uint64_t> phash,
+                                 std::optional<std::string> dominant_colour,
+                                 const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) = 0;
+  //! Appends a failed run; when `final` the image becomes `failed` with the error.
+  virtual Status RecordFailure(const ImageId& id, const ProcessingRun& run, bool final) = 0;
+
+  //! Images whose expires_at <= now and whose status is not yet expired or deleted, oldest first.
+  virtual Result<std::vector<ImageRecord>> FindExpired(TimePoint now, size_t limit) = 0;
+  //! Sets status `expired` (or `deleted`) with the time; removes rendition rows' blobs references are kept.
+  virtual Status MarkExpired(const ImageId& id, TimePoint when) = 0;
+  virtual Status MarkDeleted(const ImageId& id, TimePoint when) = 0;
+
+  virtual Status CreateApiKey(const ApiKeyRecord& key) = 0;
+  //! The key with this secret hash, revoked or not; kNotFound if none.
+  virtual Result<ApiKeyRecord> FindApiKeyByHash(const std::string& secret_hash) = 0;
+  virtual Result<std::vector<ApiKeyRecord>> ListApiKeys() = 0;
+  virtual Status RevokeApiKey(const std::string& id, TimePoint when) = 0;
+  virtual Result<int64_t> CountApiKeys() = 0;
+
+  //! Runs `sql` read-only (enforced by the database: a query_only connection and an authorizer, not by parsing), with
+  //! positional `params` (JSON scalars), at most `max_rows` rows and `timeout`. kInvalidArgument with the database's
+  //! message for bad or non-read-only SQL; kUnavailable... if the timeout hits.
+  virtual Result<QueryResult> Query(const std::string& sql, const std::vector<std::string>& params_json,
+                                    size_t max_rows, std::chrono::milliseconds timeout) = 0;
+};
+
+}  // namespace imgpipe
