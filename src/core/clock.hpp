@@ -21,6 +21,17 @@ class SystemClock final : public Clock {
   TimePoint Now() const override { return std::chrono::system_clock::now(); }
 };
 
+//! The system clock shifted by a fixed offset (config testing.clock_offset): lets a whole process live "8 days
+//! later" so tests can prove retention without waiting. Thread-safe.
+class OffsetClock final : public Clock {
+ public:
+  explicit OffsetClock(std::chrono::microseconds offset) : offset_(offset) {}
+  TimePoint Now() const override { return std::chrono::system_clock::now() + offset_; }
+
+ private:
+  std::chrono::microseconds offset_;
+};
+
 //! A clock that moves only when told to. Thread-safe.
 class FakeClock final : public Clock {
  public:

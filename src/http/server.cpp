@@ -1,1 +1,320 @@
-// placeholder: implemented in a following commit
+#include "http/server.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse_query.hpp>
+
+#include <array>
+
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "http/error_status.hpp"
+
+namespace imgpipe {
+
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+HttpRequest::HttpRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer, Parser& parser,
+                         std::string request_id, std::string remote)
+    : stream_(stream), buffer_(buffer), parser_(parser), request_id_(std::move(request_id)),
+      remote_(std::move(remote)) {
+  std::string_view t = header().target();
+  size_t q = t.find('?');
+  path_ = std::string(t.substr(0, q));
+  if (q != std::string_view::npos) query_ = std::string(t.substr(q + 1));
+}
+
+std::optional<std::string> HttpRequest::QueryParam(std::string_view name) const {
+  auto params = boost::urls::parse_query(query_);
+  if (!params) return std::nullopt;
+  for (auto p : *params) {
+    if (p.key == name) return std::string(p.value);
+  }
+  return std::nullopt;
+}
+
+std::string_view HttpRequest::Header(std::string_view name) const {
+  auto it = header().find(name);
+  if (it == header().end()) return {};
+  return it->value();
+}
+
+std::optional<uint64_t> HttpRequest::ContentLength() const {
+  auto len = parser_.content_length();
+  if (!len) return std::nullopt;
+  return *len;
+}
+
+asio::awaitable<Result<size_t>> HttpRequest::ReadBody(std::span<char> buf) {
+  if (parser_.is_done()) co_return size_t{0};
+  if (!continue_sent_) {
+    continue_sent_ = true;
+    if (beast::iequals(Header("Expect"), "100-continue")) {
+      http::response<http::empty_body> cont{http::status::continue_, header().version()};
+      beast::error_code ec;
+      co_await http::async_write(stream_, cont, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return MakeError(ErrorKind::kUnavailable, "client went away: " + ec.message());
+    }
+  }
+  size_t total = 0;
+  while (total == 0 && !parser_.is_done()) {
+    parser_.get().body().data = buf.data();
+    parser_.get().body().size = buf.size();
+    beast::error_code ec;
+    co_await http::async_read(stream_, buffer_, parser_, asio::redirect_error(asio::use_awaitable, ec));
+    total = buf.size() - parser_.get().body().size;
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec == http::error::body_limit) {
+      co_return MakeError(ErrorKind::kTooLarge, "request body is larger than the server accepts");
+    }
+    if (ec == beast::error::timeout) {
+      co_return MakeError(ErrorKind::kUnavailable, "timed out reading the request body");
+    }
+    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == http::error::partial_message) {
+      co_return MakeError(ErrorKind::kInvalidArgument, "the client closed the connection before the body ended");
+    }
+    if (ec) co_return MakeError(ErrorKind::kInvalidArgument, "malformed request body: " + ec.message());
+  }
+  co_return total;
+}
+
+asio::awaitable<Result<std::string>> HttpRequest::ReadAll(size_t max_bytes) {
+  std::string out;
+  std::array<char, 16 * 1024> chunk;
+  for (;;) {
+    auto n = co_await ReadBody(chunk);
+    if (!n.ok()) co_return n.error();
+    if (*n == 0) break;
+    if (out.size() + *n > max_bytes) {
+      co_return MakeError(ErrorKind::kTooLarge,
+                          "request body is larger than " + std::to_string(max_bytes) + " bytes");
+    }
+    out.append(chunk.data(), *n);
+  }
+  co_return out;
+}
+
+HttpResponse ErrorResponse(const Error& error, const std::string& request_id) {
+  HttpResponse r;
+  r.status = ToHttpStatus(error.kind);
+  boost::json::object inner;
+  inner["code"] = error.Code();
+  inner["message"] = error.message;
+  inner["request_id"] = request_id;
+  boost::json::object outer;
+  outer["error"] = std::move(inner);
+  r.body = boost::json::serialize(outer);
+  if (error.kind == ErrorKind::kUnauthenticated) r.SetHeader("WWW-Authenticate", "Bearer realm=\"imgpipe\"");
+  return r;
+}
+
+bool ParseHostPort(std::string_view text, std::string* host, uint16_t* port) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 >= text.size()) return false;
+  std::string_view h = text.substr(0, colon);
+  std::string_view p = text.substr(colon + 1);
+  if (h.front() == '[') {
+    if (h.back() != ']') return false;
+    h = h.substr(1, h.size() - 2);
+  }
+  unsigned v = 0;
+  for (char c : p) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<unsigned>(c - '0');
+    if (v > 65535) return false;
+  }
+  *host = std::string(h);
+  *port = static_cast<uint16_t>(v);
+  return true;
+}
+
+HttpServer::HttpServer(asio::io_context& io, ServerOptions options, HttpHandler handler, AccessLogger logger)
+    : io_(io), options_(options), handler_(std::move(handler)), logger_(std::move(logger)), acceptor_(io) {}
+
+Result<uint16_t> HttpServer::Listen(const std::string& host, uint16_t port) {
+  beast::error_code ec;
+  auto address = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+  if (ec) return MakeError(ErrorKind::kInvalidArgument, "server.listen: \"" + host + "\" is not an IP address");
+  tcp::endpoint ep(address, port);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return MakeError(ErrorKind::kUnavailable, "cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                                                  ec.message() + " (server.listen)");
+  }
+  return acceptor_.local_endpoint().port();
+}
+
+void HttpServer::Start() { asio::co_spawn(acceptor_.get_executor(), AcceptLoop(), asio::detached); }
+
+void HttpServer::StopAccepting() {
+  stopping_ = true;
+  asio::post(acceptor_.get_executor(), [this] {
+    beast::error_code ec;
+    acceptor_.close(ec);
+  });
+}
+
+asio::awaitable<void> HttpServer::AcceptLoop() {
+  while (!stopping_) {
+    beast::error_code ec;
+    tcp::socket socket(asio::make_strand(io_));
+    co_await acceptor_.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (stopping_ || ec == asio::error::operation_aborted) break;
+      LogWarn("accept failed", {{"error", ec.message()}});
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto executor = socket.get_executor();
+    asio::co_spawn(executor, Session(std::move(socket)), asio::detached);
+  }
+}
+
+namespace {
+
+// Writes `response` to the stream; streams its blob body when it has one.
+asio::awaitable<beast::error_code> WriteResponse(beast::tcp_stream& stream, HttpResponse& r, unsigned version,
+                                                 bool keep_alive, bool head_only) {
+  beast::error_code ec;
+  if (!r.stream) {
+    http::response<http::string_body> res{r.status, version};
+    res.set(http::field::server, "imgpipe");
+    if (!r.body.empty() || r.status != http::status::no_content) res.set(http::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) res.insert(k, v);
+    res.keep_alive(keep_alive);
+    if (head_only) {
+      res.content_length(r.body.size());
+    } else {
+      res.body() = std::move(r.body);
+      res.prepare_payload();
+    }
+    if (r.status == http::status::no_content || r.status == http::status::not_modified) {
+      res.body().clear();
+      res.erase(http::field::content_length);
+      res.erase(http::field::content_type);
+    }
+    co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+    co_return ec;
+  }
+  http::response<http::buffer_body> res{r.status, version};
+  res.set(http::field::server, "imgpipe");
+  res.set(http::field::content_type, r.content_type);
+  for (auto& [k, v] : r.headers) res.insert(k, v);
+  res.keep_alive(keep_alive);
+  res.content_length(r.stream_length);
+  http::response_serializer<http::buffer_body> sr{res};
+  if (head_only) {
+    co_await http::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
+    co_return ec;
+  }
+  std::vector<char> chunk(256 * 1024);
+  co_await http::async_write_header(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return ec;
+  uint64_t sent = 0;
+  for (;;) {
+    auto n = r.stream->Read(chunk);
+    if (!n.ok()) {
+      // The header is out: the only honest signal left is to cut the connection.
+      LogError("blob read failed mid-response", {{"error", n.error().message}});
+      co_return beast::error_code(asio::error::connection_aborted);
+    }
+    sent += *n;
+    res.body().data = *n ? chunk.data() : nullptr;
+    res.body().size = *n;
+    res.body().more = *n != 0 && sent < r.stream_length;
+    co_await http::async_write(stream, sr, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) co_return ec;
+    if (*n == 0 || sent >= r.stream_length) break;
+  }
+  if (sent < r.stream_length) co_return beast::error_code(asio::error::connection_aborted);
+  co_return ec;
+}
+
+}  // namespace
+
+asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  std::string remote;
+  {
+    beast::error_code ec;
+    auto ep = stream.socket().remote_endpoint(ec);
+    if (!ec) remote = ep.address().to_string();
+  }
+  for (;;) {
+    HttpRequest::Parser parser;
+    parser.header_limit(static_cast<uint32_t>(options_.max_header_bytes));
+    parser.body_limit(options_.max_body_bytes);
+    beast::error_code ec;
+    stream.expires_after(options_.idle_timeout);
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (ec == http::error::header_limit || ec == http::error::bad_target || ec == http::error::bad_method ||
+          ec == http::error::bad_field || ec == http::error::bad_value || ec == http::error::bad_version ||
+          ec == http::error::bad_line_ending || ec == http::error::bad_content_length) {
+        HttpResponse r = ErrorResponse(MakeError(ec == http::error::header_limit ? ErrorKind::kTooLarge
+                                                                                 : ErrorKind::kInvalidArgument,
+                                                 "malformed HTTP request: " + ec.message()),
+                                       NewRequestId());
+        co_await WriteResponse(stream, r, 11, false, false);
+      }
+      break;
+    }
+    ++inflight_;
+    auto started = std::chrono::steady_clock::now();
+    stream.expires_after(options_.request_timeout);
+    std::string request_id = NewRequestId();
+    HttpRequest request(stream, buffer, parser, request_id, remote);
+    HttpResponse response;
+    bool head_only = request.method() == http::verb::head;
+    try {
+      response = co_await handler_(request);
+    } catch (const std::exception& e) {
+      LogError("handler threw", {{"request_id", request_id}, {"error", e.what()}});
+      response = ErrorResponse(MakeError(ErrorKind::kInternal, "internal error; see the server log with this "
+                                                               "request id"),
+                               request_id);
+    }
+    response.SetHeader("X-Request-Id", request_id);
+    // A body the handler did not consume means the request stream is out of step: close after answering.
+    bool keep_alive = parser.get().keep_alive() && parser.is_done() && !stopping_;
+    ec = co_await WriteResponse(stream, response, parser.get().version(), keep_alive, head_only);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (logger_) logger_(request, response, seconds);
+    --inflight_;
+    if (ec || !keep_alive) {
+      if (!ec && !parser.is_done()) {
+        // Lingering close: stop sending, then drain what the client is still sending for a short while, so it
+        // reads our answer instead of a connection reset.
+        stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+        std::array<char, 64 * 1024> sink;
+        stream.expires_after(std::chrono::seconds(2));
+        uint64_t drained = 0;
+        while (drained < 64ull * 1024 * 1024) {
+          size_t n = co_await stream.async_read_some(asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) break;
+          drained += n;
+        }
+      }
+      break;
+    }
+  }
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream.socket().close(ignored);
+}
+
+}  // namespace imgpipe

@@ -1,0 +1,142 @@
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/status.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/result.hpp"
+#include "storage/blob_store.hpp"
+
+namespace imgpipe {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+//! One request as a handler sees it: the header at once, the body streamed on demand.
+//! Lifetimes: valid only during the handler's coroutine; the connection owns it.
+class HttpRequest {
+ public:
+  using Parser = beast::http::request_parser<beast::http::buffer_body>;
+
+  HttpRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer, Parser& parser, std::string request_id,
+              std::string remote);
+
+  const beast::http::request_header<>& header() const { return parser_.get().base(); }
+  beast::http::verb method() const { return header().method(); }
+  std::string_view target() const { return header().target(); }
+  std::string_view path() const { return path_; }
+  std::string_view query() const { return query_; }
+  //! The decoded value of query parameter `name`, if present.
+  std::optional<std::string> QueryParam(std::string_view name) const;
+  std::string_view Header(std::string_view name) const;
+  std::optional<uint64_t> ContentLength() const;
+  const std::string& request_id() const { return request_id_; }
+  const std::string& remote() const { return remote_; }
+
+  //! Reads the next piece of the body into `buf`; 0 at the end of the body. Sends "100 Continue" first if the client
+  //! asked for it. Errors: kInvalidArgument for a malformed body, kUnavailable if the client went away or timed out.
+  asio::awaitable<Result<size_t>> ReadBody(std::span<char> buf);
+  //! Reads the whole body, refusing more than `max_bytes` (kTooLarge).
+  asio::awaitable<Result<std::string>> ReadAll(size_t max_bytes);
+  bool BodyDone() const { return parser_.is_done(); }
+
+ private:
+  beast::tcp_stream& stream_;
+  beast::flat_buffer& buffer_;
+  Parser& parser_;
+  std::string request_id_;
+  std::string remote_;
+  std::string path_;
+  std::string query_;
+  bool continue_sent_ = false;
+};
+
+//! A response: headers plus either a body in memory or a stream from a blob.
+struct HttpResponse {
+  beast::http::status status = beast::http::status::ok;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::string content_type = "application/json";
+  std::unique_ptr<BlobReader> stream;  //!< when set, its bytes are the body and `stream_length` its length
+  uint64_t stream_length = 0;
+  //! The route label for metrics ("/v1/images/{id}"), set by the router.
+  std::string route = "unmatched";
+
+  void SetHeader(std::string name, std::string value) { headers.emplace_back(std::move(name), std::move(value)); }
+};
+
+//! The JSON error response for `error`, in the one error shape.
+HttpResponse ErrorResponse(const Error& error, const std::string& request_id);
+
+struct ServerOptions {
+  size_t max_header_bytes = 16 * 1024;
+  uint64_t max_body_bytes = 64ull * 1024 * 1024;  //!< a hard cap above the upload limit; handlers enforce theirs
+  std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::milliseconds request_timeout{60000};
+};
+
+using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
+//! Called after each response with (method, route, status, seconds).
+using AccessLogger = std::function<void(const HttpRequest&, const HttpResponse&, double seconds)>;
+
+//! An HTTP/1.1 server on Boost.Beast with one coroutine per connection, keep-alive, streamed request bodies and
+//! streamed responses. Thread-safe; run its io_context on several threads.
+class HttpServer {
+ public:
+  HttpServer(asio::io_context& io, ServerOptions options, HttpHandler handler, AccessLogger logger);
+
+  //! Binds and listens; returns the bound port (useful with port 0).
+  Result<uint16_t> Listen(const std::string& host, uint16_t port);
+  void Start();
+  //! Stops accepting new connections; requests in flight continue, and keep-alive connections close after their
+  //! current response.
+  void StopAccepting();
+  bool stopping() const { return stopping_; }
+  int inflight() const { return inflight_.load(); }
+
+ private:
+  asio::awaitable<void> AcceptLoop();
+  asio::awaitable<void> Session(asio::ip::tcp::socket socket);
+
+  asio::io_context& io_;
+  ServerOptions options_;
+  HttpHandler handler_;
+  AccessLogger logger_;
+  asio::ip::tcp::acceptor acceptor_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> inflight_{0};
+};
+
+//! Runs `fn` on `pool` and resumes the coroutine on `home` afterwards: for blocking work (fsync, SQLite, libvips)
+//! that must not stall the I/O threads.
+template <typename F>
+auto RunBlocking(asio::thread_pool& pool, F fn) -> asio::awaitable<decltype(fn())> {
+  auto home = co_await asio::this_coro::executor;
+  co_await asio::post(pool.get_executor(), asio::use_awaitable);
+  auto result = fn();
+  co_await asio::post(home, asio::use_awaitable);
+  co_return result;
+}
+
+//! Parses "host:port" (IPv4, [IPv6] or a name); false if malformed.
+bool ParseHostPort(std::string_view text, std::string* host, uint16_t* port);
+
+}  // namespace imgpipe
