@@ -1,1 +1,842 @@
-// placeholder: implemented in a following commit
+#include "config/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+namespace imgpipe {
+
+namespace {
+
+// A config file is a page of settings; anything much larger is the wrong file, and refusing it early keeps the TOML
+// parser's memory bounded.
+constexpr size_t kMaxConfigFileBytes = 1 << 20;
+// At most this many problems are listed in one error message; the rest are counted.
+constexpr size_t kMaxListedErrors = 10;
+
+constexpr std::string_view kEnvPrefix = "IMGPIPE_";
+// IMGPIPE_* variables that are not config keys: ImgpipeEnvironment() leaves them out and LoadConfig ignores them.
+constexpr std::string_view kNonConfigEnv[] = {"IMGPIPE_CONFIG", "IMGPIPE_TEST"};
+
+constexpr std::string_view kSections[] = {"server", "storage", "database", "queue",
+                                          "limits", "retention", "processing", "log"};
+constexpr std::string_view kRenditionsKey = "processing.renditions";
+constexpr std::string_view kImageFormats[] = {"jpeg", "png", "webp", "gif", "tiff", "heic", "avif", "jxl", "bmp"};
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string Upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+//! `text` in double quotes for a message, with control bytes escaped and long values cut.
+std::string Quote(std::string_view text) {
+  constexpr size_t kMaxShown = 80;
+  std::string out = "\"";
+  for (size_t i = 0; i < text.size() && i < kMaxShown; ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (text.size() > kMaxShown) out += "...";
+  out += '"';
+  return out;
+}
+
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+//! The closest of `candidates` to `key` if it is close enough to be a typo of it.
+std::optional<std::string> Nearest(std::string_view key, const std::vector<std::string>& candidates) {
+  if (key.size() > 200) return std::nullopt;  // nobody mistypes 200 characters; keep the cost bounded
+  std::optional<std::string> best;
+  size_t best_distance = std::numeric_limits<size_t>::max();
+  for (const auto& c : candidates) {
+    size_t d = EditDistance(Lower(key), c);
+    if (d < best_distance) {
+      best_distance = d;
+      best = c;
+    }
+  }
+  size_t allowed = std::clamp<size_t>(key.size() / 4, 1, 3);
+  if (best && best_distance <= allowed) return best;
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Durations and sizes
+
+struct Unit {
+  std::string_view name;
+  uint64_t factor;
+};
+
+//! Parses "<digits><optional spaces><unit>" with `units` (matched case-insensitively; "" is the bare-number unit).
+std::optional<uint64_t> ParseScaled(std::string_view text, std::initializer_list<Unit> units) {
+  text = Trim(text);
+  size_t digits = 0;
+  uint64_t number = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
+    uint64_t d = static_cast<uint64_t>(text[digits] - '0');
+    if (number > (std::numeric_limits<uint64_t>::max() - d) / 10) return std::nullopt;
+    number = number * 10 + d;
+    ++digits;
+  }
+  if (digits == 0) return std::nullopt;
+  std::string unit = Lower(Trim(text.substr(digits)));
+  for (const Unit& u : units) {
+    if (unit != u.name) continue;
+    if (number != 0 && u.factor > std::numeric_limits<uint64_t>::max() / number) return std::nullopt;
+    return number * u.factor;
+  }
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Values from any source
+
+std::string_view TypeName(toml::node_type type) {
+  switch (type) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a number with a fraction";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    case toml::node_type::date:
+    case toml::node_type::time:
+    case toml::node_type::date_time: return "a date or time";
+    default: return "nothing";
+  }
+}
+
+//! The outcome of one value's parse: empty on success, else what is wrong with the value (without the key and the
+//! source, which the caller adds).
+using Problem = std::optional<std::string>;
+
+//! A setting's value as it came: a TOML node from the file, or the text of an environment variable or flag.
+//! Text is read as a TOML value when it parses as one (`8080`, `true`, `"quoted"`, `[1, 2]`), else as a bare string.
+class Value {
+ public:
+  static Value FromNode(const toml::node& node) {
+    Value v;
+    v.node_ = &node;
+    return v;
+  }
+  static Value FromText(std::string text) {
+    Value v;
+    v.text_ = std::move(text);
+    v.is_text_ = true;
+    // The text as a TOML value, if it is exactly one.
+    if (v.text_.find_first_of("\r\n") == std::string::npos && !Trim(v.text_).empty()) {
+      try {
+        auto table = std::make_shared<toml::table>(toml::parse("v = " + v.text_));
+        if (table->size() == 1 && table->get("v") != nullptr) {
+          v.parsed_ = table;
+          v.node_ = table->get("v");
+        }
+      } catch (const toml::parse_error&) {
+        // Not TOML: a bare string such as 127.0.0.1:8080 or 50MiB.
+      }
+    }
+    return v;
+  }
+
+  //! How to show the value in a message.
+  std::string Show() const {
+    if (is_text_) return Quote(text_);
+    if (auto s = node_->as_string()) return Quote(s->get());
+    if (auto i = node_->as_integer()) return std::to_string(i->get());
+    if (auto b = node_->as_boolean()) return b->get() ? "true" : "false";
+    return std::string(TypeName(node_->type()));
+  }
+
+  //! A string value; override text needs no quotes.
+  Problem String(std::string* out) const {
+    if (is_text_) {
+      auto s = node_ != nullptr ? node_->as_string() : nullptr;
+      *out = s != nullptr ? s->get() : std::string(Trim(text_));
+      return std::nullopt;
+    }
+    if (auto s = node_->as_string()) {
+      *out = s->get();
+      return std::nullopt;
+    }
+    return Expected("a string");
+  }
+
+  Problem Integer(int64_t* out) const {
+    if (node_ != nullptr) {
+      if (auto i = node_->as_integer()) {
+        *out = i->get();
+        return std::nullopt;
+      }
+    }
+    return Expected("an integer");
+  }
+
+  Problem Bool(bool* out) const {
+    if (node_ != nullptr) {
+      if (auto b = node_->as_boolean()) {
+        *out = b->get();
+        return std::nullopt;
+      }
+    }
+    return Expected("true or false");
+  }
+
+  //! A list of strings: a TOML array of strings, or override text "a,b,c".
+  Problem StringList(std::vector<std::string>* out) const {
+    out->clear();
+    if (node_ != nullptr && node_->is_array()) {
+      for (const toml::node& item : *node_->as_array()) {
+        auto s = item.as_string();
+        if (s == nullptr) return "expected an array of strings, found " + std::string(TypeName(item.type())) + " in it";
+        out->push_back(s->get());
+      }
+      return std::nullopt;
+    }
+    if (is_text_) {
+      // "jpeg,png", or the same list quoted as one TOML string.
+      std::string_view rest = node_ != nullptr && node_->is_string() ? node_->as_string()->get() : text_;
+      while (true) {
+        size_t comma = rest.find(',');
+        std::string_view item = Trim(rest.substr(0, comma));
+        if (!item.empty()) out->emplace_back(item);
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+      return std::nullopt;
+    }
+    return Expected("an array of strings");
+  }
+
+  //! A size: an integer of bytes, or a string such as "50MiB".
+  Problem ByteSize(uint64_t* out) const {
+    if (node_ != nullptr && node_->is_integer()) {
+      int64_t i = node_->as_integer()->get();
+      if (i < 0) return Show() + " is negative; sizes are bytes, or a string such as \"50MiB\"";
+      *out = static_cast<uint64_t>(i);
+      return std::nullopt;
+    }
+    std::string text;
+    if (String(&text)) return Expected("a size in bytes, or a string such as \"50MiB\"");
+    auto parsed = ParseByteSize(text);
+    if (!parsed.ok()) return parsed.error().message;
+    *out = *parsed;
+    return std::nullopt;
+  }
+
+  //! A duration: an integer of seconds, or a string such as "36h".
+  Problem Duration(std::chrono::milliseconds* out) const {
+    if (node_ != nullptr && node_->is_integer()) {
+      int64_t i = node_->as_integer()->get();
+      if (i < 0 || i > std::numeric_limits<int64_t>::max() / 1000) {
+        return Show() + " is not a duration; use a number with a unit: 250ms, 30s, 15m, 36h, 7d";
+      }
+      *out = std::chrono::seconds(i);
+      return std::nullopt;
+    }
+    std::string text;
+    if (String(&text)) return Expected("a duration such as \"30s\"");
+    auto parsed = ParseDuration(text);
+    if (!parsed.ok()) return parsed.error().message;
+    *out = *parsed;
+    return std::nullopt;
+  }
+
+ private:
+  std::string Expected(std::string_view what) const {
+    if (is_text_) return Show() + " is not " + std::string(what);
+    return "expected " + std::string(what) + ", found " + std::string(TypeName(node_->type())) +
+           (node_->is_string() || node_->is_integer() || node_->is_boolean() ? " " + Show() : "");
+  }
+
+  const toml::node* node_ = nullptr;
+  std::shared_ptr<toml::table> parsed_;  // owns node_ for override text
+  std::string text_;
+  bool is_text_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Setters shared by the key table
+
+Problem SetInt(int* field, const Value& v, int64_t lo, int64_t hi) {
+  int64_t i = 0;
+  if (auto p = v.Integer(&i)) return p;
+  if (i < lo || i > hi) return std::to_string(i) + " is out of range " + std::to_string(lo) + ".." + std::to_string(hi);
+  *field = static_cast<int>(i);
+  return std::nullopt;
+}
+
+Problem SetCount(uint64_t* field, const Value& v, uint64_t lo) {
+  int64_t i = 0;
+  if (auto p = v.Integer(&i)) return p;
+  if (i < 0 || static_cast<uint64_t>(i) < lo) return std::to_string(i) + " is below the minimum " + std::to_string(lo);
+  *field = static_cast<uint64_t>(i);
+  return std::nullopt;
+}
+
+Problem SetSize(uint64_t* field, const Value& v, uint64_t lo, uint64_t hi) {
+  uint64_t size = 0;
+  if (auto p = v.ByteSize(&size)) return p;
+  if (size < lo || size > hi) {
+    return std::to_string(size) + " bytes is out of range " + std::to_string(lo) + ".." + std::to_string(hi);
+  }
+  *field = size;
+  return std::nullopt;
+}
+
+Problem SetDuration(std::chrono::milliseconds* field, const Value& v, std::chrono::milliseconds lo) {
+  std::chrono::milliseconds d{};
+  if (auto p = v.Duration(&d)) return p;
+  if (d < lo) return v.Show() + " is too short; the minimum is " + std::to_string(lo.count()) + "ms";
+  *field = d;
+  return std::nullopt;
+}
+
+//! Whole seconds; `allow_zero` for retentions, where 0 means keep forever.
+Problem SetSeconds(std::chrono::seconds* field, const Value& v, bool allow_zero) {
+  std::chrono::milliseconds d{};
+  if (auto p = v.Duration(&d)) return p;
+  if (d.count() % 1000 != 0) return v.Show() + " is not a whole number of seconds";
+  if (d.count() == 0 && !allow_zero) return "0 is not allowed here; the minimum is 1s";
+  *field = std::chrono::duration_cast<std::chrono::seconds>(d);
+  return std::nullopt;
+}
+
+std::string JoinNames(std::initializer_list<std::string_view> names) {
+  std::string out;
+  for (auto n : names) {
+    if (!out.empty()) out += ", ";
+    out += n;
+  }
+  return out;
+}
+
+Problem SetChoice(std::string* field, const Value& v, std::initializer_list<std::string_view> choices) {
+  std::string s;
+  if (auto p = v.String(&s)) return p;
+  if (std::find(choices.begin(), choices.end(), s) == choices.end()) {
+    return Quote(s) + " is not one of " + JoinNames(choices);
+  }
+  *field = s;
+  return std::nullopt;
+}
+
+//! A backend name: `supported` are implemented; `planned` are known names refused with a clearer message.
+Problem SetBackend(std::string* field, const Value& v, std::initializer_list<std::string_view> supported,
+                   std::initializer_list<std::string_view> planned) {
+  std::string s;
+  if (auto p = v.String(&s)) return p;
+  if (std::find(supported.begin(), supported.end(), s) != supported.end()) {
+    *field = s;
+    return std::nullopt;
+  }
+  bool later = std::find(planned.begin(), planned.end(), s) != planned.end();
+  return Quote(s) + (later ? " is not supported yet" : " is not a backend") + "; supported: " + JoinNames(supported);
+}
+
+Problem CheckListen(const std::string& s) {
+  auto bad = [&] { return Quote(s) + " is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, 0.0.0.0:0)"; };
+  size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad();
+  std::string_view host = std::string_view(s).substr(0, colon);
+  std::string_view port = std::string_view(s).substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return bad();
+  }
+  if (std::stoi(std::string(port)) > 65535) return Quote(s) + ": port " + std::string(port) + " is over 65535";
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return bad();
+    std::string_view inner = host.substr(1, host.size() - 2);
+    if (!std::all_of(inner.begin(), inner.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) ||
+                                                                       c == ':' || c == '.'; })) {
+      return bad();
+    }
+    return std::nullopt;
+  }
+  bool host_ok = std::all_of(host.begin(), host.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+  });
+  if (!host_ok) return bad();
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The keys
+
+struct KeyDef {
+  std::string_view key;
+  Problem (*apply)(Config&, const Value&);
+};
+
+// Every key except processing.renditions (an array of tables, handled by ApplyRenditions). Bounds are what the code
+// can honour, not tuning advice.
+const KeyDef kKeys[] = {
+    {"server.listen",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (auto p = CheckListen(s)) return p;
+       c.listen = s;
+       return std::nullopt;
+     }},
+    {"server.threads", [](Config& c, const Value& v) { return SetInt(&c.http_threads, v, 0, 1024); }},
+    {"server.max_header_bytes",
+     [](Config& c, const Value& v) { return SetSize(&c.max_header_bytes, v, 1024, 1024 * 1024); }},
+    {"server.shutdown_grace",
+     [](Config& c, const Value& v) { return SetDuration(&c.shutdown_grace, v, std::chrono::milliseconds(0)); }},
+    {"server.request_timeout",
+     [](Config& c, const Value& v) { return SetDuration(&c.request_timeout, v, std::chrono::milliseconds(1)); }},
+    {"storage.data_dir",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (s.empty()) return std::string("the data folder must not be empty");
+       if (std::any_of(s.begin(), s.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20; })) {
+         return Quote(s) + " contains control characters";
+       }
+       c.data_dir = s;
+       return std::nullopt;
+     }},
+    {"storage.backend",
+     [](Config& c, const Value& v) { return SetBackend(&c.blob_backend, v, {"local"}, {"azure", "s3"}); }},
+    {"database.backend",
+     [](Config& c, const Value& v) { return SetBackend(&c.database_backend, v, {"sqlite"}, {"postgres", "postgresql"}); }},
+    {"queue.backend",
+     [](Config& c, const Value& v) { return SetBackend(&c.queue_backend, v, {"embedded"}, {"kafka"}); }},
+    {"queue.max_attempts", [](Config& c, const Value& v) { return SetInt(&c.max_attempts, v, 1, 100); }},
+    {"queue.retry_backoff",
+     [](Config& c, const Value& v) { return SetDuration(&c.retry_backoff, v, std::chrono::milliseconds(0)); }},
+    {"queue.lease", [](Config& c, const Value& v) { return SetDuration(&c.lease, v, std::chrono::milliseconds(1)); }},
+    {"limits.max_bytes",
+     [](Config& c, const Value& v) { return SetSize(&c.max_bytes, v, 1, std::numeric_limits<uint64_t>::max()); }},
+    {"limits.max_pixels", [](Config& c, const Value& v) { return SetCount(&c.max_pixels, v, 1); }},
+    {"limits.max_frames", [](Config& c, const Value& v) { return SetInt(&c.max_frames, v, 1, 1'000'000); }},
+    {"limits.max_dimension", [](Config& c, const Value& v) { return SetInt(&c.max_dimension, v, 1, 10'000'000); }},
+    {"limits.allowed_formats",
+     [](Config& c, const Value& v) -> Problem {
+       std::vector<std::string> names;
+       if (auto p = v.StringList(&names)) return p;
+       std::vector<std::string> formats;
+       for (auto& n : names) {
+         std::string name = Lower(n);
+         if (std::find(std::begin(kImageFormats), std::end(kImageFormats), name) == std::end(kImageFormats)) {
+           return Quote(n) + " is not a format imgpipe knows; choose from jpeg, png, webp, gif, tiff, heic, avif, "
+                             "jxl, bmp";
+         }
+         if (std::find(formats.begin(), formats.end(), name) == formats.end()) formats.push_back(name);
+       }
+       if (formats.empty()) return std::string("the list is empty, so no upload could be accepted");
+       c.allowed_formats = std::move(formats);
+       return std::nullopt;
+     }},
+    {"limits.max_metadata_bytes",
+     [](Config& c, const Value& v) { return SetSize(&c.max_metadata_bytes, v, 0, 16 * 1024 * 1024); }},
+    {"retention.originals",
+     [](Config& c, const Value& v) { return SetSeconds(&c.retention_originals, v, /*allow_zero=*/true); }},
+    {"retention.renditions",
+     [](Config& c, const Value& v) { return SetSeconds(&c.retention_renditions, v, /*allow_zero=*/true); }},
+    {"retention.sweep_interval",
+     [](Config& c, const Value& v) { return SetSeconds(&c.sweep_interval, v, /*allow_zero=*/false); }},
+    {"processing.workers", [](Config& c, const Value& v) { return SetInt(&c.worker_threads, v, 0, 1024); }},
+    {"processing.vips_concurrency", [](Config& c, const Value& v) { return SetInt(&c.vips_concurrency, v, 1, 256); }},
+    {"processing.enabled", [](Config& c, const Value& v) { return v.Bool(&c.embedded_workers); }},
+    {"log.level",
+     [](Config& c, const Value& v) { return SetChoice(&c.log_level, v, {"debug", "info", "warn", "error"}); }},
+};
+
+const KeyDef* FindKey(std::string_view key) {
+  for (const KeyDef& def : kKeys) {
+    if (def.key == key) return &def;
+  }
+  return nullptr;
+}
+
+const std::vector<std::string>& AllKeys() {
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> out;
+    for (const KeyDef& def : kKeys) out.emplace_back(def.key);
+    out.emplace_back(kRenditionsKey);
+    return out;
+  }();
+  return keys;
+}
+
+std::string EnvName(std::string_view key) {
+  std::string name = std::string(kEnvPrefix) + Upper(key);
+  std::replace(name.begin(), name.end(), '.', '_');
+  return name;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Loading
+
+//! Collects every problem so one run of the CLI shows them all: the file's in line order, then the environment's,
+//! then the flags'.
+class Problems {
+ public:
+  //! Problems added from now on sort after all earlier phases' (0: file, 1: environment, 2: flags).
+  void SetPhase(int phase) { phase_ = phase; }
+  bool empty() const { return messages_.empty(); }
+
+  void Unknown(std::string_view key, const std::string& where, const std::vector<std::string>& candidates,
+               bool env_form, int64_t line = 0) {
+    std::string message = "unknown config key " + Quote(key) + " " + where;
+    if (auto near = Nearest(key, candidates)) {
+      message += " (did you mean " + (env_form ? EnvName(*near) : Quote(*near)) + "?)";
+    }
+    Add(std::move(message), line);
+  }
+
+  void BadValue(std::string_view key, const std::string& where, const std::string& problem, int64_t line = 0) {
+    Add("bad value for " + std::string(key) + " " + where + ": " + problem, line);
+  }
+
+  Error ToError() {
+    std::stable_sort(messages_.begin(), messages_.end(),
+                     [](const Entry& a, const Entry& b) { return a.order < b.order; });
+    std::string message;
+    if (messages_.size() == 1) {
+      message = messages_[0].text;
+    } else {
+      message = std::to_string(messages_.size()) + " config errors: ";
+      for (size_t i = 0; i < messages_.size() && i < kMaxListedErrors; ++i) {
+        if (i > 0) message += "; ";
+        message += messages_[i].text;
+      }
+      if (messages_.size() > kMaxListedErrors) message += "; ...";
+    }
+    return MakeError(ErrorKind::kInvalidArgument, std::move(message), "invalid_config");
+  }
+
+ private:
+  struct Entry {
+    std::pair<int, int64_t> order;
+    std::string text;
+  };
+  void Add(std::string message, int64_t line) { messages_.push_back({{phase_, line}, std::move(message)}); }
+
+  int phase_ = 0;
+  std::vector<Entry> messages_;
+};
+
+std::string FileWhere(std::string_view file, const toml::source_region& source) {
+  std::string where = "in " + std::string(file);
+  if (source.begin.line > 0) where += " line " + std::to_string(source.begin.line);
+  return where;
+}
+
+void ApplyRenditions(Config& config, const toml::node& node, std::string_view file, Problems& problems) {
+  const std::string where = FileWhere(file, node.source());
+  const toml::array* array = node.as_array();
+  if (array == nullptr) {
+    problems.BadValue(kRenditionsKey, where,
+                      "expected [[processing.renditions]] tables, found " + std::string(TypeName(node.type())),
+                      node.source().begin.line);
+    return;
+  }
+  static const std::vector<std::string> kFields = {"name", "width", "height", "fit", "format", "quality"};
+  std::vector<RenditionConfig> renditions;
+  for (size_t i = 0; i < array->size(); ++i) {
+    const toml::node& item = *array->get(i);
+    const std::string item_key = std::string(kRenditionsKey) + "[" + std::to_string(i) + "]";
+    const toml::table* table = item.as_table();
+    if (table == nullptr) {
+      problems.BadValue(item_key, FileWhere(file, item.source()),
+                        "expected a table, found " + std::string(TypeName(item.type())));
+      continue;
+    }
+    RenditionConfig r;
+    bool ok = true;
+    for (auto&& [k, v] : *table) {
+      const std::string field = std::string(k.str());
+      const std::string field_key = item_key + "." + field;
+      const std::string field_where = FileWhere(file, k.source());
+      Value value = Value::FromNode(v);
+      Problem p;
+      if (field == "name") {
+        std::string name;
+        p = value.String(&name);
+        if (!p) {
+          bool valid = !name.empty() && name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+          });
+          if (valid) {
+            r.name = name;
+          } else {
+            p = Quote(name) + " is not a rendition name; use 1..32 characters of [a-z0-9-]";
+          }
+        }
+      } else if (field == "width") {
+        p = SetInt(&r.width, value, 1, 16384);
+      } else if (field == "height") {
+        p = SetInt(&r.height, value, 1, 16384);
+      } else if (field == "fit") {
+        p = SetChoice(&r.fit, value, {"inside", "cover"});
+      } else if (field == "format") {
+        p = SetChoice(&r.format, value, {"auto", "jpeg", "webp", "png", "avif"});
+      } else if (field == "quality") {
+        p = SetInt(&r.quality, value, 1, 100);
+      } else {
+        std::vector<std::string> candidates;
+        for (auto& f : kFields) candidates.push_back(item_key + "." + f);
+        problems.Unknown(field_key, field_where, candidates, false, k.source().begin.line);
+        ok = false;
+        continue;
+      }
+      if (p) {
+        problems.BadValue(field_key, field_where, *p, k.source().begin.line);
+        ok = false;
+      }
+    }
+    for (std::string_view required : {"name", "width", "height"}) {
+      if (!table->contains(required)) {
+        problems.BadValue(item_key, FileWhere(file, item.source()), "missing \"" + std::string(required) + "\"",
+                          item.source().begin.line);
+        ok = false;
+      }
+    }
+    if (!ok) continue;
+    for (const auto& earlier : renditions) {
+      if (earlier.name == r.name) {
+        problems.BadValue(item_key + ".name", FileWhere(file, item.source()),
+                          "rendition name " + Quote(r.name) + " is used twice; names must be unique",
+                          item.source().begin.line);
+        ok = false;
+      }
+    }
+    if (ok) renditions.push_back(std::move(r));
+  }
+  config.renditions = std::move(renditions);
+}
+
+void ApplyFile(Config& config, const toml::table& root, std::string_view file, Problems& problems) {
+  for (auto&& [section_key, section_node] : root) {
+    const std::string section = std::string(section_key.str());
+    const bool known = std::find(std::begin(kSections), std::end(kSections), section) != std::end(kSections);
+    const toml::table* table = section_node.as_table();
+    if (!known) {
+      if (table == nullptr || table->empty()) {
+        problems.Unknown(section, FileWhere(file, section_key.source()), AllKeys(), false,
+                         section_key.source().begin.line);
+      } else {
+        // Name the keys inside, so a misspelt section still gets a useful "did you mean".
+        for (auto&& [k, v] : *table) {
+          problems.Unknown(section + "." + std::string(k.str()), FileWhere(file, k.source()), AllKeys(), false,
+                           k.source().begin.line);
+        }
+      }
+      continue;
+    }
+    if (table == nullptr) {
+      problems.BadValue(section, FileWhere(file, section_key.source()),
+                        "expected a [" + section + "] table, found " + std::string(TypeName(section_node.type())),
+                        section_key.source().begin.line);
+      continue;
+    }
+    for (auto&& [k, v] : *table) {
+      const std::string key = section + "." + std::string(k.str());
+      if (key == kRenditionsKey) {
+        ApplyRenditions(config, v, file, problems);
+        continue;
+      }
+      const KeyDef* def = FindKey(key);
+      if (def == nullptr) {
+        problems.Unknown(key, FileWhere(file, k.source()), AllKeys(), false, k.source().begin.line);
+        continue;
+      }
+      if (Problem p = def->apply(config, Value::FromNode(v))) {
+        problems.BadValue(key, FileWhere(file, k.source()), *p, k.source().begin.line);
+      }
+    }
+  }
+}
+
+void ApplyOverride(Config& config, std::string_view key, const std::string& text, const std::string& where,
+                   bool env_form, Problems& problems) {
+  if (key == kRenditionsKey) {
+    problems.BadValue(key, where, "renditions can be set only in the config file, as [[processing.renditions]] tables");
+    return;
+  }
+  const KeyDef* def = FindKey(key);
+  if (def == nullptr) {
+    problems.Unknown(key, where, AllKeys(), env_form);
+    return;
+  }
+  if (Problem p = def->apply(config, Value::FromText(text))) problems.BadValue(key, where, *p);
+}
+
+void ApplyEnvironment(Config& config, const std::map<std::string, std::string>& env, Problems& problems) {
+  for (const auto& [name, text] : env) {
+    if (!std::string_view(name).starts_with(kEnvPrefix)) continue;
+    if (std::find(std::begin(kNonConfigEnv), std::end(kNonConfigEnv), name) != std::end(kNonConfigEnv)) continue;
+    // IMGPIPE_LIMITS_MAX_BYTES -> limits.max_bytes: section names have no '_', so the first one ends the section.
+    std::string key = Lower(std::string_view(name).substr(kEnvPrefix.size()));
+    if (size_t underscore = key.find('_'); underscore != std::string::npos) key[underscore] = '.';
+    ApplyOverride(config, key, text, "from " + name, /*env_form=*/true, problems);
+  }
+}
+
+void ApplyFlags(Config& config, const std::map<std::string, std::string>& flags, Problems& problems) {
+  for (const auto& [key, text] : flags) {
+    ApplyOverride(config, key, text, "from flag --" + key, /*env_form=*/false, problems);
+  }
+}
+
+Result<Config> Load(const std::string_view* toml_text, std::string_view source_name, const ConfigSources& sources) {
+  Config config;
+  Problems problems;
+  toml::table root;
+  if (toml_text != nullptr) {
+    if (toml_text->size() > kMaxConfigFileBytes) {
+      return MakeError(ErrorKind::kInvalidArgument,
+                       "config file " + std::string(source_name) + " is " + std::to_string(toml_text->size()) +
+                           " bytes; the limit is 1 MiB; is it the right file?",
+                       "invalid_config");
+    }
+    try {
+      root = toml::parse(*toml_text, source_name);
+    } catch (const toml::parse_error& e) {
+      return MakeError(ErrorKind::kInvalidArgument,
+                       "config file " + std::string(source_name) + " line " + std::to_string(e.source().begin.line) +
+                           " column " + std::to_string(e.source().begin.column) + ": " +
+                           std::string(e.description()),
+                       "invalid_config");
+    }
+    ApplyFile(config, root, source_name, problems);
+  }
+  problems.SetPhase(1);
+  ApplyEnvironment(config, sources.env, problems);
+  problems.SetPhase(2);
+  ApplyFlags(config, sources.flags, problems);
+  if (!problems.empty()) return problems.ToError();
+  return config;
+}
+
+}  // namespace
+
+Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
+  auto ms = ParseScaled(text, {{"", 1000},
+                               {"ms", 1},
+                               {"s", 1000},
+                               {"m", 60 * 1000},
+                               {"h", 3600 * 1000},
+                               {"d", 24 * 3600 * 1000}});
+  if (!ms || *ms > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return MakeError(ErrorKind::kInvalidArgument,
+                     Quote(text) + " is not a duration; use a number with a unit: 250ms, 30s, 15m, 36h, 7d");
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(*ms));
+}
+
+Result<uint64_t> ParseByteSize(std::string_view text) {
+  constexpr uint64_t kKi = 1024;
+  auto bytes = ParseScaled(text, {{"", 1},
+                                  {"b", 1},
+                                  {"kb", 1000},
+                                  {"mb", 1000 * 1000},
+                                  {"gb", 1000 * 1000 * 1000},
+                                  {"tb", 1000ull * 1000 * 1000 * 1000},
+                                  {"kib", kKi},
+                                  {"mib", kKi * kKi},
+                                  {"gib", kKi * kKi * kKi},
+                                  {"tib", kKi * kKi * kKi * kKi}});
+  if (!bytes) {
+    return MakeError(ErrorKind::kInvalidArgument,
+                     Quote(text) + " is not a size; use bytes or a number with a unit: 200KB, 50MiB, 1GiB");
+  }
+  return *bytes;
+}
+
+Result<Config> LoadConfigFromString(std::string_view toml_text, std::string_view source_name,
+                                    const ConfigSources& sources) {
+  return Load(&toml_text, source_name, sources);
+}
+
+Result<Config> LoadConfig(const ConfigSources& sources) {
+  if (sources.file_path.empty()) return Load(nullptr, {}, sources);
+  std::ifstream file(sources.file_path, std::ios::binary);
+  if (!file) {
+    return MakeError(ErrorKind::kInvalidArgument,
+                     "cannot read config file " + sources.file_path + ": " + std::strerror(errno), "invalid_config");
+  }
+  std::string text;
+  char buf[64 * 1024];
+  while (file.read(buf, sizeof buf) || file.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(file.gcount()));
+    if (text.size() > kMaxConfigFileBytes) break;  // Load() refuses it, naming the limit
+  }
+  if (file.bad()) {
+    return MakeError(ErrorKind::kInvalidArgument, "cannot read config file " + sources.file_path, "invalid_config");
+  }
+  std::string_view view = text;
+  return Load(&view, sources.file_path, sources);
+}
+
+std::map<std::string, std::string> ImgpipeEnvironment() {
+  std::map<std::string, std::string> out;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view entry = *e;
+    if (!entry.starts_with(kEnvPrefix)) continue;
+    size_t eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    std::string name(entry.substr(0, eq));
+    if (std::find(std::begin(kNonConfigEnv), std::end(kNonConfigEnv), name) != std::end(kNonConfigEnv)) continue;
+    out[name] = std::string(entry.substr(eq + 1));
+  }
+  return out;
+}
+
+std::vector<std::string> ConfigKeys() { return AllKeys(); }
+
+}  // namespace imgpipe

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.hpp"
@@ -65,6 +66,9 @@ struct Config {
       {"thumb-1024", 1024, 1024, "inside", "auto", 82},
   };                                               //!< [[processing.renditions]]
 
+  // [testing]
+  std::chrono::milliseconds clock_offset{0};      //!< testing.clock_offset: shifts the clock forward (retention tests)
+
   // [log]
   std::string log_level = "info";                 //!< log.level
 };
@@ -79,9 +83,19 @@ struct ConfigSources {
 
 //! Builds the config, validating every key and value. kInvalidArgument naming the key (and the file and line for
 //! file errors) on an unknown key or a bad value; the CLI turns that into exit code 2.
+//! Override values are read as they would be in TOML, but need no quotes: `8080`, `true`, `"a b"` and `a b` all work;
+//! a list is `jpeg,png` or `["jpeg", "png"]`; sizes and durations are `50MiB`, `36h`. [[processing.renditions]] can be
+//! set only in the file.
 Result<Config> LoadConfig(const ConfigSources& sources);
-//! The IMGPIPE_* variables of the current process environment.
+//! As LoadConfig, with the file's text given directly; `source_name` names it in messages (sources.file_path is
+//! ignored). For tests and the config fuzzer.
+Result<Config> LoadConfigFromString(std::string_view toml_text, std::string_view source_name,
+                                    const ConfigSources& sources = {});
+//! The IMGPIPE_* variables of the current process environment, except the few that are not config keys
+//! (IMGPIPE_CONFIG: the config file's path for the CLI; IMGPIPE_TEST: set by the test runner).
 std::map<std::string, std::string> ImgpipeEnvironment();
+//! Every config key ("section.key"), in the order of Config's fields.
+std::vector<std::string> ConfigKeys();
 //! Parses "7d", "36h", "15m", "30s", "250ms", or a bare number of seconds.
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
 //! Parses "50MiB", "200KB", "1GiB", or a bare number of bytes.

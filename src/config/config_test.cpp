@@ -1,1 +1,380 @@
-// placeholder: implemented in a following commit
+#include "config/config.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace imgpipe {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+class ConfigFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "imgpipe-config-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  //! Writes `text` as <tmp>/imgpipe.toml and returns sources naming it.
+  ConfigSources WithFile(const std::string& text) {
+    std::string path = dir_ + "/imgpipe.toml";
+    std::ofstream(path, std::ios::binary) << text;
+    ConfigSources sources;
+    sources.file_path = path;
+    return sources;
+  }
+
+  std::string dir_;
+};
+
+std::string ErrorOf(const Result<Config>& r) {
+  EXPECT_FALSE(r.ok());
+  if (r.ok()) return {};
+  EXPECT_EQ(r.error().kind, ErrorKind::kInvalidArgument);
+  return r.error().message;
+}
+
+TEST(ConfigTest, DefaultsWithNoFile) {
+  auto config = LoadConfig({});
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  Config defaults;
+  EXPECT_EQ(config->listen, "127.0.0.1:8080");
+  EXPECT_EQ(config->max_bytes, defaults.max_bytes);
+  EXPECT_EQ(config->retention_originals, 7 * 24h);
+  EXPECT_EQ(config->blob_backend, "local");
+  EXPECT_EQ(config->allowed_formats, defaults.allowed_formats);
+  ASSERT_EQ(config->renditions.size(), 2u);
+  EXPECT_EQ(config->renditions[0].name, "thumb-256");
+  EXPECT_EQ(config->log_level, "info");
+}
+
+TEST_F(ConfigFileTest, ReadsEverySection) {
+  auto config = LoadConfig(WithFile(R"(
+[server]
+listen = "0.0.0.0:9000"
+threads = 4
+max_header_bytes = "32KiB"
+shutdown_grace = "5s"
+request_timeout = 30
+
+[storage]
+data_dir = "/var/lib/imgpipe"
+backend = "local"
+
+[database]
+backend = "sqlite"
+
+[queue]
+backend = "embedded"
+max_attempts = 3
+retry_backoff = "250ms"
+lease = "2m"
+
+[limits]
+max_bytes = "20MiB"
+max_pixels = 40_000_000
+max_frames = 10
+max_dimension = 20000
+allowed_formats = ["jpeg", "PNG", "jxl"]
+max_metadata_bytes = 4096
+
+[retention]
+originals = "36h"
+renditions = "0"
+sweep_interval = "15m"
+
+[processing]
+workers = 2
+vips_concurrency = 2
+enabled = false
+
+[[processing.renditions]]
+name = "small"
+width = 320
+height = 200
+fit = "cover"
+format = "webp"
+quality = 70
+
+[[processing.renditions]]
+name = "large"
+width = 2048
+height = 2048
+
+[log]
+level = "debug"
+)"));
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->listen, "0.0.0.0:9000");
+  EXPECT_EQ(config->http_threads, 4);
+  EXPECT_EQ(config->max_header_bytes, 32u * 1024);
+  EXPECT_EQ(config->shutdown_grace, 5s);
+  EXPECT_EQ(config->request_timeout, 30s);
+  EXPECT_EQ(config->data_dir, "/var/lib/imgpipe");
+  EXPECT_EQ(config->max_attempts, 3);
+  EXPECT_EQ(config->retry_backoff, 250ms);
+  EXPECT_EQ(config->lease, 2min);
+  EXPECT_EQ(config->max_bytes, 20u << 20);
+  EXPECT_EQ(config->max_pixels, 40'000'000u);
+  EXPECT_EQ(config->max_frames, 10);
+  EXPECT_EQ(config->max_dimension, 20000);
+  EXPECT_EQ(config->allowed_formats, (std::vector<std::string>{"jpeg", "png", "jxl"}));
+  EXPECT_EQ(config->max_metadata_bytes, 4096u);
+  EXPECT_EQ(config->retention_originals, 36h);
+  EXPECT_EQ(config->retention_renditions, 0s);
+  EXPECT_EQ(config->sweep_interval, 15min);
+  EXPECT_EQ(config->worker_threads, 2);
+  EXPECT_EQ(config->vips_concurrency, 2);
+  EXPECT_FALSE(config->embedded_workers);
+  ASSERT_EQ(config->renditions.size(), 2u);
+  EXPECT_EQ(config->renditions[0].name, "small");
+  EXPECT_EQ(config->renditions[0].width, 320);
+  EXPECT_EQ(config->renditions[0].height, 200);
+  EXPECT_EQ(config->renditions[0].fit, "cover");
+  EXPECT_EQ(config->renditions[0].format, "webp");
+  EXPECT_EQ(config->renditions[0].quality, 70);
+  EXPECT_EQ(config->renditions[1].fit, "inside");  // defaults for fields left out
+  EXPECT_EQ(config->renditions[1].format, "auto");
+  EXPECT_EQ(config->renditions[1].quality, 82);
+  EXPECT_EQ(config->log_level, "debug");
+}
+
+TEST_F(ConfigFileTest, EnvBeatsFileAndFlagBeatsEnv) {
+  auto sources = WithFile("[limits]\nmax_bytes = 1000\n[server]\nlisten = \"127.0.0.1:1\"\nthreads = 3\n");
+  sources.env = {{"IMGPIPE_LIMITS_MAX_BYTES", "2000"}, {"IMGPIPE_SERVER_LISTEN", "127.0.0.1:2"}};
+  sources.flags = {{"server.listen", "127.0.0.1:3"}};
+  auto config = LoadConfig(sources);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->max_bytes, 2000u);         // env over file
+  EXPECT_EQ(config->listen, "127.0.0.1:3");   // flag over env over file
+  EXPECT_EQ(config->http_threads, 3);         // file over default
+}
+
+TEST(ConfigTest, OverrideTextReadsLikeTomlWithoutQuotes) {
+  ConfigSources sources;
+  sources.env = {
+      {"IMGPIPE_LIMITS_ALLOWED_FORMATS", "jpeg, webp"},
+      {"IMGPIPE_STORAGE_DATA_DIR", "\"/data/with space\""},
+      {"IMGPIPE_PROCESSING_ENABLED", "false"},
+      {"IMGPIPE_RETENTION_ORIGINALS", "7d"},
+      {"IMGPIPE_LIMITS_MAX_BYTES", "50MiB"},
+      {"IMGPIPE_TEST", "1"},  // set by the test runner; not a config key
+      {"IMGPIPE_CONFIG", "/somewhere/imgpipe.toml"},
+      {"HOME", "/root"},  // not ours
+  };
+  sources.flags = {{"limits.max_pixels", "1_000_000"}, {"queue.lease", "90"}, {"log.level", "\"warn\""}};
+  auto config = LoadConfig(sources);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->allowed_formats, (std::vector<std::string>{"jpeg", "webp"}));
+  EXPECT_EQ(config->data_dir, "/data/with space");
+  EXPECT_FALSE(config->embedded_workers);
+  EXPECT_EQ(config->retention_originals, 7 * 24h);
+  EXPECT_EQ(config->max_bytes, 50u << 20);
+  EXPECT_EQ(config->max_pixels, 1'000'000u);
+  EXPECT_EQ(config->lease, 90s);
+  EXPECT_EQ(config->log_level, "warn");
+
+  sources.env = {{"IMGPIPE_LIMITS_ALLOWED_FORMATS", R"(["png", "gif"])"}};
+  sources.flags.clear();
+  config = LoadConfig(sources);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->allowed_formats, (std::vector<std::string>{"png", "gif"}));
+}
+
+TEST_F(ConfigFileTest, UnknownKeyInFileNamesLineAndSuggests) {
+  auto sources = WithFile("# limits\n[limits]\nmax_byte = 10\n");
+  std::string message = ErrorOf(LoadConfig(sources));
+  EXPECT_EQ(message, "unknown config key \"limits.max_byte\" in " + sources.file_path +
+                         " line 3 (did you mean \"limits.max_bytes\"?)");
+}
+
+TEST_F(ConfigFileTest, UnknownSectionsAndNestedTablesAreRefused) {
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("[limit]\nmax_bytes = 10\n"))),
+              HasSubstr("unknown config key \"limit.max_bytes\""));
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("[limit]\nmax_bytes = 10\n"))),
+              HasSubstr("did you mean \"limits.max_bytes\"?"));
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("[server.tls]\ncert = \"x\"\n"))), HasSubstr("\"server.tls\""));
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("colour = \"blue\"\n"))),
+              HasSubstr("unknown config key \"colour\" in "));
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("server = 3\n"))), HasSubstr("expected a [server] table"));
+}
+
+TEST(ConfigTest, UnknownKeyFromEnvironmentNamesTheVariable) {
+  ConfigSources sources;
+  sources.env = {{"IMGPIPE_LIMITS_MAX_BYTE", "10"}};
+  EXPECT_EQ(ErrorOf(LoadConfig(sources)),
+            "unknown config key \"limits.max_byte\" from IMGPIPE_LIMITS_MAX_BYTE (did you mean "
+            "IMGPIPE_LIMITS_MAX_BYTES?)");
+  sources.env = {{"IMGPIPE_DEBUG", "1"}};
+  EXPECT_THAT(ErrorOf(LoadConfig(sources)), HasSubstr("unknown config key \"debug\" from IMGPIPE_DEBUG"));
+}
+
+TEST(ConfigTest, UnknownKeyFromFlagNamesTheFlag) {
+  ConfigSources sources;
+  sources.flags = {{"server.lisen", "127.0.0.1:1"}};
+  EXPECT_EQ(ErrorOf(LoadConfig(sources)),
+            "unknown config key \"server.lisen\" from flag --server.lisen (did you mean \"server.listen\"?)");
+  sources.flags = {{"nonsense", "1"}};
+  std::string message = ErrorOf(LoadConfig(sources));
+  EXPECT_THAT(message, HasSubstr("unknown config key \"nonsense\""));
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("did you mean")));
+}
+
+TEST(ConfigTest, BadValuesNameKeySourceAndProblem) {
+  auto error_for = [](std::string env, std::string value) {
+    ConfigSources sources;
+    sources.env = {{env, value}};
+    return ErrorOf(LoadConfig(sources));
+  };
+  EXPECT_THAT(error_for("IMGPIPE_SERVER_LISTEN", "abc"),
+              HasSubstr("bad value for server.listen from IMGPIPE_SERVER_LISTEN: \"abc\" is not HOST:PORT"));
+  EXPECT_THAT(error_for("IMGPIPE_SERVER_LISTEN", "127.0.0.1:70000"), HasSubstr("port 70000 is over 65535"));
+  EXPECT_THAT(error_for("IMGPIPE_SERVER_LISTEN", "::1:80"), HasSubstr("is not HOST:PORT"));
+  EXPECT_TRUE(LoadConfig({.env = {{"IMGPIPE_SERVER_LISTEN", "[::1]:0"}}}).ok());
+  EXPECT_THAT(error_for("IMGPIPE_SERVER_THREADS", "many"),
+              HasSubstr("bad value for server.threads from IMGPIPE_SERVER_THREADS: \"many\" is not an integer"));
+  EXPECT_THAT(error_for("IMGPIPE_SERVER_THREADS", "5000"), HasSubstr("5000 is out of range 0..1024"));
+  EXPECT_THAT(error_for("IMGPIPE_PROCESSING_ENABLED", "yes"), HasSubstr("\"yes\" is not true or false"));
+  EXPECT_THAT(error_for("IMGPIPE_LIMITS_MAX_BYTES", "50 parsecs"), HasSubstr("\"50 parsecs\" is not a size"));
+  EXPECT_THAT(error_for("IMGPIPE_LIMITS_MAX_BYTES", "0"), HasSubstr("out of range"));
+  EXPECT_THAT(error_for("IMGPIPE_RETENTION_ORIGINALS", "1 week"), HasSubstr("\"1 week\" is not a duration"));
+  EXPECT_THAT(error_for("IMGPIPE_RETENTION_SWEEP_INTERVAL", "0"), HasSubstr("the minimum is 1s"));
+  EXPECT_THAT(error_for("IMGPIPE_RETENTION_ORIGINALS", "1500ms"), HasSubstr("not a whole number of seconds"));
+  EXPECT_THAT(error_for("IMGPIPE_LIMITS_ALLOWED_FORMATS", "jpeg,exe"),
+              HasSubstr("\"exe\" is not a format imgpipe knows"));
+  EXPECT_THAT(error_for("IMGPIPE_LIMITS_ALLOWED_FORMATS", ""), HasSubstr("the list is empty"));
+  EXPECT_THAT(error_for("IMGPIPE_LOG_LEVEL", "verbose"), HasSubstr("\"verbose\" is not one of debug, info, warn, error"));
+  EXPECT_THAT(error_for("IMGPIPE_QUEUE_BACKEND", "kafka"),
+              HasSubstr("bad value for queue.backend from IMGPIPE_QUEUE_BACKEND: \"kafka\" is not supported yet; "
+                        "supported: embedded"));
+  EXPECT_THAT(error_for("IMGPIPE_STORAGE_BACKEND", "s3"), HasSubstr("supported: local"));
+  EXPECT_THAT(error_for("IMGPIPE_DATABASE_BACKEND", "mysql"), HasSubstr("\"mysql\" is not a backend; supported: sqlite"));
+  EXPECT_THAT(error_for("IMGPIPE_PROCESSING_RENDITIONS", "x"), HasSubstr("only in the config file"));
+  EXPECT_THAT(error_for("IMGPIPE_STORAGE_DATA_DIR", "\"\""), HasSubstr("must not be empty"));
+}
+
+TEST_F(ConfigFileTest, BadValuesInFileNameTheLineAndType) {
+  auto sources = WithFile("[server]\nthreads = \"four\"\n\n[limits]\nmax_pixels = -5\n");
+  std::string message = ErrorOf(LoadConfig(sources));
+  // Both problems, in line order.
+  EXPECT_THAT(message, HasSubstr("2 config errors: bad value for server.threads in " + sources.file_path +
+                                 " line 2: expected an integer, found a string \"four\"; bad value for "
+                                 "limits.max_pixels in " +
+                                 sources.file_path + " line 5"));
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("[processing]\nenabled = 1\n"))),
+              HasSubstr("expected true or false, found an integer 1"));
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("[limits]\nmax_bytes = 1.5\n"))),
+              HasSubstr("found a number with a fraction"));
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("[limits]\nallowed_formats = [\"jpeg\", 3]\n"))),
+              HasSubstr("expected an array of strings, found an integer in it"));
+}
+
+TEST_F(ConfigFileTest, RenditionsAreValidated) {
+  auto error_for = [&](const std::string& tables) { return ErrorOf(LoadConfig(WithFile(tables))); };
+  EXPECT_THAT(error_for("[[processing.renditions]]\nname = \"a\"\nwidth = 10\nheight = 10\nfit = \"stretch\"\n"),
+              HasSubstr("bad value for processing.renditions[0].fit"));
+  EXPECT_THAT(error_for("[[processing.renditions]]\nname = \"Big_One\"\nwidth = 10\nheight = 10\n"),
+              HasSubstr("is not a rendition name"));
+  EXPECT_THAT(error_for("[[processing.renditions]]\nname = \"a\"\nwidth = 0\nheight = 10\n"),
+              HasSubstr("0 is out of range 1..16384"));
+  EXPECT_THAT(error_for("[[processing.renditions]]\nname = \"a\"\nheight = 10\n"), HasSubstr("missing \"width\""));
+  EXPECT_THAT(error_for("[[processing.renditions]]\nname = \"a\"\nwidth = 1\nheight = 1\nqualty = 5\n"),
+              HasSubstr("unknown config key \"processing.renditions[0].qualty\" in " + dir_ +
+                        "/imgpipe.toml line 5 (did you mean \"processing.renditions[0].quality\"?)"));
+  EXPECT_THAT(error_for("[[processing.renditions]]\nname = \"a\"\nwidth = 1\nheight = 1\n"
+                        "[[processing.renditions]]\nname = \"a\"\nwidth = 2\nheight = 2\n"),
+              HasSubstr("\"a\" is used twice"));
+  EXPECT_THAT(error_for("[processing]\nrenditions = 5\n"), HasSubstr("expected [[processing.renditions]] tables"));
+  // An empty list is allowed: originals only.
+  auto none = LoadConfig(WithFile("[processing]\nrenditions = []\n"));
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_TRUE(none->renditions.empty());
+}
+
+TEST_F(ConfigFileTest, SyntaxErrorsGiveLineAndColumn) {
+  auto sources = WithFile("[server]\nlisten = \"127.0.0.1:80\"\nthreads = = 4\n");
+  std::string message = ErrorOf(LoadConfig(sources));
+  EXPECT_THAT(message, HasSubstr("config file " + sources.file_path + " line 3 column "));
+}
+
+TEST_F(ConfigFileTest, MissingOrHugeFileIsRefused) {
+  ConfigSources sources;
+  sources.file_path = dir_ + "/absent.toml";
+  EXPECT_THAT(ErrorOf(LoadConfig(sources)), HasSubstr("cannot read config file " + dir_ + "/absent.toml"));
+  std::string huge = "# " + std::string(2 << 20, 'x') + "\n";
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile(huge))), HasSubstr("the limit is 1 MiB"));
+}
+
+TEST(ConfigTest, LoadConfigFromStringUsesTheGivenName) {
+  auto config = LoadConfigFromString("[log]\nlevel = \"error\"\n", "inline.toml");
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(config->log_level, "error");
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[log]\nlevl = 1\n", "inline.toml")), HasSubstr("in inline.toml line 2"));
+}
+
+TEST(ConfigTest, ImgpipeEnvironmentSkipsNonConfigVariables) {
+  ::setenv("IMGPIPE_LOG_LEVEL", "warn", 1);
+  ::setenv("IMGPIPE_TEST", "1", 1);
+  ::setenv("IMGPIPE_CONFIG", "x.toml", 1);
+  auto env = ImgpipeEnvironment();
+  ::unsetenv("IMGPIPE_LOG_LEVEL");
+  EXPECT_EQ(env["IMGPIPE_LOG_LEVEL"], "warn");
+  EXPECT_EQ(env.count("IMGPIPE_TEST"), 0u);
+  EXPECT_EQ(env.count("IMGPIPE_CONFIG"), 0u);
+  for (auto& [name, value] : env) EXPECT_TRUE(name.starts_with("IMGPIPE_")) << name;
+}
+
+TEST(ConfigTest, ConfigKeysListsEveryKey) {
+  auto keys = ConfigKeys();
+  EXPECT_EQ(keys.size(), 26u);
+  EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
+  EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.renditions"), keys.end());
+}
+
+TEST(ParseDurationTest, UnitsAndBareSeconds) {
+  EXPECT_EQ(*ParseDuration("7d"), 7 * 24h);
+  EXPECT_EQ(*ParseDuration("36h"), 36h);
+  EXPECT_EQ(*ParseDuration("15m"), 15min);
+  EXPECT_EQ(*ParseDuration("30s"), 30s);
+  EXPECT_EQ(*ParseDuration("250ms"), 250ms);
+  EXPECT_EQ(*ParseDuration("0"), 0ms);
+  EXPECT_EQ(*ParseDuration("90"), 90s);
+  EXPECT_EQ(*ParseDuration(" 10 S "), 10s);
+  for (std::string_view bad : {"", "s", "-5s", "1.5h", "5 minutes", "10y", "1h30m", "99999999999999999999d"}) {
+    auto r = ParseDuration(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_THAT(r.error().message, HasSubstr("is not a duration")) << bad;
+    }
+  }
+}
+
+TEST(ParseByteSizeTest, BinaryAndDecimalUnits) {
+  EXPECT_EQ(*ParseByteSize("50MiB"), 50ull << 20);
+  EXPECT_EQ(*ParseByteSize("200KB"), 200'000u);
+  EXPECT_EQ(*ParseByteSize("1GiB"), 1ull << 30);
+  EXPECT_EQ(*ParseByteSize("1gb"), 1'000'000'000u);
+  EXPECT_EQ(*ParseByteSize("3 kib"), 3072u);
+  EXPECT_EQ(*ParseByteSize("123"), 123u);
+  EXPECT_EQ(*ParseByteSize("7B"), 7u);
+  EXPECT_EQ(*ParseByteSize("16TiB"), 16ull << 40);
+  for (std::string_view bad : {"", "MiB", "-1", "1.5MiB", "10 parsecs", "20000000TiB", "18446744073709551616"}) {
+    auto r = ParseByteSize(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_THAT(r.error().message, HasSubstr("is not a size")) << bad;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace imgpipe
