@@ -239,7 +239,9 @@ TEST(ConfigTest, BadValuesNameKeySourceAndProblem) {
               HasSubstr("bad value for server.listen from IMGPIPE_SERVER_LISTEN: \"abc\" is not HOST:PORT"));
   EXPECT_THAT(error_for("IMGPIPE_SERVER_LISTEN", "127.0.0.1:70000"), HasSubstr("port 70000 is over 65535"));
   EXPECT_THAT(error_for("IMGPIPE_SERVER_LISTEN", "::1:80"), HasSubstr("is not HOST:PORT"));
-  EXPECT_TRUE(LoadConfig({.env = {{"IMGPIPE_SERVER_LISTEN", "[::1]:0"}}}).ok());
+  ConfigSources ipv6;
+  ipv6.env = {{"IMGPIPE_SERVER_LISTEN", "[::1]:0"}};
+  EXPECT_TRUE(LoadConfig(ipv6).ok());
   EXPECT_THAT(error_for("IMGPIPE_SERVER_THREADS", "many"),
               HasSubstr("bad value for server.threads from IMGPIPE_SERVER_THREADS: \"many\" is not an integer"));
   EXPECT_THAT(error_for("IMGPIPE_SERVER_THREADS", "5000"), HasSubstr("5000 is out of range 0..1024"));
