@@ -1,0 +1,181 @@
+"""Rewrites docs/BENCHMARKS.md from the JSON results in the scratch folder (build/bench/*.json).
+
+    python3 bench/report.py [--out docs/BENCHMARKS.md]
+
+Every number in the page comes from those files; nothing is typed in by hand. A benchmark whose result file is
+missing is listed as not run.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import benchlib as bl
+
+
+def load(name):
+    path = bl.SCRATCH / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def yes_no(ok):
+    return "**yes**" if ok else "**NO**"
+
+
+def fmt(x, digits=2):
+    return f"{x:.{digits}f}"
+
+
+def summary_rows(proc, ingest, mem):
+    rows = []
+    if proc:
+        r = proc["files_per_second"]
+        rows.append(("processing throughput, default renditions (files/s)",
+                     f"vipsthumbnail {fmt(r['vipsthumbnail'])}", fmt(r["imgpipe"]),
+                     f"{fmt(proc['ratio_vs_vipsthumbnail'])}x", ">= 0.9x",
+                     yes_no(proc["ratio_vs_vipsthumbnail"] >= 0.9)))
+        rows.append(("processing throughput, default renditions (files/s)",
+                     f"ImageMagick convert {fmt(r['imagemagick'])}", fmt(r["imgpipe"]),
+                     f"{fmt(proc['ratio_vs_imagemagick'])}x", ">= 3x", yes_no(proc["ratio_vs_imagemagick"] >= 3)))
+    else:
+        rows.append(("processing throughput", "vipsthumbnail, ImageMagick", "not run", "", ">= 0.9x, >= 3x", ""))
+    if ingest:
+        m = ingest["median"]
+        rows.append((f"upload ingest, {ingest['body_bytes'] // 1000} KB JPEG, {ingest['connections']} clients "
+                     "(uploads/s)", f"nginx {fmt(m['nginx']['requests_per_second'], 0)}",
+                     fmt(m["imgpipe"]["requests_per_second"], 0), f"{fmt(ingest['ratio'])}x", ">= 0.7x",
+                     yes_no(ingest["ratio"] >= 0.7 and ingest["failed_requests"]["imgpipe"] == 0)))
+    else:
+        rows.append(("upload ingest", "nginx", "not run", "", ">= 0.7x", ""))
+    if mem:
+        rows.append((f"peak memory, {mem['uploads']} concurrent 24 MP uploads processed (VmHWM, MB)", "",
+                     fmt(mem["vmhwm_mb"], 0), "", f"<= {mem['target_mb']} MB", yes_no(mem["met"])))
+    else:
+        rows.append(("peak memory", "", "not run", "", "<= 400 MB", ""))
+    return rows
+
+
+def processing_section(proc):
+    if not proc:
+        return ["## Processing throughput", "", "Not run.", ""]
+    out = ["## Processing throughput", ""]
+    out += [f"{proc['file_count']} files ({proc['input_bytes'] / 1e6:.1f} MB), each made into a 256 px and a "
+            f"1024 px JPEG (quality 82, never upscaled); {proc['threads']} threads; {proc['reps']} timed "
+            "repetitions after one warm-up, interleaved; wall-clock time of the whole batch, process start-up "
+            "included. vipsthumbnail works through the list one file at a time with `VIPS_CONCURRENCY` threads "
+            "inside each operation (one process per size, as the reference is defined); imgpipe spreads the files "
+            "over its worker threads with one libvips thread each; ImageMagick runs one process per file and size, "
+            "as many at a time as there are threads.", ""]
+    out += ["| tool | median seconds | files/s | every run (s) |", "|---|---|---|---|"]
+    for name in ("imgpipe", "vipsthumbnail", "imagemagick"):
+        runs = ", ".join(fmt(s) for s in proc["seconds"][name])
+        out.append(f"| {name} | {fmt(proc['median_seconds'][name])} | {fmt(proc['files_per_second'][name])} | "
+                   f"{runs} |")
+    out += ["", f"Ratio imgpipe/vipsthumbnail: **{fmt(proc['ratio_vs_vipsthumbnail'])}x** (target >= 0.9x). "
+            f"Ratio imgpipe/ImageMagick: **{fmt(proc['ratio_vs_imagemagick'])}x** (target >= 3x).", ""]
+    out += ["Commands:", "", "```"] + [f"{k}: {v}" for k, v in proc["commands"].items()] + ["```", ""]
+    out += ["Files (under `../shared/corpora/`): " + ", ".join(f"`{f}`" for f in proc["files"]) + ".", ""]
+    return out
+
+
+def ingest_section(ingest):
+    if not ingest:
+        return ["## Upload ingest", "", "Not run.", ""]
+    m = ingest["median"]
+    out = ["## Upload ingest", ""]
+    out += [f"`POST /v1/images` with the same {ingest['body_bytes']}-byte JPEG ({ingest['body_source']}), "
+            f"{ingest['connections']} keep-alive connections from wrk ({ingest['wrk_threads']} threads), "
+            f"{ingest['warmup_seconds']} s warm-up then {ingest['duration_seconds']} s measured, "
+            f"{ingest['reps']} repetitions interleaved, each server started fresh. wrk runs on the same machine and "
+            "takes CPU from both servers alike.", ""]
+    out += ["| server | median uploads/s | median p50 ms | median p99 ms | failed requests | every run (uploads/s) |",
+            "|---|---|---|---|---|---|"]
+    labels = {"nginx": "nginx, bodies to disk (reference)", "imgpipe": "imgpipe, processing off (target)",
+              "imgpipe_with_workers": "imgpipe, default config (workers on)"}
+    for name, label in labels.items():
+        runs = ", ".join(fmt(r["requests_per_second"], 0) for r in ingest["runs"][name])
+        out.append(f"| {label} | {fmt(m[name]['requests_per_second'], 0)} | {fmt(m[name]['latency_p50_ms'], 1)} | "
+                   f"{fmt(m[name]['latency_p99_ms'], 1)} | {ingest['failed_requests'][name]} | {runs} |")
+    out += ["", f"Ratio imgpipe/nginx: **{fmt(ingest['ratio'])}x** (target >= 0.7x); with the workers running: "
+            f"{fmt(ingest['ratio_with_workers'])}x (no target).", ""]
+    out += ["What each side does per request: nginx reads the body into a file (`client_body_in_file_only on`, "
+            "kept) and answers a fixed 201; it does not fsync. imgpipe authenticates the key, spools the body while "
+            "hashing it, sniffs and validates the image (one strict decode), fsyncs and renames the original into "
+            "the blob store, commits the image row and its job in one SQLite transaction (WAL, synchronous=FULL) "
+            "and answers 201 with the image's JSON. Afterwards every 201 was checked against the files on disk.",
+            ""]
+    out += ["Commands:", "", "```"] + [f"{k}: {v}" for k, v in ingest["commands"].items()] + ["```", ""]
+    return out
+
+
+def memory_section(mem):
+    if not mem:
+        return ["## Peak memory", "", "Not run.", ""]
+    out = ["## Peak memory", ""]
+    out += [f"{mem['uploads']} uploads of {mem['image']} ({mem['image_bytes']} bytes) sent at the same moment to a "
+            "fresh `imgpipe serve` with the default config, then processed; peak resident set read from VmHWM.", ""]
+    out += ["| measure | value |", "|---|---|",
+            f"| upload answers | {', '.join(str(s) for s in sorted(set(mem['upload_statuses'])))} |",
+            f"| processed / failed / unfinished | {mem['processed']} / {mem['failed']} / {mem['unfinished']} |",
+            f"| all uploads answered after | {fmt(mem['upload_seconds'], 1)} s |",
+            f"| all processed after | {fmt(mem['total_seconds'], 1)} s |",
+            f"| RSS when idle | {fmt(mem['idle_rss_mb'], 0)} MB |",
+            f"| highest sampled RSS (every 50 ms) | {fmt(mem['peak_sampled_rss_mb'] or 0, 0)} MB |",
+            f"| **peak RSS (VmHWM)** | **{fmt(mem['vmhwm_mb'], 0)} MB** (target <= {mem['target_mb']} MB: "
+            f"{'met' if mem['met'] else 'NOT met'}) |", ""]
+    out += ["Commands:", "", "```"] + [f"{k}: {v}" for k, v in mem["commands"].items()] + ["```", ""]
+    return out
+
+
+def machine_section(results):
+    m = next((r["machine"] for r in results if r), None)
+    if not m:
+        return []
+    when = ", ".join(f"{r['benchmark']} {r['finished_at']}" for r in results if r)
+    return ["## Machine", "",
+            "| | |", "|---|---|",
+            f"| CPU | {m['cpu']}, {m['nproc']} logical cores (nproc) |",
+            f"| memory | {m['memory_gib']} GiB |",
+            f"| OS | {m['os']}, Linux {m['kernel']} |",
+            f"| imgpipe | {m['imgpipe']} (commit {m['git_commit']}, RelWithDebInfo) |",
+            f"| libvips | {m['libvips']} (Debian {m['libvips_package']}) |",
+            f"| ImageMagick | {m['imagemagick']} |",
+            f"| nginx | {m['nginx']} (Debian nginx-light {m['nginx_package']}) |",
+            f"| wrk | {m['wrk']} |",
+            f"| Python (driver) | {m['python']} |",
+            f"| finished (UTC) | {when} |", ""]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default=str(bl.REPO / "docs" / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    proc, ingest, mem = load("processing"), load("ingest"), load("memory")
+
+    lines = ["# Benchmarks", "",
+             "Measured on one machine, each benchmark side by side with its reference in the same run. Generated by "
+             "`bench/run-all.sh` (which runs `bench/processing.sh`, `bench/ingest.sh`, `bench/memory.sh`, then "
+             "`bench/report.py`); do not edit by hand. A missed target is reported as missed.", "",
+             "| what | reference | ours | ratio | target | met? |", "|---|---|---|---|---|---|"]
+    for row in summary_rows(proc, ingest, mem):
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines += machine_section([proc, ingest, mem])
+    lines += processing_section(proc)
+    lines += ingest_section(ingest)
+    lines += memory_section(mem)
+    lines += ["## Reproducing", "",
+              "```sh",
+              "apt-get install libvips-tools imagemagick nginx-light libnginx-mod-http-echo wrk",
+              "cmake --preset release && cmake --build --preset release",
+              "bench/run-all.sh            # or one of bench/processing.sh, bench/ingest.sh, bench/memory.sh",
+              "```", "",
+              "Run on an otherwise idle machine: the benchmarks share the cores with their references on purpose, "
+              "and any other load skews both sides. Results (JSON) go to `build/bench/`; `IMGPIPE_BIN` selects "
+              "another binary.", ""]
+    Path(args.out).write_text("\n".join(lines))
+    bl.log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
