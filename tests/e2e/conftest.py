@@ -1,0 +1,50 @@
+"""Fixtures: `imgpipe serve` as a real process on a free port with a temporary data folder.
+
+On teardown every server still running gets SIGTERM and must exit 0 (the contract's clean shutdown)."""
+
+import pytest
+
+import support
+
+
+def pytest_report_header(config):
+    return [f"imgpipe binary: {support.IMGPIPE_BIN}", f"image corpora: {support.CORPORA}"]
+
+
+def pytest_sessionstart(session):
+    if not support.IMGPIPE_BIN.is_file():
+        raise pytest.UsageError(f"{support.IMGPIPE_BIN} does not exist: build first (scripts/build) or set IMGPIPE_BIN")
+    if not (support.CORPORA / "valid").is_dir():
+        raise pytest.UsageError(f"image corpora not found at {support.CORPORA}: set IMGPIPE_CORPORA_DIR")
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(env=None, args=(), data_dir=None, admin_key=None) -> a started support.Server.
+
+    The data folder defaults to a fresh one under tmp_path; pass the `data_dir` (and `admin_key`) of an earlier server
+    to restart on the same data."""
+    servers = []
+
+    def start(env=None, args=(), data_dir=None, admin_key=None):
+        n = len(servers)
+        server = support.Server(data_dir or tmp_path / f"data-{n}", tmp_path / f"logs-{n}", env=env, args=args,
+                                admin_key=admin_key)
+        servers.append(server)
+        return server.start()
+
+    yield start
+
+    problems = []
+    for server in servers:
+        if server.running:
+            rc = server.stop()
+            if rc != 0:
+                problems.append(f"serve on {server.data_dir} exited {rc} after SIGTERM:\n{server.log_tail()}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def server(start_server):
+    """A running server on a fresh data folder (default config)."""
+    return start_server()

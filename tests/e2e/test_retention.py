@@ -1,0 +1,87 @@
+"""Seven-day retention: expired images are unreadable at once, and a sweep deletes their blobs but keeps the row."""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from support import CORPORA, assert_error, run_cli
+
+PHOTO = (CORPORA / "exif/metadata-extractor-images/jpg/Olympus PEN E-P3.jpg").read_bytes()
+
+
+def rfc3339(dt):
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def received_at(created):
+    return datetime.fromisoformat(created["received_at"].replace("Z", "+00:00"))
+
+
+def upload_processed(start_server):
+    server = start_server()
+    created = server.upload_ok(PHOTO)
+    server.wait_processed(created["id"])
+    assert server.stop() == 0
+    return server, created
+
+
+def blobs_of(server, image_id):
+    return [p for p in server.blob_files() if image_id in p.as_posix()]
+
+
+def readable_paths(image_id):
+    return [f"/v1/images/{image_id}", f"/v1/images/{image_id}/original",
+            f"/v1/images/{image_id}/renditions/thumb-256"]
+
+
+def test_expired_image_is_unreadable_before_any_sweep(start_server):
+    first, created = upload_processed(start_server)
+    image_id = created["id"]
+
+    # Six days later: still kept.
+    server = start_server(data_dir=first.data_dir, admin_key=first.admin_key,
+                          env={"IMGPIPE_TESTING_CLOCK_OFFSET": "6d"})
+    for path in readable_paths(image_id):
+        assert server.get(path).status_code == 200, path
+    assert server.stop() == 0
+
+    # Eight days later: gone from the API at once, whether or not a sweep has run.
+    server = start_server(data_dir=first.data_dir, admin_key=first.admin_key,
+                          env={"IMGPIPE_TESTING_CLOCK_OFFSET": "8d", "IMGPIPE_RETENTION_SWEEP_INTERVAL": "30d"})
+    for path in readable_paths(image_id):
+        assert_error(server.get(path), 404, "not_found")
+    assert image_id not in [it["id"] for it in server.get("/v1/images").json()["items"]]
+    assert server.stop() == 0
+
+    # The row stays, whether or not that server's sweeper ran.
+    assert server.scalar(f"SELECT count(*) FROM images WHERE id = '{image_id}'") == "1"
+
+
+def test_retention_run_expires_and_deletes_blobs(start_server):
+    server, created = upload_processed(start_server)
+    image_id = created["id"]
+    assert len(blobs_of(server, image_id)) == 3, "original and two renditions"
+    t0 = received_at(created)
+
+    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", rfc3339(t0 + timedelta(days=6)))
+    assert p.returncode == 0, p.stderr.decode()
+    assert json.loads(p.stdout) == {"expired": 0, "deleted_blobs": 0}
+    assert len(blobs_of(server, image_id)) == 3
+    assert server.scalar(f"SELECT status FROM images WHERE id = '{image_id}'") == "processed"
+
+    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", rfc3339(t0 + timedelta(days=8)))
+    assert p.returncode == 0, p.stderr.decode()
+    assert json.loads(p.stdout) == {"expired": 1, "deleted_blobs": 3}
+    assert blobs_of(server, image_id) == []
+    rows = server.query_rows(f"SELECT status, expired_at FROM images WHERE id = '{image_id}'")
+    assert len(rows) == 1, "the row must stay after expiry"
+    assert rows[0]["status"] == "expired"
+    assert rows[0]["expired_at"] not in ("", "NULL", None)
+
+    # A second sweep finds nothing more to do.
+    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", rfc3339(t0 + timedelta(days=9)))
+    assert p.returncode == 0 and json.loads(p.stdout) == {"expired": 0, "deleted_blobs": 0}
+
+    # And the running server, on the real clock, answers 404 for it.
+    again = start_server(data_dir=server.data_dir, admin_key=server.admin_key)
+    for path in readable_paths(image_id):
+        assert_error(again.get(path), 404, "not_found")
