@@ -42,16 +42,21 @@ class MultipartParser {
   Status Finish();
 
  private:
-  // Implementation state, owned by multipart_parser.cpp.
   enum class State { kPreamble, kAfterBoundary, kHeaders, kBody, kDone, kFailed };
-  Status Fail(Status s);
+  Status Fail(Error error);
+  //! Preamble and body: passes bytes up to the next delimiter on (to the handler in kBody, nowhere in kPreamble),
+  //! keeping in buf_ only a tail that could be the start of a delimiter. Consumes `in` up to the delimiter's end.
+  Status ScanToDelimiter(std::string_view& in);
+  Status Emit(std::string_view data);
   Status ParseHeaders(std::string_view block);
 
   std::string delimiter_;   // "\r\n--" + boundary
   MultipartHandler* handler_;
   MultipartLimits limits_;
   State state_ = State::kPreamble;
-  std::string buf_;         // bytes not yet consumed (bounded)
+  // Bytes seen but not yet passed on: in kPreamble/kBody fewer than delimiter_.size(); in kHeaders at most
+  // max_part_header_bytes + 4; in kAfterBoundary at most 2.
+  std::string buf_;
   size_t parts_ = 0;
   Status error_;
 };
