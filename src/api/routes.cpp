@@ -1,1 +1,612 @@
-// placeholder: implemented in a following commit
+#include "api/routes.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value_from.hpp>
+
+#include <array>
+
+#include "api/image_json.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "http/multipart_parser.hpp"
+#include "http/range.hpp"
+
+namespace imgpipe {
+
+namespace json = boost::json;
+namespace http = beast::http;
+
+namespace {
+
+constexpr size_t kChunk = 64 * 1024;
+
+HttpResponse JsonResponse(http::status status, const json::value& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = json::serialize(body);
+  return r;
+}
+
+std::vector<std::string_view> Segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < path.size()) {
+    while (i < path.size() && path[i] == '/') ++i;
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    if (j > i) out.push_back(path.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Receives a multipart upload: the "file" part into the spool, the "metadata" part into a string.
+class UploadParts final : public MultipartHandler {
+ public:
+  UploadParts(Spool& spool, size_t max_metadata) : spool_(spool), max_metadata_(max_metadata) {}
+
+  Status OnPartBegin(const MultipartPart& part) override {
+    if (part.name == "file") {
+      if (seen_file_) return MakeError(ErrorKind::kInvalidArgument, "multipart body has more than one \"file\" part");
+      seen_file_ = true;
+      current_ = Kind::kFile;
+    } else if (part.name == "metadata") {
+      current_ = Kind::kMetadata;
+      has_metadata_ = true;
+    } else {
+      current_ = Kind::kIgnored;
+    }
+    return Ok();
+  }
+  Status OnPartData(std::string_view data) override {
+    switch (current_) {
+      case Kind::kFile: return spool_.Append(data);
+      case Kind::kMetadata:
+        if (metadata_.size() + data.size() > max_metadata_) {
+          return MakeError(ErrorKind::kInvalidArgument, "the metadata part is larger than " +
+                                                            std::to_string(max_metadata_) +
+                                                            " bytes (limits.max_metadata_bytes)");
+        }
+        metadata_.append(data);
+        return Ok();
+      case Kind::kIgnored: return Ok();
+    }
+    return Ok();
+  }
+  Status OnPartEnd() override { return Ok(); }
+
+  bool seen_file() const { return seen_file_; }
+  bool has_metadata() const { return has_metadata_; }
+  const std::string& metadata() const { return metadata_; }
+
+ private:
+  enum class Kind { kFile, kMetadata, kIgnored };
+  Spool& spool_;
+  size_t max_metadata_;
+  Kind current_ = Kind::kIgnored;
+  bool seen_file_ = false;
+  bool has_metadata_ = false;
+  std::string metadata_;
+};
+
+bool ValidIdempotencyKey(std::string_view key) {
+  if (key.empty() || key.size() > 255) return false;
+  for (char c : key) {
+    if (c < 0x21 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
+  auto segs = Segments(req.path());
+  auto method = req.method();
+  bool read = method == http::verb::get || method == http::verb::head;
+  auto not_allowed = [&](std::string allow) {
+    HttpResponse r = ErrorResponse(MakeError(ErrorKind::kInvalidArgument,
+                                             std::string(req.header().method_string()) + " is not allowed here; use " +
+                                                 allow,
+                                             "method_not_allowed"),
+                                   req.request_id());
+    r.status = http::status::method_not_allowed;
+    r.SetHeader("Allow", allow);
+    return r;
+  };
+
+  if (segs.size() == 1 && segs[0] == "livez") {
+    HttpResponse r = JsonResponse(http::status::ok, json::object{{"status", "ok"}});
+    r.route = "/livez";
+    co_return r;
+  }
+  if (segs.size() == 1 && segs[0] == "readyz") {
+    HttpResponse r = Ready(req);
+    r.route = "/readyz";
+    co_return r;
+  }
+
+  auto key = ctx_.keys.Authenticate(req.Header("Authorization"));
+  if (!key.ok()) {
+    HttpResponse r = ErrorResponse(key.error(), req.request_id());
+    co_return r;
+  }
+  Role role = key->role;
+  auto forbid = [&](std::string_view what) {
+    return ErrorResponse(MakeError(ErrorKind::kPermissionDenied,
+                                   "API key " + key->id + " has role " + std::string(RoleName(role)) +
+                                       ", which may not " + std::string(what)),
+                         req.request_id());
+  };
+
+  HttpResponse r;
+  std::string route;
+  if (segs.size() == 1 && segs[0] == "metrics") {
+    route = "/metrics";
+    if (!read) r = not_allowed("GET");
+    else if (!RoleAllowed(role, {})) r = forbid("read metrics");
+    else r = MetricsText(req);
+  } else if (segs.size() >= 2 && segs[0] == "v1" && segs[1] == "images") {
+    if (segs.size() == 2) {
+      route = "/v1/images";
+      if (method == http::verb::post) {
+        if (RoleAllowed(role, {Role::kUploader})) r = co_await Upload(req, *key); else r = forbid("upload images");
+      } else if (read) {
+        if (RoleAllowed(role, {Role::kReader})) r = co_await ListImages(req); else r = forbid("list images");
+      } else {
+        r = not_allowed("GET, POST");
+      }
+    } else if (segs.size() == 3) {
+      route = "/v1/images/{id}";
+      std::string id(segs[2]);
+      if (read) {
+        if (RoleAllowed(role, {Role::kUploader, Role::kReader})) r = co_await GetImage(req, id); else r = forbid("read images");
+      } else if (method == http::verb::delete_) {
+        if (RoleAllowed(role, {})) r = co_await DeleteImage(req, id); else r = forbid("delete images");
+      } else {
+        r = not_allowed("GET, DELETE");
+      }
+    } else if (segs.size() == 4 && segs[3] == "original") {
+      route = "/v1/images/{id}/original";
+      std::string id(segs[2]);
+      if (!read) r = not_allowed("GET, HEAD");
+      else if (RoleAllowed(role, {Role::kReader})) r = co_await GetBlob(req, id, nullptr); else r = forbid("download originals");
+    } else if (segs.size() == 5 && segs[3] == "renditions") {
+      route = "/v1/images/{id}/renditions/{name}";
+      std::string id(segs[2]);
+      std::string name(segs[4]);
+      if (!read) r = not_allowed("GET, HEAD");
+      else if (RoleAllowed(role, {Role::kReader})) r = co_await GetBlob(req, id, &name); else r = forbid("download renditions");
+    } else {
+      r = ErrorResponse(MakeError(ErrorKind::kNotFound, "no such resource: " + std::string(req.path())),
+                        req.request_id());
+    }
+  } else if (segs.size() == 2 && segs[0] == "v1" && segs[1] == "query") {
+    route = "/v1/query";
+    if (method != http::verb::post) r = not_allowed("POST");
+    else if (RoleAllowed(role, {Role::kAnalyst})) r = co_await Query(req); else r = forbid("run analyst queries");
+  } else if (segs.size() >= 2 && segs[0] == "v1" && segs[1] == "keys" && segs.size() <= 3) {
+    route = segs.size() == 2 ? "/v1/keys" : "/v1/keys/{id}";
+    if (!RoleAllowed(role, {})) {
+      r = forbid("manage API keys");
+    } else if (segs.size() == 2) {
+      if (method == http::verb::post) r = co_await CreateKey(req);
+      else if (read) r = co_await ListKeys(req);
+      else r = not_allowed("GET, POST");
+    } else {
+      if (method == http::verb::delete_) r = co_await RevokeKey(req, std::string(segs[2]));
+      else r = not_allowed("DELETE");
+    }
+  } else {
+    r = ErrorResponse(MakeError(ErrorKind::kNotFound, "no such resource: " + std::string(req.path())),
+                      req.request_id());
+  }
+  if (!route.empty()) r.route = route;
+  r.SetHeader("X-Imgpipe-Key-Id", key->id);
+  co_return r;
+}
+
+HttpResponse Api::Ready(HttpRequest& req) {
+  json::object checks;
+  bool ok = true;
+  auto check = [&](const char* name, Status s) {
+    checks[name] = s.ok() ? "ok" : s.error().message;
+    ok = ok && s.ok();
+  };
+  check("storage", ctx_.blobs.Ping());
+  check("database", ctx_.store.Ping());
+  check("queue", ctx_.queue.Ping());
+  return JsonResponse(ok ? http::status::ok : http::status::service_unavailable,
+                      json::object{{"status", ok ? "ready" : "not_ready"}, {"checks", std::move(checks)}});
+}
+
+HttpResponse Api::MetricsText(HttpRequest& req) {
+  auto depth = ctx_.queue.Depth();
+  if (depth.ok()) ctx_.metrics.Set("imgpipe_queue_depth", {}, static_cast<double>(*depth));
+  HttpResponse r;
+  r.body = ctx_.metrics.Render();
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  return r;
+}
+
+Result<ImageRecord> Api::LiveImage(const std::string& id) {
+  auto not_found = MakeError(ErrorKind::kNotFound, "no image with id \"" + id + "\"");
+  if (!IsValidImageId(id)) return not_found;
+  auto image = ctx_.store.GetImage(ImageId(id));
+  if (!image.ok()) return image.error().kind == ErrorKind::kNotFound ? not_found : image.error();
+  if (image->status == ImageStatus::kDeleted) {
+    return MakeError(ErrorKind::kNotFound, "image " + id + " was deleted");
+  }
+  if (image->status == ImageStatus::kExpired || image->expires_at <= ctx_.clock.Now()) {
+    return MakeError(ErrorKind::kNotFound, "image " + id + " expired at " + FormatRfc3339(image->expires_at) +
+                                               " (retention.originals); its metadata stays in the warehouse",
+                     "expired");
+  }
+  return image;
+}
+
+asio::awaitable<HttpResponse> Api::Upload(HttpRequest& req, const ApiKeyRecord& key) {
+  auto started = std::chrono::steady_clock::now();
+  const Config& cfg = ctx_.config;
+  auto refuse = [&](const Error& e) {
+    ctx_.metrics.Add("imgpipe_uploads_total", {{"outcome", "refused"}, {"code", std::string(e.Code())}});
+    return ErrorResponse(e, req.request_id());
+  };
+  // Multipart framing and the metadata part add to the file's bytes; allow for them in the declared length.
+  uint64_t framing_allowance = cfg.max_metadata_bytes + 64 * 1024;
+  if (auto len = req.ContentLength(); len && *len > cfg.max_bytes + framing_allowance) {
+    co_return refuse(MakeError(ErrorKind::kTooLarge,
+                               "upload is " + std::to_string(*len) + " bytes; the limit is " +
+                                   std::to_string(cfg.max_bytes) + " bytes (limits.max_bytes)",
+                               "too_large"));
+  }
+  IntakeRequest ir;
+  ir.uploader_key_id = key.id;
+  if (auto idem = req.Header("Idempotency-Key"); !idem.empty()) {
+    if (!ValidIdempotencyKey(idem)) {
+      co_return refuse(MakeError(ErrorKind::kInvalidArgument,
+                                 "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces"));
+    }
+    ir.idempotency_key = std::string(idem);
+  }
+  if (auto p = req.QueryParam("pipeline"); p && !p->empty() && *p != "default") {
+    co_return refuse(MakeError(ErrorKind::kInvalidArgument,
+                               "unknown pipeline \"" + *p + "\"; this server runs the \"default\" pipeline"));
+  }
+
+  auto spool = ctx_.intake.BeginSpool();
+  if (!spool.ok()) co_return refuse(spool.error());
+  Spool& sp = **spool;
+
+  std::string metadata = "{}";
+  std::string_view content_type = req.Header("Content-Type");
+  std::array<char, kChunk> buf;
+  bool multipart = content_type.size() >= 10 && beast::iequals(content_type.substr(0, 10), "multipart/");
+  if (multipart) {
+    auto boundary = MultipartBoundary(content_type);
+    if (!boundary.ok()) co_return refuse(boundary.error());
+    UploadParts parts(sp, cfg.max_metadata_bytes);
+    MultipartParser parser(*boundary, &parts);
+    for (;;) {
+      auto n = co_await req.ReadBody(buf);
+      if (!n.ok()) co_return refuse(n.error());
+      if (*n == 0) break;
+      Status fed = parser.Feed(std::string_view(buf.data(), *n));
+      if (!fed.ok()) co_return refuse(fed.error());
+    }
+    Status fin = parser.Finish();
+    if (!fin.ok()) co_return refuse(fin.error());
+    if (!parts.seen_file()) {
+      co_return refuse(MakeError(ErrorKind::kInvalidArgument, "multipart upload has no \"file\" part"));
+    }
+    if (parts.has_metadata()) {
+      auto m = ValidateUserMetadata(parts.metadata(), cfg.max_metadata_bytes);
+      if (!m.ok()) co_return refuse(m.error());
+      metadata = *m;
+    }
+  } else {
+    if (auto h = req.Header("X-Imgpipe-Metadata"); !h.empty()) {
+      auto m = ValidateUserMetadata(h, cfg.max_metadata_bytes);
+      if (!m.ok()) co_return refuse(m.error());
+      metadata = *m;
+    }
+    for (;;) {
+      auto n = co_await req.ReadBody(buf);
+      if (!n.ok()) co_return refuse(n.error());
+      if (*n == 0) break;
+      Status appended = sp.Append(std::string_view(buf.data(), *n));
+      if (!appended.ok()) co_return refuse(appended.error());
+    }
+  }
+  Status finished = sp.Finish();
+  if (!finished.ok()) co_return refuse(finished.error());
+  ctx_.metrics.Observe("imgpipe_stage_duration_seconds", {{"stage", "receive"}}, SecondsSince(started));
+  ir.metadata_json = metadata;
+  ir.request_hash = Sha256Hex(sp.sha256() + "\n" + metadata);
+
+  auto accepted = co_await RunBlocking(ctx_.blocking, [&] { return ctx_.intake.Accept(sp, ir); });
+  if (!accepted.ok()) {
+    if (accepted.error().kind == ErrorKind::kInternal || accepted.error().kind == ErrorKind::kUnavailable) {
+      LogError("upload failed", {{"request_id", req.request_id()}, {"error", accepted.error().message}});
+    }
+    co_return refuse(accepted.error());
+  }
+  HttpResponse r;
+  r.status = static_cast<http::status>(accepted->status_code);
+  r.body = accepted->response_json;
+  r.SetHeader("Location", "/v1/images/" + accepted->image.id.value());
+  if (accepted->replayed) {
+    r.SetHeader("Idempotent-Replayed", "true");
+  } else {
+    ctx_.metrics.Add("imgpipe_uploads_total", {{"outcome", "accepted"}, {"code", "created"}});
+  }
+  co_return r;
+}
+
+asio::awaitable<HttpResponse> Api::GetImage(HttpRequest& req, const std::string& id) {
+  auto image = LiveImage(id);
+  if (!image.ok()) co_return ErrorResponse(image.error(), req.request_id());
+  auto renditions = ctx_.store.ListRenditions(image->id);
+  if (!renditions.ok()) co_return ErrorResponse(renditions.error(), req.request_id());
+  co_return JsonResponse(http::status::ok, ImageToJson(*image, *renditions));
+}
+
+asio::awaitable<HttpResponse> Api::ListImages(HttpRequest& req) {
+  ImageFilter f;
+  auto bad = [&](const std::string& msg) { return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, msg), req.request_id()); };
+  if (auto v = req.QueryParam("from")) {
+    TimePoint t;
+    if (!ParseRfc3339(*v, &t)) co_return bad("from: \"" + *v + "\" is not an RFC 3339 time");
+    f.received_from = t;
+  }
+  if (auto v = req.QueryParam("to")) {
+    TimePoint t;
+    if (!ParseRfc3339(*v, &t)) co_return bad("to: \"" + *v + "\" is not an RFC 3339 time");
+    f.received_to = t;
+  }
+  if (auto v = req.QueryParam("source")) f.source = *v;
+  if (auto v = req.QueryParam("status")) {
+    ImageStatus s;
+    if (!ParseImageStatus(*v, &s)) {
+      co_return bad("status: \"" + *v + "\" is not one of queued, processing, processed, failed, expired, deleted");
+    }
+    f.status = s;
+  }
+  if (auto v = req.QueryParam("limit")) {
+    char* end = nullptr;
+    long n = std::strtol(v->c_str(), &end, 10);
+    if (v->empty() || *end != '\0' || n < 1 || n > 500) co_return bad("limit: must be an integer from 1 to 500");
+    f.limit = static_cast<size_t>(n);
+  }
+  if (auto v = req.QueryParam("cursor")) {
+    if (!IsValidImageId(*v)) co_return bad("cursor: not a cursor returned by this API");
+    f.after_id = *v;
+  }
+  auto page = ctx_.store.ListImages(f);
+  if (!page.ok()) co_return ErrorResponse(page.error(), req.request_id());
+  json::array items;
+  for (const ImageRecord& image : page->items) {
+    auto renditions = ctx_.store.ListRenditions(image.id);
+    items.push_back(ImageToJson(image, renditions.ok() ? *renditions : std::vector<RenditionRecord>{}));
+  }
+  json::object body;
+  body["items"] = std::move(items);
+  body["next_cursor"] = page->next_cursor.empty() ? json::value(nullptr) : json::value(page->next_cursor);
+  co_return JsonResponse(http::status::ok, body);
+}
+
+asio::awaitable<HttpResponse> Api::GetBlob(HttpRequest& req, const std::string& id, const std::string* rendition) {
+  auto image = LiveImage(id);
+  if (!image.ok()) co_return ErrorResponse(image.error(), req.request_id());
+  std::string_view container = kOriginals;
+  std::string key = image->original_key;
+  std::string content_type = image->content_type;
+  std::string etag;
+  if (rendition) {
+    auto renditions = ctx_.store.ListRenditions(image->id);
+    if (!renditions.ok()) co_return ErrorResponse(renditions.error(), req.request_id());
+    const RenditionRecord* found = nullptr;
+    for (const auto& r : *renditions) {
+      if (r.name == *rendition) found = &r;
+    }
+    if (!found) {
+      std::string why = image->status == ImageStatus::kProcessed
+                            ? "image " + id + " has no rendition \"" + *rendition + "\""
+                            : "image " + id + " is " + std::string(ImageStatusName(image->status)) +
+                                  "; rendition \"" + *rendition + "\" is not made yet";
+      co_return ErrorResponse(MakeError(ErrorKind::kNotFound, why), req.request_id());
+    }
+    container = kRenditions;
+    key = found->key;
+    content_type = found->content_type;
+  }
+  auto info = ctx_.blobs.Stat(container, key);
+  if (!info.ok()) {
+    if (info.error().kind == ErrorKind::kNotFound) {
+      co_return ErrorResponse(MakeError(ErrorKind::kNotFound, "the bytes of image " + id + " are gone"),
+                              req.request_id());
+    }
+    co_return ErrorResponse(info.error(), req.request_id());
+  }
+  etag = "\"" + (rendition ? info->etag : image->sha256) + "\"";
+  HttpResponse r;
+  r.SetHeader("ETag", etag);
+  r.SetHeader("Accept-Ranges", "bytes");
+  r.SetHeader("Cache-Control", "private, max-age=3600");
+  if (auto inm = req.Header("If-None-Match"); !inm.empty() && (inm == etag || inm == "*" ||
+                                                               inm.find(etag) != std::string_view::npos)) {
+    r.status = http::status::not_modified;
+    co_return r;
+  }
+  auto range = ParseRangeHeader(req.Header("Range"), info->size);
+  if (!range.ok()) {
+    HttpResponse e = ErrorResponse(range.error(), req.request_id());
+    e.SetHeader("Content-Range", "bytes */" + std::to_string(info->size));
+    co_return e;
+  }
+  auto reader = ctx_.blobs.OpenRead(container, key, *range);
+  if (!reader.ok()) co_return ErrorResponse(reader.error(), req.request_id());
+  r.content_type = content_type;
+  r.stream = std::move(*reader);
+  if (*range) {
+    const ByteRange& br = **range;
+    r.status = http::status::partial_content;
+    r.stream_length = br.length;
+    r.SetHeader("Content-Range", "bytes " + std::to_string(br.offset) + "-" +
+                                     std::to_string(br.offset + br.length - 1) + "/" + std::to_string(info->size));
+  } else {
+    r.stream_length = info->size;
+  }
+  co_return r;
+}
+
+asio::awaitable<HttpResponse> Api::DeleteImage(HttpRequest& req, const std::string& id) {
+  auto result = co_await RunBlocking(ctx_.blocking, [&]() -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(ImageRecord image, LiveImage(id));
+    IMGPIPE_TRY(ctx_.retention.DeleteImageBlobs(image.id));
+    return ctx_.store.MarkDeleted(image.id, ctx_.clock.Now());
+  });
+  if (!result.ok()) co_return ErrorResponse(result.error(), req.request_id());
+  LogInfo("image deleted", {{"image_id", id}, {"request_id", req.request_id()}});
+  HttpResponse r;
+  r.status = http::status::no_content;
+  co_return r;
+}
+
+asio::awaitable<HttpResponse> Api::Query(HttpRequest& req) {
+  auto body = co_await req.ReadAll(64 * 1024);
+  if (!body.ok()) co_return ErrorResponse(body.error(), req.request_id());
+  json::error_code ec;
+  json::value v = json::parse(*body, ec);
+  if (ec || !v.is_object() || !v.as_object().contains("sql") || !v.as_object().at("sql").is_string()) {
+    co_return ErrorResponse(MakeError(ErrorKind::kInvalidArgument,
+                                      "body must be a JSON object {\"sql\": \"...\", \"params\": [...], "
+                                      "\"format\": \"json\"|\"csv\"}"),
+                            req.request_id());
+  }
+  const json::object& o = v.as_object();
+  std::string sql(o.at("sql").as_string());
+  std::vector<std::string> params;
+  if (o.contains("params")) {
+    if (!o.at("params").is_array()) {
+      co_return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "params must be an array"), req.request_id());
+    }
+    for (const auto& p : o.at("params").as_array()) params.push_back(json::serialize(p));
+  }
+  std::string format = o.contains("format") && o.at("format").is_string() ? std::string(o.at("format").as_string())
+                                                                           : "json";
+  if (format != "json" && format != "csv") {
+    co_return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "format must be \"json\" or \"csv\""),
+                            req.request_id());
+  }
+  LogInfo("analyst query", {{"request_id", req.request_id()}, {"sql", sql}});
+  auto result = co_await RunBlocking(ctx_.blocking, [&] {
+    return ctx_.store.Query(sql, params, 100000, std::chrono::milliseconds(10000));
+  });
+  if (!result.ok()) co_return ErrorResponse(result.error(), req.request_id());
+  HttpResponse r;
+  if (format == "csv") {
+    auto csv_cell = [](const std::string& cell_json) {
+      json::error_code e2;
+      json::value cv = json::parse(cell_json, e2);
+      std::string text;
+      if (e2 || cv.is_null()) return std::string();
+      if (cv.is_string()) text = std::string(cv.as_string());
+      else text = json::serialize(cv);
+      if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
+      std::string q = "\"";
+      for (char c : text) {
+        if (c == '"') q += "\"\"";
+        else q.push_back(c);
+      }
+      return q + "\"";
+    };
+    std::string out;
+    for (size_t i = 0; i < result->columns.size(); ++i) {
+      if (i) out += ",";
+      out += csv_cell(json::serialize(json::value(result->columns[i])));
+    }
+    out += "\r\n";
+    for (const auto& row : result->rows_json) {
+      for (size_t i = 0; i < row.size(); ++i) {
+        if (i) out += ",";
+        out += csv_cell(row[i]);
+      }
+      out += "\r\n";
+    }
+    r.body = std::move(out);
+    r.content_type = "text/csv; charset=utf-8";
+    if (result->truncated) r.SetHeader("X-Imgpipe-Truncated", "true");
+    co_return r;
+  }
+  std::string out = "{\"columns\":" + json::serialize(json::value_from(result->columns)) + ",\"rows\":[";
+  for (size_t i = 0; i < result->rows_json.size(); ++i) {
+    if (i) out += ",";
+    out += "[";
+    for (size_t j = 0; j < result->rows_json[i].size(); ++j) {
+      if (j) out += ",";
+      out += result->rows_json[i][j];
+    }
+    out += "]";
+  }
+  out += "],\"truncated\":";
+  out += result->truncated ? "true}" : "false}";
+  r.body = std::move(out);
+  co_return r;
+}
+
+asio::awaitable<HttpResponse> Api::CreateKey(HttpRequest& req) {
+  auto body = co_await req.ReadAll(8 * 1024);
+  if (!body.ok()) co_return ErrorResponse(body.error(), req.request_id());
+  json::error_code ec;
+  json::value v = json::parse(*body, ec);
+  Role role;
+  if (ec || !v.is_object() || !v.as_object().contains("role") || !v.as_object().at("role").is_string() ||
+      !ParseRole(v.as_object().at("role").as_string(), &role)) {
+    co_return ErrorResponse(MakeError(ErrorKind::kInvalidArgument,
+                                      "body must be {\"role\": \"admin\"|\"uploader\"|\"reader\"|\"analyst\", "
+                                      "\"name\": \"...\"}"),
+                            req.request_id());
+  }
+  std::string name;
+  if (auto* n = v.as_object().if_contains("name"); n && n->is_string()) name = std::string(n->as_string());
+  auto created = co_await RunBlocking(ctx_.blocking, [&] { return ctx_.keys.Create(role, name); });
+  if (!created.ok()) co_return ErrorResponse(created.error(), req.request_id());
+  LogInfo("api key created", {{"key_id", created->record.id}, {"role", RoleName(role)}});
+  co_return JsonResponse(http::status::created,
+                         json::object{{"id", created->record.id},
+                                      {"key", created->secret},
+                                      {"role", RoleName(role)},
+                                      {"name", created->record.name},
+                                      {"created_at", FormatRfc3339(created->record.created_at)}});
+}
+
+asio::awaitable<HttpResponse> Api::ListKeys(HttpRequest& req) {
+  auto keys = ctx_.keys.List();
+  if (!keys.ok()) co_return ErrorResponse(keys.error(), req.request_id());
+  json::array items;
+  for (const auto& k : *keys) {
+    items.push_back(json::object{{"id", k.id},
+                                 {"role", RoleName(k.role)},
+                                 {"name", k.name},
+                                 {"created_at", FormatRfc3339(k.created_at)},
+                                 {"revoked_at", k.revoked_at ? json::value(FormatRfc3339(*k.revoked_at))
+                                                             : json::value(nullptr)}});
+  }
+  co_return JsonResponse(http::status::ok, json::object{{"items", std::move(items)}});
+}
+
+asio::awaitable<HttpResponse> Api::RevokeKey(HttpRequest& req, const std::string& id) {
+  auto revoked = co_await RunBlocking(ctx_.blocking, [&] { return ctx_.keys.Revoke(id); });
+  if (!revoked.ok()) co_return ErrorResponse(revoked.error(), req.request_id());
+  LogInfo("api key revoked", {{"key_id", id}});
+  HttpResponse r;
+  r.status = http::status::no_content;
+  co_return r;
+}
+
+}  // namespace imgpipe

@@ -1,1 +1,49 @@
-int main() { return 0; }
+// imgpipe: one binary, roles by subcommand. This file only dispatches.
+#include <cstring>
+#include <iostream>
+#include <string_view>
+
+#include "cli/common.hpp"
+
+namespace {
+
+void Usage(std::ostream& out) {
+  out << "usage: imgpipe <command> [options]\n"
+         "\n"
+         "commands:\n"
+         "  serve      run everything in one process: HTTP API, workers, retention (embedded defaults)\n"
+         "  keys       create | list | revoke API keys\n"
+         "  query      run read-only SQL on the warehouse\n"
+         "  retention  run   one retention sweep now\n"
+         "  process    run the default pipeline on local files (preview, benchmark)\n"
+         "  version    print the version\n"
+         "\n"
+         "common options: --config FILE, --data-dir DIR; every config key can also be set with IMGPIPE_<SECTION>_<KEY>.\n"
+         "See docs/OPERATIONS.md.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage(std::cerr);
+    return imgpipe::kExitUsage;
+  }
+  std::string_view cmd = argv[1];
+  if (cmd == "serve") return imgpipe::RunServe(argc, argv);
+  if (cmd == "keys") return imgpipe::RunKeys(argc, argv);
+  if (cmd == "query") return imgpipe::RunQuery(argc, argv);
+  if (cmd == "retention") return imgpipe::RunRetention(argc, argv);
+  if (cmd == "process") return imgpipe::RunProcess(argc, argv);
+  if (cmd == "version" || cmd == "--version") {
+    std::cout << "imgpipe " << IMGPIPE_VERSION << "\n";
+    return 0;
+  }
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    Usage(std::cout);
+    return 0;
+  }
+  std::cerr << "imgpipe: unknown command \"" << cmd << "\"\n\n";
+  Usage(std::cerr);
+  return imgpipe::kExitUsage;
+}

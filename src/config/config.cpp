@@ -493,6 +493,8 @@ const KeyDef kKeys[] = {
     {"processing.enabled", [](Config& c, const Value& v) { return v.Bool(&c.embedded_workers); }},
     {"log.level",
      [](Config& c, const Value& v) { return SetChoice(&c.log_level, v, {"debug", "info", "warn", "error"}); }},
+    {"testing.clock_offset",
+     [](Config& c, const Value& v) { return SetDuration(&c.clock_offset, v, std::chrono::milliseconds(0)); }},
 };
 
 const KeyDef* FindKey(std::string_view key) {

@@ -1,1 +1,220 @@
-// placeholder: implemented in a following commit
+#include "ingest/intake.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "core/blob_keys.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "core/metrics.hpp"
+
+namespace imgpipe {
+
+namespace {
+
+constexpr size_t kHeadBytes = 64;
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+Spool::Spool(std::string path, int fd, const ImageLimits& limits)
+    : path_(std::move(path)), fd_(fd), limits_(limits), sha_(EVP_MD_CTX_new()) {
+  EVP_DigestInit_ex(sha_, EVP_sha256(), nullptr);
+}
+
+Spool::~Spool() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!moved_) ::unlink(path_.c_str());
+  EVP_MD_CTX_free(sha_);
+}
+
+Status Spool::CheckHead() {
+  head_checked_ = true;
+  return CheckFormatAllowed(head_, limits_);
+}
+
+Status Spool::Append(std::string_view data) {
+  if (bytes_ + data.size() > limits_.max_bytes) {
+    return MakeError(ErrorKind::kTooLarge,
+                     "upload is larger than " + std::to_string(limits_.max_bytes) + " bytes (limits.max_bytes)",
+                     "too_large");
+  }
+  if (!head_checked_) {
+    head_.append(data.substr(0, std::min(data.size(), kHeadBytes - head_.size())));
+    if (head_.size() >= kHeadBytes) IMGPIPE_TRY(CheckHead());
+  }
+  EVP_DigestUpdate(sha_, data.data(), data.size());
+  const char* p = data.data();
+  size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return MakeError(ErrorKind::kUnavailable, std::string("cannot write the upload spool file: ") +
+                                                    std::strerror(errno) + "; is the data folder's disk full?");
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  bytes_ += data.size();
+  return Ok();
+}
+
+Status Spool::Finish() {
+  if (bytes_ == 0) return MakeError(ErrorKind::kInvalidArgument, "the upload is empty; send the image bytes as the body");
+  if (!head_checked_) IMGPIPE_TRY(CheckHead());
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(sha_, md, &len);
+  sha256_ = HexEncode(std::string_view(reinterpret_cast<char*>(md), len));
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    return MakeError(ErrorKind::kUnavailable, std::string("cannot close the spool file: ") + std::strerror(errno));
+  }
+  fd_ = -1;
+  return Ok();
+}
+
+Intake::Intake(IntakeOptions options, BlobStore& blobs, MetadataStore& store, JobQueue& queue, const Clock& clock,
+               Metrics* metrics, ResponseRenderer renderer)
+    : options_(std::move(options)), blobs_(blobs), store_(store), queue_(queue), clock_(clock), metrics_(metrics),
+      renderer_(std::move(renderer)) {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.spool_dir, ec);
+}
+
+Result<std::unique_ptr<Spool>> Intake::BeginSpool() {
+  std::string path = options_.spool_dir + "/upload-" + HexEncode(RandomBytes(12));
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return MakeError(ErrorKind::kUnavailable, "cannot create a spool file in " + options_.spool_dir + ": " +
+                                                  std::strerror(errno) + " (storage.data_dir)");
+  }
+  return std::unique_ptr<Spool>(new Spool(std::move(path), fd, options_.limits));
+}
+
+Result<IntakeResult> Intake::ReplayOrConflict(const IdempotencyRecord& rec, const IntakeRequest& request) {
+  if (rec.request_hash != request.request_hash) {
+    return MakeError(ErrorKind::kConflict,
+                     "Idempotency-Key \"" + rec.key + "\" was already used for a different request; use a new key "
+                     "for a new upload", "idempotency_conflict");
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(ImageRecord image, store_.GetImage(rec.image_id));
+  IntakeResult out;
+  out.image = std::move(image);
+  out.replayed = true;
+  out.status_code = rec.status_code;
+  out.response_json = rec.response_json;
+  return out;
+}
+
+Result<std::optional<IntakeResult>> Intake::FindReplay(const IntakeRequest& request) {
+  if (!request.idempotency_key) return std::optional<IntakeResult>();
+  IMGPIPE_ASSIGN_OR_RETURN(auto rec, store_.FindIdempotency(request.uploader_key_id, *request.idempotency_key));
+  if (!rec) return std::optional<IntakeResult>();
+  IMGPIPE_ASSIGN_OR_RETURN(IntakeResult replay, ReplayOrConflict(*rec, request));
+  return std::optional<IntakeResult>(std::move(replay));
+}
+
+Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto facts = ValidateImageFile(spool.path(), options_.limits);
+  if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "validate"}}, SecondsSince(t0));
+  if (!facts.ok()) return facts.error();
+
+  // A retry that raced its first attempt: answer from the first one.
+  if (request.idempotency_key) {
+    IMGPIPE_ASSIGN_OR_RETURN(auto replay, FindReplay(request));
+    if (replay) return std::move(*replay);
+  }
+
+  TimePoint now = clock_.Now();
+  ImageRecord image;
+  image.id = request.id ? *request.id : NewImageId(now);
+  image.sha256 = spool.sha256();
+  image.source = request.source;
+  image.source_ref = request.source_ref;
+  image.uploader_key_id = request.uploader_key_id;
+  image.received_at = now;
+  image.bytes = spool.bytes();
+  image.format = std::string(FormatName(facts->format));
+  image.content_type = std::string(FormatContentType(facts->format));
+  image.width = facts->width;
+  image.height = facts->height;
+  image.frames = facts->frames;
+  image.has_alpha = facts->has_alpha;
+  image.colour_space = facts->colour_space;
+  image.has_icc = facts->has_icc;
+  image.exif = facts->exif;
+  image.user_metadata_json = request.metadata_json;
+  image.pipeline = request.pipeline.empty() ? options_.default_pipeline : request.pipeline;
+  image.original_key = OriginalBlobKey(image.id);
+  image.status = ImageStatus::kQueued;
+  image.expires_at = options_.retention_originals.count() > 0
+                         ? now + options_.retention_originals
+                         : TimePoint::max() - std::chrono::hours(24 * 365 * 100);
+
+  auto t1 = std::chrono::steady_clock::now();
+  auto stored = blobs_.PutFile(kOriginals, image.original_key, spool.path());
+  if (!stored.ok()) return stored.error();
+  spool.moved_ = true;
+
+  std::optional<IdempotencyRecord> idem;
+  IntakeResult out;
+  out.response_json = renderer_ ? renderer_(image) : std::string();
+  if (request.idempotency_key) {
+    IdempotencyRecord rec;
+    rec.api_key_id = request.uploader_key_id;
+    rec.key = *request.idempotency_key;
+    rec.request_hash = request.request_hash;
+    rec.status_code = 201;
+    rec.response_json = out.response_json;
+    rec.image_id = image.id;
+    rec.created_at = now;
+    idem = std::move(rec);
+  }
+  if (request.id && !request.idempotency_key) {
+    // A deterministic id (a redelivered stream record): the object just written is the same one, so never delete
+    // it here; a row that exists already means this delivery is a duplicate.
+    IMGPIPE_ASSIGN_OR_RETURN(bool fresh, store_.InsertImageIfAbsent(image));
+    if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "store"}}, SecondsSince(t1));
+    if (!fresh) {
+      IMGPIPE_ASSIGN_OR_RETURN(ImageRecord existing, store_.GetImage(image.id));
+      out.image = std::move(existing);
+      out.replayed = true;
+      return out;
+    }
+    queue_.Wake();
+    out.image = std::move(image);
+    return out;
+  }
+  Status inserted = store_.InsertImage(image, idem);
+  if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "store"}}, SecondsSince(t1));
+  if (!inserted.ok()) {
+    // Nothing acknowledged: take the blob back so a refused request leaves nothing stored.
+    Status removed = blobs_.Delete(kOriginals, image.original_key);
+    if (!removed.ok()) {
+      LogWarn("could not remove the original of a failed insert",
+              {{"image_id", image.id.value()}, {"error", removed.error().message}});
+    }
+    if (inserted.error().kind == ErrorKind::kConflict && request.idempotency_key) {
+      IMGPIPE_ASSIGN_OR_RETURN(auto replay, FindReplay(request));
+      if (replay) return std::move(*replay);
+    }
+    return inserted.error();
+  }
+  queue_.Wake();
+  if (metrics_) metrics_->Add("imgpipe_upload_bytes_total", {}, static_cast<double>(image.bytes));
+  out.image = std::move(image);
+  return out;
+}
+
+}  // namespace imgpipe

@@ -1,0 +1,59 @@
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "config/config.hpp"
+#include "core/clock.hpp"
+#include "core/metrics.hpp"
+#include "http/server.hpp"
+#include "ingest/intake.hpp"
+#include "queue/job_queue.hpp"
+#include "retention/retention_sweeper.hpp"
+#include "security/api_keys.hpp"
+#include "storage/blob_store.hpp"
+#include "warehouse/metadata_store.hpp"
+
+namespace imgpipe {
+
+//! What the handlers use. Lifetimes: everything referenced must outlive the Api.
+struct ApiContext {
+  const Config& config;
+  BlobStore& blobs;
+  MetadataStore& store;
+  JobQueue& queue;
+  const Clock& clock;
+  Metrics& metrics;
+  ApiKeys& keys;
+  Intake& intake;
+  RetentionSweeper& retention;
+  asio::thread_pool& blocking;  //!< for fsync, SQLite writes, libvips
+};
+
+//! The HTTP API: routing, authentication and roles, and the handlers of docs/openapi.yaml.
+class Api {
+ public:
+  explicit Api(ApiContext ctx) : ctx_(ctx) {}
+  asio::awaitable<HttpResponse> Handle(HttpRequest& request);
+
+ private:
+  asio::awaitable<HttpResponse> Upload(HttpRequest& req, const ApiKeyRecord& key);
+  asio::awaitable<HttpResponse> GetImage(HttpRequest& req, const std::string& id);
+  asio::awaitable<HttpResponse> ListImages(HttpRequest& req);
+  asio::awaitable<HttpResponse> GetBlob(HttpRequest& req, const std::string& id, const std::string* rendition);
+  asio::awaitable<HttpResponse> DeleteImage(HttpRequest& req, const std::string& id);
+  asio::awaitable<HttpResponse> Query(HttpRequest& req);
+  asio::awaitable<HttpResponse> CreateKey(HttpRequest& req);
+  asio::awaitable<HttpResponse> ListKeys(HttpRequest& req);
+  asio::awaitable<HttpResponse> RevokeKey(HttpRequest& req, const std::string& id);
+  HttpResponse Ready(HttpRequest& req);
+  HttpResponse MetricsText(HttpRequest& req);
+
+  //! The live image with this id, or kNotFound if unknown, deleted or expired (read-time expiry: the clock decides,
+  //! not whether the sweeper ran yet).
+  Result<ImageRecord> LiveImage(const std::string& id);
+
+  ApiContext ctx_;
+};
+
+}  // namespace imgpipe

@@ -1,0 +1,79 @@
+#include "cli/common.hpp"
+
+#include <algorithm>
+#include <iostream>
+
+#include "warehouse/sqlite/sqlite_database.hpp"
+#include "warehouse/sqlite/sqlite_metadata_store.hpp"
+
+namespace imgpipe {
+
+std::optional<Args> ParseArgs(int argc, char** argv, int first, const std::vector<std::string>& known,
+                              const std::vector<std::string>& flags) {
+  Args args;
+  for (int i = first; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--") {
+      for (++i; i < argc; ++i) args.positional.emplace_back(argv[i]);
+      break;
+    }
+    if (a.rfind("--", 0) != 0 || a.size() == 2) {
+      args.positional.push_back(a);
+      continue;
+    }
+    std::string name = a.substr(2);
+    std::string value;
+    bool has_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    bool is_flag = std::find(flags.begin(), flags.end(), name) != flags.end();
+    if (!is_flag && std::find(known.begin(), known.end(), name) == known.end()) {
+      std::cerr << "imgpipe: unknown option --" << name << "\n";
+      return std::nullopt;
+    }
+    if (is_flag) {
+      args.options[name] = has_value ? value : "true";
+      continue;
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) {
+        std::cerr << "imgpipe: option --" << name << " needs a value\n";
+        return std::nullopt;
+      }
+      value = argv[++i];
+    }
+    args.options[name] = value;
+  }
+  return args;
+}
+
+std::optional<Config> LoadConfigFromArgs(const Args& args) {
+  ConfigSources sources;
+  if (auto c = args.Get("config")) sources.file_path = *c;
+  sources.env = ImgpipeEnvironment();
+  if (auto v = args.Get("listen")) sources.flags["server.listen"] = *v;
+  if (auto v = args.Get("data-dir")) sources.flags["storage.data_dir"] = *v;
+  auto config = LoadConfig(sources);
+  if (!config.ok()) {
+    std::cerr << "imgpipe: configuration error: " << config.error().message << "\n";
+    return std::nullopt;
+  }
+  return std::move(config).value();
+}
+
+std::string DatabasePath(const Config& config) { return config.data_dir + "/imgpipe.db"; }
+std::string BlobRoot(const Config& config) { return config.data_dir + "/blobs"; }
+std::string SpoolDir(const Config& config) { return config.data_dir + "/spool"; }
+
+Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock) {
+  Warehouse w;
+  IMGPIPE_ASSIGN_OR_RETURN(w.db, SqliteDatabase::Open(DatabasePath(config)));
+  w.store = std::make_unique<SqliteMetadataStore>(*w.db, clock);
+  IMGPIPE_TRY(w.store->Migrate());
+  return w;
+}
+
+}  // namespace imgpipe

@@ -1,0 +1,60 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "core/clock.hpp"
+#include "warehouse/metadata_store.hpp"
+#include "warehouse/sqlite/sqlite_database.hpp"
+
+namespace imgpipe {
+
+
+//! Exit codes of every subcommand.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;  //!< bad flags or config
+
+//! Command-line arguments of one subcommand: "--name value" / "--name=value" options and positional arguments.
+//! Options not in `known` are refused (a typo must not be ignored).
+struct Args {
+  std::map<std::string, std::string> options;
+  std::vector<std::string> positional;
+
+  std::optional<std::string> Get(const std::string& name) const {
+    auto it = options.find(name);
+    if (it == options.end()) return std::nullopt;
+    return it->second;
+  }
+};
+//! Parses argv[first..]; on a bad flag prints the problem and returns nullopt. `flags` are options without values.
+std::optional<Args> ParseArgs(int argc, char** argv, int first, const std::vector<std::string>& known,
+                              const std::vector<std::string>& flags = {});
+
+//! Loads the config from --config, IMGPIPE_* and the given flags (--listen, --data-dir); prints the error and
+//! returns nullopt on a bad config (the caller exits with kExitUsage).
+std::optional<Config> LoadConfigFromArgs(const Args& args);
+
+//! The warehouse of a data folder, migrated, for the CLI subcommands that work beside a running server.
+//! Lifetimes: members are destroyed in reverse order, so the store goes before the database it uses.
+struct Warehouse {
+  std::unique_ptr<SqliteDatabase> db;
+  std::unique_ptr<MetadataStore> store;
+};
+Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock);
+
+std::string DatabasePath(const Config& config);
+std::string BlobRoot(const Config& config);
+std::string SpoolDir(const Config& config);
+
+int RunServe(int argc, char** argv);
+int RunKeys(int argc, char** argv);
+int RunQuery(int argc, char** argv);
+int RunRetention(int argc, char** argv);
+int RunProcess(int argc, char** argv);
+
+}  // namespace imgpipe

@@ -1,0 +1,51 @@
+// `imgpipe retention run`: one retention sweep, beside a running server or alone.
+#include <iostream>
+
+#include "cli/common.hpp"
+#include "retention/retention_sweeper.hpp"
+#include "storage/local/local_blob_store.hpp"
+
+namespace imgpipe {
+
+int RunRetention(int argc, char** argv) {
+  if (argc < 3 || std::string(argv[2]) != "run") {
+    std::cerr << "usage: imgpipe retention run [--data-dir DIR] [--now RFC3339]\n";
+    return kExitUsage;
+  }
+  auto args = ParseArgs(argc, argv, 3, {"config", "data-dir", "now"});
+  if (!args) return kExitUsage;
+  auto config = LoadConfigFromArgs(*args);
+  if (!config) return kExitUsage;
+  SystemClock system_clock;
+  TimePoint now = system_clock.Now() + config->clock_offset;
+  if (auto n = args->Get("now")) {
+    if (!ParseRfc3339(*n, &now)) {
+      std::cerr << "imgpipe: --now \"" << *n << "\" is not an RFC 3339 time\n";
+      return kExitUsage;
+    }
+  }
+  auto wh = OpenWarehouse(*config, system_clock);
+  if (!wh.ok()) {
+    std::cerr << "imgpipe: cannot open the warehouse: " << wh.error().message << "\n";
+    return kExitFailure;
+  }
+  auto blobs = LocalBlobStore::Open(BlobRoot(*config));
+  if (!blobs.ok()) {
+    std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";
+    return kExitFailure;
+  }
+  RetentionPolicy policy;
+  policy.originals = config->retention_originals;
+  policy.renditions = config->retention_renditions;
+  RetentionSweeper sweeper(policy, **blobs, *wh->store, system_clock, nullptr);
+  auto report = sweeper.RunOnce(now);
+  if (!report.ok()) {
+    std::cerr << "imgpipe: retention failed: " << report.error().message << "\n";
+    return kExitFailure;
+  }
+  std::cout << "{\"expired\": " << report->expired_images << ", \"deleted_blobs\": " << report->deleted_blobs
+            << ", \"errors\": " << report->errors << ", \"now\": \"" << FormatRfc3339(now) << "\"}\n";
+  return report->errors == 0 ? kExitOk : kExitFailure;
+}
+
+}  // namespace imgpipe

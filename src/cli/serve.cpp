@@ -1,0 +1,235 @@
+// `imgpipe serve`: the whole pipeline in one process. Wiring only.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <boost/asio/signal_set.hpp>
+
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "api/routes.hpp"
+#include "cli/common.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "core/metrics.hpp"
+#include "api/image_json.hpp"
+#include "processing/image_format.hpp"
+#include "processing/image_probe.hpp"
+#include "queue/embedded/embedded_job_queue.hpp"
+#include "retention/retention_sweeper.hpp"
+#include "security/api_keys.hpp"
+#include "storage/local/local_blob_store.hpp"
+#include "warehouse/sqlite/sqlite_database.hpp"
+#include "warehouse/sqlite/sqlite_metadata_store.hpp"
+#include "worker/worker_pool.hpp"
+
+namespace imgpipe {
+
+namespace {
+
+int Cores() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+// Holds an exclusive lock on the data folder so two servers never share it (the embedded queue and the spool
+// assume one owner). Released when the process exits, however it exits.
+bool LockDataDir(const std::string& dir, int* fd_out) {
+  std::string path = dir + "/imgpipe.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return false;
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) == 0) (void)!::write(fd, pid.data(), pid.size());
+  *fd_out = fd;
+  return true;
+}
+
+ImageLimits LimitsFrom(const Config& cfg) {
+  ImageLimits l;
+  l.max_bytes = cfg.max_bytes;
+  l.max_pixels = cfg.max_pixels;
+  l.max_frames = cfg.max_frames;
+  l.max_dimension = cfg.max_dimension;
+  l.allowed.clear();
+  for (const auto& name : cfg.allowed_formats) {
+    ImageFormat f;
+    if (ParseFormatName(name, &f)) l.allowed.push_back(f);
+  }
+  return l;
+}
+
+}  // namespace
+
+int RunServe(int argc, char** argv) {
+  auto args = ParseArgs(argc, argv, 2, {"config", "listen", "data-dir"});
+  if (!args) return kExitUsage;
+  auto config = LoadConfigFromArgs(*args);
+  if (!config) return kExitUsage;
+  const Config& cfg = *config;
+  LogLevel level;
+  if (ParseLogLevel(cfg.log_level, &level)) SetLogLevel(level);
+
+  std::string host;
+  uint16_t port = 0;
+  if (!ParseHostPort(cfg.listen, &host, &port)) {
+    std::cerr << "imgpipe: configuration error: server.listen \"" << cfg.listen << "\" is not HOST:PORT\n";
+    return kExitUsage;
+  }
+  std::error_code fs_ec;
+  std::filesystem::create_directories(cfg.data_dir, fs_ec);
+  if (fs_ec) {
+    std::cerr << "imgpipe: cannot create the data folder " << cfg.data_dir << ": " << fs_ec.message()
+              << " (storage.data_dir)\n";
+    return kExitFailure;
+  }
+  int lock_fd = -1;
+  if (!LockDataDir(cfg.data_dir, &lock_fd)) {
+    std::cerr << "imgpipe: another imgpipe serve is using the data folder " << cfg.data_dir
+              << " (lock " << cfg.data_dir << "/imgpipe.lock); stop it or choose another --data-dir\n";
+    return kExitFailure;
+  }
+
+  InitVips(cfg.vips_concurrency);
+  std::unique_ptr<Clock> clock;
+  if (cfg.clock_offset.count() != 0) {
+    clock = std::make_unique<OffsetClock>(cfg.clock_offset);
+    LogWarn("testing.clock_offset is set: this server's clock runs ahead; never do this in production",
+            {{"offset_seconds", std::chrono::duration<double>(cfg.clock_offset).count()}});
+  } else {
+    clock = std::make_unique<SystemClock>();
+  }
+
+  auto db = SqliteDatabase::Open(DatabasePath(cfg));
+  if (!db.ok()) {
+    LogError("cannot open the database", {{"error", db.error().message}});
+    return kExitFailure;
+  }
+  SqliteMetadataStore store(**db, *clock);
+  if (Status m = store.Migrate(); !m.ok()) {
+    LogError("database migration failed", {{"error", m.error().message}});
+    return kExitFailure;
+  }
+  EmbeddedJobQueue queue(**db, *clock);
+  // We hold the data folder's lock, so leases left in the queue belong to a previous run that died.
+  if (Status s = queue.ReleaseLeases(""); !s.ok()) LogWarn("cannot release old leases", {{"error", s.error().message}});
+  auto blobs = LocalBlobStore::Open(BlobRoot(cfg));
+  if (!blobs.ok()) {
+    LogError("cannot open blob storage", {{"error", blobs.error().message}});
+    return kExitFailure;
+  }
+
+  Metrics metrics;
+  DeclareImgpipeMetrics(metrics);
+  metrics.Set("imgpipe_build_info", {{"version", IMGPIPE_VERSION}}, 1);
+
+  ApiKeys keys(store, *clock);
+  auto bootstrap = keys.BootstrapAdmin();
+  if (!bootstrap.ok()) {
+    LogError("cannot create the first admin key", {{"error", bootstrap.error().message}});
+    return kExitFailure;
+  }
+
+  IntakeOptions intake_options;
+  intake_options.spool_dir = SpoolDir(cfg);
+  intake_options.limits = LimitsFrom(cfg);
+  intake_options.retention_originals = cfg.retention_originals;
+  Intake intake(intake_options, **blobs, store, queue, *clock, &metrics, AcceptedJson);
+
+  RetentionPolicy policy;
+  policy.originals = cfg.retention_originals;
+  policy.renditions = cfg.retention_renditions;
+  RetentionSweeper sweeper(policy, **blobs, store, *clock, &metrics);
+
+  WorkerOptions wo;
+  wo.threads = cfg.worker_threads > 0 ? cfg.worker_threads : Cores();
+  wo.lease = cfg.lease;
+  wo.max_attempts = cfg.max_attempts;
+  wo.retry_backoff = cfg.retry_backoff;
+  wo.renditions = cfg.renditions;
+  wo.spool_dir = SpoolDir(cfg);
+  wo.owner = "serve-" + std::to_string(::getpid()) + "-" + HexEncode(RandomBytes(4));
+  WorkerPool workers(wo, **blobs, store, queue, *clock, &metrics);
+
+  int io_threads = cfg.http_threads > 0 ? cfg.http_threads : Cores();
+  asio::io_context io(io_threads);
+  asio::thread_pool blocking(static_cast<size_t>(std::max(4, 2 * Cores())));
+  Api api(ApiContext{cfg, **blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking});
+
+  ServerOptions so;
+  so.max_header_bytes = cfg.max_header_bytes;
+  so.max_body_bytes = cfg.max_bytes + cfg.max_metadata_bytes + 64 * 1024;
+  so.request_timeout = cfg.request_timeout;
+  HttpServer server(
+      io, so, [&api](HttpRequest& req) { return api.Handle(req); },
+      [&metrics](const HttpRequest& req, const HttpResponse& res, double seconds) {
+        std::string status = std::to_string(static_cast<int>(res.status));
+        metrics.Add("imgpipe_http_requests_total",
+                    {{"method", std::string(req.header().method_string())}, {"route", res.route}, {"status", status}});
+        metrics.Observe("imgpipe_http_request_duration_seconds", {{"route", res.route}}, seconds);
+        LogInfo("request", {{"request_id", req.request_id()},
+                            {"method", req.header().method_string()},
+                            {"path", req.path()},
+                            {"route", res.route},
+                            {"status", static_cast<int>(res.status)},
+                            {"seconds", seconds},
+                            {"remote", req.remote()}});
+      });
+  auto bound = server.Listen(host, port);
+  if (!bound.ok()) {
+    LogError("cannot listen", {{"error", bound.error().message}});
+    return kExitFailure;
+  }
+  if (cfg.embedded_workers) workers.Start();
+  sweeper.Start(cfg.sweep_interval);
+  server.Start();
+
+  std::string base = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                     std::to_string(*bound);
+  if (!bootstrap->empty()) {
+    std::cout << "imgpipe: created the first admin API key (shown once, store it now):\n  " << *bootstrap << "\n"
+              << "try: curl -H \"Authorization: Bearer " << *bootstrap << "\" --data-binary @photo.jpg " << base
+              << "/v1/images\n"
+              << std::flush;
+  }
+  LogInfo("listening", {{"address", host},
+                        {"port", *bound},
+                        {"url", base},
+                        {"data_dir", cfg.data_dir},
+                        {"workers", cfg.embedded_workers ? wo.threads : 0},
+                        {"http_threads", io_threads}});
+
+  asio::signal_set signals(io, SIGTERM, SIGINT);
+  std::atomic<bool> shutting_down{false};
+  signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    shutting_down = true;
+    LogInfo("shutting down", {{"signal", signo}, {"grace_seconds", std::chrono::duration<double>(cfg.shutdown_grace).count()}});
+    server.StopAccepting();
+    // Wait for requests in flight on a helper thread, then stop the I/O threads.
+    std::thread([&] {
+      auto deadline = std::chrono::steady_clock::now() + cfg.shutdown_grace;
+      while (server.inflight() > 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (server.inflight() > 0) LogWarn("shutdown grace ran out with requests in flight", {{"requests", server.inflight()}});
+      io.stop();
+    }).detach();
+  });
+
+  std::vector<std::thread> threads;
+  for (int i = 1; i < io_threads; ++i) threads.emplace_back([&io] { io.run(); });
+  io.run();
+  for (auto& t : threads) t.join();
+
+  sweeper.Stop();
+  workers.Stop(cfg.shutdown_grace);
+  blocking.join();
+  LogInfo("stopped", {});
+  ::close(lock_fd);
+  return kExitOk;
+}
+
+}  // namespace imgpipe

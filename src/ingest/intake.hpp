@@ -1,0 +1,120 @@
+#pragma once
+
+#include <openssl/evp.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/clock.hpp"
+#include "core/records.hpp"
+#include "core/result.hpp"
+#include "processing/image_probe.hpp"
+#include "queue/job_queue.hpp"
+#include "storage/blob_store.hpp"
+#include "warehouse/metadata_store.hpp"
+
+namespace imgpipe {
+
+class Metrics;
+
+struct IntakeOptions {
+  std::string spool_dir;                       //!< local folder for uploads in flight (same filesystem as blobs)
+  ImageLimits limits;
+  std::chrono::seconds retention_originals{7 * 24 * 3600};  //!< 0 = keep forever
+  std::string default_pipeline = "default";
+};
+
+//! The bytes of one image on their way in: written to a local spool file while they arrive, hashed, counted against
+//! the byte limit, and their format checked against the allow-list as soon as the first bytes are in, so a refused
+//! upload stops early. The spool file is removed when this is destroyed, unless Intake moved it into the store.
+//! Not thread-safe.
+class Spool {
+ public:
+  ~Spool();
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+
+  //! kTooLarge past limits.max_bytes; kUnsupportedFormat once the head shows a format outside the allow-list.
+  Status Append(std::string_view data);
+  //! Call at the end of the bytes: flushes, and checks the format if fewer than 64 bytes came.
+  Status Finish();
+  uint64_t bytes() const { return bytes_; }
+  //! Hex SHA-256 of everything appended; valid after Finish().
+  const std::string& sha256() const { return sha256_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  friend class Intake;
+  Spool(std::string path, int fd, const ImageLimits& limits);
+  Status CheckHead();
+
+  std::string path_;
+  int fd_ = -1;
+  const ImageLimits& limits_;
+  EVP_MD_CTX* sha_ = nullptr;
+  std::string head_;         // the first bytes, for the format check
+  bool head_checked_ = false;
+  uint64_t bytes_ = 0;
+  std::string sha256_;
+  bool moved_ = false;       // the file now belongs to the blob store
+};
+
+//! What the caller knows about an image besides its bytes.
+struct IntakeRequest {
+  std::string uploader_key_id;
+  std::string source = "upload";
+  std::string source_ref;
+  std::string metadata_json = "{}";          //!< a validated JSON object
+  std::string pipeline;                       //!< empty = default
+  std::optional<std::string> idempotency_key;
+  std::string request_hash;                   //!< for idempotency: identifies the request's content
+  std::optional<ImageId> id;                  //!< a deterministic id (stream sources); a fresh one when empty
+};
+
+//! The outcome of Accept(): the stored image, or the first answer replayed for an idempotent retry.
+struct IntakeResult {
+  ImageRecord image;
+  bool replayed = false;
+  int status_code = 201;
+  std::string response_json;  //!< set for replays (the stored first answer) and for fresh accepts
+};
+
+//! The one intake path shared by uploads and stream records: validate, store the original, then one transaction
+//! with the image row and its job (and the idempotency record). Thread-safe; its methods block (fsync, SQLite,
+//! libvips), so the HTTP layer runs them on the blocking pool.
+//!
+//! Guarantee: when Accept() returns ok the original is durable in the blob store and the row and job are committed,
+//! so the image will be processed whatever crashes afterwards. When it returns an error nothing was stored (a blob
+//! written before a failed commit is deleted; if the process dies in between, the blob is an orphan without a row,
+//! removed by retention with its day's prefix).
+class Intake {
+ public:
+  //! Renders the 201 body for an accepted image; stored with the idempotency record for replays.
+  using ResponseRenderer = std::function<std::string(const ImageRecord&)>;
+
+  Intake(IntakeOptions options, BlobStore& blobs, MetadataStore& store, JobQueue& queue, const Clock& clock,
+         Metrics* metrics, ResponseRenderer renderer);
+
+  Result<std::unique_ptr<Spool>> BeginSpool();
+  //! For a request with an idempotency key: the stored answer, if any. kConflict if it was for another body.
+  Result<std::optional<IntakeResult>> FindReplay(const IntakeRequest& request);
+  Result<IntakeResult> Accept(Spool& spool, const IntakeRequest& request);
+
+  const IntakeOptions& options() const { return options_; }
+
+ private:
+  Result<IntakeResult> ReplayOrConflict(const IdempotencyRecord& rec, const IntakeRequest& request);
+
+  IntakeOptions options_;
+  BlobStore& blobs_;
+  MetadataStore& store_;
+  JobQueue& queue_;
+  const Clock& clock_;
+  Metrics* metrics_;
+  ResponseRenderer renderer_;
+};
+
+}  // namespace imgpipe

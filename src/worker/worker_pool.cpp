@@ -1,0 +1,211 @@
+#include "worker/worker_pool.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "core/blob_keys.hpp"
+#include "core/ids.hpp"
+#include "core/log.hpp"
+#include "core/metrics.hpp"
+#include "processing/pipeline.hpp"
+
+namespace imgpipe {
+
+namespace {
+
+double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Copies a remote original to a local file for libvips; removes it when destroyed.
+class LocalCopy {
+ public:
+  ~LocalCopy() {
+    if (!path_.empty()) ::unlink(path_.c_str());
+  }
+  Status Fetch(BlobStore& blobs, const std::string& key, const std::string& dir) {
+    IMGPIPE_ASSIGN_OR_RETURN(auto reader, blobs.OpenRead(kOriginals, key));
+    std::filesystem::create_directories(dir);
+    path_ = dir + "/job-" + HexEncode(RandomBytes(8));
+    std::ofstream out(path_, std::ios::binary);
+    std::vector<char> buf(256 * 1024);
+    for (;;) {
+      IMGPIPE_ASSIGN_OR_RETURN(size_t n, reader->Read(buf));
+      if (n == 0) break;
+      out.write(buf.data(), static_cast<std::streamsize>(n));
+    }
+    if (!out.good()) return MakeError(ErrorKind::kUnavailable, "cannot write a local copy of the original to " + dir);
+    return Ok();
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace
+
+WorkerPool::WorkerPool(WorkerOptions options, BlobStore& blobs, MetadataStore& store, JobQueue& queue,
+                       const Clock& clock, Metrics* metrics)
+    : options_(std::move(options)), blobs_(blobs), store_(store), queue_(queue), clock_(clock), metrics_(metrics) {}
+
+WorkerPool::~WorkerPool() { Stop(std::chrono::milliseconds(0)); }
+
+void WorkerPool::Start() {
+  for (int i = 0; i < std::max(1, options_.threads); ++i) threads_.emplace_back([this] { Loop(); });
+}
+
+void WorkerPool::Stop(std::chrono::milliseconds grace) {
+  if (threads_.empty()) return;
+  stopping_ = true;
+  queue_.Wake();
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  while (busy_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (busy_.load() > 0) {
+    LogWarn("shutdown grace ran out with jobs in flight; their leases go back to the queue",
+            {{"jobs", busy_.load()}});
+    // The threads still run libvips; detach them and hand their jobs back. The process is about to exit.
+    Status released = queue_.ReleaseLeases(options_.owner);
+    if (!released.ok()) LogWarn("could not release leases", {{"error", released.error().message}});
+    for (auto& t : threads_) t.detach();
+  } else {
+    for (auto& t : threads_) t.join();
+  }
+  threads_.clear();
+}
+
+void WorkerPool::Loop() {
+  while (!stopping_) {
+    auto jobs = queue_.Lease(options_.owner, 1, options_.lease, std::chrono::milliseconds(1000));
+    if (!jobs.ok()) {
+      LogWarn("cannot lease jobs", {{"error", jobs.error().message}});
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      continue;
+    }
+    for (const Job& job : *jobs) {
+      ++busy_;
+      ProcessJob(job);
+      --busy_;
+    }
+  }
+}
+
+Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoint started) {
+  LocalCopy copy;
+  std::string path;
+  if (auto local = blobs_.LocalPath(kOriginals, image.original_key)) {
+    path = *local;
+  } else {
+    IMGPIPE_TRY(copy.Fetch(blobs_, image.original_key, options_.spool_dir));
+    path = copy.path();
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  auto out = RunDefaultPipeline(path, options_.renditions);
+  if (!out.ok()) return out.error();
+  if (metrics_) {
+    metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "process"}}, out->decode_seconds);
+    metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "encode"}}, out->encode_seconds);
+  }
+  std::vector<RenditionRecord> records;
+  for (const RenditionOutput& r : out->renditions) {
+    RenditionRecord rec;
+    rec.image_id = image.id;
+    rec.name = r.name;
+    rec.key = RenditionBlobKey(image.id, r.name, r.extension);
+    rec.format = r.format;
+    rec.content_type = r.content_type;
+    rec.width = r.width;
+    rec.height = r.height;
+    rec.bytes = r.bytes.size();
+    rec.created_at = clock_.Now();
+    auto put = blobs_.Put(kRenditions, rec.key, r.bytes);
+    if (!put.ok()) return put.error();
+    records.push_back(std::move(rec));
+  }
+  ProcessingRun run;
+  run.image_id = image.id;
+  run.pipeline = image.pipeline;
+  run.attempt = job.attempts + 1;
+  run.started_at = started;
+  run.finished_at = clock_.Now();
+  run.status = "processed";
+  run.decode_seconds = out->decode_seconds;
+  run.encode_seconds = out->encode_seconds;
+  run.total_seconds = Seconds(std::chrono::steady_clock::now() - t0);
+  return store_.RecordProcessed(image.id, out->phash, out->dominant_colour, records, run);
+}
+
+void WorkerPool::ProcessJob(const Job& job) {
+  TimePoint started = clock_.Now();
+  auto image = store_.GetImage(job.image_id);
+  if (!image.ok()) {
+    if (image.error().kind == ErrorKind::kNotFound) {
+      LogWarn("job for an unknown image dropped", {{"image_id", job.image_id.value()}});
+      (void)queue_.Ack(job);
+      return;
+    }
+    (void)queue_.Retry(job, clock_.Now() + options_.retry_backoff, image.error().message);
+    return;
+  }
+  if (image->status == ImageStatus::kExpired || image->status == ImageStatus::kDeleted ||
+      image->status == ImageStatus::kProcessed || image->expires_at <= started) {
+    // Nothing to do: already done by an earlier run, or gone.
+    (void)queue_.Ack(job);
+    return;
+  }
+  (void)store_.MarkProcessing(image->id);
+  Status result = RunPipeline(*image, job, started);
+  if (result.ok()) {
+    Status acked = queue_.Ack(job);
+    if (!acked.ok()) LogWarn("ack failed; the job will re-run harmlessly", {{"error", acked.error().message}});
+    if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "processed"}});
+    LogDebug("processed", {{"image_id", image->id.value()}});
+    return;
+  }
+  const Error& err = result.error();
+  if (err.kind == ErrorKind::kConflict) {
+    // The image expired or was deleted while it was being processed: its renditions must not outlive it.
+    auto left = blobs_.List(kRenditions, ImageBlobPrefix(image->id));
+    if (left.ok()) {
+      for (const BlobInfo& b : left->items) (void)blobs_.Delete(kRenditions, b.key);
+    }
+    (void)queue_.Ack(job);
+    LogInfo("image went away while processing; results dropped", {{"image_id", image->id.value()}});
+    return;
+  }
+  int attempt = job.attempts + 1;
+  bool permanent = err.kind == ErrorKind::kInvalidImage || err.kind == ErrorKind::kUnsupportedFormat ||
+                   err.kind == ErrorKind::kTooLarge;
+  bool final = permanent || attempt >= options_.max_attempts;
+  ProcessingRun run;
+  run.image_id = image->id;
+  run.pipeline = image->pipeline;
+  run.attempt = attempt;
+  run.started_at = started;
+  run.finished_at = clock_.Now();
+  run.status = final ? "failed" : "retrying";
+  run.error = err.message;
+  Status recorded = store_.RecordFailure(image->id, run, final);
+  if (!recorded.ok()) {
+    LogWarn("cannot record a failed run", {{"image_id", image->id.value()}, {"error", recorded.error().message}});
+  }
+  LogWarn(final ? "processing failed" : "processing failed; will retry",
+          {{"image_id", image->id.value()}, {"attempt", attempt}, {"error", err.message}});
+  if (final) {
+    (void)queue_.Ack(job);
+    if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "failed"}});
+    return;
+  }
+  // Exponential backoff with jitter: backoff * 2^(attempt-1) * [0.5, 1.5).
+  static thread_local std::mt19937 rng(std::random_device{}());
+  double factor = std::ldexp(1.0, std::min(attempt - 1, 16)) * std::uniform_real_distribution<>(0.5, 1.5)(rng);
+  auto delay = std::chrono::duration_cast<std::chrono::microseconds>(options_.retry_backoff * factor);
+  (void)queue_.Retry(job, clock_.Now() + delay, err.message);
+  if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "retried"}});
+}
+
+}  // namespace imgpipe

@@ -1,0 +1,65 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/config.hpp"
+#include "core/clock.hpp"
+#include "core/result.hpp"
+#include "queue/job_queue.hpp"
+#include "storage/blob_store.hpp"
+#include "warehouse/metadata_store.hpp"
+
+namespace imgpipe {
+
+class Metrics;
+
+struct WorkerOptions {
+  int threads = 1;
+  std::chrono::milliseconds lease{60000};
+  int max_attempts = 5;
+  std::chrono::milliseconds retry_backoff{1000};
+  std::vector<RenditionConfig> renditions;
+  std::string spool_dir;  //!< where originals of remote stores are copied for libvips
+  std::string owner;      //!< lease owner name, unique per process
+};
+
+//! Threads that lease jobs, run the default pipeline, store the renditions and record the outcome.
+//!
+//! Idempotent by construction: rendition keys are deterministic and rows are upserted, so a job re-run after a crash
+//! (its lease ran out) overwrites what the first run left and never duplicates. A job is acked only after its
+//! renditions are durable and its row says processed. Failures retry with exponential backoff; an image that does
+//! not decode, or that failed queue.max_attempts times, becomes `failed` with its error.
+class WorkerPool {
+ public:
+  WorkerPool(WorkerOptions options, BlobStore& blobs, MetadataStore& store, JobQueue& queue, const Clock& clock,
+             Metrics* metrics);
+  ~WorkerPool();
+
+  void Start();
+  //! Stops leasing; waits up to `grace` for jobs in flight, then returns the leases of unfinished ones to the queue.
+  void Stop(std::chrono::milliseconds grace);
+
+  //! Processes one leased job to the end (ack, retry or fail). Exposed for tests.
+  void ProcessJob(const Job& job);
+  int busy() const { return busy_.load(); }
+
+ private:
+  void Loop();
+  Status RunPipeline(const ImageRecord& image, const Job& job, TimePoint started);
+
+  WorkerOptions options_;
+  BlobStore& blobs_;
+  MetadataStore& store_;
+  JobQueue& queue_;
+  const Clock& clock_;
+  Metrics* metrics_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> busy_{0};
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace imgpipe

@@ -1,0 +1,168 @@
+#include "worker/worker_pool.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/blob_keys.hpp"
+#include "core/ids.hpp"
+#include "ingest/intake.hpp"
+#include "processing/image_probe.hpp"
+#include "queue/embedded/embedded_job_queue.hpp"
+#include "storage/local/local_blob_store.hpp"
+#include "warehouse/sqlite/sqlite_database.hpp"
+#include "warehouse/sqlite/sqlite_metadata_store.hpp"
+
+namespace imgpipe {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+const std::string kCorpora = IMGPIPE_CORPORA_DIR;
+
+// The intake and the worker over real local storage and a real SQLite warehouse in a temp folder.
+class WorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    InitVips(1);
+    dir_ = std::filesystem::temp_directory_path() / ("imgpipe-worker-" + HexEncode(RandomBytes(6)));
+    db_ = std::move(SqliteDatabase::Open(dir_ / "test.db").value());
+    store_ = std::make_unique<SqliteMetadataStore>(*db_, clock_);
+    ASSERT_TRUE(store_->Migrate().ok());
+    queue_ = std::make_unique<EmbeddedJobQueue>(*db_, clock_);
+    blobs_ = std::move(LocalBlobStore::Open((dir_ / "blobs").string()).value());
+    IntakeOptions io;
+    io.spool_dir = (dir_ / "spool").string();
+    intake_ = std::make_unique<Intake>(io, *blobs_, *store_, *queue_, clock_, nullptr, nullptr);
+    WorkerOptions wo;
+    wo.renditions = Config{}.renditions;
+    wo.spool_dir = io.spool_dir;
+    wo.owner = "test";
+    wo.max_attempts = 2;
+    workers_ = std::make_unique<WorkerPool>(wo, *blobs_, *store_, *queue_, clock_, nullptr);
+  }
+  void TearDown() override {
+    workers_.reset();
+    intake_.reset();
+    blobs_.reset();
+    queue_.reset();
+    store_.reset();
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  Result<IntakeResult> Upload(const std::string& bytes) {
+    IMGPIPE_ASSIGN_OR_RETURN(auto spool, intake_->BeginSpool());
+    IMGPIPE_TRY(spool->Append(bytes));
+    IMGPIPE_TRY(spool->Finish());
+    IntakeRequest req;
+    req.uploader_key_id = "key_test";
+    return intake_->Accept(*spool, req);
+  }
+
+  Job LeaseOne() {
+    auto jobs = queue_->Lease("test", 1, std::chrono::seconds(60), std::chrono::milliseconds(0));
+    EXPECT_TRUE(jobs.ok());
+    EXPECT_EQ(jobs->size(), 1u);
+    return jobs->empty() ? Job{} : (*jobs)[0];
+  }
+
+  std::filesystem::path dir_;
+  FakeClock clock_{FromUnixMicros(1'764'111'342'000'000)};
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<SqliteMetadataStore> store_;
+  std::unique_ptr<EmbeddedJobQueue> queue_;
+  std::unique_ptr<LocalBlobStore> blobs_;
+  std::unique_ptr<Intake> intake_;
+  std::unique_ptr<WorkerPool> workers_;
+};
+
+TEST_F(WorkerTest, AcceptedUploadIsProcessedIntoStoredRenditions) {
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+  EXPECT_EQ(accepted->image.status, ImageStatus::kQueued);
+  workers_->ProcessJob(LeaseOne());
+  auto image = store_->GetImage(accepted->image.id);
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(image->status, ImageStatus::kProcessed);
+  EXPECT_TRUE(image->phash.has_value());
+  auto renditions = store_->ListRenditions(image->id);
+  ASSERT_TRUE(renditions.ok());
+  ASSERT_EQ(renditions->size(), 2u);
+  for (const auto& r : *renditions) {
+    auto info = blobs_->Stat(kRenditions, r.key);
+    ASSERT_TRUE(info.ok()) << r.key;
+    EXPECT_EQ(info->size, r.bytes);
+    EXPECT_EQ(std::max(r.width, r.height), r.name == "thumb-256" ? 256 : 768) << r.name;  // kodim23 is 768x512
+  }
+  // The queue is empty: the job was acked.
+  EXPECT_EQ(*queue_->Depth(), 0);
+}
+
+TEST_F(WorkerTest, ReRunningAJobOverwritesAndNeverDuplicates) {
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(accepted.ok());
+  Job job = LeaseOne();
+  workers_->ProcessJob(job);
+  // As after a crash between storing results and the ack: the same job runs again.
+  workers_->ProcessJob(job);
+  auto renditions = store_->ListRenditions(accepted->image.id);
+  ASSERT_TRUE(renditions.ok());
+  EXPECT_EQ(renditions->size(), 2u);
+  auto listed = blobs_->List(kRenditions, ImageBlobPrefix(accepted->image.id));
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->items.size(), 2u);
+}
+
+TEST_F(WorkerTest, AnOriginalThatNoLongerDecodesEndsFailedWithItsError) {
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(accepted.ok());
+  // Corrupt the stored original behind the worker's back.
+  ASSERT_TRUE(blobs_->Put(kOriginals, accepted->image.original_key, "not an image at all").ok());
+  workers_->ProcessJob(LeaseOne());
+  auto image = store_->GetImage(accepted->image.id);
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(image->status, ImageStatus::kFailed);
+  ASSERT_TRUE(image->error.has_value());
+  EXPECT_FALSE(image->error->empty());
+  auto runs = store_->ListRuns(image->id);
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 1u);
+  EXPECT_EQ((*runs)[0].status, "failed");
+  EXPECT_EQ(*queue_->Depth(), 0);
+}
+
+TEST_F(WorkerTest, RefusedUploadStoresNothing) {
+  auto refused = Upload("GIF89a\x01\x00\x01\x00 truncated nonsense that is no image");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(refused.error().kind == ErrorKind::kInvalidImage) << refused.error().message;
+  auto originals = blobs_->List(kOriginals, "");
+  ASSERT_TRUE(originals.ok());
+  EXPECT_TRUE(originals->items.empty());
+  EXPECT_EQ(*queue_->Depth(), 0);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "spool"));
+}
+
+TEST_F(WorkerTest, ThreadsDrainTheQueue) {
+  std::vector<ImageId> ids;
+  std::string bytes = ReadFile(kCorpora + "/valid/kodak/kodim23.png");
+  for (int i = 0; i < 4; ++i) {
+    auto a = Upload(bytes);
+    ASSERT_TRUE(a.ok());
+    ids.push_back(a->image.id);
+  }
+  workers_->Start();
+  for (int i = 0; i < 600 && *queue_->Depth() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  workers_->Stop(std::chrono::seconds(30));
+  for (const auto& id : ids) EXPECT_EQ(store_->GetImage(id)->status, ImageStatus::kProcessed);
+}
+
+}  // namespace
+}  // namespace imgpipe
