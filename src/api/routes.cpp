@@ -243,8 +243,7 @@ Result<ImageRecord> Api::LiveImage(const std::string& id) {
   }
   if (image->status == ImageStatus::kExpired || image->expires_at <= ctx_.clock.Now()) {
     return MakeError(ErrorKind::kNotFound, "image " + id + " expired at " + FormatRfc3339(image->expires_at) +
-                                               " (retention.originals); its metadata stays in the warehouse",
-                     "expired");
+                                               " (retention.originals); its metadata stays in the warehouse");
   }
   return image;
 }
@@ -389,7 +388,13 @@ asio::awaitable<HttpResponse> Api::ListImages(HttpRequest& req) {
   auto page = ctx_.store.ListImages(f);
   if (!page.ok()) co_return ErrorResponse(page.error(), req.request_id());
   json::array items;
+  TimePoint now = ctx_.clock.Now();
+  bool wants_gone = f.status && (*f.status == ImageStatus::kExpired || *f.status == ImageStatus::kDeleted);
   for (const ImageRecord& image : page->items) {
+    // Read-time expiry: an image past its retention is listed only when expired images are asked for.
+    bool gone = image.status == ImageStatus::kDeleted || image.status == ImageStatus::kExpired ||
+                image.expires_at <= now;
+    if (gone && !wants_gone) continue;
     auto renditions = ctx_.store.ListRenditions(image.id);
     items.push_back(ImageToJson(image, renditions.ok() ? *renditions : std::vector<RenditionRecord>{}));
   }

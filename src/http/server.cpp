@@ -257,7 +257,9 @@ asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
   for (;;) {
     HttpRequest::Parser parser;
     parser.header_limit(static_cast<uint32_t>(options_.max_header_bytes));
-    parser.body_limit(options_.max_body_bytes);
+    // No body limit while reading the header: a Content-Length over the limit must reach the handler, which answers
+    // 413 with the limit's config key, instead of failing the read with no answer at all.
+    parser.body_limit(boost::none);
     beast::error_code ec;
     stream.expires_after(options_.idle_timeout);
     co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
@@ -273,6 +275,7 @@ asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
       }
       break;
     }
+    parser.body_limit(options_.max_body_bytes);
     ++inflight_;
     auto started = std::chrono::steady_clock::now();
     stream.expires_after(options_.request_timeout);

@@ -105,7 +105,7 @@ Result<IntakeResult> Intake::ReplayOrConflict(const IdempotencyRecord& rec, cons
   if (rec.request_hash != request.request_hash) {
     return MakeError(ErrorKind::kConflict,
                      "Idempotency-Key \"" + rec.key + "\" was already used for a different request; use a new key "
-                     "for a new upload", "idempotency_conflict");
+                     "for a new upload");
   }
   IMGPIPE_ASSIGN_OR_RETURN(ImageRecord image, store_.GetImage(rec.image_id));
   IntakeResult out;
