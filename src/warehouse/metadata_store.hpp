@@ -40,6 +40,7 @@ class MetadataStore {
   virtual Status MarkProcessing(const ImageId& id) = 0;
   //! In one transaction: upserts the renditions by (image_id, name), sets phash and dominant colour, sets status
   //! `processed` and processed_at, and appends the run. Re-running for the same image overwrites, never duplicates.
+  //! kConflict, writing nothing, if the image is expired or deleted (the caller drops what it wrote and acks).
   virtual Status RecordProcessed(const ImageId& id, std::optional<uint64_t> phash,
                                  std::optional<std::string> dominant_colour,
                                  const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) = 0;
@@ -48,7 +49,8 @@ class MetadataStore {
 
   //! Images whose expires_at <= now and whose status is not yet expired or deleted, oldest first.
   virtual Result<std::vector<ImageRecord>> FindExpired(TimePoint now, size_t limit) = 0;
-  //! Sets status `expired` (or `deleted`) with the time; removes rendition rows' blobs references are kept.
+  //! Sets status `expired` (or `deleted`) with the time, and removes the image's job. The row and its rendition rows
+  //! are kept: metadata outlives blobs. Expired and deleted rows never go back (only expired -> deleted).
   virtual Status MarkExpired(const ImageId& id, TimePoint when) = 0;
   virtual Status MarkDeleted(const ImageId& id, TimePoint when) = 0;
 
