@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -27,13 +28,15 @@ namespace {
 constexpr size_t kMaxConfigFileBytes = 1 << 20;
 // At most this many problems are listed in one error message; the rest are counted.
 constexpr size_t kMaxListedErrors = 10;
+// At most this many are collected (and given a "did you mean"), so a huge file of junk costs little.
+constexpr size_t kMaxCollectedErrors = 100;
 
 constexpr std::string_view kEnvPrefix = "IMGPIPE_";
 // IMGPIPE_* variables that are not config keys: ImgpipeEnvironment() leaves them out and LoadConfig ignores them.
 constexpr std::string_view kNonConfigEnv[] = {"IMGPIPE_CONFIG", "IMGPIPE_TEST"};
 
-constexpr std::string_view kSections[] = {"server", "storage", "database", "queue",
-                                          "limits", "retention", "processing", "log"};
+constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue",  "limits",
+                                          "retention",  "processing", "log",   "testing"};
 constexpr std::string_view kRenditionsKey = "processing.renditions";
 constexpr std::string_view kImageFormats[] = {"jpeg", "png", "webp", "gif", "tiff", "heic", "avif", "jxl", "bmp"};
 
@@ -95,7 +98,7 @@ size_t EditDistance(std::string_view a, std::string_view b) {
 
 //! The closest of `candidates` to `key` if it is close enough to be a typo of it.
 std::optional<std::string> Nearest(std::string_view key, const std::vector<std::string>& candidates) {
-  if (key.size() > 200) return std::nullopt;  // nobody mistypes 200 characters; keep the cost bounded
+  if (key.size() > 64) return std::nullopt;  // the longest key is 30 characters; 3 typos cannot make it 64
   std::optional<std::string> best;
   size_t best_distance = std::numeric_limits<size_t>::max();
   for (const auto& c : candidates) {
@@ -530,9 +533,16 @@ class Problems {
   //! Problems added from now on sort after all earlier phases' (0: file, 1: environment, 2: flags).
   void SetPhase(int phase) { phase_ = phase; }
   bool empty() const { return messages_.empty(); }
+  //! True (and counts the problem) once enough problems are collected.
+  bool Saturated() {
+    if (messages_.size() < kMaxCollectedErrors) return false;
+    ++dropped_;
+    return true;
+  }
 
   void Unknown(std::string_view key, const std::string& where, const std::vector<std::string>& candidates,
                bool env_form, int64_t line = 0) {
+    if (Saturated()) return;
     std::string message = "unknown config key " + Quote(key) + " " + where;
     if (auto near = Nearest(key, candidates)) {
       message += " (did you mean " + (env_form ? EnvName(*near) : Quote(*near)) + "?)";
@@ -541,6 +551,7 @@ class Problems {
   }
 
   void BadValue(std::string_view key, const std::string& where, const std::string& problem, int64_t line = 0) {
+    if (Saturated()) return;
     Add("bad value for " + std::string(key) + " " + where + ": " + problem, line);
   }
 
@@ -551,7 +562,7 @@ class Problems {
     if (messages_.size() == 1) {
       message = messages_[0].text;
     } else {
-      message = std::to_string(messages_.size()) + " config errors: ";
+      message = std::to_string(messages_.size() + dropped_) + " config errors: ";
       for (size_t i = 0; i < messages_.size() && i < kMaxListedErrors; ++i) {
         if (i > 0) message += "; ";
         message += messages_[i].text;
@@ -570,12 +581,26 @@ class Problems {
 
   int phase_ = 0;
   std::vector<Entry> messages_;
+  size_t dropped_ = 0;
 };
 
 std::string FileWhere(std::string_view file, const toml::source_region& source) {
   std::string where = "in " + std::string(file);
   if (source.begin.line > 0) where += " line " + std::to_string(source.begin.line);
   return where;
+}
+
+//! A table's entries in the order they appear in the file (toml++ keeps them sorted by name), so problems are found
+//! and reported top to bottom.
+std::vector<std::pair<const toml::key*, const toml::node*>> InFileOrder(const toml::table& table) {
+  std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+  for (auto&& [k, v] : table) entries.emplace_back(&k, &v);
+  std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+    const auto& sa = a.first->source().begin;
+    const auto& sb = b.first->source().begin;
+    return std::tie(sa.line, sa.column) < std::tie(sb.line, sb.column);
+  });
+  return entries;
 }
 
 void ApplyRenditions(Config& config, const toml::node& node, std::string_view file, Problems& problems) {
@@ -600,7 +625,9 @@ void ApplyRenditions(Config& config, const toml::node& node, std::string_view fi
     }
     RenditionConfig r;
     bool ok = true;
-    for (auto&& [k, v] : *table) {
+    for (auto [k_ptr, v_ptr] : InFileOrder(*table)) {
+      const toml::key& k = *k_ptr;
+      const toml::node& v = *v_ptr;
       const std::string field = std::string(k.str());
       const std::string field_key = item_key + "." + field;
       const std::string field_where = FileWhere(file, k.source());
@@ -663,7 +690,9 @@ void ApplyRenditions(Config& config, const toml::node& node, std::string_view fi
 }
 
 void ApplyFile(Config& config, const toml::table& root, std::string_view file, Problems& problems) {
-  for (auto&& [section_key, section_node] : root) {
+  for (auto [section_key_ptr, section_node_ptr] : InFileOrder(root)) {
+    const toml::key& section_key = *section_key_ptr;
+    const toml::node& section_node = *section_node_ptr;
     const std::string section = std::string(section_key.str());
     const bool known = std::find(std::begin(kSections), std::end(kSections), section) != std::end(kSections);
     const toml::table* table = section_node.as_table();
@@ -673,7 +702,8 @@ void ApplyFile(Config& config, const toml::table& root, std::string_view file, P
                          section_key.source().begin.line);
       } else {
         // Name the keys inside, so a misspelt section still gets a useful "did you mean".
-        for (auto&& [k, v] : *table) {
+        for (auto [k_ptr, unused] : InFileOrder(*table)) {
+          const toml::key& k = *k_ptr;
           problems.Unknown(section + "." + std::string(k.str()), FileWhere(file, k.source()), AllKeys(), false,
                            k.source().begin.line);
         }
@@ -686,7 +716,9 @@ void ApplyFile(Config& config, const toml::table& root, std::string_view file, P
                         section_key.source().begin.line);
       continue;
     }
-    for (auto&& [k, v] : *table) {
+    for (auto [k_ptr, v_ptr] : InFileOrder(*table)) {
+      const toml::key& k = *k_ptr;
+      const toml::node& v = *v_ptr;
       const std::string key = section + "." + std::string(k.str());
       if (key == kRenditionsKey) {
         ApplyRenditions(config, v, file, problems);

@@ -280,6 +280,25 @@ TEST_F(ConfigFileTest, BadValuesInFileNameTheLineAndType) {
               HasSubstr("expected an array of strings, found an integer in it"));
 }
 
+TEST_F(ConfigFileTest, TestingSectionShiftsTheClock) {
+  auto config = LoadConfig(WithFile("[testing]\nclock_offset = \"8d\"\n"));
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->clock_offset, 8 * 24h);
+  ConfigSources sources;
+  sources.env = {{"IMGPIPE_TESTING_CLOCK_OFFSET", "1h"}};
+  EXPECT_EQ(LoadConfig(sources)->clock_offset, 1h);
+}
+
+TEST_F(ConfigFileTest, ManyProblemsAreCountedAndTheFirstListed) {
+  std::string text = "[server]\n";
+  for (int i = 0; i < 500; ++i) text += "junk" + std::to_string(i) + " = 1\n";
+  std::string message = ErrorOf(LoadConfig(WithFile(text)));
+  EXPECT_THAT(message, ::testing::StartsWith("500 config errors: unknown config key \"server.junk0\""));
+  EXPECT_THAT(message, HasSubstr("server.junk9\""));
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("server.junk10\"")));
+  EXPECT_THAT(message, ::testing::EndsWith("; ..."));
+}
+
 TEST_F(ConfigFileTest, RenditionsAreValidated) {
   auto error_for = [&](const std::string& tables) { return ErrorOf(LoadConfig(WithFile(tables))); };
   EXPECT_THAT(error_for("[[processing.renditions]]\nname = \"a\"\nwidth = 10\nheight = 10\nfit = \"stretch\"\n"),
@@ -337,7 +356,7 @@ TEST(ConfigTest, ImgpipeEnvironmentSkipsNonConfigVariables) {
 
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 26u);
+  EXPECT_EQ(keys.size(), 27u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.renditions"), keys.end());
 }

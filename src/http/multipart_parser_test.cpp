@@ -106,7 +106,7 @@ const std::string kBoundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
 
 std::string SampleBody() {
   std::string binary = "\x89PNG\r\n\x1a\n";
-  binary += std::string("\0\r\r\n-\r\n--", 11);
+  binary += std::string("\0\r\r\n-\r\n--", 9);
   binary += "\r\n--" + kBoundary.substr(0, 10) + "not it\r\n";  // a near-miss of the delimiter
   binary += "\r\n-" + kBoundary;                                 // the boundary without "--" is data too
   return "This is the preamble, ignored.\r\n"
@@ -131,7 +131,7 @@ TEST(MultipartParserTest, ParsesPartsHeadersAndData) {
   Outcome out = Parse(kBoundary, SampleBody());
   ASSERT_EQ(out.error, "");
   std::string binary = "\x89PNG\r\n\x1a\n";
-  binary += std::string("\0\r\r\n-\r\n--", 11);
+  binary += std::string("\0\r\r\n-\r\n--", 9);
   binary += "\r\n--" + kBoundary.substr(0, 10) + "not it\r\n";
   binary += "\r\n-" + kBoundary;
   std::vector<std::string> expected = {
