@@ -24,6 +24,14 @@ def upload_processed(start_server):
     return server, created
 
 
+def sweep(server, now):
+    """`imgpipe retention run --now NOW`: returns (expired, deleted_blobs) from the JSON it prints."""
+    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", rfc3339(now))
+    assert p.returncode == 0, p.stderr.decode()
+    report = json.loads(p.stdout)
+    return report["expired"], report["deleted_blobs"]
+
+
 def blobs_of(server, image_id):
     return [p for p in server.blob_files() if image_id in p.as_posix()]
 
@@ -62,15 +70,11 @@ def test_retention_run_expires_and_deletes_blobs(start_server):
     assert len(blobs_of(server, image_id)) == 3, "original and two renditions"
     t0 = received_at(created)
 
-    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", rfc3339(t0 + timedelta(days=6)))
-    assert p.returncode == 0, p.stderr.decode()
-    assert json.loads(p.stdout) == {"expired": 0, "deleted_blobs": 0}
+    assert sweep(server, t0 + timedelta(days=6)) == (0, 0)
     assert len(blobs_of(server, image_id)) == 3
     assert server.scalar(f"SELECT status FROM images WHERE id = '{image_id}'") == "processed"
 
-    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", rfc3339(t0 + timedelta(days=8)))
-    assert p.returncode == 0, p.stderr.decode()
-    assert json.loads(p.stdout) == {"expired": 1, "deleted_blobs": 3}
+    assert sweep(server, t0 + timedelta(days=8)) == (1, 3)
     assert blobs_of(server, image_id) == []
     rows = server.query_rows(f"SELECT status, expired_at FROM images WHERE id = '{image_id}'")
     assert len(rows) == 1, "the row must stay after expiry"
@@ -78,8 +82,7 @@ def test_retention_run_expires_and_deletes_blobs(start_server):
     assert rows[0]["expired_at"] not in ("", "NULL", None)
 
     # A second sweep finds nothing more to do.
-    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", rfc3339(t0 + timedelta(days=9)))
-    assert p.returncode == 0 and json.loads(p.stdout) == {"expired": 0, "deleted_blobs": 0}
+    assert sweep(server, t0 + timedelta(days=9)) == (0, 0)
 
     # And the running server, on the real clock, answers 404 for it.
     again = start_server(data_dir=server.data_dir, admin_key=server.admin_key)
