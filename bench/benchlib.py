@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CORPORA = Path(os.environ.get("IMGPIPE_CORPORA_DIR", REPO.parent / "shared" / "corpora"))
+CORPORA = Path(os.environ.get("BENCH_CORPORA_DIR", REPO.parent / "shared" / "corpora"))
 SCRATCH = Path(os.environ.get("BENCH_OUT", REPO / "build" / "bench"))
 
 
@@ -34,12 +34,20 @@ def die(msg):
 
 
 def imgpipe_binary():
-    """The imgpipe binary to measure: $IMGPIPE_BIN, else the release preset's output."""
-    path = Path(os.environ.get("IMGPIPE_BIN", REPO / "build" / "release" / "src" / "cli" / "imgpipe"))
+    """The imgpipe binary to measure: $BENCH_IMGPIPE_BIN, else the release preset's output."""
+    path = Path(os.environ.get("BENCH_IMGPIPE_BIN", REPO / "build" / "release" / "src" / "cli" / "imgpipe"))
     if not path.is_file() or not os.access(path, os.X_OK):
         die(f"no imgpipe binary at {path}; build it (cmake --preset release && cmake --build --preset release) "
-            "or set IMGPIPE_BIN")
+            "or set BENCH_IMGPIPE_BIN")
     return path.resolve()
+
+
+def imgpipe_env(overrides=None):
+    """The environment for an imgpipe process: ours without IMGPIPE_* variables (imgpipe reads every one as a
+    config key and refuses unknown ones), plus `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGPIPE_")}
+    env.update(overrides or {})
+    return env
 
 
 def require_tool(name):
@@ -88,9 +96,9 @@ def write_result(name, result):
     return path
 
 
-def _first_line(cmd):
+def _first_line(cmd, env=None):
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
         text = (out.stdout or out.stderr).strip()
         return text.splitlines()[0] if text else "unknown"
     except (OSError, subprocess.TimeoutExpired):
@@ -120,7 +128,7 @@ def machine_info():
         mem_kib = int(m.group(1)) if m else 0
     except OSError:
         pass
-    imgpipe = os.environ.get("IMGPIPE_BIN", str(REPO / "build" / "release" / "src" / "cli" / "imgpipe"))
+    imgpipe = os.environ.get("BENCH_IMGPIPE_BIN", str(REPO / "build" / "release" / "src" / "cli" / "imgpipe"))
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return {
         "nproc": os.cpu_count(),
@@ -128,7 +136,7 @@ def machine_info():
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "os": _first_line(["sh", "-c", ". /etc/os-release && echo \"$PRETTY_NAME\""]),
-        "imgpipe": _first_line([imgpipe, "version"]),
+        "imgpipe": _first_line([imgpipe, "version"], env=imgpipe_env()),
         "git_commit": git.stdout.strip() or "unknown",
         "libvips": _first_line(["vips", "--version"]),
         "libvips_package": _dpkg_version("libvips42"),
@@ -168,8 +176,7 @@ class Server:
     def __init__(self, binary, data_dir, env_overrides=None):
         self.binary = binary
         self.data_dir = Path(data_dir)
-        self.env = dict(os.environ)
-        self.env.update(env_overrides or {})
+        self.env = imgpipe_env(env_overrides)
         self.proc = None
         self.port = None
         self.key = None

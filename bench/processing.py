@@ -55,7 +55,7 @@ def corpus_files():
 def run_imgpipe(binary, files, threads, out):
     cmd = [str(binary), "process", "--threads", str(threads), "--out", str(out)] + [str(f) for f in files]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=bl.imgpipe_env())
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         bl.die(f"imgpipe process failed ({proc.returncode}): {proc.stderr[-2000:]}")

@@ -171,7 +171,7 @@ def main():
               "bench/run-all.sh            # or one of bench/processing.sh, bench/ingest.sh, bench/memory.sh",
               "```", "",
               "Run on an otherwise idle machine: the benchmarks share the cores with their references on purpose, "
-              "and any other load skews both sides. Results (JSON) go to `build/bench/`; `IMGPIPE_BIN` selects "
+              "and any other load skews both sides. Results (JSON) go to `build/bench/`; `BENCH_IMGPIPE_BIN` selects "
               "another binary.", ""]
     Path(args.out).write_text("\n".join(lines))
     bl.log(f"wrote {args.out}")
