@@ -27,7 +27,7 @@ constexpr auto kStaleTempAge = std::chrono::hours(1);
 constexpr size_t kMaxSegmentBytes = 255;
 // A Delete() may remove a folder between a writer creating it and renaming into it; the writer then recreates it.
 // Each retry needs a concurrent Delete of a sibling to lose again, so a few are plenty.
-constexpr int kPublishAttempts = 8;
+constexpr int kPublishAttempts = 32;
 
 std::string Describe(std::string_view container, std::string_view key) {
   return std::string(container) + "/" + std::string(key);
@@ -452,8 +452,11 @@ Status LocalBlobStore::Delete(std::string_view container, std::string_view key) 
     return ErrnoError(errno, "deleting " + Describe(container, key));
   }
   std::string dir = ParentOf(path);
-  // Make the removal durable: retention must be provable after a crash too.
-  if (int err = FsyncDir(dir); err != 0) return ErrnoError(err, "syncing the folder of " + Describe(container, key));
+  // Make the removal durable: retention must be provable after a crash too. ENOENT: a concurrent Delete of a sibling
+  // already removed the (then empty) folder, so there is no entry left to sync.
+  if (int err = FsyncDir(dir); err != 0 && err != ENOENT) {
+    return ErrnoError(err, "syncing the folder of " + Describe(container, key));
+  }
   // Best effort: rmdir fails on the first folder that is not empty (or that a writer just filled), which is fine.
   const std::string container_dir = root_ + "/" + std::string(container);
   while (dir.size() > container_dir.size() && ::rmdir(dir.c_str()) == 0) dir = ParentOf(dir);

@@ -301,6 +301,36 @@ TEST_F(LocalBlobStoreTest, ConcurrentWritersToOneKeyLeaveOneWholeObject) {
   EXPECT_EQ(TempFileCount(), 0u);
 }
 
+// Delete prunes folders that look empty while a writer may be about to rename into them; the writer must recreate
+// them and still succeed. Two threads each write and delete their own key in one folder, so the folder is emptied
+// and recreated over and over under the other's feet.
+TEST_F(LocalBlobStoreTest, WritesSucceedWhileSiblingsAreDeleted) {
+  constexpr int kRounds = 300;
+  std::atomic<int> failures{0};
+  auto churn = [&](std::string key) {
+    for (int i = 0; i < kRounds; ++i) {
+      auto put = store_->Put(kRenditions, key, "x");
+      if (!put.ok()) {
+        ++failures;
+        ADD_FAILURE() << put.error().message;
+      }
+      auto del = store_->Delete(kRenditions, key);
+      if (!del.ok()) {
+        ++failures;
+        ADD_FAILURE() << del.error().message;
+      }
+    }
+    if (!store_->Put(kRenditions, key, "last").ok()) ++failures;
+  };
+  std::thread a(churn, "d/x/a");
+  std::thread b(churn, "d/x/b");
+  a.join();
+  b.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(Get(kRenditions, "d/x/a"), "last");
+  EXPECT_EQ(Get(kRenditions, "d/x/b"), "last");
+}
+
 TEST_F(LocalBlobStoreTest, AbortLeavesNothingAndKeepsTheEarlierObject) {
   auto writer = store_->OpenWrite(kOriginals, "fresh/key");
   ASSERT_TRUE(writer.ok());
