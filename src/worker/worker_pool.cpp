@@ -157,6 +157,23 @@ void WorkerPool::ProcessJob(const Job& job) {
     (void)queue_.Ack(job);
     return;
   }
+  if (job.attempts >= options_.max_attempts) {
+    // Earlier leases never came back: the worker died on this image each time (e.g. killed mid-decode).
+    ProcessingRun run;
+    run.image_id = image->id;
+    run.pipeline = image->pipeline;
+    run.attempt = job.attempts + 1;
+    run.started_at = started;
+    run.finished_at = started;
+    run.status = "failed";
+    run.error = "gave up after " + std::to_string(job.attempts) +
+                " attempts that did not finish (the worker stopped or crashed while processing this image)";
+    (void)store_.RecordFailure(image->id, run, /*final=*/true);
+    (void)queue_.Ack(job);
+    if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "failed"}});
+    LogWarn("processing given up", {{"image_id", image->id.value()}, {"attempts", job.attempts}});
+    return;
+  }
   (void)store_.MarkProcessing(image->id);
   Status result = RunPipeline(*image, job, started);
   if (result.ok()) {

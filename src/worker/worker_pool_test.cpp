@@ -139,6 +139,23 @@ TEST_F(WorkerTest, AnOriginalThatNoLongerDecodesEndsFailedWithItsError) {
   EXPECT_EQ(*queue_->Depth(), 0);
 }
 
+TEST_F(WorkerTest, AnImageWhoseLeasesNeverComeBackIsGivenUp) {
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(accepted.ok());
+  // Two workers die on it in turn (max_attempts is 2 here): their leases run out.
+  for (int i = 0; i < 2; ++i) {
+    LeaseOne();
+    clock_.Advance(std::chrono::seconds(61));
+  }
+  workers_->ProcessJob(LeaseOne());
+  auto image = store_->GetImage(accepted->image.id);
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(image->status, ImageStatus::kFailed);
+  ASSERT_TRUE(image->error.has_value());
+  EXPECT_NE(image->error->find("gave up after 2 attempts"), std::string::npos) << *image->error;
+  EXPECT_EQ(*queue_->Depth(), 0);
+}
+
 TEST_F(WorkerTest, RefusedUploadStoresNothing) {
   auto refused = Upload("GIF89a\x01\x00\x01\x00 truncated nonsense that is no image");
   ASSERT_FALSE(refused.ok());

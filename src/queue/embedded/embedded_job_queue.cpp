@@ -37,10 +37,10 @@ Result<std::vector<Job>> EmbeddedJobQueue::TryLease(const std::string& owner, si
   std::vector<Job> jobs;
   IMGPIPE_TRY(db_.Write([&](SqliteConnection& conn) -> Status {
     IMGPIPE_ASSIGN_OR_RETURN(
-        auto stmt, conn.Prepare("UPDATE jobs SET lease_owner = ?2, lease_until = ?3 WHERE id IN "
+        auto stmt, conn.Prepare("UPDATE jobs SET lease_owner = ?2, lease_until = ?3, attempts = attempts + 1 WHERE id IN "
                                 "(SELECT id FROM jobs WHERE " + std::string(kReadyCondition) +
                                 " ORDER BY id LIMIT ?4) "
-                                "RETURNING id, image_id, pipeline, attempts, enqueued_at"));
+                                "RETURNING id, image_id, pipeline, attempts - 1, enqueued_at"));
     stmt.BindText(1, now_text)
         .BindText(2, owner)
         .BindText(3, FormatRfc3339(now + lease))
@@ -96,7 +96,7 @@ Status EmbeddedJobQueue::Ack(const Job& job) {
 Status EmbeddedJobQueue::Retry(const Job& job, TimePoint retry_at, const std::string& error) {
   IMGPIPE_TRY(db_.Write([&](SqliteConnection& conn) -> Status {
     IMGPIPE_ASSIGN_OR_RETURN(
-        auto stmt, conn.Prepare("UPDATE jobs SET attempts = attempts + 1, not_before = ?2, lease_owner = NULL, "
+        auto stmt, conn.Prepare("UPDATE jobs SET not_before = ?2, lease_owner = NULL, "
                                 "lease_until = NULL, last_error = ?3 WHERE id = ?1"));
     stmt.BindInt(1, job.id).BindText(2, FormatRfc3339(retry_at)).BindText(3, error);
     IMGPIPE_TRY(stmt.Run());
@@ -120,7 +120,8 @@ Status EmbeddedJobQueue::ReleaseLeases(const std::string& owner) {
     }
     IMGPIPE_ASSIGN_OR_RETURN(
         auto stmt,
-        conn.Prepare("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1"));
+        conn.Prepare("UPDATE jobs SET lease_owner = NULL, lease_until = NULL, attempts = max(attempts - 1, 0) "
+                     "WHERE lease_owner = ?1"));
     stmt.BindText(1, owner);
     return stmt.Run();
   }));

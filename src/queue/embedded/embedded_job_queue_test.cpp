@@ -115,7 +115,17 @@ TEST_F(EmbeddedJobQueueTest, AnExpiredLeaseMakesTheJobReadyAgain) {
   auto again = MustLease("w2", 1);
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0].id, leased[0].id);
-  EXPECT_EQ(again[0].attempts, 0);  // a lost lease is not a counted attempt
+  EXPECT_EQ(again[0].attempts, 1);  // a lost lease counts: a worker that dies on an image must not loop forever
+}
+
+TEST_F(EmbeddedJobQueueTest, AGracefulReleaseDoesNotCountTheAttempt) {
+  AddImage();
+  auto leased = MustLease("draining-worker", 1);
+  ASSERT_EQ(leased.size(), 1u);
+  ASSERT_TRUE(queue_->ReleaseLeases("draining-worker").ok());
+  auto again = MustLease("w2", 1);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].attempts, 0);
 }
 
 TEST_F(EmbeddedJobQueueTest, RetryWaitsUntilRetryAtAndCountsAttempts) {
@@ -135,7 +145,8 @@ TEST_F(EmbeddedJobQueueTest, RetryWaitsUntilRetryAtAndCountsAttempts) {
 
   auto last_error = store_->Query("SELECT last_error, attempts FROM jobs", {}, 10, 10s);
   ASSERT_TRUE(last_error.ok()) << last_error.error().message;
-  EXPECT_EQ(last_error->rows_json[0], (std::vector<std::string>{"\"decoder timed out\"", "1"}));
+  // The row counts the lease in progress too.
+  EXPECT_EQ(last_error->rows_json[0], (std::vector<std::string>{"\"decoder timed out\"", "2"}));
 
   ASSERT_TRUE(queue_->Retry(again[0], clock_.Now(), "again").ok());
   auto third = MustLease("w1", 1);
