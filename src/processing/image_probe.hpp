@@ -28,7 +28,9 @@ struct ImageFacts {
   bool has_alpha = false;
   std::string colour_space;  //!< libvips interpretation nickname: "srgb", "cmyk", "b-w", "rgb16", ...
   bool has_icc = false;
-  ExifInfo exif;             //!< orientation defaults to 1 when the file has none
+  //! From ParseExif on libvips' "exif-data" (empty when the file has none or it does not parse). orientation comes
+  //! from libvips' "orientation" field when the EXIF has none, and is 1 when neither has one.
+  ExifInfo exif;
 };
 
 //! Checks the format against the allow-list from the first bytes: kUnsupportedFormat (code "unsupported_format")
@@ -40,11 +42,18 @@ Status CheckFormatAllowed(std::string_view head, const ImageLimits& limits);
 //! probe for width, height and frames, limits on bytes, dimension, pixels over all frames and frames (413
 //! "too_large" naming the limit and its config key), then one strict decode (fail on error, shrink-on-load where the
 //! format has it) so corrupt or truncated files are refused (422 "invalid_image"). Never decodes a file whose header
-//! is over a limit. Thread-safe. Requires InitVips() first.
+//! is over a limit. Each format is opened with its own libvips loader only (the one its magic bytes name). PNG chunk
+//! lengths are checked against the file size before libpng reads them (libpng allocates a chunk's claimed size).
+//! Multi-frame images are decoded frame by frame where frames differ in size, each checked against the limits
+//! first. Messages never contain `path`. Thread-safe. Requires InitVips() first.
+//! Memory: a few decoded strips per call, except where the decoder needs the whole image (interlaced PNG,
+//! progressive JPEG coefficients), which the pixel limit bounds.
 Result<ImageFacts> ValidateImageFile(const std::string& path, const ImageLimits& limits);
 
 //! Initialises libvips for untrusted input: untrusted loaders blocked, operation cache off, `concurrency` threads
-//! per operation, no leak reports. Call once at start-up, before any processing; safe to call more than once.
+//! per operation, no leak reports, libvips' warnings about input files not printed (failures still reach callers).
+//! Call once at start-up, before any processing; safe to call more than once (later calls only set concurrency).
+//! Throws std::runtime_error if libvips cannot start.
 void InitVips(int concurrency);
 
 }  // namespace imgpipe

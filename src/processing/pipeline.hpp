@@ -24,14 +24,18 @@ struct PipelineOutput {
   std::vector<RenditionOutput> renditions;  //!< in the order of the config
   std::optional<uint64_t> phash;            //!< 64-bit DCT perceptual hash of the upright image
   std::optional<std::string> dominant_colour;  //!< "#rrggbb"
-  double decode_seconds = 0;
-  double encode_seconds = 0;
+  double decode_seconds = 0;  //!< wall time to open, decode, shrink, orient and convert the largest rendition
+  double encode_seconds = 0;  //!< wall time to make and encode every rendition from it
 };
 
-//! Runs the default pipeline on the image file at `path`: auto-orient from EXIF, convert to sRGB, each rendition
-//! with shrink-on-load and sequential access, never upscaled, metadata stripped; then the perceptual hash and the
-//! dominant colour from the smallest rendition's pixels. Deterministic for the same input and config. Errors:
-//! kInvalidImage when the file does not decode, kInternal for encoder failures. Thread-safe.
+//! Runs the default pipeline on the image file at `path`: auto-orient from EXIF, convert to sRGB (through the
+//! embedded ICC profile, or a CMYK one for CMYK files), each rendition never upscaled, metadata stripped; then the
+//! perceptual hash and the dominant colour from the smallest uncropped rendition's pixels. The file is decoded once,
+//! with shrink-on-load and sequential access, at the size of the largest rendition; smaller ones are made from that
+//! in memory. Multi-frame images: the first frame. Deterministic for the same input and config. Errors:
+//! kUnsupportedFormat for a format without a trusted decoder, kInvalidImage when the file does not decode,
+//! kInvalidArgument for a rendition without size or with an unknown format, kInternal for encoder failures.
+//! Thread-safe. Requires InitVips() first.
 Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::vector<RenditionConfig>& renditions);
 
 //! Hamming distance between two perceptual hashes (0 = same picture).
