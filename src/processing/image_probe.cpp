@@ -127,12 +127,18 @@ struct Reduce {
 // Opens `path` with the loader for `format` and no other: the magic bytes chose it, so a file cannot reach a
 // different decoder than the one the allow-list admitted. Loading is lazy: this reads the header only; pixels are
 // decoded when something reads the image. `n` = -1 loads all frames as one tall image.
+constexpr int kMainImage = -1;  //!< as `page`: the image the file designates (HEIF's primary item; else the first)
+
 Result<ImagePtr> OpenWithLoader(ImageFormat format, const std::string& path, int page, int n, Reduce reduce) {
   VipsImage* out = nullptr;
   const char* file = path.c_str();
   const auto seq = VIPS_ACCESS_SEQUENTIAL;
   const auto fail = VIPS_FAIL_ON_ERROR;
   int rc = -1;
+  if (page == kMainImage) {
+    n = 1;
+    if (format != ImageFormat::kHeic && format != ImageFormat::kAvif) page = 0;
+  }
   switch (format) {
     case ImageFormat::kJpeg:
       rc = vips_jpegload(file, &out, "access", seq, "fail_on", fail, "shrink", reduce.jpeg_shrink, nullptr);
@@ -152,7 +158,10 @@ Result<ImagePtr> OpenWithLoader(ImageFormat format, const std::string& path, int
       break;
     case ImageFormat::kHeic:
     case ImageFormat::kAvif:
-      rc = vips_heifload(file, &out, "access", seq, "fail_on", fail, "page", page, "n", n, nullptr);
+      // Without "page", heifload opens the primary item, which need not be the first.
+      rc = page == kMainImage
+               ? vips_heifload(file, &out, "access", seq, "fail_on", fail, nullptr)
+               : vips_heifload(file, &out, "access", seq, "fail_on", fail, "page", page, "n", n, nullptr);
       break;
     default:
       return MakeError(ErrorKind::kUnsupportedFormat,
@@ -258,30 +267,51 @@ Reduce ReduceFor(ImageFormat format, int width, int height) {
   return r;
 }
 
-// Strict decode of a multi-frame image. All frames as one tall image when the decoder can (frames of one size:
-// GIF, WebP, most TIFF and HEIF); otherwise frame by frame, each checked against the limits before it is decoded,
-// because later TIFF pages and HEIF items may be larger than the first.
+// Frames of TIFF and HEIF files may differ in size (pages of a document, items of a collection); GIF and WebP
+// frames always share the canvas size.
+bool FramesMayDiffer(ImageFormat f) {
+  return f == ImageFormat::kTiff || f == ImageFormat::kHeic || f == ImageFormat::kAvif;
+}
+
+Error FramesTooLarge(int last_frame, uint64_t pixels, const ImageLimits& limits) {
+  return TooLarge("image frames 1 to " + std::to_string(last_frame) + " hold " +
+                  FormatPixels(static_cast<double>(pixels)) + "; the limit is " +
+                  FormatPixels(static_cast<double>(limits.max_pixels)) + " (limits.max_pixels)");
+}
+
+// Strict decode of every frame of a multi-frame image. Frames are loaded in blocks of consecutive frames, as one
+// image of stacked frames (fast: one decoder pass), each block below libvips' maximum image height; a block of
+// more than a few is the rule, so decoders that must replay earlier frames to reach a later one (GIF) do so only a
+// few times. Blocks of TIFF and HEIF frames of different sizes cannot stack and are decoded frame by frame. Every
+// block's size is checked against the limits before it is decoded: a later TIFF page or HEIF item may be larger
+// than the first, which the header check saw.
 Status DecodeFrames(ImageFormat format, const std::string& path, int frames, int width, int height,
                     const ImageLimits& limits) {
-  if (auto all = OpenWithLoader(format, path, 0, -1, ReduceFor(format, width, height)); all.ok()) {
-    return DecodeAll(all->get(), format, path);
-  }
-  vips_error_clear();
-  uint64_t pixels = 0;
-  for (int page = 0; page < frames; ++page) {
-    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr header, OpenWithLoader(format, path, page, 1, Reduce{}));
-    const int w = vips_image_get_width(header.get());
-    const int h = vips_image_get_height(header.get());
-    IMGPIPE_TRY(CheckDimensions(w, h, limits));
-    pixels += uint64_t(w) * uint64_t(h);
-    if (pixels > limits.max_pixels) {
-      return TooLarge("image frames 1 to " + std::to_string(page + 1) + " hold " +
-                      FormatPixels(static_cast<double>(pixels)) + "; the limit is " +
-                      FormatPixels(static_cast<double>(limits.max_pixels)) + " (limits.max_pixels)");
+  const int block = std::clamp(VIPS_MAX_COORD / std::max(height, 1), 1, frames);
+  const Reduce reduce = ReduceFor(format, width, height);
+  uint64_t pixels = 0;  // decoded so far, at full size (frames that may differ are never reduced)
+  for (int first = 0; first < frames; first += block) {
+    const int n = std::min(block, frames - first);
+    auto stacked = OpenWithLoader(format, path, first, n, reduce);
+    if (stacked.ok()) {
+      if (FramesMayDiffer(format)) {
+        VipsImage* image = stacked->get();
+        IMGPIPE_TRY(CheckDimensions(image->Xsize, vips_image_get_page_height(image), limits));
+        pixels += uint64_t(image->Xsize) * uint64_t(image->Ysize);
+        if (pixels > limits.max_pixels) return FramesTooLarge(first + n, pixels, limits);
+      }
+      IMGPIPE_TRY(DecodeAll(stacked->get(), format, path));
+      continue;
     }
-    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr frame,
-                             OpenWithLoader(format, path, page, 1, ReduceFor(format, w, h)));
-    IMGPIPE_TRY(DecodeAll(frame.get(), format, path));
+    if (!FramesMayDiffer(format) || n == 1) return stacked.error();
+    vips_error_clear();
+    for (int page = first; page < first + n; ++page) {
+      IMGPIPE_ASSIGN_OR_RETURN(ImagePtr frame, OpenWithLoader(format, path, page, 1, reduce));
+      IMGPIPE_TRY(CheckDimensions(frame->Xsize, frame->Ysize, limits));
+      pixels += uint64_t(frame->Xsize) * uint64_t(frame->Ysize);
+      if (pixels > limits.max_pixels) return FramesTooLarge(page + 1, pixels, limits);
+      IMGPIPE_TRY(DecodeAll(frame.get(), format, path));
+    }
   }
   return Ok();
 }
@@ -366,7 +396,7 @@ Result<ImageFacts> ValidateImageFile(const std::string& path, const ImageLimits&
   if (facts.format == ImageFormat::kPng) IMGPIPE_TRY(CheckPngChunks(path, size));
 
   // Header only: no pixel is decoded until every limit has been checked against the header's numbers.
-  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr header, OpenWithLoader(facts.format, path, 0, 1, Reduce{}));
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr header, OpenWithLoader(facts.format, path, kMainImage, 1, Reduce{}));
   facts.width = vips_image_get_width(header.get());
   facts.height = vips_image_get_height(header.get());
   facts.frames = vips_image_get_n_pages(header.get());
@@ -377,7 +407,7 @@ Result<ImageFacts> ValidateImageFile(const std::string& path, const ImageLimits&
   header.reset();
 
   if (facts.frames == 1) {
-    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, OpenWithLoader(facts.format, path, 0, 1,
+    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, OpenWithLoader(facts.format, path, kMainImage, 1,
                                                             ReduceFor(facts.format, facts.width, facts.height)));
     IMGPIPE_TRY(DecodeAll(image.get(), facts.format, path));
   } else {

@@ -22,9 +22,9 @@ struct ImageLimits {
 //! What validation learned about an image, from its header and one strict decode.
 struct ImageFacts {
   ImageFormat format = ImageFormat::kUnknown;
-  int width = 0;
-  int height = 0;   //!< of one frame
-  int frames = 1;
+  int width = 0;     //!< of the main frame: the first, or HEIF's primary image (what renditions show)
+  int height = 0;
+  int frames = 1;    //!< libvips' "n-pages": animation frames, TIFF pages, HEIF top-level images
   bool has_alpha = false;
   std::string colour_space;  //!< libvips interpretation nickname: "srgb", "cmyk", "b-w", "rgb16", ...
   bool has_icc = false;

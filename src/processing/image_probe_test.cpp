@@ -275,6 +275,30 @@ TEST_F(ImageProbeTest, PixelLimitCountsEveryFrame) {
   EXPECT_NE(facts.error().message.find("(limits.max_frames)"), std::string::npos) << facts.error().message;
 }
 
+// multipage.tiff has pages of 10x10, 10x10 and 20x20: the header (first page) suggests 300 pixels in all, the
+// pages hold 600. Pages of different sizes are checked one by one before they are decoded.
+TEST_F(ImageProbeTest, LaterPagesLargerThanTheFirstAreCountedBeforeDecoding) {
+  const std::string tiff = (kCorpora / "valid/pillow/tiff/multipage.tiff").string();
+  auto facts = ValidateImageFile(tiff, ImageLimits{});
+  ASSERT_TRUE(facts.ok()) << facts.error().message;
+  EXPECT_EQ(facts->frames, 3);
+  EXPECT_EQ(facts->width, 10);
+
+  ImageLimits limits;
+  limits.max_pixels = 300;
+  facts = ValidateImageFile(tiff, limits);
+  ASSERT_FALSE(facts.ok());
+  EXPECT_EQ(facts.error().kind, ErrorKind::kTooLarge);
+  EXPECT_EQ(facts.error().message,
+            "image frames 1 to 3 hold 600 pixels; the limit is 300 pixels (limits.max_pixels)");
+
+  limits = ImageLimits{};
+  limits.max_dimension = 15;
+  facts = ValidateImageFile(tiff, limits);
+  ASSERT_FALSE(facts.ok());
+  EXPECT_NE(facts.error().message.find("(limits.max_dimension)"), std::string::npos) << facts.error().message;
+}
+
 TEST_F(ImageProbeTest, AllowListDecidesFromMagicBytesNotFileNames) {
   TempDir dir;
   // A PNG named .jpg is a PNG; a BMP named .png is a BMP, which is not allowed by default.
