@@ -18,8 +18,15 @@ def pytest_sessionstart(session):
         raise pytest.UsageError(f"image corpora not found at {support.CORPORA}: set IMGPIPE_CORPORA_DIR")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "report_" + report.when, report)
+
+
 @pytest.fixture
-def start_server(tmp_path):
+def start_server(tmp_path, request):
     """start_server(env=None, args=(), data_dir=None, admin_key=None) -> a started support.Server.
 
     The data folder defaults to a fresh one under tmp_path; pass the `data_dir` (and `admin_key`) of an earlier server
@@ -35,6 +42,10 @@ def start_server(tmp_path):
 
     yield start
 
+    call = getattr(request.node, "report_call", None)
+    if call is not None and call.failed:
+        for server in servers:  # shown under "Captured stdout teardown" of the failed test
+            print(f"--- last log lines of serve on {server.data_dir} (start {server.starts}):\n{server.log_tail(25)}")
     problems = []
     for server in servers:
         if server.running:
