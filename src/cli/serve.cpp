@@ -138,6 +138,13 @@ int RunServe(int argc, char** argv) {
   intake_options.retention_originals = cfg.retention_originals;
   Intake intake(intake_options, **blobs, store, queue, *clock, &metrics, AcceptedJson);
 
+  if (auto recovered = intake.RecoverSpool(); !recovered.ok()) {
+    LogError("cannot recover the upload spool", {{"error", recovered.error().message}});
+    return kExitFailure;
+  } else if (*recovered > 0) {
+    LogInfo("recovered interrupted uploads", {{"originals_removed", *recovered}});
+  }
+
   RetentionPolicy policy;
   policy.originals = cfg.retention_originals;
   policy.renditions = cfg.retention_renditions;

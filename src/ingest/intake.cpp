@@ -163,6 +163,17 @@ Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) 
                          : TimePoint::max() - std::chrono::hours(24 * 365 * 100);
 
   auto t1 = std::chrono::steady_clock::now();
+  // The intent journal: a second name for the spool file, by image id, that lives until the row is committed. If the
+  // process dies in between, RecoverSpool() finds it and removes the original that never got its row.
+  const std::string staged = options_.spool_dir + "/" + image.id.value() + ".staged";
+  if (::link(spool.path().c_str(), staged.c_str()) != 0) {
+    return MakeError(ErrorKind::kUnavailable, "cannot stage the upload in " + options_.spool_dir + ": " +
+                                                  std::strerror(errno) + " (storage.data_dir)");
+  }
+  struct StagedName {
+    const std::string& path;
+    ~StagedName() { ::unlink(path.c_str()); }
+  } staged_guard{staged};
   auto stored = blobs_.PutFile(kOriginals, image.original_key, spool.path());
   if (!stored.ok()) return stored.error();
   spool.moved_ = true;
@@ -215,6 +226,31 @@ Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) 
   if (metrics_) metrics_->Add("imgpipe_upload_bytes_total", {}, static_cast<double>(image.bytes));
   out.image = std::move(image);
   return out;
+}
+
+Result<int> Intake::RecoverSpool() {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(options_.spool_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    constexpr std::string_view kStaged = ".staged";
+    if (name.size() > kStaged.size() && name.ends_with(kStaged)) {
+      std::string id = name.substr(0, name.size() - kStaged.size());
+      if (IsValidImageId(id)) {
+        auto row = store_.GetImage(ImageId(id));
+        if (!row.ok() && row.error().kind != ErrorKind::kNotFound) return row.error();
+        if (!row.ok()) {
+          // Stored but never committed, so never acknowledged: take the original back.
+          IMGPIPE_TRY(blobs_.Delete(kOriginals, OriginalBlobKey(ImageId(id))));
+          ++removed;
+          LogInfo("removed the original of an upload interrupted before its commit", {{"image_id", id}});
+        }
+      }
+    }
+    // Everything else in the spool belonged to requests of a process that is gone.
+    std::filesystem::remove(entry.path(), ec);
+  }
+  return removed;
 }
 
 }  // namespace imgpipe

@@ -88,8 +88,8 @@ struct IntakeResult {
 //!
 //! Guarantee: when Accept() returns ok the original is durable in the blob store and the row and job are committed,
 //! so the image will be processed whatever crashes afterwards. When it returns an error nothing was stored (a blob
-//! written before a failed commit is deleted; if the process dies in between, the blob is an orphan without a row,
-//! removed by retention with its day's prefix).
+//! written before a failed commit is deleted; if the process dies in between, a "<id>.staged" name in the spool
+//! records it, and RecoverSpool() at the next start removes the blob; retention's whole-day pass is the last line).
 class Intake {
  public:
   //! Renders the 201 body for an accepted image; stored with the idempotency record for replays.
@@ -102,6 +102,11 @@ class Intake {
   //! For a request with an idempotency key: the stored answer, if any. kConflict if it was for another body.
   Result<std::optional<IntakeResult>> FindReplay(const IntakeRequest& request);
   Result<IntakeResult> Accept(Spool& spool, const IntakeRequest& request);
+
+  //! Call at start-up, while holding the data folder's lock and before accepting uploads: removes the originals of
+  //! uploads interrupted between storing the blob and committing the row (never acknowledged), and the spool's
+  //! leftovers. Returns how many originals it removed.
+  Result<int> RecoverSpool();
 
   const IntakeOptions& options() const { return options_; }
 

@@ -156,6 +156,26 @@ TEST_F(WorkerTest, AnImageWhoseLeasesNeverComeBackIsGivenUp) {
   EXPECT_EQ(*queue_->Depth(), 0);
 }
 
+TEST_F(WorkerTest, RecoverSpoolRemovesOriginalsWhoseRowNeverCommitted) {
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(accepted.ok());
+  // A clean accept leaves no staged name behind.
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "spool"));
+  // As if the process died after storing an original and before committing its row.
+  ImageId orphan = NewImageId(clock_.Now());
+  ASSERT_TRUE(blobs_->Put(kOriginals, OriginalBlobKey(orphan), "bytes of an unacknowledged upload").ok());
+  std::ofstream(dir_ / "spool" / (orphan.value() + ".staged")) << "x";
+  std::ofstream(dir_ / "spool" / "upload-leftover") << "x";
+  // A staged name whose row did commit: the original must stay.
+  std::ofstream(dir_ / "spool" / (accepted->image.id.value() + ".staged")) << "x";
+  auto removed = intake_->RecoverSpool();
+  ASSERT_TRUE(removed.ok()) << removed.error().message;
+  EXPECT_EQ(*removed, 1);
+  EXPECT_EQ(blobs_->Stat(kOriginals, OriginalBlobKey(orphan)).error().kind, ErrorKind::kNotFound);
+  EXPECT_TRUE(blobs_->Stat(kOriginals, accepted->image.original_key).ok());
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "spool"));
+}
+
 TEST_F(WorkerTest, RefusedUploadStoresNothing) {
   auto refused = Upload("GIF89a\x01\x00\x01\x00 truncated nonsense that is no image");
   ASSERT_FALSE(refused.ok());
