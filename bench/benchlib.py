@@ -85,10 +85,23 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def loadavg():
+    """The 1-minute load average: other work on the machine skews both sides of a benchmark, so it is recorded."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+START_LOADAVG = loadavg()
+
+
 def write_result(name, result):
     SCRATCH.mkdir(parents=True, exist_ok=True)
     path = SCRATCH / f"{name}.json"
     result["benchmark"] = name
+    result["loadavg_start"] = START_LOADAVG
+    result["loadavg_end"] = loadavg()
     result["machine"] = machine_info()
     result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -130,6 +143,8 @@ def machine_info():
         pass
     imgpipe = os.environ.get("BENCH_IMGPIPE_BIN", str(REPO / "build" / "release" / "src" / "cli" / "imgpipe"))
     git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "CMakeLists.txt"],
+                           capture_output=True, text=True)
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -138,6 +153,7 @@ def machine_info():
         "os": _first_line(["sh", "-c", ". /etc/os-release && echo \"$PRETTY_NAME\""]),
         "imgpipe": _first_line([imgpipe, "version"], env=imgpipe_env()),
         "git_commit": git.stdout.strip() or "unknown",
+        "source_changes_not_committed": bool(dirty.stdout.strip()),
         "libvips": _first_line(["vips", "--version"]),
         "libvips_package": _dpkg_version("libvips42"),
         "imagemagick": _first_line(imagemagick_convert() + ["-version"]) if shutil.which("convert") else "not installed",

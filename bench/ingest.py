@@ -87,6 +87,59 @@ def run_wrk(url, body, key, seconds, connections, threads):
     bl.die(f"wrk printed no result (exit {proc.returncode}): {proc.stdout[-1500:]} {proc.stderr[-1500:]}")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds used so far by the given processes (from /proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / CLOCK_TICKS
+
+
+def process_tree(pid):
+    """`pid` and its direct children (nginx's master and workers)."""
+    pids = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def measured_run(url, body, key, args, pids_fn):
+    """The measured wrk run, with the server's CPU time over it: CPU milliseconds per answered request tell where a
+    difference in throughput comes from (work per request, or waiting)."""
+    pids = pids_fn()
+    cpu0 = cpu_seconds(pids)
+    res = run_wrk(url, body, key, args.duration, args.connections, args.wrk_threads)
+    cpu = cpu_seconds(pids) - cpu0
+    res["server_cpu_seconds"] = cpu
+    res["server_cpu_ms_per_request"] = 1000 * cpu / res["requests"] if res["requests"] else None
+    res["server_cpu_utilisation"] = cpu / res["seconds"]
+    return res
+
+
+def stage_means(metrics_text):
+    """Mean seconds per upload of each stage in imgpipe_stage_duration_seconds, from /metrics."""
+    sums, counts = {}, {}
+    for line in metrics_text.splitlines():
+        for suffix, table in (("_sum", sums), ("_count", counts)):
+            prefix = f"imgpipe_stage_duration_seconds{suffix}{{stage=\""
+            if line.startswith(prefix):
+                stage = line[len(prefix):].split('"', 1)[0]
+                table[stage] = float(line.rsplit(" ", 1)[1])
+    return {stage: sums[stage] / counts[stage] for stage in sums if counts.get(stage)}
+
+
 def count_files(folder):
     return sum(1 for p in Path(folder).rglob("*") if p.is_file())
 
@@ -114,7 +167,7 @@ def run_nginx(body, args):
                 bl.die(f"nginx did not start; see {root / 'error.log'}")
             time.sleep(0.05)
         warm = run_wrk(url, body, None, args.warmup, args.connections, args.wrk_threads) if args.warmup else None
-        res = run_wrk(url, body, None, args.duration, args.connections, args.wrk_threads)
+        res = measured_run(url, body, None, args, lambda: process_tree(proc.pid))
     finally:
         proc.send_signal(signal.SIGQUIT)  # graceful: finish requests in flight
         proc.wait(30)
@@ -135,7 +188,10 @@ def run_imgpipe(binary, body, args, processing):
     try:
         url = f"{server.url}/v1/images"
         warm = run_wrk(url, body, server.key, args.warmup, args.connections, args.wrk_threads) if args.warmup else None
-        res = run_wrk(url, body, server.key, args.duration, args.connections, args.wrk_threads)
+        res = measured_run(url, body, server.key, args, lambda: [server.proc.pid])
+        _, _, metrics = bl.http_request("GET", f"{server.url}/metrics",
+                                        headers={"Authorization": f"Bearer {server.key}"})
+        res["stage_mean_seconds"] = stage_means(metrics.decode())
     finally:
         code = server.stop()
     created = res["statuses"].get("201", 0) + (warm["statuses"].get("201", 0) if warm else 0)
@@ -173,13 +229,20 @@ def main():
                 res = run_imgpipe(binary, body, args, processing=(name == "imgpipe_with_workers"))
             runs[name].append(res)
             bl.log(f"  rep {rep} {name}: {res['requests_per_second']:.0f} uploads/s, p50 {res['latency_p50_ms']:.1f} ms,"
+                   f" server CPU {res['server_cpu_ms_per_request']:.2f} ms/upload "
+                   f"({100 * res['server_cpu_utilisation']:.0f}% of one core),"
                    f" p99 {res['latency_p99_ms']:.1f} ms, statuses {res['statuses']}, errors {res['errors']}")
 
     def med(name, field):
         return bl.median([r[field] for r in runs[name]])
 
-    summary = {name: {f: med(name, f) for f in ("requests_per_second", "latency_p50_ms", "latency_p99_ms")}
+    summary = {name: {f: med(name, f) for f in ("requests_per_second", "latency_p50_ms", "latency_p99_ms",
+                                                "server_cpu_ms_per_request", "server_cpu_utilisation")}
                for name in runs}
+    for name in ("imgpipe", "imgpipe_with_workers"):
+        stages = runs[name][0]["stage_mean_seconds"].keys()
+        summary[name]["stage_mean_ms"] = {st: 1000 * bl.median([r["stage_mean_seconds"].get(st, 0) for r in runs[name]])
+                                          for st in stages}
     non_201 = {name: sum(sum(c for s, c in r["statuses"].items() if s != "201") + r["errors"]["connect"] +
                          r["errors"]["read"] + r["errors"]["write"] + r["errors"]["timeout"] for r in runs[name])
                for name in runs}

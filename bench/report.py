@@ -34,6 +34,11 @@ def summary_rows(proc, ingest, mem):
                      f"vipsthumbnail {fmt(r['vipsthumbnail'])}", fmt(r["imgpipe"]),
                      f"{fmt(proc['ratio_vs_vipsthumbnail'])}x", ">= 0.9x",
                      yes_no(proc["ratio_vs_vipsthumbnail"] >= 0.9)))
+        if "vipsthumbnail_parallel" in r:
+            rows.append(("processing throughput, default renditions (files/s)",
+                         f"vipsthumbnail in {proc['threads']} processes {fmt(r['vipsthumbnail_parallel'])}",
+                         fmt(r["imgpipe"]), f"{fmt(proc['ratio_vs_vipsthumbnail_parallel'])}x",
+                         "(none: a stronger reference, for information)", ""))
         rows.append(("processing throughput, default renditions (files/s)",
                      f"ImageMagick convert {fmt(r['imagemagick'])}", fmt(r["imgpipe"]),
                      f"{fmt(proc['ratio_vs_imagemagick'])}x", ">= 3x", yes_no(proc["ratio_vs_imagemagick"] >= 3)))
@@ -64,15 +69,21 @@ def processing_section(proc):
             "repetitions after one warm-up, interleaved; wall-clock time of the whole batch, process start-up "
             "included. vipsthumbnail works through the list one file at a time with `VIPS_CONCURRENCY` threads "
             "inside each operation (one process per size, as the reference is defined); imgpipe spreads the files "
-            "over its worker threads with one libvips thread each; ImageMagick runs one process per file and size, "
+            "over its worker threads with one libvips thread each and decodes each file once for both renditions, "
+            "where the references decode it once per size; ImageMagick runs one process per file and size, "
             "as many at a time as there are threads.", ""]
     out += ["| tool | median seconds | files/s | every run (s) |", "|---|---|---|---|"]
-    for name in ("imgpipe", "vipsthumbnail", "imagemagick"):
+    for name in [n for n in ("imgpipe", "vipsthumbnail", "vipsthumbnail_parallel", "imagemagick")
+                 if n in proc["seconds"]]:
         runs = ", ".join(fmt(s) for s in proc["seconds"][name])
         out.append(f"| {name} | {fmt(proc['median_seconds'][name])} | {fmt(proc['files_per_second'][name])} | "
                    f"{runs} |")
     out += ["", f"Ratio imgpipe/vipsthumbnail: **{fmt(proc['ratio_vs_vipsthumbnail'])}x** (target >= 0.9x). "
-            f"Ratio imgpipe/ImageMagick: **{fmt(proc['ratio_vs_imagemagick'])}x** (target >= 3x).", ""]
+            f"Ratio imgpipe/ImageMagick: **{fmt(proc['ratio_vs_imagemagick'])}x** (target >= 3x)."
+            + (f" Against vipsthumbnail run as {proc['threads']} processes over disjoint parts of the list (one libvips "
+               f"thread each, the same across-files parallelism imgpipe uses): "
+               f"{fmt(proc['ratio_vs_vipsthumbnail_parallel'])}x (no target)."
+               if "ratio_vs_vipsthumbnail_parallel" in proc else ""), ""]
     out += ["Commands:", "", "```"] + [f"{k}: {v}" for k, v in proc["commands"].items()] + ["```", ""]
     out += ["Files (under `../shared/corpora/`): " + ", ".join(f"`{f}`" for f in proc["files"]) + ".", ""]
     return out
@@ -88,16 +99,27 @@ def ingest_section(ingest):
             f"{ingest['warmup_seconds']} s warm-up then {ingest['duration_seconds']} s measured, "
             f"{ingest['reps']} repetitions interleaved, each server started fresh. wrk runs on the same machine and "
             "takes CPU from both servers alike.", ""]
-    out += ["| server | median uploads/s | median p50 ms | median p99 ms | failed requests | every run (uploads/s) |",
-            "|---|---|---|---|---|---|"]
+    out += ["| server | median uploads/s | median p50 ms | median p99 ms | server CPU ms per upload | server CPU use "
+            "(cores) | failed requests | every run (uploads/s) |",
+            "|---|---|---|---|---|---|---|---|"]
     labels = {"nginx": "nginx, bodies to disk (reference)", "imgpipe": "imgpipe, processing off (target)",
               "imgpipe_with_workers": "imgpipe, default config (workers on)"}
     for name, label in labels.items():
         runs = ", ".join(fmt(r["requests_per_second"], 0) for r in ingest["runs"][name])
+        cpu_ms = m[name].get("server_cpu_ms_per_request")
+        cores = m[name].get("server_cpu_utilisation")
         out.append(f"| {label} | {fmt(m[name]['requests_per_second'], 0)} | {fmt(m[name]['latency_p50_ms'], 1)} | "
-                   f"{fmt(m[name]['latency_p99_ms'], 1)} | {ingest['failed_requests'][name]} | {runs} |")
+                   f"{fmt(m[name]['latency_p99_ms'], 1)} | {fmt(cpu_ms) if cpu_ms is not None else 'n/a'} | "
+                   f"{fmt(cores) if cores is not None else 'n/a'} | {ingest['failed_requests'][name]} | {runs} |")
     out += ["", f"Ratio imgpipe/nginx: **{fmt(ingest['ratio'])}x** (target >= 0.7x); with the workers running: "
             f"{fmt(ingest['ratio_with_workers'])}x (no target).", ""]
+    stages = m["imgpipe"].get("stage_mean_ms")
+    if stages:
+        out += ["Where an upload's time goes in imgpipe (processing off), from its own `imgpipe_stage_duration_seconds` "
+                "metric, mean per upload, median over the runs: " +
+                ", ".join(f"{st} {fmt(v, 1)} ms" for st, v in stages.items()) +
+                ". Server CPU is the user + system time of the server's processes (nginx: master and workers) over "
+                "the measured seconds, from /proc.", ""]
     out += ["What each side does per request: nginx reads the body into a file (`client_body_in_file_only on`, "
             "kept) and answers a fixed 201; it does not fsync. imgpipe authenticates the key, spools the body while "
             "hashing it, sniffs and validates the image (one strict decode), fsyncs and renames the original into "
@@ -127,23 +149,63 @@ def memory_section(mem):
     return out
 
 
+def missed_section(proc, ingest, mem):
+    """Every missed target, said plainly with its numbers."""
+    out = []
+    if proc and proc["ratio_vs_vipsthumbnail"] < 0.9:
+        out.append(f"- Processing vs vipsthumbnail: {fmt(proc['ratio_vs_vipsthumbnail'])}x, target 0.9x.")
+    if proc and proc["ratio_vs_imagemagick"] < 3:
+        out.append(f"- Processing vs ImageMagick: {fmt(proc['ratio_vs_imagemagick'])}x, target 3x.")
+    if ingest and (ingest["ratio"] < 0.7 or ingest["failed_requests"]["imgpipe"]):
+        m = ingest["median"]
+        line = (f"- Upload ingest: imgpipe {fmt(m['imgpipe']['requests_per_second'], 0)} uploads/s against nginx "
+                f"{fmt(m['nginx']['requests_per_second'], 0)} uploads/s, {fmt(ingest['ratio'])}x; the target is 0.7x.")
+        if m["imgpipe"].get("server_cpu_ms_per_request") and m["nginx"].get("server_cpu_ms_per_request"):
+            line += (f" imgpipe used {fmt(m['imgpipe']['server_cpu_ms_per_request'])} ms of CPU per upload "
+                     f"against nginx's {fmt(m['nginx']['server_cpu_ms_per_request'])} ms, and "
+                     f"{fmt(m['imgpipe']['server_cpu_utilisation'])} of the {ingest['machine']['nproc']} cores on "
+                     "average, so it was")
+            nproc = ingest["machine"]["nproc"] or 1
+            busy = m["imgpipe"]["server_cpu_utilisation"] >= 0.9 * nproc
+            line += " limited by CPU." if busy else " waiting more than computing (the cores were not saturated)."
+            ceiling = nproc * 1000 / m["imgpipe"]["server_cpu_ms_per_request"]
+            ceiling_ratio = ceiling / m["nginx"]["requests_per_second"]
+            if ceiling_ratio < 0.7:
+                line += (f" Even with all {nproc} cores busy on nothing else, that much CPU per upload allows at most "
+                         f"{fmt(ceiling, 0)} uploads/s ({fmt(ceiling_ratio)}x of this nginx figure): the work done "
+                         "per upload, not only the waiting, rules the target out on this machine.")
+        if ingest["failed_requests"]["imgpipe"]:
+            line += f" {ingest['failed_requests']['imgpipe']} requests failed."
+        out.append(line)
+    if mem and not mem["met"]:
+        out.append(f"- Peak memory: {fmt(mem['vmhwm_mb'], 0)} MB (target {mem['target_mb']} MB), "
+                   f"{mem['processed']} of {mem['uploads']} processed.")
+    if not out:
+        return []
+    return ["## Missed targets", ""] + out + [""]
+
+
 def machine_section(results):
     m = next((r["machine"] for r in results if r), None)
     if not m:
         return []
     when = ", ".join(f"{r['benchmark']} {r['finished_at']}" for r in results if r)
+    load = ", ".join(f"{r['benchmark']} {r.get('loadavg_start')} -> {r.get('loadavg_end')}" for r in results if r)
     return ["## Machine", "",
             "| | |", "|---|---|",
             f"| CPU | {m['cpu']}, {m['nproc']} logical cores (nproc) |",
             f"| memory | {m['memory_gib']} GiB |",
             f"| OS | {m['os']}, Linux {m['kernel']} |",
-            f"| imgpipe | {m['imgpipe']} (commit {m['git_commit']}, RelWithDebInfo) |",
+            f"| imgpipe | {m['imgpipe']} (commit {m['git_commit']}"
+            f"{' with uncommitted changes in src/' if m.get('source_changes_not_committed') else ''}, "
+            "RelWithDebInfo) |",
             f"| libvips | {m['libvips']} (Debian {m['libvips_package']}) |",
             f"| ImageMagick | {m['imagemagick']} |",
             f"| nginx | {m['nginx']} (Debian nginx-light {m['nginx_package']}) |",
             f"| wrk | {m['wrk']} |",
             f"| Python (driver) | {m['python']} |",
-            f"| finished (UTC) | {when} |", ""]
+            f"| finished (UTC) | {when} |",
+            f"| 1-minute load average, start -> end | {load} |", ""]
 
 
 def main():
@@ -160,6 +222,7 @@ def main():
     for row in summary_rows(proc, ingest, mem):
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    lines += missed_section(proc, ingest, mem)
     lines += machine_section([proc, ingest, mem])
     lines += processing_section(proc)
     lines += ingest_section(ingest)
