@@ -6,6 +6,7 @@
 
 #include <array>
 
+#include "api/dashboard.hpp"
 #include "api/image_json.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
@@ -129,6 +130,9 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
     r.route = "/readyz";
     co_return r;
   }
+
+  // The dashboard's static files are public; every API call the app makes carries the bearer key.
+  if (!segs.empty() && segs[0] == "dashboard") co_return ServeDashboard(req);
 
   auto key = ctx_.keys.Authenticate(req.Header("Authorization"));
   if (!key.ok()) {

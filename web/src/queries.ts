@@ -1,0 +1,149 @@
+// The overview's SQL, run through POST /v1/query on the warehouse's documented tables (docs/WAREHOUSE.md).
+//
+// Two dialects, told apart once per session (see detectDialect in api.ts):
+// - SQLite stores times as RFC 3339 text ("2026-01-10T12:00:00.000Z"): a bucket is a prefix of it, and parameters
+//   are ?1, ?2...;
+// - PostgreSQL stores timestamptz: a bucket is to_char() of the UTC time in the same layout, and parameters are $1,
+//   $2... (the queries are written with ?N and rewritten).
+// Everything else is common SQL: CASE, coalesce, window functions, UNION ALL. Times are bound as RFC 3339 strings,
+// which SQLite compares as text and PostgreSQL reads as timestamptz. Percentiles are nearest-rank (the value at rank
+// ceil(p * n / 100)), as SQLite's processing_latency view computes them.
+
+export type Dialect = 'sqlite' | 'postgres';
+export type Bucket = 'hour' | 'day';
+
+const live = "status NOT IN ('expired', 'deleted')";
+
+/** The bucket of a time column as text: "2026-01-10T12" (hour) or "2026-01-10" (day), UTC, in both dialects. */
+function bucketExpr(d: Dialect, column: string, bucket: Bucket): string {
+  if (d === 'postgres') {
+    return `to_char(${column} AT TIME ZONE 'UTC', '${bucket === 'hour' ? 'YYYY-MM-DD"T"HH24' : 'YYYY-MM-DD'}')`;
+  }
+  return `substr(${column}, 1, ${bucket === 'hour' ? 13 : 10})`;
+}
+
+/** The statement in the dialect's parameter style: ?N for SQLite, $N for PostgreSQL. */
+function finish(d: Dialect, sql: string): string {
+  return d === 'postgres' ? sql.replace(/\?(\d+)/g, '$$$1') : sql;
+}
+
+/** Images, processed, failed and in progress among those received in [?1, ?2). */
+export function summarySql(d: Dialect): string {
+  return finish(d, `SELECT count(*) AS images,
+  coalesce(sum(bytes), 0) AS bytes,
+  coalesce(sum(CASE WHEN processed_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS processed,
+  coalesce(sum(CASE WHEN processed_at IS NULL AND error IS NOT NULL THEN 1 ELSE 0 END), 0) AS failed,
+  coalesce(sum(CASE WHEN status IN ('queued', 'processing') THEN 1 ELSE 0 END), 0) AS in_progress
+FROM images
+WHERE received_at >= ?1 AND received_at < ?2`);
+}
+
+/** Images received per bucket and source in [?1, ?2). */
+export function ingestSql(d: Dialect, bucket: Bucket): string {
+  const b = bucketExpr(d, 'received_at', bucket);
+  return finish(d, `SELECT ${b} AS ${bucket}, source, count(*) AS images, sum(bytes) AS bytes
+FROM images
+WHERE received_at >= ?1 AND received_at < ?2
+GROUP BY 1, 2
+ORDER BY 1, 2`);
+}
+
+/** Outcome of the images received per bucket in [?1, ?2): processed, failed, still in progress. */
+export function outcomeSql(d: Dialect, bucket: Bucket): string {
+  const b = bucketExpr(d, 'received_at', bucket);
+  return finish(d, `SELECT ${b} AS ${bucket},
+  sum(CASE WHEN processed_at IS NOT NULL THEN 1 ELSE 0 END) AS processed,
+  sum(CASE WHEN processed_at IS NULL AND error IS NOT NULL THEN 1 ELSE 0 END) AS failed,
+  sum(CASE WHEN status IN ('queued', 'processing') THEN 1 ELSE 0 END) AS in_progress
+FROM images
+WHERE received_at >= ?1 AND received_at < ?2
+GROUP BY 1
+ORDER BY 1`);
+}
+
+/** Successful processing runs finished per bucket in [?1, ?2) and their p50/p95/max total seconds. */
+export function latencySql(d: Dialect, bucket: Bucket): string {
+  const b = bucketExpr(d, 'finished_at', bucket);
+  return finish(d, `WITH runs AS (
+  SELECT ${b} AS ${bucket}, total_seconds AS seconds
+  FROM processing_runs
+  WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2
+), ranked AS (
+  SELECT ${bucket}, seconds,
+    row_number() OVER (PARTITION BY ${bucket} ORDER BY seconds) AS rn,
+    count(*) OVER (PARTITION BY ${bucket}) AS n
+  FROM runs
+)
+SELECT ${bucket}, max(n) AS runs,
+  min(CASE WHEN rn * 100 >= n * 50 THEN seconds END) AS p50_seconds,
+  min(CASE WHEN rn * 100 >= n * 95 THEN seconds END) AS p95_seconds,
+  max(seconds) AS max_seconds
+FROM ranked
+GROUP BY ${bucket}
+ORDER BY ${bucket}`);
+}
+
+/** p95 over all successful runs finished in [?1, ?2). */
+export function latencyTotalSql(d: Dialect): string {
+  return finish(d, `WITH ranked AS (
+  SELECT total_seconds AS seconds,
+    row_number() OVER (ORDER BY total_seconds) AS rn,
+    count(*) OVER () AS n
+  FROM processing_runs
+  WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2
+)
+SELECT count(*) AS runs, min(CASE WHEN rn * 100 >= n * 95 THEN seconds END) AS p95_seconds
+FROM ranked`);
+}
+
+/** Bytes stored now, per container: originals and renditions of images whose blobs are still kept. */
+export function storedSql(d: Dialect): string {
+  return finish(d, `SELECT 'originals' AS container, count(*) AS objects, coalesce(sum(bytes), 0) AS bytes
+FROM images
+WHERE ${live}
+UNION ALL
+SELECT 'renditions' AS container, count(*) AS objects, coalesce(sum(r.bytes), 0) AS bytes
+FROM renditions r JOIN images i ON i.id = r.image_id
+WHERE i.${live}`);
+}
+
+/** Images whose blobs retention will remove, per UTC day of expires_at, from ?1 (now) on. */
+export function expirationsSql(d: Dialect): string {
+  return finish(d, `SELECT ${bucketExpr(d, 'expires_at', 'day')} AS day, count(*) AS images,
+  coalesce(sum(bytes), 0) AS bytes
+FROM images
+WHERE ${live} AND expires_at > ?1
+GROUP BY 1
+ORDER BY 1
+LIMIT 60`);
+}
+
+/** The latest failed images received in [?1, ?2). */
+export function failuresSql(d: Dialect): string {
+  return finish(d, `SELECT id, received_at, format, bytes, error
+FROM images
+WHERE processed_at IS NULL AND error IS NOT NULL AND received_at >= ?1 AND received_at < ?2
+ORDER BY received_at DESC
+LIMIT 20`);
+}
+
+/** The views of the warehouse, for "CSV of any view": SQLite's catalogue first, PostgreSQL's if that fails. */
+export const viewListSql = [
+  "SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name",
+  `SELECT table_name AS name FROM information_schema.views
+WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`,
+];
+
+/** A view's name is only ever put in SQL after this check (names come from the catalogue, but still). */
+export function viewSql(name: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`not a plain view name: ${name}`);
+  return `SELECT * FROM ${name}`;
+}
+
+/** Processing attempts of one image (?1). */
+export function runsSql(d: Dialect): string {
+  return finish(d, `SELECT attempt, status, started_at, finished_at, decode_seconds, encode_seconds, total_seconds, error
+FROM processing_runs
+WHERE image_id = ?1
+ORDER BY attempt`);
+}
