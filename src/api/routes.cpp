@@ -126,7 +126,7 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
     co_return r;
   }
   if (segs.size() == 1 && segs[0] == "readyz") {
-    HttpResponse r = Ready(req);
+    HttpResponse r = co_await RunBlocking(ctx_.blocking, [&] { return Ready(req); });
     r.route = "/readyz";
     co_return r;
   }
@@ -134,7 +134,10 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
   // The dashboard's static files are public; every API call the app makes carries the bearer key.
   if (!segs.empty() && segs[0] == "dashboard") co_return ServeDashboard(req);
 
-  auto key = ctx_.keys.Authenticate(req.Header("Authorization"));
+  // Everything that touches SQLite or the disk runs on the blocking pool: an I/O thread that waits stalls all of its
+  // connections.
+  std::string_view authorization = req.Header("Authorization");
+  auto key = co_await RunBlocking(ctx_.blocking, [&] { return ctx_.keys.Authenticate(authorization); });
   if (!key.ok()) {
     HttpResponse r = ErrorResponse(key.error(), req.request_id());
     co_return r;
@@ -153,14 +156,18 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
     route = "/metrics";
     if (!read) r = not_allowed("GET");
     else if (!RoleAllowed(role, {})) r = forbid("read metrics");
-    else r = MetricsText(req);
+    else r = co_await RunBlocking(ctx_.blocking, [&] { return MetricsText(req); });
   } else if (segs.size() >= 2 && segs[0] == "v1" && segs[1] == "images") {
     if (segs.size() == 2) {
       route = "/v1/images";
       if (method == http::verb::post) {
         if (RoleAllowed(role, {Role::kUploader})) r = co_await Upload(req, *key); else r = forbid("upload images");
       } else if (read) {
-        if (RoleAllowed(role, {Role::kReader})) r = co_await ListImages(req); else r = forbid("list images");
+        if (RoleAllowed(role, {Role::kReader})) {
+          r = co_await RunBlocking(ctx_.blocking, [&] { return ListImages(req); });
+        } else {
+          r = forbid("list images");
+        }
       } else {
         r = not_allowed("GET, POST");
       }
@@ -168,7 +175,11 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
       route = "/v1/images/{id}";
       std::string id(segs[2]);
       if (read) {
-        if (RoleAllowed(role, {Role::kUploader, Role::kReader})) r = co_await GetImage(req, id); else r = forbid("read images");
+        if (RoleAllowed(role, {Role::kUploader, Role::kReader})) {
+          r = co_await RunBlocking(ctx_.blocking, [&] { return GetImage(req, id); });
+        } else {
+          r = forbid("read images");
+        }
       } else if (method == http::verb::delete_) {
         if (RoleAllowed(role, {})) r = co_await DeleteImage(req, id); else r = forbid("delete images");
       } else {
@@ -178,13 +189,21 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
       route = "/v1/images/{id}/original";
       std::string id(segs[2]);
       if (!read) r = not_allowed("GET, HEAD");
-      else if (RoleAllowed(role, {Role::kReader})) r = co_await GetBlob(req, id, nullptr); else r = forbid("download originals");
+      else if (RoleAllowed(role, {Role::kReader})) {
+        r = co_await RunBlocking(ctx_.blocking, [&] { return GetBlob(req, id, nullptr); });
+      } else {
+        r = forbid("download originals");
+      }
     } else if (segs.size() == 5 && segs[3] == "renditions") {
       route = "/v1/images/{id}/renditions/{name}";
       std::string id(segs[2]);
       std::string name(segs[4]);
       if (!read) r = not_allowed("GET, HEAD");
-      else if (RoleAllowed(role, {Role::kReader})) r = co_await GetBlob(req, id, &name); else r = forbid("download renditions");
+      else if (RoleAllowed(role, {Role::kReader})) {
+        r = co_await RunBlocking(ctx_.blocking, [&] { return GetBlob(req, id, &name); });
+      } else {
+        r = forbid("download renditions");
+      }
     } else {
       r = ErrorResponse(MakeError(ErrorKind::kNotFound, "no such resource: " + std::string(req.path())),
                         req.request_id());
@@ -281,9 +300,8 @@ asio::awaitable<HttpResponse> Api::Upload(HttpRequest& req, const ApiKeyRecord& 
                                "unknown pipeline \"" + *p + "\"; this server runs the \"default\" pipeline"));
   }
 
-  auto spool = ctx_.intake.BeginSpool();
-  if (!spool.ok()) co_return refuse(spool.error());
-  Spool& sp = **spool;
+  std::unique_ptr<Spool> spool = ctx_.intake.BeginSpool();
+  Spool& sp = *spool;
 
   std::string metadata = "{}";
   std::string_view content_type = req.Header("Content-Type");
@@ -300,6 +318,10 @@ asio::awaitable<HttpResponse> Api::Upload(HttpRequest& req, const ApiKeyRecord& 
       if (*n == 0) break;
       Status fed = parser.Feed(std::string_view(buf.data(), *n));
       if (!fed.ok()) co_return refuse(fed.error());
+      if (sp.NeedsFlush()) {
+        Status flushed = co_await RunBlocking(ctx_.blocking, [&] { return sp.Flush(); });
+        if (!flushed.ok()) co_return refuse(flushed.error());
+      }
     }
     Status fin = parser.Finish();
     if (!fin.ok()) co_return refuse(fin.error());
@@ -323,15 +345,20 @@ asio::awaitable<HttpResponse> Api::Upload(HttpRequest& req, const ApiKeyRecord& 
       if (*n == 0) break;
       Status appended = sp.Append(std::string_view(buf.data(), *n));
       if (!appended.ok()) co_return refuse(appended.error());
+      if (sp.NeedsFlush()) {
+        Status flushed = co_await RunBlocking(ctx_.blocking, [&] { return sp.Flush(); });
+        if (!flushed.ok()) co_return refuse(flushed.error());
+      }
     }
   }
-  Status finished = sp.Finish();
-  if (!finished.ok()) co_return refuse(finished.error());
   ctx_.metrics.Observe("imgpipe_stage_duration_seconds", {{"stage", "receive"}}, SecondsSince(started));
   ir.metadata_json = metadata;
-  ir.request_hash = Sha256Hex(sp.sha256() + "\n" + metadata);
 
-  auto accepted = co_await RunBlocking(ctx_.blocking, [&] { return ctx_.intake.Accept(sp, ir); });
+  auto accepted = co_await RunBlocking(ctx_.blocking, [&]() -> Result<IntakeResult> {
+    IMGPIPE_TRY(sp.Finish());
+    ir.request_hash = Sha256Hex(sp.sha256() + "\n" + metadata);
+    return ctx_.intake.Accept(sp, ir);
+  });
   if (!accepted.ok()) {
     if (accepted.error().kind == ErrorKind::kInternal || accepted.error().kind == ErrorKind::kUnavailable) {
       LogError("upload failed", {{"request_id", req.request_id()}, {"error", accepted.error().message}});
@@ -350,47 +377,49 @@ asio::awaitable<HttpResponse> Api::Upload(HttpRequest& req, const ApiKeyRecord& 
   co_return r;
 }
 
-asio::awaitable<HttpResponse> Api::GetImage(HttpRequest& req, const std::string& id) {
+HttpResponse Api::GetImage(HttpRequest& req, const std::string& id) {
   auto image = LiveImage(id);
-  if (!image.ok()) co_return ErrorResponse(image.error(), req.request_id());
+  if (!image.ok()) return ErrorResponse(image.error(), req.request_id());
   auto renditions = ctx_.store.ListRenditions(image->id);
-  if (!renditions.ok()) co_return ErrorResponse(renditions.error(), req.request_id());
-  co_return JsonResponse(http::status::ok, ImageToJson(*image, *renditions));
+  if (!renditions.ok()) return ErrorResponse(renditions.error(), req.request_id());
+  return JsonResponse(http::status::ok, ImageToJson(*image, *renditions));
 }
 
-asio::awaitable<HttpResponse> Api::ListImages(HttpRequest& req) {
+HttpResponse Api::ListImages(HttpRequest& req) {
   ImageFilter f;
-  auto bad = [&](const std::string& msg) { return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, msg), req.request_id()); };
+  auto bad = [&](const std::string& msg) {
+    return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, msg), req.request_id());
+  };
   if (auto v = req.QueryParam("from")) {
     TimePoint t;
-    if (!ParseRfc3339(*v, &t)) co_return bad("from: \"" + *v + "\" is not an RFC 3339 time");
+    if (!ParseRfc3339(*v, &t)) return bad("from: \"" + *v + "\" is not an RFC 3339 time");
     f.received_from = t;
   }
   if (auto v = req.QueryParam("to")) {
     TimePoint t;
-    if (!ParseRfc3339(*v, &t)) co_return bad("to: \"" + *v + "\" is not an RFC 3339 time");
+    if (!ParseRfc3339(*v, &t)) return bad("to: \"" + *v + "\" is not an RFC 3339 time");
     f.received_to = t;
   }
   if (auto v = req.QueryParam("source")) f.source = *v;
   if (auto v = req.QueryParam("status")) {
     ImageStatus s;
     if (!ParseImageStatus(*v, &s)) {
-      co_return bad("status: \"" + *v + "\" is not one of queued, processing, processed, failed, expired, deleted");
+      return bad("status: \"" + *v + "\" is not one of queued, processing, processed, failed, expired, deleted");
     }
     f.status = s;
   }
   if (auto v = req.QueryParam("limit")) {
     char* end = nullptr;
     long n = std::strtol(v->c_str(), &end, 10);
-    if (v->empty() || *end != '\0' || n < 1 || n > 500) co_return bad("limit: must be an integer from 1 to 500");
+    if (v->empty() || *end != '\0' || n < 1 || n > 500) return bad("limit: must be an integer from 1 to 500");
     f.limit = static_cast<size_t>(n);
   }
   if (auto v = req.QueryParam("cursor")) {
-    if (!IsValidImageId(*v)) co_return bad("cursor: not a cursor returned by this API");
+    if (!IsValidImageId(*v)) return bad("cursor: not a cursor returned by this API");
     f.after_id = *v;
   }
   auto page = ctx_.store.ListImages(f);
-  if (!page.ok()) co_return ErrorResponse(page.error(), req.request_id());
+  if (!page.ok()) return ErrorResponse(page.error(), req.request_id());
   json::array items;
   TimePoint now = ctx_.clock.Now();
   bool wants_gone = f.status && (*f.status == ImageStatus::kExpired || *f.status == ImageStatus::kDeleted);
@@ -405,19 +434,19 @@ asio::awaitable<HttpResponse> Api::ListImages(HttpRequest& req) {
   json::object body;
   body["items"] = std::move(items);
   body["next_cursor"] = page->next_cursor.empty() ? json::value(nullptr) : json::value(page->next_cursor);
-  co_return JsonResponse(http::status::ok, body);
+  return JsonResponse(http::status::ok, body);
 }
 
-asio::awaitable<HttpResponse> Api::GetBlob(HttpRequest& req, const std::string& id, const std::string* rendition) {
+HttpResponse Api::GetBlob(HttpRequest& req, const std::string& id, const std::string* rendition) {
   auto image = LiveImage(id);
-  if (!image.ok()) co_return ErrorResponse(image.error(), req.request_id());
+  if (!image.ok()) return ErrorResponse(image.error(), req.request_id());
   std::string_view container = kOriginals;
   std::string key = image->original_key;
   std::string content_type = image->content_type;
   std::string etag;
   if (rendition) {
     auto renditions = ctx_.store.ListRenditions(image->id);
-    if (!renditions.ok()) co_return ErrorResponse(renditions.error(), req.request_id());
+    if (!renditions.ok()) return ErrorResponse(renditions.error(), req.request_id());
     const RenditionRecord* found = nullptr;
     for (const auto& r : *renditions) {
       if (r.name == *rendition) found = &r;
@@ -427,7 +456,7 @@ asio::awaitable<HttpResponse> Api::GetBlob(HttpRequest& req, const std::string& 
                             ? "image " + id + " has no rendition \"" + *rendition + "\""
                             : "image " + id + " is " + std::string(ImageStatusName(image->status)) +
                                   "; rendition \"" + *rendition + "\" is not made yet";
-      co_return ErrorResponse(MakeError(ErrorKind::kNotFound, why), req.request_id());
+      return ErrorResponse(MakeError(ErrorKind::kNotFound, why), req.request_id());
     }
     container = kRenditions;
     key = found->key;
@@ -436,10 +465,10 @@ asio::awaitable<HttpResponse> Api::GetBlob(HttpRequest& req, const std::string& 
   auto info = ctx_.blobs.Stat(container, key);
   if (!info.ok()) {
     if (info.error().kind == ErrorKind::kNotFound) {
-      co_return ErrorResponse(MakeError(ErrorKind::kNotFound, "the bytes of image " + id + " are gone"),
+      return ErrorResponse(MakeError(ErrorKind::kNotFound, "the bytes of image " + id + " are gone"),
                               req.request_id());
     }
-    co_return ErrorResponse(info.error(), req.request_id());
+    return ErrorResponse(info.error(), req.request_id());
   }
   etag = "\"" + (rendition ? info->etag : image->sha256) + "\"";
   HttpResponse r;
@@ -449,16 +478,16 @@ asio::awaitable<HttpResponse> Api::GetBlob(HttpRequest& req, const std::string& 
   if (auto inm = req.Header("If-None-Match"); !inm.empty() && (inm == etag || inm == "*" ||
                                                                inm.find(etag) != std::string_view::npos)) {
     r.status = http::status::not_modified;
-    co_return r;
+    return r;
   }
   auto range = ParseRangeHeader(req.Header("Range"), info->size);
   if (!range.ok()) {
     HttpResponse e = ErrorResponse(range.error(), req.request_id());
     e.SetHeader("Content-Range", "bytes */" + std::to_string(info->size));
-    co_return e;
+    return e;
   }
   auto reader = ctx_.blobs.OpenRead(container, key, *range);
-  if (!reader.ok()) co_return ErrorResponse(reader.error(), req.request_id());
+  if (!reader.ok()) return ErrorResponse(reader.error(), req.request_id());
   r.content_type = content_type;
   r.stream = std::move(*reader);
   if (*range) {
@@ -470,7 +499,7 @@ asio::awaitable<HttpResponse> Api::GetBlob(HttpRequest& req, const std::string& 
   } else {
     r.stream_length = info->size;
   }
-  co_return r;
+  return r;
 }
 
 asio::awaitable<HttpResponse> Api::DeleteImage(HttpRequest& req, const std::string& id) {

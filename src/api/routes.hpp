@@ -38,9 +38,10 @@ class Api {
 
  private:
   asio::awaitable<HttpResponse> Upload(HttpRequest& req, const ApiKeyRecord& key);
-  asio::awaitable<HttpResponse> GetImage(HttpRequest& req, const std::string& id);
-  asio::awaitable<HttpResponse> ListImages(HttpRequest& req);
-  asio::awaitable<HttpResponse> GetBlob(HttpRequest& req, const std::string& id, const std::string* rendition);
+  // These block (SQLite, the disk): run them on the blocking pool.
+  HttpResponse GetImage(HttpRequest& req, const std::string& id);
+  HttpResponse ListImages(HttpRequest& req);
+  HttpResponse GetBlob(HttpRequest& req, const std::string& id, const std::string* rendition);
   asio::awaitable<HttpResponse> DeleteImage(HttpRequest& req, const std::string& id);
   asio::awaitable<HttpResponse> Query(HttpRequest& req);
   asio::awaitable<HttpResponse> CreateKey(HttpRequest& req);

@@ -162,7 +162,8 @@ int RunServe(int argc, char** argv) {
 
   int io_threads = cfg.http_threads > 0 ? cfg.http_threads : Cores();
   asio::io_context io(io_threads);
-  asio::thread_pool blocking(static_cast<size_t>(std::max(4, 2 * Cores())));
+  // Blocking work is mostly waiting on fsync; many threads let the filesystem and SQLite commit them in groups.
+  asio::thread_pool blocking(static_cast<size_t>(std::max(32, 4 * Cores())));
   Api api(ApiContext{cfg, **blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking});
 
   ServerOptions so;

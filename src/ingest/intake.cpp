@@ -25,8 +25,8 @@ double SecondsSince(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-Spool::Spool(std::string path, int fd, const ImageLimits& limits)
-    : path_(std::move(path)), fd_(fd), limits_(limits), sha_(EVP_MD_CTX_new()) {
+Spool::Spool(std::string path, const ImageLimits& limits)
+    : path_(std::move(path)), limits_(limits), sha_(EVP_MD_CTX_new()) {
   EVP_DigestInit_ex(sha_, EVP_sha256(), nullptr);
 }
 
@@ -52,8 +52,21 @@ Status Spool::Append(std::string_view data) {
     if (head_.size() >= kHeadBytes) IMGPIPE_TRY(CheckHead());
   }
   EVP_DigestUpdate(sha_, data.data(), data.size());
-  const char* p = data.data();
-  size_t left = data.size();
+  pending_.append(data);
+  bytes_ += data.size();
+  return Ok();
+}
+
+Status Spool::Flush() {
+  if (fd_ < 0) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      return MakeError(ErrorKind::kUnavailable, "cannot create a spool file " + path_ + ": " + std::strerror(errno) +
+                                                    " (storage.data_dir)");
+    }
+  }
+  const char* p = pending_.data();
+  size_t left = pending_.size();
   while (left > 0) {
     ssize_t n = ::write(fd_, p, left);
     if (n < 0) {
@@ -64,13 +77,16 @@ Status Spool::Append(std::string_view data) {
     p += n;
     left -= static_cast<size_t>(n);
   }
-  bytes_ += data.size();
+  pending_.clear();
   return Ok();
 }
 
 Status Spool::Finish() {
+  if (!sha256_.empty()) return Ok();  // finished already
   if (bytes_ == 0) return MakeError(ErrorKind::kInvalidArgument, "the upload is empty; send the image bytes as the body");
   if (!head_checked_) IMGPIPE_TRY(CheckHead());
+  IMGPIPE_TRY(Flush());
+  std::string().swap(pending_);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_DigestFinal_ex(sha_, md, &len);
@@ -91,14 +107,9 @@ Intake::Intake(IntakeOptions options, BlobStore& blobs, MetadataStore& store, Jo
   std::filesystem::create_directories(options_.spool_dir, ec);
 }
 
-Result<std::unique_ptr<Spool>> Intake::BeginSpool() {
-  std::string path = options_.spool_dir + "/upload-" + HexEncode(RandomBytes(12));
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return MakeError(ErrorKind::kUnavailable, "cannot create a spool file in " + options_.spool_dir + ": " +
-                                                  std::strerror(errno) + " (storage.data_dir)");
-  }
-  return std::unique_ptr<Spool>(new Spool(std::move(path), fd, options_.limits));
+std::unique_ptr<Spool> Intake::BeginSpool() {
+  return std::unique_ptr<Spool>(new Spool(options_.spool_dir + "/upload-" + HexEncode(RandomBytes(12)),
+                                          options_.limits));
 }
 
 Result<IntakeResult> Intake::ReplayOrConflict(const IdempotencyRecord& rec, const IntakeRequest& request) {
@@ -125,6 +136,7 @@ Result<std::optional<IntakeResult>> Intake::FindReplay(const IntakeRequest& requ
 }
 
 Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) {
+  IMGPIPE_TRY(spool.Finish());
   auto t0 = std::chrono::steady_clock::now();
   auto facts = ValidateImageFile(spool.path(), options_.limits);
   if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "validate"}}, SecondsSince(t0));

@@ -27,19 +27,29 @@ struct IntakeOptions {
   std::string default_pipeline = "default";
 };
 
-//! The bytes of one image on their way in: written to a local spool file while they arrive, hashed, counted against
-//! the byte limit, and their format checked against the allow-list as soon as the first bytes are in, so a refused
-//! upload stops early. The spool file is removed when this is destroyed, unless Intake moved it into the store.
-//! Not thread-safe.
+//! The bytes of one image on their way in: hashed, counted against the byte limit, and their format checked against
+//! the allow-list as soon as the first bytes are in, so a refused upload stops early. Bytes collect in memory (at
+//! most kMemoryBytes) and go to a local spool file only through Flush() and Finish(), which block on the disk: the
+//! HTTP layer calls those on its blocking pool, never on an I/O thread (a write can wait behind another request's
+//! fsync in the filesystem journal, and would stall every connection of that thread). The spool file is removed when
+//! this is destroyed, unless Intake moved it into the store. Not thread-safe.
 class Spool {
  public:
+  static constexpr size_t kMemoryBytes = 256 * 1024;
+
   ~Spool();
   Spool(const Spool&) = delete;
   Spool& operator=(const Spool&) = delete;
 
-  //! kTooLarge past limits.max_bytes; kUnsupportedFormat once the head shows a format outside the allow-list.
+  //! Never blocks on the disk. kTooLarge past limits.max_bytes; kUnsupportedFormat once the head shows a format
+  //! outside the allow-list.
   Status Append(std::string_view data);
-  //! Call at the end of the bytes: flushes, and checks the format if fewer than 64 bytes came.
+  //! True when the bytes in memory should be flushed before more are appended.
+  bool NeedsFlush() const { return pending_.size() >= kMemoryBytes; }
+  //! Writes the bytes in memory to the spool file (creating it on first use). Blocks on the disk.
+  Status Flush();
+  //! Call at the end of the bytes: flushes and closes the file, and checks the format if fewer than 64 bytes came.
+  //! Blocks on the disk.
   Status Finish();
   uint64_t bytes() const { return bytes_; }
   //! Hex SHA-256 of everything appended; valid after Finish().
@@ -48,15 +58,16 @@ class Spool {
 
  private:
   friend class Intake;
-  Spool(std::string path, int fd, const ImageLimits& limits);
+  Spool(std::string path, const ImageLimits& limits);
   Status CheckHead();
 
   std::string path_;
-  int fd_ = -1;
+  int fd_ = -1;              // opened by the first Flush()
   const ImageLimits& limits_;
   EVP_MD_CTX* sha_ = nullptr;
   std::string head_;         // the first bytes, for the format check
   bool head_checked_ = false;
+  std::string pending_;      // appended, not yet written
   uint64_t bytes_ = 0;
   std::string sha256_;
   bool moved_ = false;       // the file now belongs to the blob store
@@ -98,9 +109,11 @@ class Intake {
   Intake(IntakeOptions options, BlobStore& blobs, MetadataStore& store, JobQueue& queue, const Clock& clock,
          Metrics* metrics, ResponseRenderer renderer);
 
-  Result<std::unique_ptr<Spool>> BeginSpool();
+  //! A new, empty spool. Cheap and never blocks: the file is created by its first Flush().
+  std::unique_ptr<Spool> BeginSpool();
   //! For a request with an idempotency key: the stored answer, if any. kConflict if it was for another body.
   Result<std::optional<IntakeResult>> FindReplay(const IntakeRequest& request);
+  //! Finishes the spool if the caller did not, validates, stores and commits. Blocks.
   Result<IntakeResult> Accept(Spool& spool, const IntakeRequest& request);
 
   //! Call at start-up, while holding the data folder's lock and before accepting uploads: removes the originals of

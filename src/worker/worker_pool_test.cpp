@@ -59,7 +59,7 @@ class WorkerTest : public ::testing::Test {
   }
 
   Result<IntakeResult> Upload(const std::string& bytes) {
-    IMGPIPE_ASSIGN_OR_RETURN(auto spool, intake_->BeginSpool());
+    auto spool = intake_->BeginSpool();
     IMGPIPE_TRY(spool->Append(bytes));
     IMGPIPE_TRY(spool->Finish());
     IntakeRequest req;
