@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <iostream>
 
+#include "warehouse/postgres/postgres_metadata_store.hpp"
 #include "warehouse/sqlite/sqlite_database.hpp"
 #include "warehouse/sqlite/sqlite_metadata_store.hpp"
 
@@ -70,8 +71,16 @@ std::string SpoolDir(const Config& config) { return config.data_dir + "/spool"; 
 
 Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock) {
   Warehouse w;
-  IMGPIPE_ASSIGN_OR_RETURN(w.db, SqliteDatabase::Open(DatabasePath(config)));
-  w.store = std::make_unique<SqliteMetadataStore>(*w.db, clock);
+  if (config.database_backend == "postgres") {
+    PostgresDatabase::Options options;
+    options.url = config.database_url;
+    options.pool_size = static_cast<size_t>(config.database_pool_size);
+    IMGPIPE_ASSIGN_OR_RETURN(w.pg, PostgresDatabase::Open(options));
+    w.store = std::make_unique<PostgresMetadataStore>(*w.pg, clock);
+  } else {
+    IMGPIPE_ASSIGN_OR_RETURN(w.db, SqliteDatabase::Open(DatabasePath(config)));
+    w.store = std::make_unique<SqliteMetadataStore>(*w.db, clock);
+  }
   IMGPIPE_TRY(w.store->Migrate());
   return w;
 }

@@ -9,6 +9,7 @@
 #include "config/config.hpp"
 #include "core/clock.hpp"
 #include "warehouse/metadata_store.hpp"
+#include "warehouse/postgres/postgres_database.hpp"
 #include "warehouse/sqlite/sqlite_database.hpp"
 
 namespace imgpipe {
@@ -39,10 +40,12 @@ std::optional<Args> ParseArgs(int argc, char** argv, int first, const std::vecto
 //! returns nullopt on a bad config (the caller exits with kExitUsage).
 std::optional<Config> LoadConfigFromArgs(const Args& args);
 
-//! The warehouse of a data folder, migrated, for the CLI subcommands that work beside a running server.
+//! The configured warehouse, migrated: SQLite in the data folder (`db`), or PostgreSQL at database.url (`pg`) when
+//! database.backend = "postgres"; the other pointer is null. The job queue lives in the same database.
 //! Lifetimes: members are destroyed in reverse order, so the store goes before the database it uses.
 struct Warehouse {
   std::unique_ptr<SqliteDatabase> db;
+  std::unique_ptr<PostgresDatabase> pg;
   std::unique_ptr<MetadataStore> store;
 };
 Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock);

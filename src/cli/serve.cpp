@@ -18,6 +18,7 @@
 #include "processing/image_format.hpp"
 #include "processing/image_probe.hpp"
 #include "queue/embedded/embedded_job_queue.hpp"
+#include "queue/postgres/postgres_job_queue.hpp"
 #include "retention/retention_sweeper.hpp"
 #include "security/api_keys.hpp"
 #include "storage/local/local_blob_store.hpp"
@@ -102,19 +103,26 @@ int RunServe(int argc, char** argv) {
     clock = std::make_unique<SystemClock>();
   }
 
-  auto db = SqliteDatabase::Open(DatabasePath(cfg));
-  if (!db.ok()) {
-    LogError("cannot open the database", {{"error", db.error().message}});
+  // The warehouse (opened and migrated), and the job queue in the same database, so an image row and its job always
+  // commit together: SQLite's embedded queue, or the jobs table of the PostgreSQL warehouse.
+  auto warehouse = OpenWarehouse(cfg, *clock);
+  if (!warehouse.ok()) {
+    LogError("cannot open the database", {{"error", warehouse.error().message}});
     return kExitFailure;
   }
-  SqliteMetadataStore store(**db, *clock);
-  if (Status m = store.Migrate(); !m.ok()) {
-    LogError("database migration failed", {{"error", m.error().message}});
-    return kExitFailure;
+  MetadataStore& store = *warehouse->store;
+  std::unique_ptr<JobQueue> queue_backend;
+  if (warehouse->pg) {
+    // Other servers may share a PostgreSQL warehouse: leases are released by their owners, or run out.
+    queue_backend = std::make_unique<PostgresJobQueue>(*warehouse->pg, *clock);
+  } else {
+    queue_backend = std::make_unique<EmbeddedJobQueue>(*warehouse->db, *clock);
+    // We hold the data folder's lock, so leases left in the queue belong to a previous run that died.
+    if (Status s = queue_backend->ReleaseLeases(""); !s.ok()) {
+      LogWarn("cannot release old leases", {{"error", s.error().message}});
+    }
   }
-  EmbeddedJobQueue queue(**db, *clock);
-  // We hold the data folder's lock, so leases left in the queue belong to a previous run that died.
-  if (Status s = queue.ReleaseLeases(""); !s.ok()) LogWarn("cannot release old leases", {{"error", s.error().message}});
+  JobQueue& queue = *queue_backend;
   auto blobs = LocalBlobStore::Open(BlobRoot(cfg));
   if (!blobs.ok()) {
     LogError("cannot open blob storage", {{"error", blobs.error().message}});

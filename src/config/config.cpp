@@ -454,7 +454,19 @@ const KeyDef kKeys[] = {
     {"storage.backend",
      [](Config& c, const Value& v) { return SetBackend(&c.blob_backend, v, {"local"}, {"azure", "s3"}); }},
     {"database.backend",
-     [](Config& c, const Value& v) { return SetBackend(&c.database_backend, v, {"sqlite"}, {"postgres", "postgresql"}); }},
+     [](Config& c, const Value& v) { return SetBackend(&c.database_backend, v, {"sqlite", "postgres"}, {}); }},
+    {"database.url",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       // The URL may hold a password: never quoted back.
+       if (std::any_of(s.begin(), s.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20; })) {
+         return std::string("the connection string contains control characters");
+       }
+       c.database_url = s;
+       return std::nullopt;
+     }},
+    {"database.pool_size", [](Config& c, const Value& v) { return SetInt(&c.database_pool_size, v, 1, 1000); }},
     {"queue.backend",
      [](Config& c, const Value& v) { return SetBackend(&c.queue_backend, v, {"embedded"}, {"kafka"}); }},
     {"queue.max_attempts", [](Config& c, const Value& v) { return SetInt(&c.max_attempts, v, 1, 100); }},
@@ -793,6 +805,11 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
   ApplyEnvironment(config, sources.env, problems);
   problems.SetPhase(2);
   ApplyFlags(config, sources.flags, problems);
+  if (problems.empty() && config.database_backend == "postgres" && config.database_url.empty()) {
+    problems.BadValue("database.url", "(required with database.backend = \"postgres\")",
+                      "missing; set the PostgreSQL connection string, e.g. "
+                      "postgresql://imgpipe@db.internal:5432/imgpipe (or IMGPIPE_DATABASE_URL)");
+  }
   if (!problems.empty()) return problems.ToError();
   return config;
 }

@@ -36,7 +36,11 @@ struct Config {
   std::string blob_backend = "local";             //!< storage.backend: "local"
 
   // [database]
-  std::string database_backend = "sqlite";        //!< database.backend: "sqlite"
+  std::string database_backend = "sqlite";        //!< database.backend: "sqlite" | "postgres"
+  //! database.url: libpq connection string or URI of the PostgreSQL warehouse (required with "postgres"; never
+  //! logged with its password)
+  std::string database_url;
+  int database_pool_size = 8;                     //!< database.pool_size: PostgreSQL connections for imgpipe itself
 
   // [queue]
   std::string queue_backend = "embedded";         //!< queue.backend: "embedded"

@@ -264,6 +264,29 @@ TEST(ConfigTest, BadValuesNameKeySourceAndProblem) {
   EXPECT_THAT(error_for("IMGPIPE_STORAGE_DATA_DIR", "\"\""), HasSubstr("must not be empty"));
 }
 
+TEST(ConfigTest, PostgresNeedsItsUrlWhichIsNeverQuotedBack) {
+  ConfigSources postgres;
+  postgres.env = {{"IMGPIPE_DATABASE_BACKEND", "postgres"},
+                  {"IMGPIPE_DATABASE_URL", "postgresql://imgpipe:s3cret@db:5432/imgpipe"},
+                  {"IMGPIPE_DATABASE_POOL_SIZE", "16"}};
+  auto config = LoadConfig(postgres);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->database_backend, "postgres");
+  EXPECT_EQ(config->database_url, "postgresql://imgpipe:s3cret@db:5432/imgpipe");
+  EXPECT_EQ(config->database_pool_size, 16);
+  EXPECT_EQ(LoadConfig({}).value().database_pool_size, 8);
+
+  ConfigSources no_url;
+  no_url.env = {{"IMGPIPE_DATABASE_BACKEND", "postgres"}};
+  EXPECT_THAT(ErrorOf(LoadConfig(no_url)), HasSubstr("database.url"));
+  ConfigSources bad;
+  bad.env = {{"IMGPIPE_DATABASE_URL", "postgresql://u:s3cret@h/d\x01x"}, {"IMGPIPE_DATABASE_POOL_SIZE", "0"}};
+  const std::string message = ErrorOf(LoadConfig(bad));
+  EXPECT_THAT(message, HasSubstr("control characters"));
+  EXPECT_THAT(message, HasSubstr("database.pool_size"));
+  EXPECT_EQ(message.find("s3cret"), std::string::npos) << message;
+}
+
 TEST_F(ConfigFileTest, BadValuesInFileNameTheLineAndType) {
   auto sources = WithFile("[server]\nthreads = \"four\"\n\n[limits]\nmax_pixels = -5\n");
   std::string message = ErrorOf(LoadConfig(sources));
@@ -356,7 +379,7 @@ TEST(ConfigTest, ImgpipeEnvironmentSkipsNonConfigVariables) {
 
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 27u);
+  EXPECT_EQ(keys.size(), 29u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.renditions"), keys.end());
 }

@@ -1,0 +1,995 @@
+// The MetadataStore contract: one suite, the same assertions on every backend. SQLite always runs; PostgreSQL runs
+// when IMGPIPE_TEST_POSTGRES_URL names a server (each test gets a fresh database there), is skipped when it does not,
+// and fails when IMGPIPE_REQUIRE_POSTGRES=1 (as under scripts/test) and the server is missing or unreachable.
+// Behaviour only one backend has is tested beside it (sqlite/, postgres/).
+#include <gtest/gtest.h>
+
+#include <stdlib.h>
+
+#include <boost/json/parse.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "warehouse/postgres/postgres_metadata_store.hpp"
+#include "warehouse/postgres/postgres_migrations.hpp"
+#include "warehouse/postgres/postgres_test_database.hpp"
+#include "warehouse/sqlite/migrations.hpp"
+#include "warehouse/sqlite/sqlite_metadata_store.hpp"
+
+namespace imgpipe {
+namespace {
+
+using namespace std::chrono_literals;
+
+TimePoint At(const char* rfc3339) {
+  TimePoint t;
+  EXPECT_TRUE(ParseRfc3339(rfc3339, &t)) << rfc3339;
+  return t;
+}
+
+ImageRecord FullImage(TimePoint received) {
+  ImageRecord image;
+  image.id = NewImageId(received);
+  image.sha256 = std::string(64, 'a');
+  image.source = "upload";
+  image.source_ref = "client-ref-1";
+  image.uploader_key_id = "k_uploader";
+  image.received_at = received;
+  image.bytes = 123456;
+  image.format = "jpeg";
+  image.content_type = "image/jpeg";
+  image.width = 4032;
+  image.height = 3024;
+  image.frames = 1;
+  image.has_alpha = true;
+  image.colour_space = "srgb";
+  image.has_icc = true;
+  image.exif.make = "Canon";
+  image.exif.model = "EOS R5";
+  image.exif.taken_at = "2025-12-31T23:59:58+01:00";
+  image.exif.gps_lat = 48.858222;
+  image.exif.gps_lon = -2.2945;
+  image.exif.gps_alt = 35.5;
+  image.exif.orientation = 6;
+  image.exif.lens_model = "RF24-70mm F2.8 L IS USM";
+  image.exif.software = "Firmware 1.8.1";
+  image.user_metadata_json = R"({"album":"été","n":3})";
+  image.pipeline = "default";
+  image.original_key = "originals/" + image.id.value();
+  image.status = ImageStatus::kQueued;
+  image.expires_at = received + std::chrono::hours(24 * 7);
+  return image;
+}
+
+//! A minimal image: only required fields, every optional empty.
+ImageRecord BareImage(TimePoint received, std::string source = "upload") {
+  ImageRecord image;
+  image.id = NewImageId(received);
+  image.sha256 = std::string(64, 'b');
+  image.source = std::move(source);
+  image.received_at = received;
+  image.bytes = 1000;
+  image.format = "png";
+  image.content_type = "image/png";
+  image.width = 10;
+  image.height = 20;
+  image.original_key = "originals/" + image.id.value();
+  image.expires_at = received + std::chrono::hours(24 * 7);
+  return image;
+}
+
+//! One backend under test: a migrated store on a fresh database, and privileged access to that database for
+//! assertions (the store's own Query is read-only and cannot see everything).
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual MetadataStore& store() = 0;
+  //! Another store on the same database, as a second process (e.g. `imgpipe keys`) would open it.
+  virtual std::unique_ptr<MetadataStore> OpenAnother(const Clock& clock) = 0;
+  //! The first column of the first row of `sql`, as an integer, read with full privileges.
+  virtual int64_t Count(const std::string& sql) = 0;
+  //! Runs `sql` with full privileges.
+  virtual Status Exec(const std::string& sql) = 0;
+  virtual size_t MigrationCount() const = 0;
+  //! Positional parameter `n` in this backend's SQL: ?n or $n.
+  virtual std::string Param(int n) const = 0;
+};
+
+class SqliteBackend final : public Backend {
+ public:
+  explicit SqliteBackend(const Clock& clock) {
+    std::string pattern = (std::filesystem::temp_directory_path() / "imgpipe-contract-XXXXXX").string();
+    dir_ = mkdtemp(pattern.data());
+    auto db = SqliteDatabase::Open(dir_ / "warehouse.db");
+    if (!db.ok()) throw std::runtime_error(db.error().message);
+    db_ = std::move(db).value();
+    store_ = std::make_unique<SqliteMetadataStore>(*db_, clock);
+  }
+  ~SqliteBackend() override {
+    others_.clear();
+    store_.reset();
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  MetadataStore& store() override { return *store_; }
+  std::unique_ptr<MetadataStore> OpenAnother(const Clock& clock) override {
+    auto db = SqliteDatabase::Open(dir_ / "warehouse.db");
+    if (!db.ok()) return nullptr;
+    others_.push_back(std::move(db).value());
+    return std::make_unique<SqliteMetadataStore>(*others_.back(), clock);
+  }
+  int64_t Count(const std::string& sql) override {
+    int64_t n = -1;
+    Status s = db_->Read([&](SqliteConnection& conn) -> Status {
+      IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(sql));
+      IMGPIPE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (row) n = stmt.Int(0);
+      return Ok();
+    });
+    EXPECT_TRUE(s.ok()) << sql << ": " << s.error().message;
+    return n;
+  }
+  Status Exec(const std::string& sql) override {
+    return db_->Write([&](SqliteConnection& conn) { return conn.Exec(sql); });
+  }
+  size_t MigrationCount() const override { return SqliteMigrations().size(); }
+  std::string Param(int n) const override { return "?" + std::to_string(n); }
+
+ private:
+  std::filesystem::path dir_;
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<SqliteMetadataStore> store_;
+  std::vector<std::unique_ptr<SqliteDatabase>> others_;
+};
+
+class PostgresBackend final : public Backend {
+ public:
+  PostgresBackend(std::unique_ptr<PostgresTestDatabase> database, std::unique_ptr<PostgresDatabase> db,
+                  const Clock& clock)
+      : database_(std::move(database)), db_(std::move(db)), store_(std::make_unique<PostgresMetadataStore>(*db_, clock)) {}
+  ~PostgresBackend() override {
+    others_.clear();
+    store_.reset();
+    db_.reset();
+  }
+  MetadataStore& store() override { return *store_; }
+  std::unique_ptr<MetadataStore> OpenAnother(const Clock& clock) override {
+    PostgresDatabase::Options options;
+    options.url = database_->url();
+    auto db = PostgresDatabase::Open(options);
+    if (!db.ok()) return nullptr;
+    others_.push_back(std::move(db).value());
+    return std::make_unique<PostgresMetadataStore>(*others_.back(), clock);
+  }
+  int64_t Count(const std::string& sql) override {
+    int64_t n = -1;
+    Status s = db_->Run([&](PgConnection& conn) -> Status {
+      IMGPIPE_ASSIGN_OR_RETURN(auto result, conn.Exec(sql));
+      if (result.Rows() > 0) n = std::stoll(std::string(result.Text(0, 0)));
+      return Ok();
+    });
+    EXPECT_TRUE(s.ok()) << sql << ": " << s.error().message;
+    return n;
+  }
+  Status Exec(const std::string& sql) override {
+    return db_->Run([&](PgConnection& conn) { return conn.ExecScript(sql); });
+  }
+  size_t MigrationCount() const override { return PostgresMigrations().size(); }
+  std::string Param(int n) const override { return "$" + std::to_string(n); }
+
+ private:
+  std::unique_ptr<PostgresTestDatabase> database_;
+  std::unique_ptr<PostgresDatabase> db_;
+  std::unique_ptr<PostgresMetadataStore> store_;
+  std::vector<std::unique_ptr<PostgresDatabase>> others_;
+};
+
+class MetadataStoreContractTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "sqlite") {
+      backend_ = std::make_unique<SqliteBackend>(clock_);
+    } else {
+      const PostgresTestEnv env = PostgresTestEnv::FromEnvironment();
+      if (env.url.empty()) {
+        if (env.required) FAIL() << "IMGPIPE_REQUIRE_POSTGRES=1 but " << PostgresTestEnv::kMissing;
+        GTEST_SKIP() << PostgresTestEnv::kMissing;
+      }
+      auto database = PostgresTestDatabase::Create(env.url);
+      ASSERT_TRUE(database.ok()) << "PostgreSQL at IMGPIPE_TEST_POSTGRES_URL: " << database.error().message;
+      PostgresDatabase::Options options;
+      options.url = (*database)->url();
+      auto db = PostgresDatabase::Open(options);
+      ASSERT_TRUE(db.ok()) << db.error().message;
+      backend_ = std::make_unique<PostgresBackend>(std::move(database).value(), std::move(db).value(), clock_);
+    }
+    store_ = &backend_->store();
+    Status migrated = store_->Migrate();
+    ASSERT_TRUE(migrated.ok()) << migrated.error().message;
+  }
+
+  bool IsPostgres() const { return GetParam() == "postgres"; }
+  std::string P(int n) const { return backend_->Param(n); }
+  int64_t Count(const std::string& sql) { return backend_->Count(sql); }
+
+  QueryResult MustQuery(const std::string& sql, std::vector<std::string> params = {}, size_t max_rows = 1000) {
+    auto r = store_->Query(sql, params, max_rows, 10s);
+    EXPECT_TRUE(r.ok()) << sql << ": " << r.error().message;
+    return r.ok() ? r.value() : QueryResult{};
+  }
+
+  ProcessingRun Run(const ImageId& id, std::string status, double total, TimePoint finished, int attempt = 1) {
+    ProcessingRun run;
+    run.image_id = id;
+    run.pipeline = "default";
+    run.attempt = attempt;
+    run.started_at = finished - 2s;
+    run.finished_at = finished;
+    run.status = std::move(status);
+    run.decode_seconds = total / 4;
+    run.encode_seconds = total / 2;
+    run.total_seconds = total;
+    return run;
+  }
+
+  FakeClock clock_{At("2026-01-10T12:00:00Z")};
+  std::unique_ptr<Backend> backend_;
+  MetadataStore* store_ = nullptr;
+};
+
+TEST_P(MetadataStoreContractTest, MigrateIsIdempotentAndKeepsData) {
+  const auto applied = static_cast<int64_t>(backend_->MigrationCount());
+  EXPECT_EQ(Count("SELECT count(*) FROM schema_migrations"), applied);
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  auto first = MustQuery("SELECT version, applied_at FROM schema_migrations ORDER BY version");
+  EXPECT_EQ(first.rows_json.size(), backend_->MigrationCount());
+  EXPECT_EQ(first.rows_json[0][1], "\"2026-01-10T12:00:00.000Z\"") << "applied_at is the store clock's time";
+
+  clock_.Advance(1h);
+  for (int i = 0; i < 2; ++i) {
+    Status s = store_->Migrate();
+    ASSERT_TRUE(s.ok()) << s.error().message;
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM schema_migrations"), applied);
+  EXPECT_EQ(MustQuery("SELECT version, applied_at FROM schema_migrations ORDER BY version").rows_json,
+            first.rows_json);
+  EXPECT_TRUE(store_->GetImage(image.id).ok());
+
+  // A second process migrating the same database finds nothing to do.
+  auto other = backend_->OpenAnother(clock_);
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(other->Migrate().ok());
+  EXPECT_EQ(Count("SELECT count(*) FROM schema_migrations"), applied);
+}
+
+TEST_P(MetadataStoreContractTest, MigrateRefusesADatabaseFromANewerVersion) {
+  ASSERT_TRUE(backend_->Exec("INSERT INTO schema_migrations VALUES (999, 'future', '2030-01-01T00:00:00.000Z')").ok());
+  Status s = store_->Migrate();
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::kUnavailable);
+  EXPECT_NE(s.error().message.find("999"), std::string::npos) << s.error().message;
+}
+
+TEST_P(MetadataStoreContractTest, InsertAndGetRoundTripEveryField) {
+  ImageRecord full = FullImage(At("2026-01-10T11:59:59.123Z"));
+  full.status = ImageStatus::kProcessed;
+  full.processed_at = At("2026-01-10T12:00:01.5Z");
+  full.expired_at = At("2026-01-17T12:00:02Z");
+  full.error = "earlier failure";
+  full.phash = 0xfedcba9876543210ULL;  // high bit set: must survive as unsigned
+  full.dominant_colour = "#a1b2c3";
+  ASSERT_TRUE(store_->InsertImage(full, std::nullopt).ok());
+
+  auto got = store_->GetImage(full.id);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  const ImageRecord& g = got.value();
+  EXPECT_EQ(g.id, full.id);
+  EXPECT_EQ(g.sha256, full.sha256);
+  EXPECT_EQ(g.source, full.source);
+  EXPECT_EQ(g.source_ref, full.source_ref);
+  EXPECT_EQ(g.uploader_key_id, full.uploader_key_id);
+  EXPECT_EQ(g.received_at, full.received_at);
+  EXPECT_EQ(g.bytes, full.bytes);
+  EXPECT_EQ(g.format, full.format);
+  EXPECT_EQ(g.content_type, full.content_type);
+  EXPECT_EQ(g.width, full.width);
+  EXPECT_EQ(g.height, full.height);
+  EXPECT_EQ(g.frames, full.frames);
+  EXPECT_EQ(g.has_alpha, full.has_alpha);
+  EXPECT_EQ(g.colour_space, full.colour_space);
+  EXPECT_EQ(g.has_icc, full.has_icc);
+  EXPECT_EQ(g.exif.make, full.exif.make);
+  EXPECT_EQ(g.exif.model, full.exif.model);
+  EXPECT_EQ(g.exif.taken_at, full.exif.taken_at);
+  EXPECT_EQ(g.exif.gps_lat, full.exif.gps_lat);
+  EXPECT_EQ(g.exif.gps_lon, full.exif.gps_lon);
+  EXPECT_EQ(g.exif.gps_alt, full.exif.gps_alt);
+  EXPECT_EQ(g.exif.orientation, full.exif.orientation);
+  EXPECT_EQ(g.exif.lens_model, full.exif.lens_model);
+  EXPECT_EQ(g.exif.software, full.exif.software);
+  // The same JSON value (a backend may normalise spacing and key order).
+  EXPECT_EQ(boost::json::parse(g.user_metadata_json), boost::json::parse(full.user_metadata_json))
+      << g.user_metadata_json;
+  EXPECT_EQ(g.pipeline, full.pipeline);
+  EXPECT_EQ(g.original_key, full.original_key);
+  EXPECT_EQ(g.status, full.status);
+  EXPECT_EQ(g.processed_at, full.processed_at);
+  EXPECT_EQ(g.expires_at, full.expires_at);
+  EXPECT_EQ(g.expired_at, full.expired_at);
+  EXPECT_EQ(g.error, full.error);
+  EXPECT_EQ(g.phash, full.phash);
+  EXPECT_EQ(g.dominant_colour, full.dominant_colour);
+
+  // Analysts read the public columns by name, with readable values.
+  auto row = MustQuery("SELECT id, status, format, width, height, bytes, exif_make, exif_model, exif_taken_at, "
+                       "gps_lat, gps_lon, orientation, received_at, phash FROM images WHERE id = " + P(1),
+                       {"\"" + full.id.value() + "\""});
+  ASSERT_EQ(row.rows_json.size(), 1u);
+  EXPECT_EQ(row.rows_json[0],
+            (std::vector<std::string>{"\"" + full.id.value() + "\"", "\"processed\"", "\"jpeg\"", "4032", "3024",
+                                      "123456", "\"Canon\"", "\"EOS R5\"", "\"2025-12-31T23:59:58+01:00\"",
+                                      "48.858222", "-2.2945", "6", "\"2026-01-10T11:59:59.123Z\"",
+                                      "\"fedcba9876543210\""}));
+
+  ImageRecord bare = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(bare, std::nullopt).ok());
+  auto b = store_->GetImage(bare.id);
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_FALSE(b->exif.make || b->exif.model || b->exif.taken_at || b->exif.gps_lat || b->exif.gps_lon ||
+               b->exif.gps_alt || b->exif.orientation || b->exif.lens_model || b->exif.software);
+  EXPECT_FALSE(b->processed_at || b->expired_at || b->error || b->phash || b->dominant_colour);
+  EXPECT_EQ(b->user_metadata_json, "{}");
+  EXPECT_EQ(b->status, ImageStatus::kQueued);
+
+  auto missing = store_->GetImage(NewImageId(clock_.Now()));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().kind, ErrorKind::kNotFound);
+}
+
+TEST_P(MetadataStoreContractTest, InsertWritesTheJobInTheSameTransaction) {
+  std::vector<ImageRecord> images;
+  for (int i = 0; i < 5; ++i) {
+    images.push_back(BareImage(clock_.Now() + std::chrono::seconds(i)));
+    images.back().pipeline = i % 2 ? "default" : "fast";
+    ASSERT_TRUE(store_->InsertImage(images.back(), std::nullopt).ok());
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 5);
+  EXPECT_EQ(Count("SELECT count(*) FROM images i JOIN jobs j ON j.image_id = i.id AND j.pipeline = i.pipeline "
+                  "AND j.attempts = 0 AND j.lease_owner IS NULL"),
+            5);
+
+  // A row the database refuses (user metadata must be JSON) leaves neither image nor job behind.
+  ImageRecord bad = BareImage(clock_.Now());
+  bad.user_metadata_json = "{not json";
+  Status s = store_->InsertImage(bad, std::nullopt);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_EQ(store_->GetImage(bad.id).error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 5);
+  // The id is free again: nothing of the failed insert remains.
+  bad.user_metadata_json = "{}";
+  EXPECT_TRUE(store_->InsertImage(bad, std::nullopt).ok());
+}
+
+TEST_P(MetadataStoreContractTest, DuplicateIdIsAConflictAndChangesNothing) {
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+
+  ImageRecord again = image;
+  again.sha256 = std::string(64, 'c');
+  IdempotencyRecord idem{"k_1", "retry-1", "hash", 201, R"({"id":"x"})", again.id, clock_.Now()};
+  Status s = store_->InsertImage(again, idem);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::kConflict);
+  EXPECT_NE(s.error().message.find(image.id.value()), std::string::npos);
+
+  // The same id on another day is the same image, too.
+  ImageRecord later = image;
+  later.received_at = image.received_at + 48h;
+  EXPECT_EQ(store_->InsertImage(later, std::nullopt).error().kind, ErrorKind::kConflict);
+
+  EXPECT_EQ(store_->GetImage(image.id)->sha256, image.sha256);
+  EXPECT_EQ(store_->GetImage(image.id)->received_at, image.received_at);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
+  EXPECT_EQ(Count("SELECT count(*) FROM images"), 1);
+  auto found = store_->FindIdempotency("k_1", "retry-1");
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+}
+
+TEST_P(MetadataStoreContractTest, IdempotencyKeyIsStoredWithTheImageAndConflictsOnReuse) {
+  ImageRecord first = BareImage(clock_.Now());
+  IdempotencyRecord idem{"k_1", "key-1", "body-hash-1", 201, R"({"id":"first"})", first.id,
+                         At("2026-01-10T12:00:00.250Z")};
+  ASSERT_TRUE(store_->InsertImage(first, idem).ok());
+
+  auto found = store_->FindIdempotency("k_1", "key-1");
+  ASSERT_TRUE(found.ok()) << found.error().message;
+  ASSERT_TRUE(found->has_value());
+  const IdempotencyRecord& r = **found;
+  EXPECT_EQ(r.api_key_id, "k_1");
+  EXPECT_EQ(r.key, "key-1");
+  EXPECT_EQ(r.request_hash, "body-hash-1");
+  EXPECT_EQ(r.status_code, 201);
+  EXPECT_EQ(r.response_json, R"({"id":"first"})");
+  EXPECT_EQ(r.image_id, first.id);
+  EXPECT_EQ(r.created_at, idem.created_at);
+
+  // The same key by the same API key for another image: conflict, and the second image is not stored at all.
+  ImageRecord second = BareImage(clock_.Now() + 1s);
+  IdempotencyRecord reuse = idem;
+  reuse.image_id = second.id;
+  Status s = store_->InsertImage(second, reuse);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::kConflict);
+  EXPECT_EQ(store_->GetImage(second.id).error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
+
+  // Keys are per API key.
+  reuse.api_key_id = "k_2";
+  EXPECT_TRUE(store_->InsertImage(second, reuse).ok());
+  EXPECT_EQ(store_->FindIdempotency("k_2", "key-1")->value().image_id, second.id);
+}
+
+TEST_P(MetadataStoreContractTest, InsertImageIfAbsentInsertsOnce) {
+  ImageRecord image = BareImage(clock_.Now(), "stream-a");
+  auto first = store_->InsertImageIfAbsent(image);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_TRUE(first.value());
+
+  ImageRecord redelivered = image;
+  redelivered.bytes = 999;
+  auto second = store_->InsertImageIfAbsent(redelivered);
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_FALSE(second.value());
+  EXPECT_EQ(store_->GetImage(image.id)->bytes, image.bytes);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
+}
+
+TEST_P(MetadataStoreContractTest, ConcurrentRedeliveriesInsertEachImageOnce) {
+  // Eight consumers receive the same 20 records (as after a rebalance): each image and job is stored once.
+  std::vector<ImageRecord> images;
+  for (int i = 0; i < 20; ++i) images.push_back(BareImage(clock_.Now() + std::chrono::seconds(i), "stream-a"));
+  std::mutex mu;
+  int inserted = 0;
+  std::vector<std::string> errors;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (const ImageRecord& image : images) {
+        auto r = store_->InsertImageIfAbsent(image);
+        std::lock_guard lock(mu);
+        if (!r.ok()) {
+          errors.push_back(r.error().message);
+        } else if (r.value()) {
+          ++inserted;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_EQ(inserted, 20);
+  EXPECT_EQ(Count("SELECT count(*) FROM images"), 20);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 20);
+}
+
+TEST_P(MetadataStoreContractTest, ListImagesPaginatesWithFiltersWithoutGapsOrDuplicates) {
+  const TimePoint base = At("2026-01-01T00:00:00Z");
+  std::vector<ImageRecord> all;  // oldest first
+  for (int i = 0; i < 120; ++i) {
+    // Spread over three UTC days, so listings cross day boundaries (partitions, where a backend has them).
+    ImageRecord image = BareImage(base + std::chrono::minutes(i * 30), i % 2 ? "stream-a" : "upload");
+    if (i % 3 == 0) image.status = ImageStatus::kProcessed;
+    ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+    all.push_back(image);
+  }
+
+  auto walk = [&](ImageFilter filter) {
+    std::vector<std::string> ids;
+    for (int pages = 0; pages < 100; ++pages) {
+      auto page = store_->ListImages(filter);
+      EXPECT_TRUE(page.ok()) << page.error().message;
+      if (!page.ok()) break;
+      EXPECT_LE(page->items.size(), filter.limit);
+      for (const auto& image : page->items) ids.push_back(image.id.value());
+      if (page->next_cursor.empty()) break;
+      EXPECT_EQ(page->next_cursor, page->items.back().id.value());
+      filter.after_id = page->next_cursor;
+    }
+    return ids;
+  };
+  auto expected = [&](auto keep, bool newest_first) {
+    std::vector<std::string> ids;
+    for (const auto& image : all) {
+      if (keep(image)) ids.push_back(image.id.value());
+    }
+    if (newest_first) std::reverse(ids.begin(), ids.end());
+    return ids;
+  };
+
+  ImageFilter newest;
+  newest.limit = 25;
+  EXPECT_EQ(walk(newest), expected([](const ImageRecord&) { return true; }, true));
+
+  ImageFilter oldest;
+  oldest.limit = 7;
+  oldest.newest_first = false;
+  EXPECT_EQ(walk(oldest), expected([](const ImageRecord&) { return true; }, false));
+
+  // Exactly one full page: no cursor, since there is nothing more.
+  ImageFilter exact;
+  exact.limit = 120;
+  auto one = store_->ListImages(exact);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->items.size(), 120u);
+  EXPECT_TRUE(one->next_cursor.empty());
+
+  ImageFilter filtered;
+  filtered.limit = 10;
+  filtered.source = "stream-a";
+  filtered.received_from = base + 10h;
+  filtered.received_to = base + 40h;
+  auto in_range = [&](const ImageRecord& image) {
+    return image.source == "stream-a" && image.received_at >= base + 10h && image.received_at < base + 40h;
+  };
+  auto got = walk(filtered);
+  EXPECT_EQ(got.size(), 30u);
+  EXPECT_EQ(got, expected(in_range, true));
+
+  ImageFilter processed;
+  processed.limit = 9;
+  processed.status = ImageStatus::kProcessed;
+  processed.newest_first = false;
+  auto processed_ids = walk(processed);
+  EXPECT_EQ(processed_ids.size(), 40u);
+  EXPECT_EQ(processed_ids, expected([](const ImageRecord& i) { return i.status == ImageStatus::kProcessed; }, false));
+  EXPECT_EQ(std::set<std::string>(processed_ids.begin(), processed_ids.end()).size(), processed_ids.size());
+}
+
+TEST_P(MetadataStoreContractTest, RecordProcessedTwiceKeepsOneRowPerRendition) {
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+  EXPECT_EQ(store_->GetImage(image.id)->status, ImageStatus::kProcessing);
+
+  auto renditions = [&](std::string suffix, uint64_t bytes) {
+    std::vector<RenditionRecord> out;
+    for (std::string name : {"thumb-256", "thumb-1024"}) {
+      RenditionRecord r;
+      r.image_id = image.id;
+      r.name = name;
+      r.key = "renditions/" + image.id.value() + "/" + name + suffix;
+      r.format = "webp";
+      r.content_type = "image/webp";
+      r.width = name == "thumb-256" ? 256 : 1024;
+      r.height = r.width / 2;
+      r.bytes = bytes;
+      r.created_at = clock_.Now();
+      out.push_back(r);
+    }
+    return out;
+  };
+  const TimePoint finished1 = clock_.Now() + 3s;
+  ASSERT_TRUE(store_->RecordProcessed(image.id, 0x8000000000000001ULL, "#102030", renditions(".a", 100),
+                                      Run(image.id, "processed", 1.5, finished1))
+                  .ok());
+  clock_.Advance(1min);
+  const TimePoint finished2 = clock_.Now() + 3s;
+  Status s = store_->RecordProcessed(image.id, 42, "#405060", renditions(".b", 200),
+                                     Run(image.id, "processed", 2.5, finished2, 2));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+
+  auto listed = store_->ListRenditions(image.id);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 2u);
+  for (const auto& r : *listed) {
+    EXPECT_EQ(r.bytes, 200u);
+    EXPECT_EQ(r.key.substr(r.key.size() - 2), ".b");
+    EXPECT_EQ(r.image_id, image.id);
+    EXPECT_EQ(r.created_at, clock_.Now());
+  }
+  EXPECT_EQ((*listed)[0].name, "thumb-1024");  // by name
+  EXPECT_EQ((*listed)[0].width, 1024);
+  EXPECT_EQ(Count("SELECT count(*) FROM renditions"), 2);
+
+  auto got = store_->GetImage(image.id);
+  EXPECT_EQ(got->status, ImageStatus::kProcessed);
+  EXPECT_EQ(got->processed_at, finished2);
+  EXPECT_EQ(got->phash, 42u);
+  EXPECT_EQ(got->dominant_colour, "#405060");
+  EXPECT_FALSE(got->error);
+
+  auto runs = store_->ListRuns(image.id);
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ((*runs)[1].attempt, 2);
+  EXPECT_EQ((*runs)[1].finished_at, finished2);
+  EXPECT_EQ((*runs)[1].started_at, finished2 - 2s);
+  EXPECT_EQ((*runs)[1].status, "processed");
+  EXPECT_EQ((*runs)[1].total_seconds, 2.5);
+  EXPECT_EQ((*runs)[1].decode_seconds, 2.5 / 4);
+  EXPECT_EQ((*runs)[1].encode_seconds, 2.5 / 2);
+
+  // A processed image is not moved back by a late MarkProcessing (a redelivered job).
+  ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+  EXPECT_EQ(store_->GetImage(image.id)->status, ImageStatus::kProcessed);
+  EXPECT_EQ(store_->MarkProcessing(NewImageId(clock_.Now())).error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(store_->RecordProcessed(NewImageId(clock_.Now()), 1, "#000000", {}, Run(image.id, "processed", 1, finished2))
+                .error()
+                .kind,
+            ErrorKind::kNotFound);
+}
+
+TEST_P(MetadataStoreContractTest, RecordFailureAppendsRunsAndFailsOnlyWhenFinal) {
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+
+  ProcessingRun retry = Run(image.id, "retrying", 0.5, clock_.Now());
+  retry.error = "timeout reading original";
+  ASSERT_TRUE(store_->RecordFailure(image.id, retry, false).ok());
+  EXPECT_EQ(store_->GetImage(image.id)->status, ImageStatus::kProcessing);
+
+  ProcessingRun last = Run(image.id, "failed", 0.7, clock_.Now() + 5s, 2);
+  last.error = "VipsJpeg: premature end of JPEG file";
+  ASSERT_TRUE(store_->RecordFailure(image.id, last, true).ok());
+  auto got = store_->GetImage(image.id);
+  EXPECT_EQ(got->status, ImageStatus::kFailed);
+  EXPECT_EQ(got->error, last.error);
+  auto runs = store_->ListRuns(image.id);
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ((*runs)[0].error, retry.error);
+  EXPECT_EQ((*runs)[1].status, "failed");
+  EXPECT_EQ(store_->RecordFailure(NewImageId(clock_.Now()), last, true).error().kind, ErrorKind::kNotFound);
+}
+
+TEST_P(MetadataStoreContractTest, ExpiredRowsStayAndAreNeverResurrected) {
+  const TimePoint base = At("2026-01-01T00:00:00Z");
+  std::vector<ImageRecord> images;
+  for (int i = 0; i < 5; ++i) {
+    ImageRecord image = BareImage(base + std::chrono::hours(i));
+    image.expires_at = base + std::chrono::hours(10 - i);  // the newest expires first
+    ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+    images.push_back(image);
+  }
+  RenditionRecord thumb{images[4].id, "thumb-256", "r/key", "jpeg", "image/jpeg", 256, 200, 5000, base};
+  ASSERT_TRUE(store_->RecordProcessed(images[4].id, 1, "#000000", {thumb}, Run(images[4].id, "processed", 1, base))
+                  .ok());
+
+  // At base+8h, images 2, 3, 4 have expired (expires_at 8h, 7h, 6h); oldest expiry first.
+  auto expired = store_->FindExpired(base + 8h, 10);
+  ASSERT_TRUE(expired.ok()) << expired.error().message;
+  ASSERT_EQ(expired->size(), 3u);
+  EXPECT_EQ((*expired)[0].id, images[4].id);
+  EXPECT_EQ((*expired)[1].id, images[3].id);
+  EXPECT_EQ((*expired)[2].id, images[2].id);
+  EXPECT_EQ(store_->FindExpired(base + 8h, 2)->size(), 2u);
+
+  const TimePoint swept = base + 8h + 1s;
+  ASSERT_TRUE(store_->MarkExpired(images[4].id, swept).ok());
+  ASSERT_TRUE(store_->MarkExpired(images[3].id, swept).ok());
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 3);  // nothing left to process for expired images
+  auto rest = store_->FindExpired(base + 8h, 10);
+  ASSERT_EQ(rest->size(), 1u);
+  EXPECT_EQ((*rest)[0].id, images[2].id);
+
+  // The row and its renditions stay: metadata outlives blobs.
+  auto got = store_->GetImage(images[4].id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, ImageStatus::kExpired);
+  EXPECT_EQ(got->expired_at, swept);
+  EXPECT_EQ(store_->ListRenditions(images[4].id)->size(), 1u);
+
+  // Late workers cannot bring it back.
+  ASSERT_TRUE(store_->MarkProcessing(images[3].id).ok());
+  EXPECT_EQ(store_->GetImage(images[3].id)->status, ImageStatus::kExpired);
+  Status late = store_->RecordProcessed(images[3].id, 7, "#ffffff", {}, Run(images[3].id, "processed", 1, swept));
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().kind, ErrorKind::kConflict);
+  EXPECT_EQ(store_->GetImage(images[3].id)->status, ImageStatus::kExpired);
+  EXPECT_FALSE(store_->GetImage(images[3].id)->phash);
+  ProcessingRun failed = Run(images[3].id, "failed", 1, swept);
+  failed.error = "original gone";
+  ASSERT_TRUE(store_->RecordFailure(images[3].id, failed, true).ok());
+  EXPECT_EQ(store_->GetImage(images[3].id)->status, ImageStatus::kExpired);
+
+  // Expiring twice keeps the first time; deleting an expired image keeps when its blobs went.
+  ASSERT_TRUE(store_->MarkExpired(images[4].id, swept + 1h).ok());
+  EXPECT_EQ(store_->GetImage(images[4].id)->expired_at, swept);
+  ASSERT_TRUE(store_->MarkDeleted(images[4].id, swept + 2h).ok());
+  EXPECT_EQ(store_->GetImage(images[4].id)->status, ImageStatus::kDeleted);
+  EXPECT_EQ(store_->GetImage(images[4].id)->expired_at, swept);
+  ASSERT_TRUE(store_->MarkExpired(images[4].id, swept + 3h).ok());
+  EXPECT_EQ(store_->GetImage(images[4].id)->status, ImageStatus::kDeleted);
+
+  ASSERT_TRUE(store_->MarkDeleted(images[0].id, base + 1h).ok());
+  EXPECT_EQ(store_->GetImage(images[0].id)->status, ImageStatus::kDeleted);
+  EXPECT_EQ(store_->GetImage(images[0].id)->expired_at, base + 1h);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 2);
+  EXPECT_EQ(store_->MarkExpired(NewImageId(base), base).error().kind, ErrorKind::kNotFound);
+}
+
+TEST_P(MetadataStoreContractTest, ApiKeysCreateFindListRevokeCount) {
+  EXPECT_EQ(store_->CountApiKeys().value(), 0);
+  ApiKeyRecord admin{"k_admin", "hash-admin", Role::kAdmin, "bootstrap", At("2026-01-01T00:00:00Z"), std::nullopt};
+  ApiKeyRecord analyst{"k_analyst", "hash-analyst", Role::kAnalyst, "bi", At("2026-01-02T00:00:00Z"), std::nullopt};
+  ASSERT_TRUE(store_->CreateApiKey(admin).ok());
+  ASSERT_TRUE(store_->CreateApiKey(analyst).ok());
+
+  ApiKeyRecord same_hash = analyst;
+  same_hash.id = "k_other";
+  EXPECT_EQ(store_->CreateApiKey(same_hash).error().kind, ErrorKind::kConflict);
+  ApiKeyRecord same_id = analyst;
+  same_id.secret_hash = "hash-other";
+  EXPECT_EQ(store_->CreateApiKey(same_id).error().kind, ErrorKind::kConflict);
+
+  auto found = store_->FindApiKeyByHash("hash-analyst");
+  ASSERT_TRUE(found.ok()) << found.error().message;
+  EXPECT_EQ(found->id, "k_analyst");
+  EXPECT_EQ(found->role, Role::kAnalyst);
+  EXPECT_EQ(found->name, "bi");
+  EXPECT_EQ(found->created_at, analyst.created_at);
+  EXPECT_FALSE(found->revoked_at);
+  EXPECT_EQ(store_->FindApiKeyByHash("nope").error().kind, ErrorKind::kNotFound);
+
+  const TimePoint revoked = At("2026-01-03T00:00:00Z");
+  ASSERT_TRUE(store_->RevokeApiKey("k_analyst", revoked).ok());
+  ASSERT_TRUE(store_->RevokeApiKey("k_analyst", revoked + 1h).ok());
+  EXPECT_EQ(store_->FindApiKeyByHash("hash-analyst")->revoked_at, revoked);  // revoked keys are still found
+  EXPECT_EQ(store_->RevokeApiKey("k_missing", revoked).error().kind, ErrorKind::kNotFound);
+
+  auto listed = store_->ListApiKeys();
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].id, "k_admin");
+  EXPECT_EQ((*listed)[1].revoked_at, revoked);
+  EXPECT_EQ(store_->CountApiKeys().value(), 2);
+}
+
+TEST_P(MetadataStoreContractTest, QueryReturnsJsonCellsAndBindsParameters) {
+  auto r = MustQuery("SELECT " + P(1) + " AS i, " + P(2) + " AS s, " + P(3) + " AS n, " + P(4) +
+                         " AS d, 'say \"hi\"\n' AS q",
+                     {"42", "\"héllo\"", "null", "2.5"});
+  EXPECT_EQ(r.columns, (std::vector<std::string>{"i", "s", "n", "d", "q"}));
+  ASSERT_EQ(r.rows_json.size(), 1u);
+  EXPECT_EQ(r.rows_json[0], (std::vector<std::string>{"42", "\"héllo\"", "null", "2.5", "\"say \\\"hi\\\"\\n\""}));
+  EXPECT_FALSE(r.truncated);
+
+  // A string parameter compares with a time column, and an integer with an integer column.
+  ImageRecord image = BareImage(At("2026-01-10T11:00:00Z"));
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  auto filtered = MustQuery("SELECT count(*) AS n FROM images WHERE received_at >= " + P(1) + " AND width = " + P(2),
+                            {"\"2026-01-10T10:00:00.000Z\"", "10"});
+  EXPECT_EQ(filtered.rows_json, (std::vector<std::vector<std::string>>{{"1"}}));
+
+  auto wrong_count = store_->Query("SELECT " + P(1) + ", " + P(2), {"1"}, 10, 10s);
+  ASSERT_FALSE(wrong_count.ok());
+  EXPECT_EQ(wrong_count.error().kind, ErrorKind::kInvalidArgument);
+  auto not_scalar = store_->Query("SELECT " + P(1), {"[1,2]"}, 10, 10s);
+  ASSERT_FALSE(not_scalar.ok());
+  EXPECT_EQ(not_scalar.error().kind, ErrorKind::kInvalidArgument);
+  auto bad_json = store_->Query("SELECT " + P(1), {"{"}, 10, 10s);
+  EXPECT_EQ(bad_json.error().kind, ErrorKind::kInvalidArgument);
+  auto too_big = store_->Query("SELECT " + P(1), {"18446744073709551615"}, 10, 10s);
+  EXPECT_EQ(too_big.error().kind, ErrorKind::kInvalidArgument);
+
+  auto unknown = store_->Query("SELECT * FROM imagez", {}, 10, 10s);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_NE(unknown.error().message.find("imagez"), std::string::npos) << unknown.error().message;
+
+  auto empty = store_->Query("  -- nothing\n", {}, 10, 10s);
+  EXPECT_EQ(empty.error().kind, ErrorKind::kInvalidArgument);
+  auto two = store_->Query("SELECT 1; DELETE FROM images", {}, 10, 10s);
+  ASSERT_FALSE(two.ok());
+  EXPECT_EQ(two.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_EQ(Count("SELECT count(*) FROM images"), 1);
+}
+
+TEST_P(MetadataStoreContractTest, QueryIsReadOnlyWhateverTheSql) {
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  ASSERT_TRUE(store_->CreateApiKey({"k_1", "secret-hash", Role::kAdmin, "", clock_.Now(), std::nullopt}).ok());
+  std::vector<std::string> writes = {
+      "INSERT INTO images (id) VALUES ('x')",
+      "UPDATE images SET status = 'deleted'",
+      "DELETE FROM images",
+      "DELETE FROM api_keys",
+      "UPDATE api_keys SET role = 'admin'",
+      "DROP TABLE images",
+      "DROP VIEW format_mix",
+      "CREATE TABLE t (x integer)",
+      "CREATE TEMP TABLE t (x integer)",
+      "CREATE VIEW v AS SELECT 1 AS x",
+      "CREATE INDEX evil ON images (sha256)",
+      "ALTER TABLE images ADD COLUMN evil integer",
+      "WITH x AS (SELECT 1) DELETE FROM jobs",
+      "INSERT INTO jobs (image_id, pipeline, not_before, enqueued_at) SELECT id, 'x', 'c', 'd' FROM images",
+  };
+  const std::vector<std::string> postgres_only = {
+      "COPY images FROM STDIN",
+      "COPY images TO '/tmp/imgpipe-evil'",
+      "COPY (SELECT 1) TO PROGRAM 'true'",
+      "SELECT pg_terminate_backend(pg_backend_pid())",
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+      "SELECT set_config('role', session_user, true)",
+      "SELECT set_config('default_transaction_read_only', 'off', false)",
+      "UPDATE pg_settings SET setting = 'off' WHERE name = 'default_transaction_read_only'",
+      "SELECT nextval('processing_runs_id_seq')",
+      "SELECT setval('jobs_id_seq', 1)",
+      "SELECT * FROM images FOR UPDATE",
+      "LOCK TABLE images IN ACCESS EXCLUSIVE MODE",
+      "SELECT lo_import('/etc/hostname')",
+      "SELECT pg_read_file('/etc/hostname')",
+      "TRUNCATE jobs",
+      "VACUUM images",
+      "GRANT SELECT ON api_keys TO PUBLIC",
+      "SET ROLE NONE",
+      "SELECT pg_reload_conf()",
+  };
+  const std::vector<std::string> sqlite_only = {
+      "ATTACH DATABASE 'other.db' AS other",
+      "PRAGMA journal_mode = DELETE",
+      "PRAGMA user_version = 7",
+      "BEGIN",
+      "VACUUM",
+      "REPLACE INTO jobs (image_id, pipeline, not_before, enqueued_at) VALUES ('a', 'b', 'c', 'd')",
+      "SELECT load_extension('/tmp/evil')",
+  };
+  const auto& extra = IsPostgres() ? postgres_only : sqlite_only;
+  writes.insert(writes.end(), extra.begin(), extra.end());
+  for (const auto& sql : writes) {
+    auto r = store_->Query(sql, {}, 10, 10s);
+    ASSERT_FALSE(r.ok()) << sql;
+    EXPECT_EQ(r.error().kind, ErrorKind::kInvalidArgument) << sql << ": " << r.error().message;
+    EXPECT_FALSE(r.error().message.empty()) << sql;
+  }
+  EXPECT_EQ(Count("SELECT count(*) FROM images"), 1);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
+  EXPECT_EQ(Count("SELECT count(*) FROM api_keys"), 1);
+  EXPECT_EQ(store_->GetImage(image.id)->status, ImageStatus::kQueued);
+  EXPECT_EQ(MustQuery("SELECT count(*) FROM format_mix").rows_json[0][0], "1");
+  // Queries still run afterwards, on the same (reset) connections.
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(MustQuery("SELECT count(*) FROM images").rows_json[0][0], "1");
+}
+
+TEST_P(MetadataStoreContractTest, QueryCannotReadKeysOrStoredResponses) {
+  ASSERT_TRUE(store_->CreateApiKey({"k_1", "secret-hash", Role::kAdmin, "", clock_.Now(), std::nullopt}).ok());
+  ImageRecord image = BareImage(clock_.Now());
+  IdempotencyRecord idem{"k_1", "key-1", "body-hash", 201, R"({"secret":"response"})", image.id, clock_.Now()};
+  ASSERT_TRUE(store_->InsertImage(image, idem).ok());
+  const std::vector<std::pair<std::string, std::string>> reads = {
+      {"SELECT secret_hash FROM api_keys", "api_keys"},
+      {"SELECT count(*) FROM api_keys", "api_keys"},
+      {"SELECT * FROM API_KEYS", "api_keys"},
+      {"WITH k AS (SELECT * FROM api_keys) SELECT * FROM k", "api_keys"},
+      {"SELECT id FROM images WHERE id IN (SELECT id FROM api_keys)", "api_keys"},
+      {"SELECT response_json FROM idempotency", "idempotency"},
+      {"SELECT count(*) FROM idempotency", "idempotency"},
+  };
+  for (const auto& [sql, table] : reads) {
+    auto r = store_->Query(sql, {}, 10, 10s);
+    ASSERT_FALSE(r.ok()) << sql;
+    EXPECT_EQ(r.error().kind, ErrorKind::kInvalidArgument) << sql;
+    EXPECT_NE(r.error().message.find(table), std::string::npos) << sql << ": " << r.error().message;
+    EXPECT_EQ(r.error().message.find("secret-hash"), std::string::npos);
+  }
+  // Everything else an analyst needs stays readable.
+  for (std::string table : {"images", "renditions", "processing_runs", "jobs", "schema_migrations", "daily_ingest",
+                            "format_mix", "processing_latency"}) {
+    auto r = store_->Query("SELECT count(*) FROM " + table, {}, 10, 10s);
+    EXPECT_TRUE(r.ok()) << table << ": " << r.error().message;
+  }
+}
+
+TEST_P(MetadataStoreContractTest, QueryStopsAtTheTimeout) {
+  auto r = store_->Query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", {},
+                         10, 100ms);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kUnavailable);
+  EXPECT_NE(r.error().message.find("timeout of 100 ms"), std::string::npos) << r.error().message;
+  // The connection is usable again afterwards.
+  EXPECT_EQ(MustQuery("SELECT 1").rows_json.size(), 1u);
+}
+
+TEST_P(MetadataStoreContractTest, QueryCapsRows) {
+  const std::string sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50) SELECT x FROM c";
+  auto capped = store_->Query(sql, {}, 10, 10s);
+  ASSERT_TRUE(capped.ok()) << capped.error().message;
+  EXPECT_EQ(capped->rows_json.size(), 10u);
+  EXPECT_TRUE(capped->truncated);
+  EXPECT_EQ(capped->rows_json[9][0], "10");
+  auto all = store_->Query(sql, {}, 50, 10s);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->rows_json.size(), 50u);
+  EXPECT_FALSE(all->truncated);
+  // A query that would return rows for much longer than the timeout stops at the cap, well within it.
+  auto endless = store_->Query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c", {},
+                               5, 10s);
+  ASSERT_TRUE(endless.ok()) << endless.error().message;
+  EXPECT_EQ(endless->rows_json.size(), 5u);
+  EXPECT_TRUE(endless->truncated);
+  EXPECT_EQ(MustQuery("SELECT 1").rows_json.size(), 1u);
+}
+
+TEST_P(MetadataStoreContractTest, AnalysisViews) {
+  const TimePoint day1 = At("2026-01-01T10:00:00Z");
+  const TimePoint day2 = At("2026-01-02T10:00:00Z");
+  std::vector<ImageRecord> images;
+  auto add = [&](TimePoint at, std::string source, std::string format, uint64_t bytes) {
+    ImageRecord image = BareImage(at, std::move(source));
+    image.format = std::move(format);
+    image.bytes = bytes;
+    ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+    images.push_back(image);
+  };
+  add(day1, "upload", "jpeg", 100);
+  add(day1 + 1s, "upload", "png", 200);
+  add(day1 + 2s, "stream-a", "jpeg", 400);
+  add(day2, "upload", "jpeg", 800);
+
+  auto ingest = MustQuery("SELECT day, source, images, bytes FROM daily_ingest ORDER BY day, source");
+  EXPECT_EQ(ingest.rows_json, (std::vector<std::vector<std::string>>{
+                                  {"\"2026-01-01\"", "\"stream-a\"", "1", "400"},
+                                  {"\"2026-01-01\"", "\"upload\"", "2", "300"},
+                                  {"\"2026-01-02\"", "\"upload\"", "1", "800"},
+                              }));
+  auto mix = MustQuery("SELECT format, images, bytes FROM format_mix ORDER BY format");
+  EXPECT_EQ(mix.rows_json, (std::vector<std::vector<std::string>>{{"\"jpeg\"", "3", "1300"},
+                                                                  {"\"png\"", "1", "200"}}));
+
+  // 20 successful runs of 1..20 s on day 1 (in shuffled order), one failed run that must not count.
+  for (int i = 0; i < 20; ++i) {
+    int seconds = (i * 7) % 20 + 1;
+    ProcessingRun run = Run(images[0].id, "processed", seconds, day1 + std::chrono::minutes(i));
+    ASSERT_TRUE(store_->RecordFailure(images[0].id, run, false).ok());  // appends the run as given
+  }
+  ProcessingRun slow_failure = Run(images[0].id, "failed", 1000, day1);
+  ASSERT_TRUE(store_->RecordFailure(images[0].id, slow_failure, false).ok());
+  ASSERT_TRUE(store_->RecordFailure(images[3].id, Run(images[3].id, "processed", 3, day2), false).ok());
+
+  auto latency = MustQuery("SELECT day, pipeline, runs, avg_seconds, p50_seconds, p95_seconds, max_seconds "
+                           "FROM processing_latency ORDER BY day");
+  ASSERT_EQ(latency.rows_json.size(), 2u);
+  auto number = [](const std::string& cell) { return std::stod(cell); };
+  const auto& d1 = latency.rows_json[0];
+  EXPECT_EQ(std::vector<std::string>(d1.begin(), d1.begin() + 3),
+            (std::vector<std::string>{"\"2026-01-01\"", "\"default\"", "20"}));
+  EXPECT_DOUBLE_EQ(number(d1[3]), 10.5);
+  // SQLite has no percentile function and picks the nearest rank; PostgreSQL interpolates (percentile_cont).
+  EXPECT_NEAR(number(d1[4]), IsPostgres() ? 10.5 : 10, 1e-9);
+  EXPECT_NEAR(number(d1[5]), IsPostgres() ? 19.05 : 19, 1e-9);
+  EXPECT_DOUBLE_EQ(number(d1[6]), 20);
+  EXPECT_EQ(latency.rows_json[1], (std::vector<std::string>{"\"2026-01-02\"", "\"default\"", "1", "3", "3", "3", "3"}));
+}
+
+TEST_P(MetadataStoreContractTest, ASecondStoreOnTheSameDatabaseSeesCommitsAndCanWrite) {
+  auto other = backend_->OpenAnother(clock_);  // as `imgpipe keys create` would, while serve runs
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(other->Migrate().ok());
+
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  EXPECT_EQ(other->GetImage(image.id)->sha256, image.sha256);
+
+  ASSERT_TRUE(other->CreateApiKey({"k_cli", "cli-hash", Role::kUploader, "cli", clock_.Now(), std::nullopt}).ok());
+  auto key = store_->FindApiKeyByHash("cli-hash");
+  ASSERT_TRUE(key.ok()) << key.error().message;
+  EXPECT_EQ(key->role, Role::kUploader);
+  EXPECT_EQ(store_->CountApiKeys().value(), 1);
+  EXPECT_TRUE(other->Ping().ok());
+  EXPECT_TRUE(store_->Ping().ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, MetadataStoreContractTest, ::testing::Values("sqlite", "postgres"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+}  // namespace
+}  // namespace imgpipe

@@ -1,0 +1,310 @@
+#include "warehouse/postgres/postgres_migrations.hpp"
+
+#include <string>
+
+namespace imgpipe {
+
+namespace {
+
+// Key of the transaction-level advisory lock every migration holds ("imgpipe" in ASCII, then 01).
+constexpr int64_t kMigrationLock = 0x696d677069706501;
+
+// The same tables, columns and views as SQLite's migration 1, in PostgreSQL's types: times are timestamptz,
+// booleans boolean, user metadata jsonb. Column names of `images` listed in docs/WAREHOUSE.md as public are an
+// interface for analysts' queries and dashboards: never rename them, add new columns instead.
+constexpr std::string_view kMigration1 = R"sql(
+-- Every image id with its row's partition key. `images` is partitioned by UTC day of received_at, and PostgreSQL
+-- enforces uniqueness on a partitioned table only for keys that contain the partition key: this table keeps ids
+-- unique across days, lets a lookup by id find the one partition to read, and is what the other tables reference.
+-- Ids have the "C" collation wherever they appear: byte order (as in SQLite), whatever the database's default.
+CREATE TABLE image_ids (
+  id          text COLLATE "C" PRIMARY KEY,
+  received_at timestamptz NOT NULL
+);
+
+CREATE TABLE images (
+  id              text COLLATE "C" NOT NULL REFERENCES image_ids (id),
+  sha256          text NOT NULL,
+  source          text NOT NULL,
+  source_ref      text NOT NULL DEFAULT '',
+  uploader_key_id text NOT NULL DEFAULT '',
+  received_at     timestamptz NOT NULL,
+  bytes           bigint NOT NULL,
+  format          text NOT NULL,
+  content_type    text NOT NULL,
+  width           integer NOT NULL,
+  height          integer NOT NULL,
+  frames          integer NOT NULL DEFAULT 1,
+  has_alpha       boolean NOT NULL DEFAULT false,
+  colour_space    text NOT NULL DEFAULT '',
+  has_icc         boolean NOT NULL DEFAULT false,
+  orientation     integer,
+  exif_make       text,
+  exif_model      text,
+  exif_taken_at   text,
+  gps_lat         double precision,
+  gps_lon         double precision,
+  gps_alt         double precision,
+  lens_model      text,
+  software        text,
+  user_metadata   jsonb NOT NULL DEFAULT '{}',
+  pipeline        text NOT NULL,
+  original_key    text NOT NULL,
+  status          text NOT NULL DEFAULT 'queued'
+                  CHECK (status IN ('queued', 'processing', 'processed', 'failed', 'expired', 'deleted')),
+  processed_at    timestamptz,
+  expires_at      timestamptz NOT NULL,
+  expired_at      timestamptz,
+  error           text,
+  phash           text CHECK (phash IS NULL OR length(phash) = 16),
+  dominant_colour text,
+  PRIMARY KEY (id, received_at)
+) PARTITION BY RANGE (received_at);
+-- Day partitions (images_pYYYYMMDD) are created by the store ahead of the rows that need them. A row whose day has
+-- no partition (creating it failed) lands here.
+CREATE TABLE images_default PARTITION OF images DEFAULT;
+-- Dashboards ask for time ranges, alone or by source, status or format.
+CREATE INDEX images_by_received_at ON images (received_at, id);
+CREATE INDEX images_by_source ON images (source, received_at);
+CREATE INDEX images_by_status ON images (status, received_at);
+CREATE INDEX images_by_format ON images (format, received_at);
+-- Only rows the retention sweeper still has to visit.
+CREATE INDEX images_live_by_expires_at ON images (expires_at) WHERE status NOT IN ('expired', 'deleted');
+
+CREATE TABLE renditions (
+  image_id     text COLLATE "C" NOT NULL REFERENCES image_ids (id),
+  name         text NOT NULL,
+  key          text NOT NULL,
+  format       text NOT NULL,
+  content_type text NOT NULL,
+  width        integer NOT NULL,
+  height       integer NOT NULL,
+  bytes        bigint NOT NULL,
+  created_at   timestamptz NOT NULL,
+  PRIMARY KEY (image_id, name)
+);
+
+CREATE TABLE processing_runs (
+  id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  image_id       text COLLATE "C" NOT NULL REFERENCES image_ids (id),
+  pipeline       text NOT NULL,
+  attempt        integer NOT NULL,
+  started_at     timestamptz NOT NULL,
+  finished_at    timestamptz NOT NULL,
+  status         text NOT NULL,
+  error          text,
+  decode_seconds double precision NOT NULL DEFAULT 0,
+  encode_seconds double precision NOT NULL DEFAULT 0,
+  total_seconds  double precision NOT NULL DEFAULT 0
+);
+CREATE INDEX processing_runs_by_image ON processing_runs (image_id, id);
+CREATE INDEX processing_runs_by_finished_at ON processing_runs (finished_at);
+
+-- The work queue (PostgresJobQueue). Identity values are never reused, so a late Ack from a worker whose lease
+-- expired cannot hit a newer job.
+CREATE TABLE jobs (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  image_id    text COLLATE "C" NOT NULL UNIQUE REFERENCES image_ids (id),
+  pipeline    text NOT NULL,
+  attempts    integer NOT NULL DEFAULT 0,
+  not_before  timestamptz NOT NULL,
+  lease_owner text,
+  lease_until timestamptz,
+  last_error  text,
+  enqueued_at timestamptz NOT NULL
+);
+
+CREATE TABLE api_keys (
+  id          text PRIMARY KEY,
+  secret_hash text NOT NULL UNIQUE,
+  role        text NOT NULL CHECK (role IN ('admin', 'uploader', 'reader', 'analyst')),
+  name        text NOT NULL DEFAULT '',
+  created_at  timestamptz NOT NULL,
+  revoked_at  timestamptz
+);
+
+CREATE TABLE idempotency (
+  api_key_id    text NOT NULL,
+  key           text NOT NULL,
+  request_hash  text NOT NULL,
+  status_code   integer NOT NULL,
+  response_json text NOT NULL,
+  image_id      text COLLATE "C" REFERENCES image_ids (id),
+  created_at    timestamptz NOT NULL,
+  PRIMARY KEY (api_key_id, key)
+);
+
+CREATE VIEW daily_ingest AS
+SELECT (received_at AT TIME ZONE 'UTC')::date AS day, source, count(*) AS images, sum(bytes)::bigint AS bytes
+FROM images
+GROUP BY 1, 2;
+
+CREATE VIEW format_mix AS
+SELECT format, count(*) AS images, sum(bytes)::bigint AS bytes
+FROM images
+GROUP BY format;
+
+-- Successful runs per UTC day (of finished_at) and pipeline; percentiles interpolate between neighbouring runs.
+CREATE VIEW processing_latency AS
+SELECT (finished_at AT TIME ZONE 'UTC')::date AS day, pipeline, count(*) AS runs,
+       avg(total_seconds) AS avg_seconds,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY total_seconds) AS p50_seconds,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY total_seconds) AS p95_seconds,
+       max(total_seconds) AS max_seconds
+FROM processing_runs
+WHERE status = 'processed'
+GROUP BY 1, 2;
+
+-- The analysts' role: it may read the analysis tables and views, never api_keys or idempotency, and write nothing.
+-- Roles belong to the whole server, so another database's migration may be creating it at the same moment.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'imgpipe_analyst') THEN
+    BEGIN
+      CREATE ROLE imgpipe_analyst NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+      NULL;
+    END;
+  END IF;
+  -- imgpipe switches to the role (SET LOCAL ROLE) for analyst queries.
+  IF NOT pg_has_role(current_user, 'imgpipe_analyst', 'MEMBER') THEN
+    BEGIN
+      GRANT imgpipe_analyst TO CURRENT_USER;
+    EXCEPTION WHEN unique_violation THEN
+      NULL;
+    END;
+  END IF;
+  EXECUTE format('GRANT USAGE ON SCHEMA %I TO imgpipe_analyst', current_schema());
+END
+$$;
+GRANT SELECT ON image_ids, images, renditions, processing_runs, jobs, schema_migrations, daily_ingest, format_mix,
+  processing_latency TO imgpipe_analyst;
+-- set_config() inside a SELECT could switch the role back (set_config('role', ...)) to the session user for the
+-- rest of the statement. Only the owner of pg_catalog (a superuser) can revoke it; otherwise this is a warning and
+-- imgpipe refuses analyst queries until an administrator does (PostgresMetadataStore::Query).
+REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO CURRENT_USER;
+)sql";
+
+// The analysis views of docs/WAREHOUSE.md beyond SQLite's first three.
+constexpr std::string_view kMigration2 = R"sql(
+-- Columns are only ever added at the end of a view.
+CREATE OR REPLACE VIEW processing_latency AS
+SELECT (finished_at AT TIME ZONE 'UTC')::date AS day, pipeline, count(*) AS runs,
+       avg(total_seconds) AS avg_seconds,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY total_seconds) AS p50_seconds,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY total_seconds) AS p95_seconds,
+       max(total_seconds) AS max_seconds,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY total_seconds) AS p99_seconds
+FROM processing_runs
+WHERE status = 'processed'
+GROUP BY 1, 2;
+
+CREATE VIEW hourly_ingest AS
+SELECT date_trunc('hour', received_at, 'UTC') AS hour, source, count(*) AS images, sum(bytes)::bigint AS bytes
+FROM images
+GROUP BY 1, 2;
+
+-- Power-of-two buckets: min_bytes <= bytes < below_bytes.
+CREATE VIEW size_histogram AS
+WITH sized AS (
+  SELECT CASE WHEN bytes <= 0 THEN 0 ELSE length(ltrim(bytes::bit(64)::text, '0')) END AS bits, bytes
+  FROM images
+)
+SELECT CASE WHEN bits = 0 THEN 0 ELSE 1::bigint << (bits - 1) END AS min_bytes,
+       CASE WHEN bits >= 63 THEN NULL ELSE 1::bigint << bits END AS below_bytes,
+       count(*) AS images, sum(bytes)::bigint AS bytes
+FROM sized
+GROUP BY bits;
+
+-- min_megapixels <= width x height / 10^6 < below_megapixels (NULL: no upper bound).
+CREATE VIEW resolution_histogram AS
+WITH bucketed AS (
+  SELECT CASE WHEN px < 1000000 THEN 0 WHEN px < 2000000 THEN 1 WHEN px < 5000000 THEN 2 WHEN px < 12000000 THEN 5
+              WHEN px < 24000000 THEN 12 WHEN px < 50000000 THEN 24 ELSE 50 END AS min_megapixels
+  FROM (SELECT width::bigint * height AS px FROM images) AS sized
+)
+SELECT min_megapixels,
+       CASE min_megapixels WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 5 WHEN 5 THEN 12 WHEN 12 THEN 24 WHEN 24 THEN 50
+       END AS below_megapixels,
+       count(*) AS images
+FROM bucketed
+GROUP BY 1;
+
+-- Failed attempts (retried or final) per pipeline and error message.
+CREATE VIEW failures_by_error AS
+SELECT pipeline, coalesce(error, '') AS error, count(*) AS runs, count(DISTINCT image_id) AS images,
+       count(*) FILTER (WHERE status = 'failed') AS final_failures, max(finished_at) AS last_at
+FROM processing_runs
+WHERE status <> 'processed'
+GROUP BY 1, 2;
+
+-- Bytes still in blob storage (images not yet expired or deleted), per container.
+CREATE VIEW stored_bytes AS
+SELECT 'originals' AS container, count(*) AS objects, coalesce(sum(bytes), 0)::bigint AS bytes
+FROM images
+WHERE status NOT IN ('expired', 'deleted')
+UNION ALL
+SELECT 'renditions', count(*), coalesce(sum(r.bytes), 0)::bigint
+FROM renditions AS r JOIN images AS i ON i.id = r.image_id
+WHERE i.status NOT IN ('expired', 'deleted');
+
+-- Images whose blobs retention will remove, per UTC day of expires_at (past days: overdue for the sweeper).
+CREATE VIEW upcoming_expirations AS
+SELECT (expires_at AT TIME ZONE 'UTC')::date AS day, count(*) AS images, sum(bytes)::bigint AS bytes
+FROM images
+WHERE status NOT IN ('expired', 'deleted')
+GROUP BY 1;
+
+GRANT SELECT ON hourly_ingest, size_histogram, resolution_histogram, failures_by_error, stored_bytes,
+  upcoming_expirations TO imgpipe_analyst;
+)sql";
+
+}  // namespace
+
+const std::vector<PostgresMigration>& PostgresMigrations() {
+  static const std::vector<PostgresMigration> kMigrations = {
+      {1, "images, renditions, runs, jobs, api keys, idempotency, analysis views", kMigration1},
+      {2, "hourly ingest, size and resolution histograms, failures, stored bytes, expirations, p99", kMigration2},
+  };
+  return kMigrations;
+}
+
+Status ApplyPostgresMigrations(PostgresDatabase& db, const Clock& clock) {
+  const std::string lock = "SELECT pg_advisory_xact_lock(" + std::to_string(kMigrationLock) + ")";
+  IMGPIPE_TRY(db.Transaction([&](PgConnection& conn) -> Status {
+    IMGPIPE_TRY(conn.Exec(lock));
+    IMGPIPE_TRY(conn.Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                          " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL)"));
+    return Ok();
+  }));
+  const int known = PostgresMigrations().back().version;
+  for (const PostgresMigration& migration : PostgresMigrations()) {
+    IMGPIPE_TRY(db.Transaction([&](PgConnection& conn) -> Status {
+      IMGPIPE_TRY(conn.Exec(lock));
+      IMGPIPE_ASSIGN_OR_RETURN(
+          auto applied, conn.Exec("SELECT coalesce(max(version), 0), coalesce(bool_or(version = $1), false) "
+                                  "FROM schema_migrations",
+                                  PgParams().Int(migration.version)));
+      const std::string newest(applied.Text(0, 0));
+      if (std::stoll(newest) > known) {
+        return MakeError(ErrorKind::kUnavailable,
+                         "database " + db.description() + " has schema version " + newest +
+                             " but this imgpipe knows only up to " + std::to_string(known) +
+                             "; run a newer imgpipe (or restore a backup made by this version)");
+      }
+      if (applied.Text(0, 1) == "t") return Ok();  // applied earlier, or by another process just now
+      if (Status s = conn.ExecScript(migration.sql); !s.ok()) {
+        return MakeError(s.error().kind, "applying migration " + std::to_string(migration.version) + " (" +
+                                             std::string(migration.name) + ") to " + db.description() + ": " +
+                                             s.error().message);
+      }
+      IMGPIPE_TRY(conn.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                            PgParams().Int(migration.version).Text(migration.name).Time(clock.Now())));
+      return Ok();
+    }));
+  }
+  return Ok();
+}
+
+}  // namespace imgpipe
