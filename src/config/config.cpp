@@ -33,7 +33,14 @@ constexpr size_t kMaxCollectedErrors = 100;
 
 constexpr std::string_view kEnvPrefix = "IMGPIPE_";
 // IMGPIPE_* variables that are not config keys: ImgpipeEnvironment() leaves them out and LoadConfig ignores them.
+// IMGPIPE_TEST_* belong to the test tooling (e.g. IMGPIPE_TEST_POSTGRES_URL); "testing.*" keys are IMGPIPE_TESTING_*.
 constexpr std::string_view kNonConfigEnv[] = {"IMGPIPE_CONFIG", "IMGPIPE_TEST"};
+constexpr std::string_view kNonConfigEnvPrefix = "IMGPIPE_TEST_";
+
+bool IsNonConfigEnv(std::string_view name) {
+  return name.starts_with(kNonConfigEnvPrefix) ||
+         std::find(std::begin(kNonConfigEnv), std::end(kNonConfigEnv), name) != std::end(kNonConfigEnv);
+}
 
 constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue",  "limits",
                                           "retention",  "processing", "log",   "testing"};
@@ -765,7 +772,7 @@ void ApplyOverride(Config& config, std::string_view key, const std::string& text
 void ApplyEnvironment(Config& config, const std::map<std::string, std::string>& env, Problems& problems) {
   for (const auto& [name, text] : env) {
     if (!std::string_view(name).starts_with(kEnvPrefix)) continue;
-    if (std::find(std::begin(kNonConfigEnv), std::end(kNonConfigEnv), name) != std::end(kNonConfigEnv)) continue;
+    if (IsNonConfigEnv(name)) continue;
     // IMGPIPE_LIMITS_MAX_BYTES -> limits.max_bytes: section names have no '_', so the first one ends the section.
     std::string key = Lower(std::string_view(name).substr(kEnvPrefix.size()));
     if (size_t underscore = key.find('_'); underscore != std::string::npos) key[underscore] = '.';
@@ -882,7 +889,7 @@ std::map<std::string, std::string> ImgpipeEnvironment() {
     size_t eq = entry.find('=');
     if (eq == std::string_view::npos) continue;
     std::string name(entry.substr(0, eq));
-    if (std::find(std::begin(kNonConfigEnv), std::end(kNonConfigEnv), name) != std::end(kNonConfigEnv)) continue;
+    if (IsNonConfigEnv(name)) continue;
     out[name] = std::string(entry.substr(eq + 1));
   }
   return out;

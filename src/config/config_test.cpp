@@ -168,6 +168,7 @@ TEST(ConfigTest, OverrideTextReadsLikeTomlWithoutQuotes) {
       {"IMGPIPE_RETENTION_ORIGINALS", "7d"},
       {"IMGPIPE_LIMITS_MAX_BYTES", "50MiB"},
       {"IMGPIPE_TEST", "1"},  // set by the test runner; not a config key
+      {"IMGPIPE_TEST_POSTGRES_URL", "postgresql://x"},  // test tooling, not a config key
       {"IMGPIPE_CONFIG", "/somewhere/imgpipe.toml"},
       {"HOME", "/root"},  // not ours
   };
@@ -369,8 +370,11 @@ TEST(ConfigTest, ImgpipeEnvironmentSkipsNonConfigVariables) {
   ::setenv("IMGPIPE_LOG_LEVEL", "warn", 1);
   ::setenv("IMGPIPE_TEST", "1", 1);
   ::setenv("IMGPIPE_CONFIG", "x.toml", 1);
+  ::setenv("IMGPIPE_TEST_SOMETHING", "1", 1);
   auto env = ImgpipeEnvironment();
   ::unsetenv("IMGPIPE_LOG_LEVEL");
+  ::unsetenv("IMGPIPE_TEST_SOMETHING");
+  EXPECT_EQ(env.count("IMGPIPE_TEST_SOMETHING"), 0u);
   EXPECT_EQ(env["IMGPIPE_LOG_LEVEL"], "warn");
   EXPECT_EQ(env.count("IMGPIPE_TEST"), 0u);
   EXPECT_EQ(env.count("IMGPIPE_CONFIG"), 0u);
