@@ -955,19 +955,148 @@ TEST_P(MetadataStoreContractTest, AnalysisViews) {
   ASSERT_TRUE(store_->RecordFailure(images[0].id, slow_failure, false).ok());
   ASSERT_TRUE(store_->RecordFailure(images[3].id, Run(images[3].id, "processed", 3, day2), false).ok());
 
-  auto latency = MustQuery("SELECT day, pipeline, runs, avg_seconds, p50_seconds, p95_seconds, max_seconds "
-                           "FROM processing_latency ORDER BY day");
+  auto latency = MustQuery("SELECT day, pipeline, runs, avg_seconds, p50_seconds, p95_seconds, max_seconds, "
+                           "p99_seconds FROM processing_latency ORDER BY day");
   ASSERT_EQ(latency.rows_json.size(), 2u);
   auto number = [](const std::string& cell) { return std::stod(cell); };
   const auto& d1 = latency.rows_json[0];
   EXPECT_EQ(std::vector<std::string>(d1.begin(), d1.begin() + 3),
             (std::vector<std::string>{"\"2026-01-01\"", "\"default\"", "20"}));
   EXPECT_DOUBLE_EQ(number(d1[3]), 10.5);
-  // SQLite has no percentile function and picks the nearest rank; PostgreSQL interpolates (percentile_cont).
-  EXPECT_NEAR(number(d1[4]), IsPostgres() ? 10.5 : 10, 1e-9);
-  EXPECT_NEAR(number(d1[5]), IsPostgres() ? 19.05 : 19, 1e-9);
+  // Nearest rank on both backends (migration 3): the value at rank ceil(p * 20 / 100), never an interpolation.
+  EXPECT_DOUBLE_EQ(number(d1[4]), 10);
+  EXPECT_DOUBLE_EQ(number(d1[5]), 19);
   EXPECT_DOUBLE_EQ(number(d1[6]), 20);
-  EXPECT_EQ(latency.rows_json[1], (std::vector<std::string>{"\"2026-01-02\"", "\"default\"", "1", "3", "3", "3", "3"}));
+  EXPECT_DOUBLE_EQ(number(d1[7]), 20);
+  EXPECT_EQ(latency.rows_json[1],
+            (std::vector<std::string>{"\"2026-01-02\"", "\"default\"", "1", "3", "3", "3", "3", "3"}));
+}
+
+TEST_P(MetadataStoreContractTest, PercentilesAreNearestRankOnEveryBackend) {
+  // 101 runs of 0.01..1.01 s (shuffled): p50 is rank 51, p95 rank 96, p99 rank 100 (ceil(p * 101 / 100)).
+  ImageRecord image = BareImage(At("2026-01-03T00:00:00Z"));
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  for (int i = 0; i < 101; ++i) {
+    double seconds = ((i * 37) % 101 + 1) / 100.0;
+    ASSERT_TRUE(store_->RecordFailure(image.id, Run(image.id, "processed", seconds, At("2026-01-03T08:00:00Z")),
+                                      false).ok());
+  }
+  auto latency = MustQuery("SELECT runs, p50_seconds, p95_seconds, p99_seconds, max_seconds FROM processing_latency");
+  ASSERT_EQ(latency.rows_json.size(), 1u);
+  const auto& row = latency.rows_json[0];
+  EXPECT_EQ(row[0], "101");
+  EXPECT_DOUBLE_EQ(std::stod(row[1]), 0.51);
+  EXPECT_DOUBLE_EQ(std::stod(row[2]), 0.96);
+  EXPECT_DOUBLE_EQ(std::stod(row[3]), 1.00);
+  EXPECT_DOUBLE_EQ(std::stod(row[4]), 1.01);
+}
+
+TEST_P(MetadataStoreContractTest, HourlyIngestAndHistograms) {
+  auto add = [&](const char* at, std::string source, uint64_t bytes, int width, int height) {
+    ImageRecord image = BareImage(At(at), std::move(source));
+    image.bytes = bytes;
+    image.width = width;
+    image.height = height;
+    ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  };
+  add("2026-01-01T10:00:00Z", "upload", 1, 10, 20);               // [1, 2) bytes; 0-1 MP
+  add("2026-01-01T10:59:59.999Z", "upload", 1000, 1000, 1000);    // [512, 1024); exactly 1 MP: 1-2
+  add("2026-01-01T10:30:00Z", "stream-a", 1023, 1999, 1000);      // [512, 1024); 1-2 MP
+  add("2026-01-01T11:00:00Z", "upload", 1024, 4032, 3024);        // [1024, 2048); 12.2 MP: 12-24
+  add("2026-01-02T23:15:00Z", "upload", 3000000, 10000, 6000);    // [2^21, 2^22); 60 MP: 50 and up
+
+  auto hourly = MustQuery("SELECT hour, source, images, bytes FROM hourly_ingest ORDER BY hour, source");
+  EXPECT_EQ(hourly.rows_json, (std::vector<std::vector<std::string>>{
+                                  {"\"2026-01-01T10:00:00.000Z\"", "\"stream-a\"", "1", "1023"},
+                                  {"\"2026-01-01T10:00:00.000Z\"", "\"upload\"", "2", "1001"},
+                                  {"\"2026-01-01T11:00:00.000Z\"", "\"upload\"", "1", "1024"},
+                                  {"\"2026-01-02T23:00:00.000Z\"", "\"upload\"", "1", "3000000"},
+                              }));
+  auto sizes = MustQuery("SELECT min_bytes, below_bytes, images, bytes FROM size_histogram ORDER BY min_bytes");
+  EXPECT_EQ(sizes.rows_json, (std::vector<std::vector<std::string>>{
+                                 {"1", "2", "1", "1"},
+                                 {"512", "1024", "2", "2023"},
+                                 {"1024", "2048", "1", "1024"},
+                                 {"2097152", "4194304", "1", "3000000"},
+                             }));
+  auto resolution = MustQuery(
+      "SELECT min_megapixels, below_megapixels, images FROM resolution_histogram ORDER BY min_megapixels");
+  EXPECT_EQ(resolution.rows_json, (std::vector<std::vector<std::string>>{
+                                      {"0", "1", "1"}, {"1", "2", "2"}, {"12", "24", "1"}, {"50", "null", "1"}}));
+}
+
+TEST_P(MetadataStoreContractTest, FailuresStoredBytesAndExpirations) {
+  const TimePoint base = At("2026-01-01T00:00:00Z");
+  std::vector<ImageRecord> images;
+  for (int i = 0; i < 4; ++i) {
+    ImageRecord image = BareImage(base + std::chrono::minutes(i));
+    image.bytes = 1000 * (i + 1);                                   // 1000, 2000, 3000, 4000
+    image.expires_at = At(i < 2 ? "2099-03-01T05:00:00Z" : "2099-03-02T05:00:00Z");
+    ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+    images.push_back(image);
+  }
+  // Image 0: two retried attempts and a final failure with the same error; image 1: one retried timeout.
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    ProcessingRun run = Run(images[0].id, attempt == 3 ? "failed" : "retrying", 1,
+                            base + std::chrono::minutes(10 * attempt), attempt);
+    run.error = "decode: not a JPEG";
+    ASSERT_TRUE(store_->RecordFailure(images[0].id, run, attempt == 3).ok());
+  }
+  ProcessingRun timeout = Run(images[1].id, "retrying", 30, base + 5min);
+  timeout.error = "timeout";
+  ASSERT_TRUE(store_->RecordFailure(images[1].id, timeout, false).ok());
+  // Images 2 and 3 processed with two renditions each; image 3 then expires.
+  for (int i : {2, 3}) {
+    std::vector<RenditionRecord> renditions = {
+        {images[i].id, "thumb-256", "r/a" + std::to_string(i), "jpeg", "image/jpeg", 256, 200, 100, base},
+        {images[i].id, "large-1024", "r/b" + std::to_string(i), "jpeg", "image/jpeg", 1024, 800, 700, base}};
+    ASSERT_TRUE(
+        store_->RecordProcessed(images[i].id, 1, "#000000", renditions, Run(images[i].id, "processed", 1, base)).ok());
+  }
+  ASSERT_TRUE(store_->MarkExpired(images[3].id, base + 1h).ok());
+
+  auto failures = MustQuery("SELECT pipeline, error, runs, images, final_failures, last_at FROM failures_by_error "
+                            "ORDER BY error");
+  EXPECT_EQ(failures.rows_json,
+            (std::vector<std::vector<std::string>>{
+                {"\"default\"", "\"decode: not a JPEG\"", "3", "1", "1", "\"2026-01-01T00:30:00.000Z\""},
+                {"\"default\"", "\"timeout\"", "1", "1", "0", "\"2026-01-01T00:05:00.000Z\""},
+            }));
+  // Image 3's blobs are gone: only images 0..2 and image 2's renditions are stored.
+  auto stored = MustQuery("SELECT container, objects, bytes FROM stored_bytes ORDER BY container");
+  EXPECT_EQ(stored.rows_json, (std::vector<std::vector<std::string>>{{"\"originals\"", "3", "6000"},
+                                                                     {"\"renditions\"", "2", "800"}}));
+  auto expirations = MustQuery("SELECT day, images, bytes FROM upcoming_expirations ORDER BY day");
+  EXPECT_EQ(expirations.rows_json, (std::vector<std::vector<std::string>>{{"\"2099-03-01\"", "2", "3000"},
+                                                                          {"\"2099-03-02\"", "1", "3000"}}));
+}
+
+TEST_P(MetadataStoreContractTest, BlobStateSaysWhichImagesCanStillBeOpened) {
+  // The view compares expires_at with the database's own clock (the real time), not the store's FakeClock.
+  const TimePoint base = At("2026-01-01T00:00:00Z");
+  std::vector<ImageRecord> images;
+  for (int i = 0; i < 4; ++i) {
+    ImageRecord image = BareImage(base + std::chrono::minutes(i));
+    image.expires_at = At(i == 1 ? "2026-01-08T00:00:00Z" : "2099-01-01T00:00:00Z");
+    ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+    images.push_back(image);
+  }
+  ASSERT_TRUE(store_->MarkExpired(images[2].id, base + 1h).ok());  // swept by retention
+  ASSERT_TRUE(store_->MarkDeleted(images[3].id, base + 1h).ok());  // deleted by an admin
+  // Image 0 is live; image 1 is past expires_at but not swept yet: the API already refuses it.
+  auto states = MustQuery("SELECT id, status, blob_state FROM images_with_blob_state ORDER BY id");
+  EXPECT_EQ(states.rows_json, (std::vector<std::vector<std::string>>{
+                                  {"\"" + images[0].id.value() + "\"", "\"queued\"", "\"present\""},
+                                  {"\"" + images[1].id.value() + "\"", "\"queued\"", "\"expired\""},
+                                  {"\"" + images[2].id.value() + "\"", "\"expired\"", "\"expired\""},
+                                  {"\"" + images[3].id.value() + "\"", "\"deleted\"", "\"deleted\""},
+                              }));
+  // Every column of images is there too, under the same name.
+  EXPECT_EQ(MustQuery("SELECT count(*) FROM images_with_blob_state AS v JOIN images AS i ON i.id = v.id "
+                      "WHERE v.bytes = i.bytes AND v.received_at = i.received_at AND v.expires_at = i.expires_at "
+                      "AND v.user_metadata = i.user_metadata AND v.dominant_colour IS NULL")
+                .rows_json[0][0],
+            "4");
 }
 
 TEST_P(MetadataStoreContractTest, ASecondStoreOnTheSameDatabaseSeesCommitsAndCanWrite) {

@@ -161,6 +161,7 @@ TEST_F(PostgresMetadataStoreTest, MigrationsCreateTheAnalystRoleWithSelectOnlyOn
             (std::vector<std::vector<std::string>>{
                 {"daily_ingest", "SELECT"},      {"failures_by_error", "SELECT"}, {"format_mix", "SELECT"},
                 {"hourly_ingest", "SELECT"},     {"image_ids", "SELECT"},         {"images", "SELECT"},
+                {"images_with_blob_state", "SELECT"},
                 {"jobs", "SELECT"},              {"processing_latency", "SELECT"}, {"processing_runs", "SELECT"},
                 {"renditions", "SELECT"},        {"resolution_histogram", "SELECT"}, {"schema_migrations", "SELECT"},
                 {"size_histogram", "SELECT"},    {"stored_bytes", "SELECT"},      {"upcoming_expirations", "SELECT"},

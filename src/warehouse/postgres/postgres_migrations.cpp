@@ -260,12 +260,44 @@ GRANT SELECT ON hourly_ingest, size_histogram, resolution_histogram, failures_by
   upcoming_expirations TO imgpipe_analyst;
 )sql";
 
+// Portable numbers and blob_state, as SQLite's migration 3 (which also brings SQLite migration 2's views).
+constexpr std::string_view kMigration3 = R"sql(
+-- Nearest-rank percentiles (percentile_disc: the total_seconds at rank ceil(p * n)), as SQLite's view and the
+-- dashboard compute them, so the same query gives the same numbers on both backends. Same columns and types.
+CREATE OR REPLACE VIEW processing_latency AS
+SELECT (finished_at AT TIME ZONE 'UTC')::date AS day, pipeline, count(*) AS runs,
+       avg(total_seconds) AS avg_seconds,
+       percentile_disc(0.5) WITHIN GROUP (ORDER BY total_seconds) AS p50_seconds,
+       percentile_disc(0.95) WITHIN GROUP (ORDER BY total_seconds) AS p95_seconds,
+       max(total_seconds) AS max_seconds,
+       percentile_disc(0.99) WITHIN GROUP (ORDER BY total_seconds) AS p99_seconds
+FROM processing_runs
+WHERE status = 'processed'
+GROUP BY 1, 2;
+
+-- Every image with blob_state: 'present' while its blobs can be opened, 'expired' once retention removed them or
+-- its expires_at has passed (the API refuses it from then on, even before the sweeper runs), 'deleted' when an
+-- admin deleted it. 'held' is reserved for images under legal hold. now() is the transaction's start.
+CREATE VIEW images_with_blob_state AS
+SELECT id, sha256, source, source_ref, uploader_key_id, received_at, bytes, format, content_type, width, height, frames,
+       has_alpha, colour_space, has_icc, orientation, exif_make, exif_model, exif_taken_at, gps_lat, gps_lon, gps_alt,
+       lens_model, software, user_metadata, pipeline, original_key, status, processed_at, expires_at, expired_at,
+       error, phash, dominant_colour,
+       CASE WHEN status = 'deleted' THEN 'deleted'
+            WHEN status = 'expired' OR expires_at <= now() THEN 'expired'
+            ELSE 'present' END AS blob_state
+FROM images;
+
+GRANT SELECT ON images_with_blob_state TO imgpipe_analyst;
+)sql";
+
 }  // namespace
 
 const std::vector<PostgresMigration>& PostgresMigrations() {
   static const std::vector<PostgresMigration> kMigrations = {
       {1, "images, renditions, runs, jobs, api keys, idempotency, analysis views", kMigration1},
       {2, "hourly ingest, size and resolution histograms, failures, stored bytes, expirations, p99", kMigration2},
+      {3, "nearest-rank percentiles in processing_latency, images_with_blob_state", kMigration3},
   };
   return kMigrations;
 }

@@ -144,11 +144,119 @@ FROM ranked
 GROUP BY day, pipeline;
 )sql";
 
+// The analysis views PostgreSQL gained in its migration 2, under the same names and with the same columns, and
+// images_with_blob_state (PostgreSQL's migration 3 has it too). Numbered 3 because 2 is the scripts' labels here:
+// docs/WAREHOUSE.md lists which version holds which change on each backend.
+constexpr std::string_view kMigration3 = R"sql(
+-- Columns are only ever added at the end of a view. Nearest-rank percentiles, as before: the total_seconds at rank
+-- ceil(p * n / 100), which PostgreSQL's percentile_disc returns too.
+DROP VIEW processing_latency;
+CREATE VIEW processing_latency AS
+WITH ranked AS (
+  SELECT substr(finished_at, 1, 10) AS day, pipeline, total_seconds,
+         row_number() OVER w AS rank, count(*) OVER w AS n
+  FROM processing_runs
+  WHERE status = 'processed'
+  WINDOW w AS (PARTITION BY substr(finished_at, 1, 10), pipeline ORDER BY total_seconds
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+)
+SELECT day, pipeline, max(n) AS runs,
+       avg(total_seconds) AS avg_seconds,
+       min(CASE WHEN rank >= (n * 50 + 99) / 100 THEN total_seconds END) AS p50_seconds,
+       min(CASE WHEN rank >= (n * 95 + 99) / 100 THEN total_seconds END) AS p95_seconds,
+       max(total_seconds) AS max_seconds,
+       min(CASE WHEN rank >= (n * 99 + 99) / 100 THEN total_seconds END) AS p99_seconds
+FROM ranked
+GROUP BY day, pipeline;
+
+-- hour: the start of the UTC hour, in the layout of every other time ("2026-01-10T12:00:00.000Z").
+CREATE VIEW hourly_ingest AS
+SELECT substr(received_at, 1, 13) || ':00:00.000Z' AS hour, source, count(*) AS images, sum(bytes) AS bytes
+FROM images
+GROUP BY 1, 2;
+
+-- Power-of-two buckets: min_bytes <= bytes < below_bytes. bits is the bit length of bytes, read off its hex digits
+-- (SQLite's log2() exists only in builds with math functions): 4 per digit after the first, 1..4 for the first.
+CREATE VIEW size_histogram AS
+WITH hexed AS (
+  SELECT bytes, CASE WHEN bytes <= 0 THEN '' ELSE printf('%x', bytes) END AS hex
+  FROM images
+), sized AS (
+  SELECT bytes,
+         CASE WHEN hex = '' THEN 0
+              ELSE 4 * (length(hex) - 1) + CASE WHEN substr(hex, 1, 1) >= '8' THEN 4
+                                                WHEN substr(hex, 1, 1) >= '4' THEN 3
+                                                WHEN substr(hex, 1, 1) >= '2' THEN 2
+                                                ELSE 1 END
+         END AS bits
+  FROM hexed
+)
+SELECT CASE WHEN bits = 0 THEN 0 ELSE 1 << (bits - 1) END AS min_bytes,
+       CASE WHEN bits >= 63 THEN NULL ELSE 1 << bits END AS below_bytes,
+       count(*) AS images, sum(bytes) AS bytes
+FROM sized
+GROUP BY bits;
+
+-- min_megapixels <= width x height / 10^6 < below_megapixels (NULL: no upper bound).
+CREATE VIEW resolution_histogram AS
+WITH bucketed AS (
+  SELECT CASE WHEN px < 1000000 THEN 0 WHEN px < 2000000 THEN 1 WHEN px < 5000000 THEN 2 WHEN px < 12000000 THEN 5
+              WHEN px < 24000000 THEN 12 WHEN px < 50000000 THEN 24 ELSE 50 END AS min_megapixels
+  FROM (SELECT width * height AS px FROM images)
+)
+SELECT min_megapixels,
+       CASE min_megapixels WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 5 WHEN 5 THEN 12 WHEN 12 THEN 24 WHEN 24 THEN 50
+       END AS below_megapixels,
+       count(*) AS images
+FROM bucketed
+GROUP BY 1;
+
+-- Failed attempts (retried or final) per pipeline and error message.
+CREATE VIEW failures_by_error AS
+SELECT pipeline, coalesce(error, '') AS error, count(*) AS runs, count(DISTINCT image_id) AS images,
+       count(*) FILTER (WHERE status = 'failed') AS final_failures, max(finished_at) AS last_at
+FROM processing_runs
+WHERE status <> 'processed'
+GROUP BY 1, 2;
+
+-- Bytes still in blob storage (images not yet expired or deleted), per container.
+CREATE VIEW stored_bytes AS
+SELECT 'originals' AS container, count(*) AS objects, coalesce(sum(bytes), 0) AS bytes
+FROM images
+WHERE status NOT IN ('expired', 'deleted')
+UNION ALL
+SELECT 'renditions', count(*), coalesce(sum(r.bytes), 0)
+FROM renditions AS r JOIN images AS i ON i.id = r.image_id
+WHERE i.status NOT IN ('expired', 'deleted');
+
+-- Images whose blobs retention will remove, per UTC day of expires_at (past days: overdue for the sweeper).
+CREATE VIEW upcoming_expirations AS
+SELECT substr(expires_at, 1, 10) AS day, count(*) AS images, sum(bytes) AS bytes
+FROM images
+WHERE status NOT IN ('expired', 'deleted')
+GROUP BY 1;
+
+-- Every image with blob_state: 'present' while its blobs can be opened, 'expired' once retention removed them or
+-- its expires_at has passed (the API refuses it from then on, even before the sweeper runs), 'deleted' when an
+-- admin deleted it. 'held' is reserved for images under legal hold. "now" is the database's clock.
+CREATE VIEW images_with_blob_state AS
+SELECT id, sha256, source, source_ref, uploader_key_id, received_at, bytes, format, content_type, width, height, frames,
+       has_alpha, colour_space, has_icc, orientation, exif_make, exif_model, exif_taken_at, gps_lat, gps_lon, gps_alt,
+       lens_model, software, user_metadata, pipeline, original_key, status, processed_at, expires_at, expired_at,
+       error, phash, dominant_colour,
+       CASE WHEN status = 'deleted' THEN 'deleted'
+            WHEN status = 'expired' OR expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') THEN 'expired'
+            ELSE 'present' END AS blob_state
+FROM images;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& SqliteMigrations() {
   static const std::vector<Migration> kMigrations = {
       {1, "images, renditions, runs, jobs, api keys, idempotency, analysis views", kMigration1},
+      {3, "hourly ingest, size and resolution histograms, failures, stored bytes, expirations, p99, blob_state",
+       kMigration3},
   };
   return kMigrations;
 }
