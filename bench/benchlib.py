@@ -152,8 +152,10 @@ def machine_info():
         "kernel": platform.release(),
         "os": _first_line(["sh", "-c", ". /etc/os-release && echo \"$PRETTY_NAME\""]),
         "imgpipe": _first_line([imgpipe, "version"], env=imgpipe_env()),
-        "git_commit": git.stdout.strip() or "unknown",
-        "source_changes_not_committed": bool(dirty.stdout.strip()),
+        # BENCH_IMGPIPE_COMMIT names the commit the binary was built from when it is not this checkout's HEAD
+        # (e.g. a clean export built elsewhere while others edit the working tree).
+        "git_commit": os.environ.get("BENCH_IMGPIPE_COMMIT") or git.stdout.strip() or "unknown",
+        "source_changes_not_committed": (not os.environ.get("BENCH_IMGPIPE_COMMIT")) and bool(dirty.stdout.strip()),
         "libvips": _first_line(["vips", "--version"]),
         "libvips_package": _dpkg_version("libvips42"),
         "imagemagick": _first_line(imagemagick_convert() + ["-version"]) if shutil.which("convert") else "not installed",
