@@ -1,6 +1,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -125,12 +126,13 @@ class HttpServer {
   std::atomic<int> inflight_{0};
 };
 
-//! Runs `fn` on `pool` and resumes the coroutine on `home` afterwards: for blocking work (fsync, SQLite, libvips)
-//! that must not stall the I/O threads.
+//! Runs `fn` on a thread of `pool` and resumes the coroutine on its own executor afterwards: for blocking work (fsync,
+//! SQLite, libvips) that must not stall the I/O threads. (The bind_executor matters: a plain post(pool, use_awaitable)
+//! would resume on the coroutine's executor, i.e. run `fn` on the I/O thread after all; server_test checks it.)
 template <typename F>
 auto RunBlocking(asio::thread_pool& pool, F fn) -> asio::awaitable<decltype(fn())> {
   auto home = co_await asio::this_coro::executor;
-  co_await asio::post(pool.get_executor(), asio::use_awaitable);
+  co_await asio::post(asio::bind_executor(pool.get_executor(), asio::use_awaitable));
   auto result = fn();
   co_await asio::post(home, asio::use_awaitable);
   co_return result;
