@@ -83,6 +83,15 @@ struct ProcessingRun {
   double decode_seconds = 0;   //!< time to load and shrink
   double encode_seconds = 0;   //!< time to write all renditions
   double total_seconds = 0;
+  std::string script_name;     //!< the processing script that ran; empty for the built-in default pipeline
+  std::string script_version;  //!< its version (SHA-256 hex); empty for the built-in default pipeline
+};
+
+//! A fact a processing script stated about an image (docs/SCRIPTS.md); analysts query them in the image_labels table.
+struct ImageLabel {
+  std::string key;
+  std::string value;
+  std::optional<double> number;
 };
 
 //! A stored answer for an Idempotency-Key, replayed on retries with the same key by the same API key.

@@ -353,6 +353,11 @@ std::string DominantColour(const AnalysisPixels& in) {
 
 }  // namespace
 
+Result<ImageSignature> ComputeImageSignature(VipsImage* image) {
+  IMGPIPE_ASSIGN_OR_RETURN(const AnalysisPixels analysis, ReadAnalysisPixels(image));
+  return ImageSignature{PerceptualHash(analysis), DominantColour(analysis)};
+}
+
 int PhashDistance(uint64_t a, uint64_t b) { return __builtin_popcountll(a ^ b); }
 
 Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::vector<RenditionConfig>& renditions) {

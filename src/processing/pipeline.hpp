@@ -8,6 +8,8 @@
 #include "config/config.hpp"
 #include "core/result.hpp"
 
+struct _VipsImage;  // VipsImage, from <vips/vips.h>
+
 namespace imgpipe {
 
 struct RenditionOutput {
@@ -37,6 +39,15 @@ struct PipelineOutput {
 //! kInvalidArgument for a rendition without size or with an unknown format, kInternal for encoder failures.
 //! Thread-safe. Requires InitVips() first.
 Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::vector<RenditionConfig>& renditions);
+
+struct ImageSignature {
+  uint64_t phash = 0;
+  std::string dominant_colour;  //!< "#rrggbb"
+};
+
+//! The perceptual hash and dominant colour of an 8-bit sRGB image with 3 or 4 bands (a `VipsImage*`), computed
+//! exactly as RunDefaultPipeline computes them. kInternal if libvips fails. Thread-safe.
+Result<ImageSignature> ComputeImageSignature(::_VipsImage* image);
 
 //! Hamming distance between two perceptual hashes (0 = same picture).
 int PhashDistance(uint64_t a, uint64_t b);

@@ -44,6 +44,17 @@ class MetadataStore {
   virtual Status RecordProcessed(const ImageId& id, std::optional<uint64_t> phash,
                                  std::optional<std::string> dominant_colour,
                                  const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) = 0;
+  //! Replaces the labels of `id` from one script version (script_name, script_version) with `labels`, in one
+  //! transaction: a re-run of the same version overwrites, never duplicates; other versions' labels stay, so analysts
+  //! can compare versions. Call it before RecordProcessed. kNotFound if the image does not exist. Backends without
+  //! the labels table return kUnavailable.
+  virtual Status RecordLabels(const ImageId& id, const std::string& script_name, const std::string& script_version,
+                              const std::vector<ImageLabel>& labels) {
+    return MakeError(ErrorKind::kUnavailable, "script labels are not implemented on the " + std::string(BackendName()) +
+                                                  " warehouse yet; use the SQLite warehouse for scripts with labels");
+  }
+  //! A short name for messages ("sqlite", "postgres").
+  virtual std::string_view BackendName() const { return "this"; }
   //! Appends a failed run; when `final` the image becomes `failed` with the error.
   virtual Status RecordFailure(const ImageId& id, const ProcessingRun& run, bool final) = 0;
 

@@ -144,6 +144,25 @@ FROM ranked
 GROUP BY day, pipeline;
 )sql";
 
+// Labels from processing scripts (docs/SCRIPTS.md), one row per label; several rows may share a key. A re-run of the
+// same script version replaces that version's rows of the image (MetadataStore::RecordLabels).
+constexpr std::string_view kMigration2 = R"sql(
+CREATE TABLE image_labels (
+  id             INTEGER PRIMARY KEY,
+  image_id       TEXT NOT NULL REFERENCES images (id),
+  script_name    TEXT NOT NULL,
+  script_version TEXT NOT NULL,
+  key            TEXT NOT NULL,
+  value          TEXT NOT NULL,
+  number         REAL,
+  created_at     TEXT NOT NULL
+);
+CREATE INDEX image_labels_by_image ON image_labels (image_id, script_name, script_version);
+CREATE INDEX image_labels_by_key ON image_labels (key, script_name, script_version);
+ALTER TABLE processing_runs ADD COLUMN script_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE processing_runs ADD COLUMN script_version TEXT NOT NULL DEFAULT '';
+)sql";
+
 // The analysis views PostgreSQL gained in its migration 2, under the same names and with the same columns, and
 // images_with_blob_state (PostgreSQL's migration 3 has it too). Numbered 3 because 2 is the scripts' labels here:
 // docs/WAREHOUSE.md lists which version holds which change on each backend.
@@ -255,6 +274,7 @@ FROM images;
 const std::vector<Migration>& SqliteMigrations() {
   static const std::vector<Migration> kMigrations = {
       {1, "images, renditions, runs, jobs, api keys, idempotency, analysis views", kMigration1},
+      {2, "processing scripts: image_labels, script name and version of each run", kMigration2},
       {3, "hourly ingest, size and resolution histograms, failures, stored bytes, expirations, p99, blob_state",
        kMigration3},
   };

@@ -220,6 +220,8 @@ Result<ProcessingRun> ReadRun(const SqliteStatement& stmt) {
   run.decode_seconds = row.Double();
   run.encode_seconds = row.Double();
   run.total_seconds = row.Double();
+  run.script_name = row.Text();
+  run.script_version = row.Text();
   IMGPIPE_TRY(row.status());
   return run;
 }
@@ -244,7 +246,8 @@ Status InsertRun(SqliteConnection& conn, const ImageId& id, const ProcessingRun&
   IMGPIPE_ASSIGN_OR_RETURN(
       auto stmt,
       conn.Prepare("INSERT INTO processing_runs (image_id, pipeline, attempt, started_at, finished_at, status, error, "
-                   "decode_seconds, encode_seconds, total_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
+                   "decode_seconds, encode_seconds, total_seconds, script_name, script_version) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"));
   stmt.BindText(1, id.value())
       .BindText(2, run.pipeline)
       .BindInt(3, run.attempt)
@@ -254,7 +257,9 @@ Status InsertRun(SqliteConnection& conn, const ImageId& id, const ProcessingRun&
       .BindOptionalText(7, run.error)
       .BindDouble(8, run.decode_seconds)
       .BindDouble(9, run.encode_seconds)
-      .BindDouble(10, run.total_seconds);
+      .BindDouble(10, run.total_seconds)
+      .BindText(11, run.script_name)
+      .BindText(12, run.script_version);
   return stmt.Run();
 }
 
@@ -679,7 +684,7 @@ Result<std::vector<ProcessingRun>> SqliteMetadataStore::ListRuns(const ImageId& 
   IMGPIPE_TRY(db_.Read([&](SqliteConnection& conn) -> Status {
     IMGPIPE_ASSIGN_OR_RETURN(
         auto stmt, conn.Prepare("SELECT image_id, pipeline, attempt, started_at, finished_at, status, error, "
-                                "decode_seconds, encode_seconds, total_seconds FROM processing_runs "
+                                "decode_seconds, encode_seconds, total_seconds, script_name, script_version FROM processing_runs "
                                 "WHERE image_id = ?1 ORDER BY id"));
     stmt.BindText(1, id.value());
     while (true) {
@@ -749,6 +754,35 @@ Status SqliteMetadataStore::RecordProcessed(const ImageId& id, std::optional<uin
       IMGPIPE_TRY(stmt.Run());
     }
     return InsertRun(conn, id, run);
+  });
+}
+
+Status SqliteMetadataStore::RecordLabels(const ImageId& id, const std::string& script_name,
+                                         const std::string& script_version, const std::vector<ImageLabel>& labels) {
+  return db_.Write([&](SqliteConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto status, ImageStatusOf(conn, id));
+    if (!status) return ImageNotFound(id);
+    {
+      IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("DELETE FROM image_labels WHERE image_id = ?1 AND "
+                                                       "script_name = ?2 AND script_version = ?3"));
+      stmt.BindText(1, id.value()).BindText(2, script_name).BindText(3, script_version);
+      IMGPIPE_TRY(stmt.Run());
+    }
+    const std::string now = FormatRfc3339(clock_.Now());
+    for (const ImageLabel& label : labels) {
+      IMGPIPE_ASSIGN_OR_RETURN(
+          auto stmt, conn.Prepare("INSERT INTO image_labels (image_id, script_name, script_version, key, value, "
+                                  "number, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+      stmt.BindText(1, id.value())
+          .BindText(2, script_name)
+          .BindText(3, script_version)
+          .BindText(4, label.key)
+          .BindText(5, label.value)
+          .BindOptionalDouble(6, label.number)
+          .BindText(7, now);
+      IMGPIPE_TRY(stmt.Run());
+    }
+    return Ok();
   });
 }
 

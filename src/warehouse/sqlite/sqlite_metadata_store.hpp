@@ -38,6 +38,9 @@ class SqliteMetadataStore final : public MetadataStore {
   Status MarkProcessing(const ImageId& id) override;
   Status RecordProcessed(const ImageId& id, std::optional<uint64_t> phash, std::optional<std::string> dominant_colour,
                          const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) override;
+  Status RecordLabels(const ImageId& id, const std::string& script_name, const std::string& script_version,
+                      const std::vector<ImageLabel>& labels) override;
+  std::string_view BackendName() const override { return "sqlite"; }
   Status RecordFailure(const ImageId& id, const ProcessingRun& run, bool final) override;
 
   Result<std::vector<ImageRecord>> FindExpired(TimePoint now, size_t limit) override;

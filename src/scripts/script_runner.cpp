@@ -1,0 +1,425 @@
+#include "scripts/script_runner.hpp"
+
+#include <vips/vips.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "processing/image_format.hpp"
+
+namespace imgpipe {
+namespace {
+
+struct GObjectUnref {
+  void operator()(VipsImage* image) const { g_object_unref(image); }
+};
+using ImagePtr = std::unique_ptr<VipsImage, GObjectUnref>;
+
+struct GFree {
+  void operator()(void* p) const { g_free(p); }
+};
+
+// libvips' size bound for "no limit on this side".
+constexpr int kUnbounded = VIPS_MAX_COORD;
+
+std::string TakeVipsError() {
+  char* raw = vips_error_buffer_copy();
+  std::string text = raw != nullptr ? raw : "";
+  g_free(raw);
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  if (text.size() > 300) text = text.substr(0, 300) + "...";
+  return text.empty() ? "no detail from libvips" : text;
+}
+
+template <typename Op>
+Result<ImagePtr> Make(Op&& op, ErrorKind kind, const std::string& what) {
+  VipsImage* out = nullptr;
+  if (op(&out) != 0) {
+    if (out != nullptr) g_object_unref(out);
+    return MakeError(kind, what + ": " + TakeVipsError(), kind == ErrorKind::kInvalidImage ? "invalid_image" : "");
+  }
+  return ImagePtr(out);
+}
+
+ImagePtr Ref(VipsImage* image) { return ImagePtr(static_cast<VipsImage*>(g_object_ref(image))); }
+
+std::string StepWhere(const ScriptStep& step) {
+  return step.line > 0 ? std::string(kScriptManifestFile) + ":" + std::to_string(step.line) + ": step '" + step.op + "'"
+                       : "step '" + step.op + "'";
+}
+
+// 8-bit sRGB with at most one alpha band, or 8-bit greyscale (with alpha) when `keep_grey` and the image is grey.
+Result<ImagePtr> Normalize(ImagePtr image, bool keep_grey) {
+  const VipsInterpretation interpretation = vips_image_get_interpretation(image.get());
+  const bool grey = interpretation == VIPS_INTERPRETATION_B_W || interpretation == VIPS_INTERPRETATION_GREY16;
+  const VipsInterpretation target = grey && keep_grey ? VIPS_INTERPRETATION_B_W : VIPS_INTERPRETATION_sRGB;
+  if (interpretation != target || (target == VIPS_INTERPRETATION_sRGB && image->Bands < 3)) {
+    IMGPIPE_ASSIGN_OR_RETURN(
+        image, Make([&](VipsImage** out) { return vips_colourspace(image.get(), out, target, nullptr); },
+                    ErrorKind::kInternal, "colour conversion failed"));
+  }
+  if (image->BandFmt != VIPS_FORMAT_UCHAR) {
+    IMGPIPE_ASSIGN_OR_RETURN(image, Make([&](VipsImage** out) { return vips_cast_uchar(image.get(), out, nullptr); },
+                                         ErrorKind::kInternal, "conversion to 8 bits failed"));
+  }
+  const int max_bands = target == VIPS_INTERPRETATION_B_W ? 2 : 4;
+  if (image->Bands > max_bands) {
+    IMGPIPE_ASSIGN_OR_RETURN(
+        image, Make([&](VipsImage** out) { return vips_extract_band(image.get(), out, 0, "n", max_bands, nullptr); },
+                    ErrorKind::kInternal, "band extraction failed"));
+  }
+  return image;
+}
+
+struct Box {
+  int width;
+  int height;
+  VipsSize size;
+  VipsInteresting crop;
+};
+
+Box BoxOf(const ScriptStep& step) {
+  Box box{step.width > 0 ? step.width : kUnbounded, step.height > 0 ? step.height : kUnbounded,
+          step.op == "resize" ? VIPS_SIZE_BOTH : VIPS_SIZE_DOWN, VIPS_INTERESTING_NONE};
+  const bool both = step.width > 0 && step.height > 0;
+  if (both && step.fit == "cover") box.crop = VIPS_INTERESTING_CENTRE;
+  if (both && step.fit == "fill") box.size = VIPS_SIZE_FORCE;
+  return box;
+}
+
+Result<RenditionOutput> Encode(VipsImage* in, const std::string& name, const std::string& format, int quality,
+                               int effort) {
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, Normalize(Ref(in), true));
+  const bool alpha = vips_image_hasalpha(image.get()) != 0;
+  void* raw = nullptr;
+  size_t length = 0;
+  int rc = -1;
+  RenditionOutput out;
+  out.name = name;
+  out.format = format;
+  if (format == "jpeg") {
+    if (alpha) {
+      VipsArrayDouble* white = vips_array_double_newv(1, 255.0);
+      auto flat = Make([&](VipsImage** o) { return vips_flatten(image.get(), o, "background", white, nullptr); },
+                       ErrorKind::kInternal, "flattening the alpha channel failed");
+      vips_area_unref(VIPS_AREA(white));
+      if (!flat.ok()) return flat.error();
+      image = std::move(flat).value();
+    }
+    rc = vips_jpegsave_buffer(image.get(), &raw, &length, "Q", quality, "strip", TRUE, nullptr);
+    out.content_type = "image/jpeg";
+    out.extension = "jpg";
+  } else if (format == "webp") {
+    rc = vips_webpsave_buffer(image.get(), &raw, &length, "Q", quality, "effort", std::min(effort, 6), "strip", TRUE,
+                              nullptr);
+    out.content_type = "image/webp";
+    out.extension = "webp";
+  } else if (format == "png") {
+    rc = vips_pngsave_buffer(image.get(), &raw, &length, "strip", TRUE, nullptr);
+    out.content_type = "image/png";
+    out.extension = "png";
+  } else if (format == "avif") {
+    rc = vips_heifsave_buffer(image.get(), &raw, &length, "Q", quality, "effort", effort, "compression",
+                              VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "strip", TRUE, nullptr);
+    out.content_type = "image/avif";
+    out.extension = "avif";
+  } else {
+    return MakeError(ErrorKind::kInvalidArgument, "rendition '" + name + "' has unknown format '" + format + "'");
+  }
+  std::unique_ptr<void, GFree> buffer(raw);
+  if (rc != 0) {
+    return MakeError(ErrorKind::kInternal, "encoding rendition '" + name + "' as " + format + " failed: " +
+                                               TakeVipsError());
+  }
+  out.width = vips_image_get_width(image.get());
+  out.height = vips_image_get_height(image.get());
+  out.bytes.assign(static_cast<const char*>(buffer.get()), length);
+  return out;
+}
+
+// Variance of the Laplacian of the image's greyscale, at most 512 pixels on its long edge: higher is sharper.
+Result<double> Sharpness(VipsImage* in) {
+  auto shrink = [&](VipsImage** out) {
+    return vips_thumbnail_image(in, out, 512, "height", 512, "size", VIPS_SIZE_DOWN, "no_rotate", TRUE, nullptr);
+  };
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr small, Make(shrink, ErrorKind::kInternal, "resizing for sharpness failed"));
+  IMGPIPE_ASSIGN_OR_RETURN(
+      ImagePtr grey, Make([&](VipsImage** out) { return vips_colourspace(small.get(), out, VIPS_INTERPRETATION_B_W, nullptr); },
+                          ErrorKind::kInternal, "greyscale for sharpness failed"));
+  IMGPIPE_ASSIGN_OR_RETURN(
+      ImagePtr luma, Make([&](VipsImage** out) { return vips_extract_band(grey.get(), out, 0, nullptr); },
+                          ErrorKind::kInternal, "greyscale for sharpness failed"));
+  ImagePtr mask(vips_image_new_matrixv(3, 3, 0.0, 1.0, 0.0, 1.0, -4.0, 1.0, 0.0, 1.0, 0.0));
+  if (!mask) return MakeError(ErrorKind::kInternal, "Laplacian mask: " + TakeVipsError());
+  IMGPIPE_ASSIGN_OR_RETURN(
+      ImagePtr edges,
+      Make([&](VipsImage** out) { return vips_conv(luma.get(), out, mask.get(), "precision", VIPS_PRECISION_FLOAT, nullptr); },
+           ErrorKind::kInternal, "Laplacian for sharpness failed"));
+  double deviation = 0;
+  if (vips_deviate(edges.get(), &deviation, nullptr) != 0) {
+    return MakeError(ErrorKind::kInternal, "sharpness statistics failed: " + TakeVipsError());
+  }
+  return deviation * deviation;
+}
+
+// Removes the metadata a file carries about its capture (EXIF, XMP, IPTC, ICC, orientation) from a copy of `in`.
+Result<ImagePtr> Strip(VipsImage* in) {
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr copy, Make([&](VipsImage** out) { return vips_copy(in, out, nullptr); },
+                                              ErrorKind::kInternal, "copying for strip failed"));
+  gchar** fields = vips_image_get_fields(copy.get());
+  for (gchar** f = fields; f != nullptr && *f != nullptr; ++f) {
+    const std::string_view name(*f);
+    if (name.starts_with("exif-") || name == VIPS_META_XMP_NAME || name == VIPS_META_IPTC_NAME ||
+        name == VIPS_META_ICC_NAME || name == VIPS_META_ORIENTATION || name == VIPS_META_PHOTOSHOP_NAME) {
+      vips_image_remove(copy.get(), *f);
+    }
+  }
+  g_strfreev(fields);
+  return copy;
+}
+
+// One run: the current image, what the steps produced, and the Lua API over both.
+class Run final : public LuaHost {
+ public:
+  Run(const ScriptBundle& script, const ScriptRunLimits& limits, ImageFormat format, ImagePtr image)
+      : script_(script), limits_(limits), format_(format), image_(std::move(image)) {}
+
+  Status Step(const ScriptStep& step) {
+    if (step.op == "lua") {
+      auto file = script_.files.find(step.file);
+      if (file == script_.files.end()) {
+        return MakeError(ErrorKind::kInvalidArgument, StepWhere(step) + ": file '" + step.file + "' is missing");
+      }
+      return RunLua(file->second, step.file, limits_.lua, *this);
+    }
+    return Apply(step);
+  }
+
+  Status Apply(const ScriptStep& step) override {
+    VipsImage* in = image_.get();
+    const std::string where = StepWhere(step);
+    Result<ImagePtr> next = ImagePtr();
+    if (step.op == "auto-orient") {
+      next = Make([&](VipsImage** out) { return vips_autorot(in, out, nullptr); }, ErrorKind::kInternal, where);
+    } else if (step.op == "thumbnail" || step.op == "resize") {
+      const Box box = BoxOf(step);
+      next = Make(
+          [&](VipsImage** out) {
+            return vips_thumbnail_image(in, out, box.width, "height", box.height, "size", box.size, "crop", box.crop,
+                                        "no_rotate", TRUE, nullptr);
+          },
+          ErrorKind::kInternal, where);
+    } else if (step.op == "crop") {
+      const int width = std::min(step.width > 0 ? step.width : in->Xsize, in->Xsize);
+      const int height = std::min(step.height > 0 ? step.height : in->Ysize, in->Ysize);
+      const VipsInteresting interesting = step.mode == "attention" ? VIPS_INTERESTING_ATTENTION
+                                          : step.mode == "entropy" ? VIPS_INTERESTING_ENTROPY
+                                                                   : VIPS_INTERESTING_CENTRE;
+      next = Make([&](VipsImage** out) {
+        return vips_smartcrop(in, out, width, height, "interesting", interesting, nullptr);
+      }, ErrorKind::kInternal, where);
+    } else if (step.op == "blur") {
+      next = Make([&](VipsImage** out) { return vips_gaussblur(in, out, step.sigma, nullptr); }, ErrorKind::kInternal,
+                  where);
+    } else if (step.op == "sharpen") {
+      next = Make([&](VipsImage** out) { return vips_sharpen(in, out, "sigma", step.sigma, nullptr); },
+                  ErrorKind::kInternal, where);
+    } else if (step.op == "grayscale") {
+      next = Make([&](VipsImage** out) { return vips_colourspace(in, out, VIPS_INTERPRETATION_B_W, nullptr); },
+                  ErrorKind::kInternal, where);
+    } else if (step.op == "strip") {
+      next = Strip(in);
+    } else if (step.op == "convert") {
+      return Ok();  // sets the renditions' default encoding, read by the manifest parser
+    } else if (step.op == "phash" || step.op == "dominant-colour") {
+      IMGPIPE_ASSIGN_OR_RETURN(ImagePtr rgb, Normalize(Ref(in), false));
+      IMGPIPE_ASSIGN_OR_RETURN(ImageSignature signature, ComputeImageSignature(rgb.get()));
+      if (step.op == "phash") {
+        output_.phash = signature.phash;
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(signature.phash));
+        return Label("phash", hex, std::nullopt);
+      }
+      output_.dominant_colour = signature.dominant_colour;
+      return Label("dominant_colour", signature.dominant_colour, std::nullopt);
+    } else if (step.op == "sharpness") {
+      IMGPIPE_ASSIGN_OR_RETURN(double score, Sharpness(in));
+      char text[32];
+      std::snprintf(text, sizeof text, "%.2f", score);
+      return Label("sharpness", text, score);
+    } else {
+      return MakeError(ErrorKind::kInvalidArgument, where + " is not a built-in image operation");
+    }
+    if (!next.ok()) return next.error();
+    image_ = std::move(next).value();
+    return Ok();
+  }
+
+  int Width() override { return vips_image_get_width(image_.get()); }
+  int Height() override { return vips_image_get_height(image_.get()); }
+  std::string Format() override { return std::string(FormatName(format_)); }
+
+  std::optional<std::string> Metadata(const std::string& name) override {
+    if (vips_image_get_typeof(image_.get(), name.c_str()) == 0) return std::nullopt;
+    char* text = nullptr;
+    if (vips_image_get_as_string(image_.get(), name.c_str(), &text) != 0) {
+      vips_error_clear();
+      return std::nullopt;
+    }
+    std::string value = text;
+    g_free(text);
+    if (value.size() > 4096) value.resize(4096);
+    return value;
+  }
+
+  std::vector<std::string> MetadataNames() override {
+    std::vector<std::string> names;
+    gchar** fields = vips_image_get_fields(image_.get());
+    for (gchar** f = fields; f != nullptr && *f != nullptr; ++f) names.emplace_back(*f);
+    g_strfreev(fields);
+    return names;
+  }
+
+  Status AddRendition(const std::string& name, const std::string& format, int quality, int effort) override {
+    const bool valid = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+    });
+    if (!valid) return MakeError(ErrorKind::kInvalidArgument, "rendition name '" + name + "' is not [a-z0-9-]{1,64}");
+    for (const RenditionOutput& r : output_.renditions) {
+      if (r.name == name) return MakeError(ErrorKind::kInvalidArgument, "rendition '" + name + "' already exists");
+    }
+    if (output_.renditions.size() >= limits_.max_renditions) {
+      return MakeError(ErrorKind::kInvalidArgument,
+                       "a run makes at most " + std::to_string(limits_.max_renditions) + " renditions");
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(RenditionOutput out, Encode(image_.get(), name, format, quality, effort));
+    output_.renditions.push_back(std::move(out));
+    return Ok();
+  }
+
+  Status Label(const std::string& key, const std::string& value, std::optional<double> number) override {
+    if (key.empty() || key.size() + value.size() > limits_.max_label_bytes) {
+      return MakeError(ErrorKind::kInvalidArgument, "a label needs a key, and key plus value of at most " +
+                                                        std::to_string(limits_.max_label_bytes) + " bytes");
+    }
+    if (number && !std::isfinite(*number)) {
+      return MakeError(ErrorKind::kInvalidArgument, "label '" + key + "' has a number that is not finite");
+    }
+    if (output_.labels.size() >= limits_.max_labels) {
+      return MakeError(ErrorKind::kInvalidArgument,
+                       "a run emits at most " + std::to_string(limits_.max_labels) + " labels");
+    }
+    output_.labels.push_back({key, value, number});
+    return Ok();
+  }
+
+  void Reject(const std::string& reason) override { output_.rejected = reason; }
+
+  Status Freeze() {
+    ImagePtr copy(vips_image_copy_memory(image_.get()));
+    if (!copy) return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + TakeVipsError(), "invalid_image");
+    image_ = std::move(copy);
+    return Ok();
+  }
+  VipsImage* image() const { return image_.get(); }
+  void set_image(ImagePtr image) { image_ = std::move(image); }
+  ScriptRunOutput& output() { return output_; }
+
+ private:
+  const ScriptBundle& script_;
+  const ScriptRunLimits& limits_;
+  ImageFormat format_;
+  ImagePtr image_;
+  ScriptRunOutput output_;
+};
+
+bool Decodable(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::kJpeg: case ImageFormat::kPng: case ImageFormat::kWebp: case ImageFormat::kGif:
+    case ImageFormat::kTiff: case ImageFormat::kHeic: case ImageFormat::kAvif:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+Result<ScriptRunOutput> RunScript(const ScriptBundle& script, const std::string& path,
+                                  const ScriptRunLimits& limits) {
+  vips_error_clear();
+  std::string head(512, '\0');
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return MakeError(ErrorKind::kInternal, "cannot open the image file for reading");
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(in.gcount()));
+  }
+  const ImageFormat format = DetectFormat(head);
+  if (!Decodable(format)) {
+    return MakeError(ErrorKind::kUnsupportedFormat,
+                     "image format '" + std::string(FormatName(format)) + "' cannot be processed", "unsupported_format");
+  }
+  const std::vector<ScriptStep>& steps = script.manifest.steps;
+  // Shrink-on-load: a script that starts with [auto-orient,] thumbnail decodes straight at the thumbnail's size.
+  size_t first = 0;
+  const bool orient_first = !steps.empty() && steps[0].op == "auto-orient";
+  const size_t thumb_at = orient_first ? 1 : 0;
+  ImagePtr image;
+  if (steps.size() > thumb_at && steps[thumb_at].op == "thumbnail") {
+    const Box box = BoxOf(steps[thumb_at]);
+    IMGPIPE_ASSIGN_OR_RETURN(image, Make(
+        [&](VipsImage** out) {
+          return vips_thumbnail(path.c_str(), out, box.width, "height", box.height, "size", box.size, "crop",
+                                box.crop, "no_rotate", orient_first ? FALSE : TRUE, nullptr);
+        },
+        ErrorKind::kInvalidImage, "image does not decode"));
+    // vips_thumbnail reads the file sequentially, once; the steps after may read the pixels several times.
+    ImagePtr decoded(vips_image_copy_memory(image.get()));
+    if (!decoded) {
+      return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + TakeVipsError(), "invalid_image");
+    }
+    image = std::move(decoded);
+    first = thumb_at + 1;
+  } else {
+    IMGPIPE_ASSIGN_OR_RETURN(image, Make([&](VipsImage** out) {
+      *out = vips_image_new_from_file(path.c_str(), nullptr);
+      return *out != nullptr ? 0 : -1;
+    }, ErrorKind::kInvalidImage, "image does not decode"));
+  }
+  Run run(script, limits, format, std::move(image));
+  for (size_t i = first; i < steps.size(); ++i) {
+    IMGPIPE_TRY(run.Step(steps[i]));
+    if (run.output().rejected) {
+      ScriptRunOutput out = std::move(run.output());
+      out.renditions.clear();
+      return out;
+    }
+  }
+  // Renditions branch from the same image; decode and compute it once.
+  IMGPIPE_TRY(run.Freeze());
+  ImagePtr main_image = Ref(run.image());
+  std::vector<RenditionOutput> made;
+  for (const ScriptRendition& r : script.manifest.renditions) {
+    run.set_image(Ref(main_image.get()));
+    for (const ScriptStep& step : r.steps) IMGPIPE_TRY(run.Apply(step));
+    IMGPIPE_ASSIGN_OR_RETURN(RenditionOutput out, Encode(run.image(), r.name, r.format, r.quality, r.effort));
+    for (const RenditionOutput& existing : run.output().renditions) {
+      if (existing.name == r.name) {
+        return MakeError(ErrorKind::kInvalidArgument, "rendition '" + r.name + "' was also added by a lua step");
+      }
+    }
+    made.push_back(std::move(out));
+  }
+  ScriptRunOutput out = std::move(run.output());
+  made.insert(made.end(), std::make_move_iterator(out.renditions.begin()),
+              std::make_move_iterator(out.renditions.end()));
+  out.renditions = std::move(made);
+  return out;
+}
+
+}  // namespace imgpipe

@@ -1,0 +1,131 @@
+#include "scripts/script_store.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "storage/local/local_blob_store.hpp"
+
+namespace imgpipe {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class ScriptStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("imgpipe-scripts-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    auto blobs = LocalBlobStore::Open(root_.string());
+    ASSERT_TRUE(blobs.ok()) << blobs.error().message;
+    blobs_ = std::move(blobs).value();
+    store_ = std::make_unique<ScriptStore>(*blobs_, clock_);
+  }
+  void TearDown() override {
+    store_.reset();
+    blobs_.reset();
+    fs::remove_all(root_);
+  }
+
+  static std::map<std::string, std::string> Script(int width) {
+    return {{"pipeline.toml", "description = \"w" + std::to_string(width) + "\"\n[[steps]]\nop = \"thumbnail\"\nwidth = " +
+                                  std::to_string(width) + "\n[[steps]]\nop = \"lua\"\nfile = \"l.lua\"\n"},
+            {"l.lua", "run.label('w', '" + std::to_string(width) + "')\n"}};
+  }
+
+  fs::path root_;
+  SystemClock clock_;
+  std::unique_ptr<LocalBlobStore> blobs_;
+  std::unique_ptr<ScriptStore> store_;
+};
+
+TEST_F(ScriptStoreTest, PushStoresAContentAddressedVersionAndMovesCurrent) {
+  auto first = store_->Push("thumbs", Script(100));
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  EXPECT_EQ(first->version.size(), 64u);
+  EXPECT_TRUE(blobs_->Stat(kScripts, "thumbs/versions/" + first->version + ".json").ok());
+  EXPECT_EQ(store_->CurrentVersion("thumbs").value(), first->version);
+
+  auto again = store_->Push("thumbs", Script(100));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->version, first->version);  // same files, same version; history unchanged
+
+  auto second = store_->Push("thumbs", Script(200));
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE(second->version, first->version);
+  auto shown = store_->Show("thumbs");
+  ASSERT_TRUE(shown.ok()) << shown.error().message;
+  EXPECT_EQ(shown->current_version, second->version);
+  EXPECT_EQ(shown->description, "w200");
+  EXPECT_THAT(shown->history, ElementsAre(first->version, second->version));
+
+  auto got = store_->Get("thumbs", first->version);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->files, Script(100));
+  EXPECT_EQ(got->manifest.steps[0].width, 100);
+}
+
+TEST_F(ScriptStoreTest, RollbackReturnsToThePreviousVersionUntilNoneIsLeft) {
+  auto first = store_->Push("thumbs", Script(100));
+  auto second = store_->Push("thumbs", Script(200));
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto rolled = store_->Rollback("thumbs");
+  ASSERT_TRUE(rolled.ok()) << rolled.error().message;
+  EXPECT_EQ(rolled->current_version, first->version);
+  EXPECT_EQ(store_->CurrentVersion("thumbs").value(), first->version);
+  EXPECT_THAT(rolled->history, ElementsAre(first->version));
+  auto none = store_->Rollback("thumbs");
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().kind, ErrorKind::kConflict);
+  // The rolled-back version stays stored (immutable) and can be pushed again.
+  EXPECT_TRUE(store_->Get("thumbs", second->version).ok());
+}
+
+TEST_F(ScriptStoreTest, ListNamesEveryScript) {
+  ASSERT_TRUE(store_->Push("b-script", Script(1)).ok());
+  ASSERT_TRUE(store_->Push("a-script", Script(2)).ok());
+  auto list = store_->List();
+  ASSERT_TRUE(list.ok()) << list.error().message;
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].name, "a-script");
+  EXPECT_EQ((*list)[1].name, "b-script");
+  EXPECT_EQ((*list)[1].description, "w1");
+}
+
+TEST_F(ScriptStoreTest, BadScriptsAreRefusedAndNothingIsStored) {
+  auto files = Script(100);
+  files["l.lua"] = "run.label('w',\n  \n end";
+  auto bad_lua = store_->Push("thumbs", files);
+  ASSERT_FALSE(bad_lua.ok());
+  EXPECT_EQ(bad_lua.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_THAT(bad_lua.error().message, HasSubstr("l.lua:3:"));
+
+  files = Script(100);
+  files["pipeline.toml"] += "[[steps]]\nop = \"explode\"\n";
+  auto bad_step = store_->Push("thumbs", files);
+  ASSERT_FALSE(bad_step.ok());
+  EXPECT_THAT(bad_step.error().message, HasSubstr("pipeline.toml:9: step 'explode' is unknown"));
+
+  EXPECT_FALSE(store_->Push("Bad Name", Script(1)).ok());
+  EXPECT_FALSE(store_->Push("thumbs", {{"l.lua", "return"}}).ok());  // no pipeline.toml
+  files = Script(1);
+  files["../evil.lua"] = "";
+  EXPECT_FALSE(store_->Push("thumbs", files).ok());
+  files = Script(1);
+  files["run.sh"] = "";
+  EXPECT_FALSE(store_->Push("thumbs", files).ok());
+
+  auto current = store_->CurrentVersion("thumbs");
+  ASSERT_FALSE(current.ok());
+  EXPECT_EQ(current.error().kind, ErrorKind::kNotFound);
+  auto list = store_->List();
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+}
+
+}  // namespace
+}  // namespace imgpipe
