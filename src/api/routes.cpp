@@ -8,10 +8,12 @@
 
 #include "api/dashboard.hpp"
 #include "api/image_json.hpp"
+#include "api/scripts_api.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "http/multipart_parser.hpp"
 #include "http/range.hpp"
+#include "scripts/script_store.hpp"
 
 namespace imgpipe {
 
@@ -224,6 +226,14 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
       if (method == http::verb::delete_) r = co_await RevokeKey(req, std::string(segs[2]));
       else r = not_allowed("DELETE");
     }
+  } else if (segs.size() >= 2 && segs[0] == "v1" && segs[1] == "scripts" && segs.size() <= 3) {
+    route = segs.size() == 2 ? "/v1/scripts" : "/v1/scripts/{name}";
+    if (!RoleAllowed(role, {})) r = forbid("manage processing scripts");
+    else {
+      // A named local, not a temporary: g++ 12 mishandles temporaries passed to a coroutine's by-value parameter.
+      std::string script_name = segs.size() == 3 ? std::string(segs[2]) : std::string();
+      r = co_await Scripts(req, script_name);
+    }
   } else {
     r = ErrorResponse(MakeError(ErrorKind::kNotFound, "no such resource: " + std::string(req.path())),
                       req.request_id());
@@ -295,9 +305,13 @@ asio::awaitable<HttpResponse> Api::Upload(HttpRequest& req, const ApiKeyRecord& 
     }
     ir.idempotency_key = std::string(idem);
   }
-  if (auto p = req.QueryParam("pipeline"); p && !p->empty() && *p != "default") {
-    co_return refuse(MakeError(ErrorKind::kInvalidArgument,
-                               "unknown pipeline \"" + *p + "\"; this server runs the \"default\" pipeline"));
+  if (auto p = req.QueryParam("pipeline"); p && !p->empty()) {
+    // "default" is the built-in pipeline; any other name must be a pushed processing script (docs/SCRIPTS.md).
+    if (*p != "default") {
+      Status known = co_await RunBlocking(ctx_.blocking, [&] { return CheckScriptExists(ctx_.blobs, ctx_.clock, *p); });
+      if (!known.ok()) co_return refuse(known.error());
+    }
+    ir.pipeline = *p;
   }
 
   std::unique_ptr<Spool> spool = ctx_.intake.BeginSpool();
@@ -594,6 +608,36 @@ asio::awaitable<HttpResponse> Api::Query(HttpRequest& req) {
   out += "],\"truncated\":";
   out += result->truncated ? "true}" : "false}";
   r.body = std::move(out);
+  co_return r;
+}
+
+asio::awaitable<HttpResponse> Api::Scripts(HttpRequest& req, std::string name) {
+  const http::verb method = req.header().method();
+  auto respond = [&](http::status ok, const Result<json::value>& out) {
+    return out.ok() ? JsonResponse(ok, out.value()) : ErrorResponse(out.error(), req.request_id());
+  };
+  if (name.empty() && method == http::verb::post) {
+    auto body = co_await req.ReadAll(4 * ScriptStore::kMaxBytes);
+    if (!body.ok()) co_return ErrorResponse(body.error(), req.request_id());
+    const std::string text = std::move(body).value();
+    co_return co_await RunBlocking(ctx_.blocking, [&] {
+      return respond(http::status::created, PushScriptJson(ctx_.blobs, ctx_.clock, text));
+    });
+  }
+  if (method == http::verb::get) {
+    co_return co_await RunBlocking(ctx_.blocking, [&] {
+      return respond(http::status::ok, name.empty() ? ListScriptsJson(ctx_.blobs, ctx_.clock)
+                                                    : ShowScriptJson(ctx_.blobs, ctx_.clock, name));
+    });
+  }
+  const std::string allow = name.empty() ? "GET, POST" : "GET";
+  HttpResponse r = ErrorResponse(MakeError(ErrorKind::kInvalidArgument,
+                                           std::string(req.header().method_string()) + " is not allowed here; use " +
+                                               allow,
+                                           "method_not_allowed"),
+                                 req.request_id());
+  r.status = http::status::method_not_allowed;
+  r.SetHeader("Allow", allow);
   co_return r;
 }
 

@@ -45,6 +45,9 @@ class Api {
   asio::awaitable<HttpResponse> DeleteImage(HttpRequest& req, const std::string& id);
   asio::awaitable<HttpResponse> Query(HttpRequest& req);
   asio::awaitable<HttpResponse> CreateKey(HttpRequest& req);
+  //! /v1/scripts and /v1/scripts/{name} (`name` empty for the former); the caller checks the admin role.
+  //! src/api/scripts_api.hpp does the work.
+  asio::awaitable<HttpResponse> Scripts(HttpRequest& req, std::string name);
   asio::awaitable<HttpResponse> ListKeys(HttpRequest& req);
   asio::awaitable<HttpResponse> RevokeKey(HttpRequest& req, const std::string& id);
   HttpResponse Ready(HttpRequest& req);

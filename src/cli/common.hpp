@@ -59,5 +59,6 @@ int RunKeys(int argc, char** argv);
 int RunQuery(int argc, char** argv);
 int RunRetention(int argc, char** argv);
 int RunProcess(int argc, char** argv);
+int RunScripts(int argc, char** argv);
 
 }  // namespace imgpipe

@@ -16,6 +16,7 @@ void Usage(std::ostream& out) {
          "  query      run read-only SQL on the warehouse\n"
          "  retention  run   one retention sweep now\n"
          "  process    run the default pipeline on local files (preview, benchmark)\n"
+         "  scripts    push | list | show | rollback processing scripts (docs/SCRIPTS.md)\n"
          "  version    print the version\n"
          "\n"
          "common options: --config FILE, --data-dir DIR; every config key can also be set with IMGPIPE_<SECTION>_<KEY>.\n"
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   if (cmd == "query") return imgpipe::RunQuery(argc, argv);
   if (cmd == "retention") return imgpipe::RunRetention(argc, argv);
   if (cmd == "process") return imgpipe::RunProcess(argc, argv);
+  if (cmd == "scripts") return imgpipe::RunScripts(argc, argv);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "imgpipe " << IMGPIPE_VERSION << "\n";
     return 0;

@@ -513,6 +513,16 @@ const KeyDef kKeys[] = {
     {"processing.workers", [](Config& c, const Value& v) { return SetInt(&c.worker_threads, v, 0, 1024); }},
     {"processing.vips_concurrency", [](Config& c, const Value& v) { return SetInt(&c.vips_concurrency, v, 1, 256); }},
     {"processing.enabled", [](Config& c, const Value& v) { return v.Bool(&c.embedded_workers); }},
+    {"processing.default_script",
+     [](Config& c, const Value& v) -> std::optional<std::string> {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       const bool ok = s.size() <= 64 && s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos &&
+                       (s.empty() || s[0] != '-');
+       if (!ok) return Quote(s) + " is not a script name (a-z, 0-9, '-'; empty for the built-in pipeline)";
+       c.default_script = s == "default" ? "" : s;
+       return std::nullopt;
+     }},
     {"log.level",
      [](Config& c, const Value& v) { return SetChoice(&c.log_level, v, {"debug", "info", "warn", "error"}); }},
     {"testing.clock_offset",

@@ -65,6 +65,7 @@ struct Config {
   int worker_threads = 0;                         //!< processing.workers; 0 = number of cores
   int vips_concurrency = 1;                       //!< processing.vips_concurrency: libvips threads per job
   bool embedded_workers = true;                   //!< processing.enabled: run workers inside `serve`
+  std::string default_script;                     //!< processing.default_script: script for uploads naming none; "" = built-in
   std::vector<RenditionConfig> renditions = {
       {"thumb-256", 256, 256, "inside", "auto", 82},
       {"thumb-1024", 1024, 1024, "inside", "auto", 82},

@@ -381,10 +381,20 @@ TEST(ConfigTest, ImgpipeEnvironmentSkipsNonConfigVariables) {
   for (auto& [name, value] : env) EXPECT_TRUE(name.starts_with("IMGPIPE_")) << name;
 }
 
+TEST(ConfigTest, DefaultScriptIsAScriptNameOrEmpty) {
+  auto config = LoadConfigFromString("[processing]\ndefault_script = \"square-v2\"\n", "inline.toml");
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->default_script, "square-v2");
+  EXPECT_EQ(LoadConfigFromString("", "inline.toml")->default_script, "");
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[processing]\ndefault_script = \"../etc\"\n", "inline.toml")),
+              HasSubstr("default_script"));
+}
+
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 29u);
+  EXPECT_EQ(keys.size(), 30u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
+  EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.renditions"), keys.end());
 }
 

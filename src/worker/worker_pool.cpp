@@ -12,6 +12,7 @@
 #include "core/log.hpp"
 #include "core/metrics.hpp"
 #include "processing/pipeline.hpp"
+#include "scripts/script_runner.hpp"
 
 namespace imgpipe {
 
@@ -49,7 +50,13 @@ class LocalCopy {
 
 WorkerPool::WorkerPool(WorkerOptions options, BlobStore& blobs, MetadataStore& store, JobQueue& queue,
                        const Clock& clock, Metrics* metrics)
-    : options_(std::move(options)), blobs_(blobs), store_(store), queue_(queue), clock_(clock), metrics_(metrics) {}
+    : options_(std::move(options)),
+      blobs_(blobs),
+      store_(store),
+      queue_(queue),
+      clock_(clock),
+      metrics_(metrics),
+      scripts_(blobs, clock) {}
 
 WorkerPool::~WorkerPool() { Stop(std::chrono::milliseconds(0)); }
 
@@ -94,7 +101,8 @@ void WorkerPool::Loop() {
   }
 }
 
-Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoint started) {
+Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoint started,
+                               const ScriptBundle* script) {
   LocalCopy copy;
   std::string path;
   if (auto local = blobs_.LocalPath(kOriginals, image.original_key)) {
@@ -104,7 +112,25 @@ Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoi
     path = copy.path();
   }
   auto t0 = std::chrono::steady_clock::now();
-  auto out = RunDefaultPipeline(path, options_.renditions);
+  Result<PipelineOutput> out = PipelineOutput{};
+  if (script == nullptr) {
+    out = RunDefaultPipeline(path, options_.renditions);
+  } else {
+    IMGPIPE_ASSIGN_OR_RETURN(ScriptRunOutput ran, RunScript(*script, path));
+    if (ran.rejected) {
+      return MakeError(ErrorKind::kInvalidArgument,
+                       "rejected by script '" + script->name + "': " + *ran.rejected, "rejected_by_script");
+    }
+    std::vector<ImageLabel> labels;
+    for (ScriptLabel& l : ran.labels) labels.push_back({std::move(l.key), std::move(l.value), l.number});
+    IMGPIPE_TRY(store_.RecordLabels(image.id, script->name, script->version, labels));
+    PipelineOutput converted;
+    converted.renditions = std::move(ran.renditions);
+    converted.phash = ran.phash;
+    converted.dominant_colour = std::move(ran.dominant_colour);
+    converted.decode_seconds = Seconds(std::chrono::steady_clock::now() - t0);
+    out = std::move(converted);
+  }
   if (!out.ok()) return out.error();
   if (metrics_) {
     metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "process"}}, out->decode_seconds);
@@ -136,6 +162,10 @@ Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoi
   run.decode_seconds = out->decode_seconds;
   run.encode_seconds = out->encode_seconds;
   run.total_seconds = Seconds(std::chrono::steady_clock::now() - t0);
+  if (script != nullptr) {
+    run.script_name = script->name;
+    run.script_version = script->version;
+  }
   return store_.RecordProcessed(image.id, out->phash, out->dominant_colour, records, run);
 }
 
@@ -175,7 +205,17 @@ void WorkerPool::ProcessJob(const Job& job) {
     return;
   }
   (void)store_.MarkProcessing(image->id);
-  Status result = RunPipeline(*image, job, started);
+  std::shared_ptr<const ScriptBundle> script;
+  Status result = Ok();
+  if (image->pipeline != "default" && !image->pipeline.empty()) {
+    auto current = scripts_.Current(image->pipeline);
+    if (current.ok()) {
+      script = std::move(current).value();
+    } else {
+      result = current.error();
+    }
+  }
+  if (result.ok()) result = RunPipeline(*image, job, started, script.get());
   if (result.ok()) {
     Status acked = queue_.Ack(job);
     if (!acked.ok()) LogWarn("ack failed; the job will re-run harmlessly", {{"error", acked.error().message}});
@@ -195,8 +235,12 @@ void WorkerPool::ProcessJob(const Job& job) {
     return;
   }
   int attempt = job.attempts + 1;
+  // A script's own errors and rejections (kInvalidArgument, kNotFound for a script that no longer exists) would
+  // repeat on every attempt.
   bool permanent = err.kind == ErrorKind::kInvalidImage || err.kind == ErrorKind::kUnsupportedFormat ||
-                   err.kind == ErrorKind::kTooLarge;
+                   err.kind == ErrorKind::kTooLarge ||
+                   (script != nullptr && err.kind == ErrorKind::kInvalidArgument) ||
+                   (image->pipeline != "default" && err.kind == ErrorKind::kNotFound && !script);
   bool final = permanent || attempt >= options_.max_attempts;
   ProcessingRun run;
   run.image_id = image->id;
@@ -206,6 +250,10 @@ void WorkerPool::ProcessJob(const Job& job) {
   run.finished_at = clock_.Now();
   run.status = final ? "failed" : "retrying";
   run.error = err.message;
+  if (script != nullptr) {
+    run.script_name = script->name;
+    run.script_version = script->version;
+  }
   Status recorded = store_.RecordFailure(image->id, run, final);
   if (!recorded.ok()) {
     LogWarn("cannot record a failed run", {{"image_id", image->id.value()}, {"error", recorded.error().message}});

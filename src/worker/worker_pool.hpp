@@ -10,6 +10,7 @@
 #include "core/clock.hpp"
 #include "core/result.hpp"
 #include "queue/job_queue.hpp"
+#include "scripts/script_cache.hpp"
 #include "storage/blob_store.hpp"
 #include "warehouse/metadata_store.hpp"
 
@@ -32,7 +33,9 @@ struct WorkerOptions {
 //! Idempotent by construction: rendition keys are deterministic and rows are upserted, so a job re-run after a crash
 //! (its lease ran out) overwrites what the first run left and never duplicates. A job is acked only after its
 //! renditions are durable and its row says processed. Failures retry with exponential backoff; an image that does
-//! not decode, or that failed queue.max_attempts times, becomes `failed` with its error.
+//! not decode, or that failed queue.max_attempts times, becomes `failed` with its error. An image whose `pipeline`
+//! names a processing script (docs/SCRIPTS.md) runs that script's current version; its labels are recorded before
+//! the run, and a script error or a rejection fails the image at once (a script is deterministic).
 class WorkerPool {
  public:
   WorkerPool(WorkerOptions options, BlobStore& blobs, MetadataStore& store, JobQueue& queue, const Clock& clock,
@@ -49,7 +52,8 @@ class WorkerPool {
 
  private:
   void Loop();
-  Status RunPipeline(const ImageRecord& image, const Job& job, TimePoint started);
+  //! `script` is null for the built-in default pipeline.
+  Status RunPipeline(const ImageRecord& image, const Job& job, TimePoint started, const ScriptBundle* script);
 
   WorkerOptions options_;
   BlobStore& blobs_;
@@ -57,6 +61,7 @@ class WorkerPool {
   JobQueue& queue_;
   const Clock& clock_;
   Metrics* metrics_;
+  ScriptCache scripts_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> busy_{0};
   std::vector<std::thread> threads_;

@@ -1,0 +1,145 @@
+"""Processing scripts (docs/SCRIPTS.md): push with the CLI, upload with ?pipeline=NAME, the script's renditions and
+labels, versions recorded on the runs; the HTTP API for scripts; bad scripts refused naming file and line."""
+
+from support import CORPORA, run_cli
+
+PHOTO = (CORPORA / "valid/kodak/kodim23.png").read_bytes()  # 768x512
+
+PIPELINE = """description = "square and grey"
+
+[[steps]]
+op = "auto-orient"
+
+[[steps]]
+op = "thumbnail"
+width = 300
+
+[[steps]]
+op = "sharpness"
+
+[[steps]]
+op = "lua"
+file = "labels.lua"
+
+[[renditions]]
+name = "square"
+format = "webp"
+steps = [ { op = "crop", width = 120, height = 120, mode = "attention" } ]
+"""
+
+LABELS = """
+run.label("orientation", image.width() >= image.height() and "landscape" or "portrait")
+run.label("pixels", tostring(image.width() * image.height()), image.width() * image.height())
+image.apply("grayscale")
+run.rendition("grey", {format = "png"})
+"""
+
+
+def push(server, name, folder):
+    return run_cli("scripts", "push", name, str(folder), "--data-dir", str(server.data_dir))
+
+
+def test_pushed_script_runs_for_uploads_that_name_it(server, tmp_path):
+    folder = tmp_path / "square"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text(PIPELINE)
+    (folder / "labels.lua").write_text(LABELS)
+    p = push(server, "square", folder)
+    assert p.returncode == 0, p.stderr.decode()
+    name, version = p.stdout.decode().split()
+    assert name == "square" and len(version) == 64
+
+    r = server.request("POST", "/v1/images?pipeline=square", data=PHOTO)
+    assert r.status_code == 201, r.text
+    image = server.wait_processed(r.json()["id"])
+    assert image["pipeline"] == "square"
+    by_name = {rd["name"]: rd for rd in image["renditions"]}
+    assert set(by_name) == {"square", "grey"}
+    assert (by_name["square"]["width"], by_name["square"]["height"]) == (120, 120)
+    assert by_name["square"]["format"] == "webp"
+    assert (by_name["grey"]["width"], by_name["grey"]["height"]) == (300, 200)
+    grey = server.get(f"/v1/images/{image['id']}/renditions/grey")
+    assert grey.status_code == 200 and grey.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rows = server.query_rows(
+        f"SELECT script_name, script_version, key, value, number FROM image_labels "
+        f"WHERE image_id = '{image['id']}' ORDER BY id")
+    assert [(row["key"], row["value"]) for row in rows] == [
+        ("sharpness", rows[0]["value"]), ("orientation", "landscape"), ("pixels", "60000")]
+    assert all(row["script_name"] == "square" and row["script_version"] == version for row in rows)
+    assert float(rows[0]["number"]) > 0
+    assert float(rows[2]["number"]) == 60000
+    runs = server.query_rows(
+        f"SELECT script_name, script_version, status FROM processing_runs WHERE image_id = '{image['id']}'")
+    assert runs == [{"script_name": "square", "script_version": version, "status": "processed"}]
+
+    # A default upload still runs the built-in pipeline and records no script.
+    plain = server.wait_processed(server.upload_ok(PHOTO)["id"])
+    assert {rd["name"] for rd in plain["renditions"]} == {"thumb-256", "thumb-1024"}
+    assert server.scalar(
+        f"SELECT script_name = '' AND script_version = '' FROM processing_runs WHERE image_id = '{plain['id']}'") == "1"
+
+
+def test_new_version_and_rollback_take_effect_without_restart(server, tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text('[[renditions]]\nname = "v1"\n')
+    assert push(server, "flip", folder).returncode == 0
+    first = server.wait_processed(server.request("POST", "/v1/images?pipeline=flip", data=PHOTO).json()["id"])
+    assert [rd["name"] for rd in first["renditions"]] == ["v1"]
+
+    (folder / "pipeline.toml").write_text('[[renditions]]\nname = "v2"\n')
+    assert push(server, "flip", folder).returncode == 0
+    second = server.wait_processed(server.request("POST", "/v1/images?pipeline=flip", data=PHOTO).json()["id"])
+    assert [rd["name"] for rd in second["renditions"]] == ["v2"]
+
+    p = run_cli("scripts", "rollback", "flip", "--data-dir", str(server.data_dir))
+    assert p.returncode == 0, p.stderr.decode()
+    third = server.wait_processed(server.request("POST", "/v1/images?pipeline=flip", data=PHOTO).json()["id"])
+    assert [rd["name"] for rd in third["renditions"]] == ["v1"]
+    versions = server.query_rows("SELECT DISTINCT script_version FROM processing_runs WHERE script_name = 'flip'")
+    assert len(versions) == 2
+
+    listed = run_cli("scripts", "list", "--data-dir", str(server.data_dir))
+    assert listed.returncode == 0 and "flip" in listed.stdout.decode()
+
+
+def test_bad_script_is_refused_naming_file_and_line(server, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text('[[steps]]\nop = "thumbnail"\nwidth = 10\n\n[[steps]]\nop = "blurr"\n')
+    p = push(server, "bad", folder)
+    assert p.returncode == 2
+    assert "pipeline.toml:6: step 'blurr' is unknown" in p.stderr.decode()
+
+    (folder / "pipeline.toml").write_text('[[steps]]\nop = "lua"\nfile = "x.lua"\n')
+    (folder / "x.lua").write_text("local a = \n")
+    p = push(server, "bad", folder)
+    assert p.returncode == 2
+    assert "x.lua:" in p.stderr.decode()
+
+    r = server.request("POST", "/v1/images?pipeline=bad", data=PHOTO)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "unknown_pipeline"
+
+
+def test_scripts_http_api(server):
+    body = {"name": "api-made", "files": {"pipeline.toml": '[[renditions]]\nname = "small"\n'}}
+    r = server.request("POST", "/v1/scripts", json=body)
+    assert r.status_code == 201, r.text
+    version = r.json()["version"]
+    assert r.json()["files"] == body["files"]
+    listed = server.get("/v1/scripts").json()["scripts"]
+    assert [s["name"] for s in listed] == ["api-made"] and listed[0]["version"] == version
+    assert server.get("/v1/scripts/api-made").json()["version"] == version
+    assert server.get("/v1/scripts/nope").status_code == 404
+
+    bad = server.request("POST", "/v1/scripts", json={"name": "x", "files": {"pipeline.toml": "steps = 3\n"}})
+    assert bad.status_code == 400
+    assert "pipeline.toml:1:" in bad.json()["error"]["message"]
+
+    uploader = server.create_key("uploader")
+    assert server.get("/v1/scripts", key=uploader).status_code == 403
+    image = server.wait_processed(server.request("POST", "/v1/images?pipeline=api-made", data=PHOTO,
+                                                 key=uploader).json()["id"], key=uploader)
+    assert [rd["name"] for rd in image["renditions"]] == ["small"]
