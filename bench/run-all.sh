@@ -8,4 +8,5 @@ here=$(dirname "$0")
 "$here/processing.sh" --reps 5
 "$here/ingest.sh" --reps 3
 "$here/memory.sh"
+python3 "$here/warehouse.py"
 python3 "$here/report.py"
