@@ -60,5 +60,6 @@ int RunQuery(int argc, char** argv);
 int RunRetention(int argc, char** argv);
 int RunProcess(int argc, char** argv);
 int RunScripts(int argc, char** argv);
+int RunReprocess(int argc, char** argv);
 
 }  // namespace imgpipe

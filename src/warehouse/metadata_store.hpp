@@ -53,6 +53,15 @@ class MetadataStore {
     return MakeError(ErrorKind::kUnavailable, "script labels are not implemented on the " + std::string(BackendName()) +
                                                   " warehouse yet; use the SQLite warehouse for scripts with labels");
   }
+  //! Queues `id` again to be processed with `pipeline` (a script name, or "default"), for reprocessing stored images:
+  //! sets the image's pipeline and status `queued` and inserts its job, in one transaction. True if queued; false,
+  //! changing nothing, if the image is not processed or failed (still queued or processing, expired, deleted) or
+  //! its expires_at is at or before `now`. Earlier runs, renditions and labels stay. kNotFound if there is no such
+  //! image. Backends without it return kUnavailable.
+  virtual Result<bool> RequeueImage(const ImageId& id, const std::string& pipeline, TimePoint now) {
+    return MakeError(ErrorKind::kUnavailable,
+                     "reprocessing is not implemented on the " + std::string(BackendName()) + " warehouse yet");
+  }
   //! A short name for messages ("sqlite", "postgres").
   virtual std::string_view BackendName() const { return "this"; }
   //! Appends a failed run; when `final` the image becomes `failed` with the error.

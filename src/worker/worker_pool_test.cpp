@@ -11,6 +11,7 @@
 #include "ingest/intake.hpp"
 #include "processing/image_probe.hpp"
 #include "queue/embedded/embedded_job_queue.hpp"
+#include "scripts/script_store.hpp"
 #include "storage/local/local_blob_store.hpp"
 #include "warehouse/sqlite/sqlite_database.hpp"
 #include "warehouse/sqlite/sqlite_metadata_store.hpp"
@@ -58,12 +59,13 @@ class WorkerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  Result<IntakeResult> Upload(const std::string& bytes) {
+  Result<IntakeResult> Upload(const std::string& bytes, const std::string& pipeline = "") {
     auto spool = intake_->BeginSpool();
     IMGPIPE_TRY(spool->Append(bytes));
     IMGPIPE_TRY(spool->Finish());
     IntakeRequest req;
     req.uploader_key_id = "key_test";
+    req.pipeline = pipeline;
     return intake_->Accept(*spool, req);
   }
 
@@ -104,6 +106,54 @@ TEST_F(WorkerTest, AcceptedUploadIsProcessedIntoStoredRenditions) {
   }
   // The queue is empty: the job was acked.
   EXPECT_EQ(*queue_->Depth(), 0);
+}
+
+TEST_F(WorkerTest, AScriptRunsItsCurrentVersionAndRecordsLabelsOnceAndTheVersion) {
+  ScriptStore scripts(*blobs_, clock_);
+  auto pushed = scripts.Push("labels", {{"pipeline.toml",
+                                         "[[steps]]\nop = \"thumbnail\"\nwidth = 100\n[[steps]]\nop = \"lua\"\n"
+                                         "file = \"l.lua\"\n[[renditions]]\nname = \"small\"\n"},
+                                        {"l.lua", "run.label('w', tostring(image.width()), image.width())"}});
+  ASSERT_TRUE(pushed.ok()) << pushed.error().message;
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"), "labels");
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+  Job job = LeaseOne();
+  workers_->ProcessJob(job);
+  workers_->ProcessJob(job);  // a re-run after a crash before the ack: labels replaced, not duplicated
+  auto image = store_->GetImage(accepted->image.id);
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(image->status, ImageStatus::kProcessed) << image->error.value_or("");
+  auto renditions = store_->ListRenditions(image->id);
+  ASSERT_TRUE(renditions.ok());
+  ASSERT_EQ(renditions->size(), 1u);
+  EXPECT_EQ((*renditions)[0].name, "small");
+  EXPECT_EQ((*renditions)[0].width, 100);
+  auto labels = store_->Query("SELECT script_version, key, value, number FROM image_labels", {}, 10,
+                              std::chrono::seconds(10));
+  ASSERT_TRUE(labels.ok());
+  ASSERT_EQ(labels->rows_json.size(), 1u);
+  EXPECT_EQ(labels->rows_json[0],
+            (std::vector<std::string>{"\"" + pushed->version + "\"", "\"w\"", "\"100\"", "100"}));
+  auto runs = store_->ListRuns(image->id);
+  ASSERT_TRUE(runs.ok());
+  ASSERT_FALSE(runs->empty());
+  EXPECT_EQ(runs->back().script_name, "labels");
+  EXPECT_EQ(runs->back().script_version, pushed->version);
+}
+
+TEST_F(WorkerTest, ARejectingScriptFailsTheImageAtOnceWithTheReason) {
+  ScriptStore scripts(*blobs_, clock_);
+  ASSERT_TRUE(scripts.Push("picky", {{"pipeline.toml", "[[steps]]\nop = \"lua\"\nfile = \"r.lua\"\n"},
+                                     {"r.lua", "run.reject('no landscapes')"}})
+                  .ok());
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"), "picky");
+  ASSERT_TRUE(accepted.ok());
+  workers_->ProcessJob(LeaseOne());
+  auto image = store_->GetImage(accepted->image.id);
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(image->status, ImageStatus::kFailed);
+  EXPECT_EQ(image->error.value_or(""), "rejected by script 'picky': no landscapes");
+  EXPECT_EQ(*queue_->Depth(), 0);  // no retry
 }
 
 TEST_F(WorkerTest, ReRunningAJobOverwritesAndNeverDuplicates) {

@@ -143,3 +143,31 @@ def test_scripts_http_api(server):
     image = server.wait_processed(server.request("POST", "/v1/images?pipeline=api-made", data=PHOTO,
                                                  key=uploader).json()["id"], key=uploader)
     assert [rd["name"] for rd in image["renditions"]] == ["small"]
+
+
+def test_reprocess_runs_a_new_version_over_stored_images(server, tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text('[[steps]]\nop = "lua"\nfile = "l.lua"\n')
+    (folder / "l.lua").write_text('run.label("version", "one")\n')
+    assert push(server, "relabel", folder).returncode == 0
+    image = server.wait_processed(server.request("POST", "/v1/images?pipeline=relabel", data=PHOTO).json()["id"])
+    plain = server.wait_processed(server.upload_ok(PHOTO)["id"])
+
+    (folder / "l.lua").write_text('run.label("version", "two")\n')
+    assert push(server, "relabel", folder).returncode == 0
+    p = run_cli("reprocess", "--script", "relabel", "--since", image["received_at"], "--data-dir",
+                str(server.data_dir))
+    assert p.returncode == 0, p.stderr.decode()
+    assert "queued 2 image(s)" in p.stdout.decode()
+    for image_id in (image["id"], plain["id"]):
+        server.wait_processed(image_id)
+    rows = server.query_rows(
+        f"SELECT value FROM image_labels WHERE image_id = '{image['id']}' ORDER BY id")
+    assert [row["value"] for row in rows] == ["one", "two"]  # the old version's labels stay beside the new ones
+    assert server.scalar(f"SELECT count(*) FROM image_labels WHERE image_id = '{plain['id']}'") == "1"
+    runs = server.query_rows(f"SELECT DISTINCT script_version FROM processing_runs WHERE image_id = '{image['id']}'")
+    assert len(runs) == 2
+
+    bad = run_cli("reprocess", "--script", "nope", "--since", image["received_at"], "--data-dir", str(server.data_dir))
+    assert bad.returncode == 2 and "nope" in bad.stderr.decode()

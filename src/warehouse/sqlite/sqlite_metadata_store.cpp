@@ -786,6 +786,29 @@ Status SqliteMetadataStore::RecordLabels(const ImageId& id, const std::string& s
   });
 }
 
+Result<bool> SqliteMetadataStore::RequeueImage(const ImageId& id, const std::string& pipeline, TimePoint now) {
+  bool queued = false;
+  IMGPIPE_TRY(db_.Write([&](SqliteConnection& conn) -> Status {
+    queued = false;
+    IMGPIPE_ASSIGN_OR_RETURN(auto status, ImageStatusOf(conn, id));
+    if (!status) return ImageNotFound(id);
+    {
+      IMGPIPE_ASSIGN_OR_RETURN(
+          auto stmt, conn.Prepare("UPDATE images SET pipeline = ?2, status = 'queued', error = NULL "
+                                  "WHERE id = ?1 AND status IN ('processed', 'failed') AND expires_at > ?3"));
+      stmt.BindText(1, id.value()).BindText(2, pipeline).BindText(3, FormatRfc3339(now));
+      IMGPIPE_TRY(stmt.Run());
+      if (conn.Changes() == 0) return Ok();
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(auto job, conn.Prepare(kInsertJobSql));
+    job.BindText(1, id.value()).BindText(2, pipeline).BindText(3, FormatRfc3339(clock_.Now()));
+    IMGPIPE_TRY(job.Run());
+    queued = true;
+    return Ok();
+  }));
+  return queued;
+}
+
 Status SqliteMetadataStore::RecordFailure(const ImageId& id, const ProcessingRun& run, bool final) {
   return db_.Write([&](SqliteConnection& conn) -> Status {
     IMGPIPE_ASSIGN_OR_RETURN(auto status, ImageStatusOf(conn, id));

@@ -40,6 +40,7 @@ class SqliteMetadataStore final : public MetadataStore {
                          const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) override;
   Status RecordLabels(const ImageId& id, const std::string& script_name, const std::string& script_version,
                       const std::vector<ImageLabel>& labels) override;
+  Result<bool> RequeueImage(const ImageId& id, const std::string& pipeline, TimePoint now) override;
   std::string_view BackendName() const override { return "sqlite"; }
   Status RecordFailure(const ImageId& id, const ProcessingRun& run, bool final) override;
 

@@ -518,6 +518,25 @@ TEST_F(SqliteMetadataStoreTest, ScriptLabelsAreReplacedPerVersionAndRunsKeepTheS
   EXPECT_EQ((*runs)[0].script_version, v2);
 }
 
+TEST_F(SqliteMetadataStoreTest, RequeueImageQueuesOnlyFinishedLiveImages) {
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  // Still queued (its first job is in the queue): nothing to do.
+  EXPECT_FALSE(store_->RequeueImage(image.id, "faces", clock_.Now()).value());
+  ASSERT_TRUE(db_->Write([&](SqliteConnection& conn) { return conn.Exec("DELETE FROM jobs"); }).ok());
+  ASSERT_TRUE(store_->RecordProcessed(image.id, std::nullopt, std::nullopt, {},
+                                      Run(image.id, "processed", 1.0, clock_.Now())).ok());
+  auto queued = store_->RequeueImage(image.id, "faces", clock_.Now());
+  ASSERT_TRUE(queued.ok()) << queued.error().message;
+  EXPECT_TRUE(*queued);
+  auto row = store_->GetImage(image.id);
+  EXPECT_EQ(row->status, ImageStatus::kQueued);
+  EXPECT_EQ(row->pipeline, "faces");
+  EXPECT_EQ(MustQuery("SELECT pipeline FROM jobs WHERE image_id = ?1", {"\"" + image.id.value() + "\""}).rows_json,
+            (std::vector<std::vector<std::string>>{{"\"faces\""}}));
+  EXPECT_EQ(store_->RequeueImage(NewImageId(clock_.Now()), "faces", clock_.Now()).error().kind, ErrorKind::kNotFound);
+}
+
 TEST_F(SqliteMetadataStoreTest, RecordFailureAppendsRunsAndFailsOnlyWhenFinal) {
   ImageRecord image = BareImage(clock_.Now());
   ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
