@@ -47,6 +47,13 @@ constexpr std::string_view kSections[] = {"server",     "storage", "database", "
 constexpr std::string_view kRenditionsKey = "processing.renditions";
 constexpr std::string_view kImageFormats[] = {"jpeg", "png", "webp", "gif", "tiff", "heic", "avif", "jxl", "bmp"};
 
+// toml++ 3.3 (Debian 12) reaches __builtin_unreachable (undefined behaviour) on some non-ASCII characters outside
+// strings (found by fuzz_script), so it only ever sees ASCII here: files with other bytes are refused with their
+// line, override text with them is taken as a bare string.
+bool IsAscii(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
@@ -185,7 +192,7 @@ class Value {
     v.text_ = std::move(text);
     v.is_text_ = true;
     // The text as a TOML value, if it is exactly one.
-    if (v.text_.find_first_of("\r\n") == std::string::npos && !Trim(v.text_).empty()) {
+    if (v.text_.find_first_of("\r\n") == std::string::npos && !Trim(v.text_).empty() && IsAscii(v.text_)) {
       try {
         auto table = std::make_shared<toml::table>(toml::parse("v = " + v.text_));
         if (table->size() == 1 && table->get("v") != nullptr) {
@@ -805,6 +812,15 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
       return MakeError(ErrorKind::kInvalidArgument,
                        "config file " + std::string(source_name) + " is " + std::to_string(toml_text->size()) +
                            " bytes; the limit is 1 MiB; is it the right file?",
+                       "invalid_config");
+    }
+    if (!IsAscii(*toml_text)) {
+      size_t at = 0;
+      while (static_cast<unsigned char>((*toml_text)[at]) < 0x80) ++at;
+      int line = 1 + static_cast<int>(std::count(toml_text->begin(), toml_text->begin() + at, '\n'));
+      return MakeError(ErrorKind::kInvalidArgument,
+                       "config file " + std::string(source_name) + " line " + std::to_string(line) +
+                           ": non-ASCII character; write it as a \\uXXXX escape inside a \"...\" string",
                        "invalid_config");
     }
     try {

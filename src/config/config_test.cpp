@@ -434,5 +434,16 @@ TEST(ParseByteSizeTest, BinaryAndDecimalUnits) {
   }
 }
 
+TEST(ConfigTest, NonAsciiFilesAreRefusedWithTheirLine) {
+  auto config = LoadConfigFromString("[log]\nlevel = \"info\"\nde\xc5\xa3 = 1\n", "odd.toml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.error().message.find("odd.toml line 3: non-ASCII"), std::string::npos) << config.error().message;
+  ConfigSources sources;
+  sources.env = {{"IMGPIPE_STORAGE_DATA_DIR", "/data/caf\xc3\xa9"}};
+  auto from_env = LoadConfig(sources);
+  ASSERT_TRUE(from_env.ok()) << from_env.error().message;
+  EXPECT_EQ(from_env->data_dir, "/data/caf\xc3\xa9");
+}
+
 }  // namespace
 }  // namespace imgpipe
