@@ -15,6 +15,9 @@
 namespace imgpipe {
 namespace {
 
+// The JobQueue semantics are tested once, in ../job_queue_contract_test.cpp, on every backend. This file keeps the
+// embedded queue's own cases: a second process on the same SQLite file, and its wake-up and polling.
+
 using namespace std::chrono_literals;
 
 TimePoint At(const char* rfc3339) {
@@ -72,110 +75,6 @@ class EmbeddedJobQueueTest : public ::testing::Test {
   std::unique_ptr<SqliteMetadataStore> store_;
   std::unique_ptr<EmbeddedJobQueue> queue_;
 };
-
-TEST_F(EmbeddedJobQueueTest, LeasesOldestFirstAndAckRemoves) {
-  std::vector<ImageId> ids = {AddImage(0s), AddImage(1s), AddImage(2s)};
-  EXPECT_EQ(queue_->Depth().value(), 3);
-
-  auto first = MustLease("w1", 2);
-  ASSERT_EQ(first.size(), 2u);
-  EXPECT_EQ(first[0].image_id, ids[0]);
-  EXPECT_EQ(first[1].image_id, ids[1]);
-  EXPECT_EQ(first[0].attempts, 0);
-  EXPECT_EQ(first[0].pipeline, "default");
-  EXPECT_EQ(first[0].enqueued_at, clock_.Now());
-  EXPECT_LT(first[0].id, first[1].id);
-
-  auto second = MustLease("w2", 5);
-  ASSERT_EQ(second.size(), 1u);
-  EXPECT_EQ(second[0].image_id, ids[2]);
-  EXPECT_TRUE(MustLease("w3", 5).empty());
-  EXPECT_EQ(queue_->Depth().value(), 3);  // leased jobs still count
-
-  for (const Job& job : first) ASSERT_TRUE(queue_->Ack(job).ok());
-  ASSERT_TRUE(queue_->Ack(first[0]).ok());  // acking twice is harmless
-  EXPECT_EQ(queue_->Depth().value(), 1);
-
-  // Acked jobs are gone for good, even after their lease would have run out.
-  clock_.Advance(1h);
-  auto after = MustLease("w4", 5);
-  ASSERT_EQ(after.size(), 1u);
-  EXPECT_EQ(after[0].image_id, ids[2]);
-  EXPECT_TRUE(MustLease("w5", 0).empty());
-}
-
-TEST_F(EmbeddedJobQueueTest, AnExpiredLeaseMakesTheJobReadyAgain) {
-  AddImage();
-  auto leased = MustLease("crashed-worker", 1, 30s);
-  ASSERT_EQ(leased.size(), 1u);
-
-  clock_.Advance(29s);
-  EXPECT_TRUE(MustLease("w2", 1).empty());
-  clock_.Advance(1s);  // lease_until <= now: free again
-  auto again = MustLease("w2", 1);
-  ASSERT_EQ(again.size(), 1u);
-  EXPECT_EQ(again[0].id, leased[0].id);
-  EXPECT_EQ(again[0].attempts, 1);  // a lost lease counts: a worker that dies on an image must not loop forever
-}
-
-TEST_F(EmbeddedJobQueueTest, AGracefulReleaseDoesNotCountTheAttempt) {
-  AddImage();
-  auto leased = MustLease("draining-worker", 1);
-  ASSERT_EQ(leased.size(), 1u);
-  ASSERT_TRUE(queue_->ReleaseLeases("draining-worker").ok());
-  auto again = MustLease("w2", 1);
-  ASSERT_EQ(again.size(), 1u);
-  EXPECT_EQ(again[0].attempts, 0);
-}
-
-TEST_F(EmbeddedJobQueueTest, RetryWaitsUntilRetryAtAndCountsAttempts) {
-  ImageId id = AddImage();
-  auto leased = MustLease("w1", 1);
-  ASSERT_EQ(leased.size(), 1u);
-  ASSERT_TRUE(queue_->Retry(leased[0], clock_.Now() + 10s, "decoder timed out").ok());
-
-  EXPECT_TRUE(MustLease("w1", 1).empty());
-  clock_.Advance(9s);
-  EXPECT_TRUE(MustLease("w1", 1).empty());
-  clock_.Advance(1s);
-  auto again = MustLease("w1", 1);
-  ASSERT_EQ(again.size(), 1u);
-  EXPECT_EQ(again[0].image_id, id);
-  EXPECT_EQ(again[0].attempts, 1);
-
-  auto last_error = store_->Query("SELECT last_error, attempts FROM jobs", {}, 10, 10s);
-  ASSERT_TRUE(last_error.ok()) << last_error.error().message;
-  // The row counts the lease in progress too.
-  EXPECT_EQ(last_error->rows_json[0], (std::vector<std::string>{"\"decoder timed out\"", "2"}));
-
-  ASSERT_TRUE(queue_->Retry(again[0], clock_.Now(), "again").ok());
-  auto third = MustLease("w1", 1);
-  ASSERT_EQ(third.size(), 1u);
-  EXPECT_EQ(third[0].attempts, 2);
-
-  ASSERT_TRUE(queue_->Ack(third[0]).ok());
-  Status gone = queue_->Retry(third[0], clock_.Now(), "late");
-  ASSERT_FALSE(gone.ok());
-  EXPECT_EQ(gone.error().kind, ErrorKind::kNotFound);
-}
-
-TEST_F(EmbeddedJobQueueTest, ReleaseLeasesReturnsOneOwnersJobsOrAll) {
-  AddImage(0s);
-  AddImage(1s);
-  AddImage(2s);
-  auto a = MustLease("a", 1);
-  auto b = MustLease("b", 2);
-  ASSERT_EQ(a.size(), 1u);
-  ASSERT_EQ(b.size(), 2u);
-
-  ASSERT_TRUE(queue_->ReleaseLeases("a").ok());
-  auto c = MustLease("c", 5);
-  ASSERT_EQ(c.size(), 1u);
-  EXPECT_EQ(c[0].id, a[0].id);
-
-  ASSERT_TRUE(queue_->ReleaseLeases("").ok());
-  EXPECT_EQ(MustLease("d", 5).size(), 3u);
-}
 
 TEST_F(EmbeddedJobQueueTest, ConcurrentLeasersNeverShareAJob) {
   constexpr int kJobs = 200;
@@ -236,21 +135,6 @@ TEST_F(EmbeddedJobQueueTest, PollingSeesJobsInsertedByAnotherProcess) {
   ASSERT_TRUE(jobs.ok()) << jobs.error().message;
   ASSERT_EQ(jobs->size(), 1u);
   EXPECT_EQ((*jobs)[0].image_id, id);
-}
-
-TEST_F(EmbeddedJobQueueTest, ExpiringAnImageRemovesItsJob) {
-  ImageId keep = AddImage(0s);
-  ImageId expire = AddImage(1s);
-  auto leased = MustLease("w1", 2);
-  ASSERT_EQ(leased.size(), 2u);
-  ASSERT_TRUE(store_->MarkExpired(expire, clock_.Now()).ok());
-  EXPECT_EQ(queue_->Depth().value(), 1);
-  EXPECT_TRUE(queue_->Ack(leased[1]).ok());  // the worker's late ack is harmless
-  ASSERT_TRUE(queue_->ReleaseLeases("w1").ok());
-  auto rest = MustLease("w2", 5);
-  ASSERT_EQ(rest.size(), 1u);
-  EXPECT_EQ(rest[0].image_id, keep);
-  EXPECT_TRUE(queue_->Ping().ok());
 }
 
 }  // namespace
