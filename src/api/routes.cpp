@@ -8,6 +8,7 @@
 
 #include "api/dashboard.hpp"
 #include "api/image_json.hpp"
+#include "api/query_format.hpp"
 #include "api/scripts_api.hpp"
 #include "core/ids.hpp"
 #include "core/log.hpp"
@@ -562,35 +563,7 @@ asio::awaitable<HttpResponse> Api::Query(HttpRequest& req) {
   if (!result.ok()) co_return ErrorResponse(result.error(), req.request_id());
   HttpResponse r;
   if (format == "csv") {
-    auto csv_cell = [](const std::string& cell_json) {
-      json::error_code e2;
-      json::value cv = json::parse(cell_json, e2);
-      std::string text;
-      if (e2 || cv.is_null()) return std::string();
-      if (cv.is_string()) text = std::string(cv.as_string());
-      else text = json::serialize(cv);
-      if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
-      std::string q = "\"";
-      for (char c : text) {
-        if (c == '"') q += "\"\"";
-        else q.push_back(c);
-      }
-      return q + "\"";
-    };
-    std::string out;
-    for (size_t i = 0; i < result->columns.size(); ++i) {
-      if (i) out += ",";
-      out += csv_cell(json::serialize(json::value(result->columns[i])));
-    }
-    out += "\r\n";
-    for (const auto& row : result->rows_json) {
-      for (size_t i = 0; i < row.size(); ++i) {
-        if (i) out += ",";
-        out += csv_cell(row[i]);
-      }
-      out += "\r\n";
-    }
-    r.body = std::move(out);
+    r.body = QueryResultCsv(*result, "\r\n");
     r.content_type = "text/csv; charset=utf-8";
     if (result->truncated) r.SetHeader("X-Imgpipe-Truncated", "true");
     co_return r;

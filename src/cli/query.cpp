@@ -4,31 +4,11 @@
 
 #include <iostream>
 
+#include "api/query_format.hpp"
 #include "cli/common.hpp"
 
 namespace imgpipe {
 
-namespace {
-
-std::string CellText(const std::string& cell_json) {
-  boost::json::error_code ec;
-  auto v = boost::json::parse(cell_json, ec);
-  if (ec || v.is_null()) return "";
-  if (v.is_string()) return std::string(v.as_string());
-  return boost::json::serialize(v);
-}
-
-std::string CsvField(const std::string& text) {
-  if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
-  std::string q = "\"";
-  for (char c : text) {
-    if (c == '"') q += "\"\"";
-    else q.push_back(c);
-  }
-  return q + "\"";
-}
-
-}  // namespace
 
 int RunQuery(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, {"config", "data-dir", "format", "max-rows"});
@@ -59,12 +39,7 @@ int RunQuery(int argc, char** argv) {
   }
   const auto& cols = result->columns;
   if (format == "csv") {
-    for (size_t i = 0; i < cols.size(); ++i) std::cout << (i ? "," : "") << CsvField(cols[i]);
-    std::cout << "\n";
-    for (const auto& row : result->rows_json) {
-      for (size_t i = 0; i < row.size(); ++i) std::cout << (i ? "," : "") << CsvField(CellText(row[i]));
-      std::cout << "\n";
-    }
+    std::cout << QueryResultCsv(*result, "\n");
   } else if (format == "json") {
     std::cout << "[";
     for (size_t r = 0; r < result->rows_json.size(); ++r) {
@@ -83,7 +58,7 @@ int RunQuery(int argc, char** argv) {
     for (const auto& row : result->rows_json) {
       std::vector<std::string> line;
       for (size_t i = 0; i < row.size(); ++i) {
-        line.push_back(CellText(row[i]));
+        line.push_back(QueryCellText(row[i]));
         widths[i] = std::max(widths[i], std::min<size_t>(line.back().size(), 60));
       }
       cells.push_back(std::move(line));
