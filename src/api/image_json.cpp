@@ -20,9 +20,8 @@ json::value OptTime(const std::optional<TimePoint>& t) {
 
 std::string ImagePath(const ImageRecord& image) { return "/v1/images/" + image.id.value(); }
 
-}  // namespace
-
-json::object ImageToJson(const ImageRecord& image, const std::vector<RenditionRecord>& renditions) {
+// The facts known from the moment an image is accepted: the whole 201 body, and the start of the full image JSON.
+json::object AcceptedFields(const ImageRecord& image) {
   json::object o;
   o["id"] = image.id.value();
   o["status"] = ImageStatusName(image.status);
@@ -33,6 +32,22 @@ json::object ImageToJson(const ImageRecord& image, const std::vector<RenditionRe
   o["width"] = image.width;
   o["height"] = image.height;
   o["frames"] = image.frames;
+  o["received_at"] = FormatRfc3339(image.received_at);
+  o["expires_at"] = FormatRfc3339(image.expires_at);
+  return o;
+}
+
+json::object BaseLinks(const ImageRecord& image) {
+  json::object links;
+  links["self"] = ImagePath(image);
+  links["original"] = ImagePath(image) + "/original";
+  return links;
+}
+
+}  // namespace
+
+json::object ImageToJson(const ImageRecord& image, const std::vector<RenditionRecord>& renditions) {
+  json::object o = AcceptedFields(image);
   o["has_alpha"] = image.has_alpha;
   o["colour_space"] = image.colour_space;
   o["has_icc"] = image.has_icc;
@@ -59,9 +74,7 @@ json::object ImageToJson(const ImageRecord& image, const std::vector<RenditionRe
   o["source"] = image.source;
   o["source_ref"] = image.source_ref.empty() ? json::value(nullptr) : json::value(image.source_ref);
   o["pipeline"] = image.pipeline;
-  o["received_at"] = FormatRfc3339(image.received_at);
   o["processed_at"] = OptTime(image.processed_at);
-  o["expires_at"] = FormatRfc3339(image.expires_at);
   o["expired_at"] = OptTime(image.expired_at);
   if (image.phash) {
     char buf[17];
@@ -88,31 +101,15 @@ json::object ImageToJson(const ImageRecord& image, const std::vector<RenditionRe
     rs.push_back(std::move(ro));
   }
   o["renditions"] = std::move(rs);
-  json::object links;
-  links["self"] = ImagePath(image);
-  links["original"] = ImagePath(image) + "/original";
+  json::object links = BaseLinks(image);
   links["renditions"] = std::move(rendition_links);
   o["links"] = std::move(links);
   return o;
 }
 
 std::string AcceptedJson(const ImageRecord& image) {
-  json::object o;
-  o["id"] = image.id.value();
-  o["sha256"] = image.sha256;
-  o["bytes"] = image.bytes;
-  o["format"] = image.format;
-  o["content_type"] = image.content_type;
-  o["width"] = image.width;
-  o["height"] = image.height;
-  o["frames"] = image.frames;
-  o["status"] = ImageStatusName(image.status);
-  o["received_at"] = FormatRfc3339(image.received_at);
-  o["expires_at"] = FormatRfc3339(image.expires_at);
-  json::object links;
-  links["self"] = ImagePath(image);
-  links["original"] = ImagePath(image) + "/original";
-  o["links"] = std::move(links);
+  json::object o = AcceptedFields(image);
+  o["links"] = BaseLinks(image);
   return json::serialize(o);
 }
 
