@@ -641,7 +641,7 @@ asio::awaitable<HttpResponse> Api::CreateKey(HttpRequest& req) {
 }
 
 asio::awaitable<HttpResponse> Api::ListKeys(HttpRequest& req) {
-  auto keys = ctx_.keys.List();
+  auto keys = co_await RunBlocking(ctx_.blocking, [&] { return ctx_.keys.List(); });
   if (!keys.ok()) co_return ErrorResponse(keys.error(), req.request_id());
   json::array items;
   for (const auto& k : *keys) {
