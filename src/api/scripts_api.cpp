@@ -50,6 +50,22 @@ Result<json::value> PushScriptJson(BlobStore& blobs, const Clock& clock, std::st
     }
     texts[std::string(path)] = std::string(text.get_string());
   }
+  // Binary files (an example image, a watermark) travel as base64, as GET /v1/scripts/{name} shows them.
+  if (const json::value* binary = o->if_contains("files_base64"); binary != nullptr) {
+    if (!binary->is_object()) {
+      return MakeError(ErrorKind::kInvalidArgument, "\"files_base64\" must be an object of file name -> base64");
+    }
+    for (const auto& [path, text] : binary->get_object()) {
+      if (!text.is_string()) {
+        return MakeError(ErrorKind::kInvalidArgument, "file \"" + std::string(path) + "\" must be a base64 string");
+      }
+      auto bytes = Base64Decode(text.get_string());
+      if (!bytes.ok()) {
+        return MakeError(ErrorKind::kInvalidArgument, "file \"" + std::string(path) + "\" is not valid base64");
+      }
+      texts[std::string(path)] = std::move(bytes).value();
+    }
+  }
   ScriptStore store(blobs, clock);
   IMGPIPE_ASSIGN_OR_RETURN(ScriptBundle pushed, store.Push(std::string(name->get_string()), texts));
   return ShowScriptJson(blobs, clock, pushed.name);
@@ -70,8 +86,16 @@ Result<json::value> ShowScriptJson(BlobStore& blobs, const Clock& clock, const s
   json::object out = SummaryJson(summary);
   out["pushed_at"] = bundle.pushed_at;
   json::object files;
-  for (const auto& [path, text] : bundle.files) files[path] = text;
+  json::object binary;
+  for (const auto& [path, text] : bundle.files) {
+    if (IsUtf8(text)) {
+      files[path] = text;
+    } else {
+      binary[path] = Base64Encode(text);
+    }
+  }
   out["files"] = std::move(files);
+  if (!binary.empty()) out["files_base64"] = std::move(binary);
   return json::value(std::move(out));
 }
 

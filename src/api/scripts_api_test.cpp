@@ -31,6 +31,18 @@ TEST(ScriptsApi, PushListShowAndCheck) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("pipeline.toml:1:"), std::string::npos);
   EXPECT_FALSE(PushScriptJson(**blobs, clock, "[]").ok());
+
+  // Binary files travel as base64 both ways.
+  auto binary = PushScriptJson(
+      **blobs, clock,
+      R"({"name":"b","files":{"pipeline.toml":"description = \"x\"\n"},"files_base64":{"mark.png":"/9j/AA=="}})");
+  ASSERT_TRUE(binary.ok()) << binary.error().message;
+  EXPECT_EQ(binary->at("files_base64").at("mark.png").as_string(), "/9j/AA==");
+  EXPECT_EQ(binary->at("files").as_object().size(), 1u);
+  auto not_base64 = PushScriptJson(
+      **blobs, clock, R"({"name":"b","files":{"pipeline.toml":""},"files_base64":{"mark.png":"**"}})");
+  ASSERT_FALSE(not_base64.ok());
+  EXPECT_NE(not_base64.error().message.find("mark.png"), std::string::npos);
   fs::remove_all(root);
 }
 

@@ -530,6 +530,32 @@ const KeyDef kKeys[] = {
        c.default_script = s == "default" ? "" : s;
        return std::nullopt;
      }},
+    {"processing.exec_user",
+     [](Config& c, const Value& v) -> std::optional<std::string> {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (s.empty() || s == "root") return Quote(s) + " cannot run exec steps; name an unprivileged user such as nobody";
+       c.exec_user = s;
+       return std::nullopt;
+     }},
+    {"processing.exec_temp_dir",
+     [](Config& c, const Value& v) -> std::optional<std::string> {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (!s.empty() && s[0] != '/') return Quote(s) + " is not an absolute path (or empty for $TMPDIR, else /tmp)";
+       c.exec_temp_dir = s;
+       return std::nullopt;
+     }},
+    {"processing.exec_read_paths",
+     [](Config& c, const Value& v) -> std::optional<std::string> {
+       std::vector<std::string> paths;
+       if (auto p = v.StringList(&paths)) return p;
+       for (const std::string& path : paths) {
+         if (path.empty() || path[0] != '/') return Quote(path) + " is not an absolute path";
+       }
+       c.exec_read_paths = std::move(paths);
+       return std::nullopt;
+     }},
     {"log.level",
      [](Config& c, const Value& v) { return SetChoice(&c.log_level, v, {"debug", "info", "warn", "error"}); }},
     {"testing.clock_offset",

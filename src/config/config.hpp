@@ -66,6 +66,11 @@ struct Config {
   int vips_concurrency = 1;                       //!< processing.vips_concurrency: libvips threads per job
   bool embedded_workers = true;                   //!< processing.enabled: run workers inside `serve`
   std::string default_script;                     //!< processing.default_script: script for uploads naming none; "" = built-in
+  std::string exec_user = "nobody";               //!< processing.exec_user: exec steps' user when imgpipe runs as root
+  std::string exec_temp_dir;                      //!< processing.exec_temp_dir: parent of exec folders; "" = $TMPDIR or /tmp
+  //! processing.exec_read_paths: absolute paths exec steps may read under Landlock; empty = the built-in list
+  //! (docs/SCRIPTS.md)
+  std::vector<std::string> exec_read_paths;
   std::vector<RenditionConfig> renditions = {
       {"thumb-256", 256, 256, "inside", "auto", 82},
       {"thumb-1024", 1024, 1024, "inside", "auto", 82},

@@ -390,9 +390,29 @@ TEST(ConfigTest, DefaultScriptIsAScriptNameOrEmpty) {
               HasSubstr("default_script"));
 }
 
+TEST(ConfigTest, ExecSettingsAreValidated) {
+  auto config = LoadConfigFromString(
+      "[processing]\nexec_user = \"imgpipe-exec\"\nexec_temp_dir = \"/var/tmp\"\n"
+      "exec_read_paths = [\"/usr\", \"/srv/venv\"]\n",
+      "inline.toml");
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->exec_user, "imgpipe-exec");
+  EXPECT_EQ(config->exec_temp_dir, "/var/tmp");
+  EXPECT_EQ(config->exec_read_paths, (std::vector<std::string>{"/usr", "/srv/venv"}));
+  auto defaults = LoadConfigFromString("", "inline.toml");
+  EXPECT_EQ(defaults->exec_user, "nobody");
+  EXPECT_TRUE(defaults->exec_read_paths.empty());
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[processing]\nexec_user = \"root\"\n", "inline.toml")),
+              HasSubstr("processing.exec_user"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[processing]\nexec_temp_dir = \"tmp\"\n", "inline.toml")),
+              HasSubstr("not an absolute path"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[processing]\nexec_read_paths = [\"usr\"]\n", "inline.toml")),
+              HasSubstr("exec_read_paths"));
+}
+
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 30u);
+  EXPECT_EQ(keys.size(), 33u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.renditions"), keys.end());

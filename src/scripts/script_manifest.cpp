@@ -27,6 +27,7 @@ const std::map<std::string, std::set<std::string>, std::less<>>& OpKeys() {
       {"dominant-colour", {}},
       {"sharpness", {}},
       {"lua", {"file"}},
+      {"exec", {"command", "timeout", "cpu", "memory", "env", "input"}},
   };
   return *kKeys;
 }
@@ -72,7 +73,48 @@ bool ValidName(std::string_view name) {
          });
 }
 
-const std::set<std::string> kFormats = {"jpeg", "png", "webp", "avif"};
+const std::set<std::string> kFormats = {"jpeg", "png", "webp", "avif", "heif"};
+
+// Environment variable names a step may declare: what a shell would accept, so the program sees them as written.
+bool ValidEnvName(std::string_view name) {
+  return !name.empty() && name.size() <= 128 && !(name[0] >= '0' && name[0] <= '9') &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+         });
+}
+
+Result<std::vector<std::string>> Command(const toml::node& node) {
+  const toml::array* array = node.as_array();
+  auto bad = [&] {
+    return Problem(node, "'command' must be an array of 1 to 64 strings, e.g. [\"python3\", \"labels.py\"]");
+  };
+  if (array == nullptr || array->empty() || array->size() > 64) return bad();
+  std::vector<std::string> argv;
+  for (const toml::node& item : *array) {
+    const auto* text = item.as_string();
+    if (text == nullptr || text->get().size() > 4096 || text->get().find('\0') != std::string::npos) return bad();
+    argv.push_back(text->get());
+  }
+  if (argv[0].empty()) return Problem(node, "'command' names no program");
+  return argv;
+}
+
+Result<std::map<std::string, std::string>> Environment(const toml::node& node) {
+  const toml::table* table = node.as_table();
+  if (table == nullptr) return Problem(node, "'env' must be a table like { LANG = \"C.UTF-8\" }");
+  std::map<std::string, std::string> env;
+  for (const auto& [key, value] : *table) {
+    const std::string name(key.str());
+    const auto* text = value.as_string();
+    if (!ValidEnvName(name)) return Problem(value, "env name '" + name + "' is not letters, digits and '_'");
+    if (text == nullptr || text->get().size() > 4096 || text->get().find('\0') != std::string::npos) {
+      return Problem(value, "env '" + name + "' must be a string of at most 4096 bytes");
+    }
+    env[name] = text->get();
+  }
+  if (env.size() > 64) return Problem(node, "'env' declares more than 64 variables");
+  return env;
+}
 
 Result<ScriptStep> ParseStep(const toml::node& node, const std::map<std::string, std::string>& files) {
   const toml::table* table = node.as_table();
@@ -112,6 +154,18 @@ Result<ScriptStep> ParseStep(const toml::node& node, const std::map<std::string,
         return Problem(value, "'sigma' must be a number from 0.1 to 100");
       }
       step.sigma = *sigma;
+    } else if (k == "command") {
+      IMGPIPE_ASSIGN_OR_RETURN(step.command, Command(value));
+    } else if (k == "timeout") {
+      IMGPIPE_ASSIGN_OR_RETURN(step.timeout, IntIn(value, k, 1, 3600));
+    } else if (k == "cpu") {
+      IMGPIPE_ASSIGN_OR_RETURN(step.cpu, IntIn(value, k, 1, 3600));
+    } else if (k == "memory") {
+      IMGPIPE_ASSIGN_OR_RETURN(step.memory, IntIn(value, k, 16, 65536));
+    } else if (k == "env") {
+      IMGPIPE_ASSIGN_OR_RETURN(step.env, Environment(value));
+    } else if (k == "input") {
+      IMGPIPE_ASSIGN_OR_RETURN(step.input, OneOf(value, k, {"png", "jpeg", "tiff", "pnm"}));
     } else if (k == "file") {
       const auto* file = value.as_string();
       if (file == nullptr) return Problem(value, "'file' must be a string naming a .lua file of the script");
@@ -126,6 +180,9 @@ Result<ScriptStep> ParseStep(const toml::node& node, const std::map<std::string,
   }
   if (step.op == "convert" && step.format.empty()) return Problem(node, "step 'convert' needs 'format'");
   if (step.op == "lua" && step.file.empty()) return Problem(node, "step 'lua' needs 'file'");
+  if (step.op == "exec" && step.command.empty()) {
+    return Problem(node, "step 'exec' needs 'command', e.g. [\"python3\", \"labels.py\"]");
+  }
   return step;
 }
 
@@ -269,7 +326,9 @@ Result<std::string> ToAsciiToml(std::string_view text) {
 }  // namespace
 
 Result<ScriptStep> MakeScriptStep(const std::string& op, const std::map<std::string, StepSetting>& settings) {
-  if (op == "lua") return MakeError(ErrorKind::kInvalidArgument, "a lua step cannot be started from Lua");
+  if (op == "lua" || op == "exec") {
+    return MakeError(ErrorKind::kInvalidArgument, "a " + op + " step cannot be started from Lua");
+  }
   toml::table table;
   table.insert("op", op);
   for (const auto& setting : settings) {
@@ -277,6 +336,23 @@ Result<ScriptStep> MakeScriptStep(const std::string& op, const std::map<std::str
     std::visit([&](const auto& v) { table.insert(key, v); }, setting.second);
   }
   return ParseStep(table, {});
+}
+
+ScriptStep DefaultEncoding(const ScriptManifest& manifest) {
+  ScriptStep encoding;
+  encoding.format = "jpeg";
+  for (const ScriptStep& s : manifest.steps) {
+    if (s.op == "convert") encoding = s;
+  }
+  return encoding;
+}
+
+bool IsRenditionFormat(std::string_view format) { return kFormats.contains(std::string(format)); }
+
+std::string RenditionFormatList() {
+  std::string list;
+  for (const auto& f : kFormats) list += (list.empty() ? "" : ", ") + f;
+  return list;
 }
 
 const std::vector<std::string_view>& KnownScriptOps() {
@@ -319,17 +395,13 @@ Result<ScriptManifest> ParseScriptManifest(std::string_view text, const std::map
       return Problem(value, "unknown key '" + k + "'; a script has description, [[steps]] and [[renditions]]");
     }
   }
-  ScriptStep encoding;
-  encoding.format = "jpeg";
-  for (const ScriptStep& s : manifest.steps) {
-    if (s.op == "convert") encoding = s;
-  }
+  const ScriptStep encoding = DefaultEncoding(manifest);
   for (ScriptRendition& r : manifest.renditions) {
     if (r.format.empty()) r.format = encoding.format;
     if (r.quality == 0) r.quality = encoding.quality;
     if (r.effort < 0) r.effort = encoding.effort;
     for (const ScriptStep& s : r.steps) {
-      if (s.op == "lua" || s.op == "convert") {
+      if (s.op == "lua" || s.op == "exec" || s.op == "convert") {
         return MakeError(ErrorKind::kInvalidArgument,
                          std::string(kScriptManifestFile) + ":" + std::to_string(s.line) + ": step '" + s.op +
                              "' belongs in the main [[steps]], not in a rendition's steps",

@@ -22,11 +22,18 @@ struct ScriptStep {
   int height = 0;
   std::string fit = "inside";    //!< thumbnail/resize: "inside" | "cover" | "fill"
   std::string mode = "centre";   //!< crop: "centre" | "attention" | "entropy"
-  std::string format;            //!< convert: "jpeg" | "png" | "webp" | "avif"
+  std::string format;            //!< convert: one of RenditionFormatList()
   int quality = 82;              //!< convert: 1..100
   int effort = 4;                //!< convert: webp 0..6, avif 0..9 (clamped for avif)
   double sigma = 1.0;            //!< blur/sharpen: Gaussian sigma, 0.1..100
   std::string file;              //!< lua: the Lua file of the script folder to run
+  // exec (docs/SCRIPTS.md, "exec steps"):
+  std::vector<std::string> command;          //!< argv; argv[0] is found in the step's PATH or the folder
+  int timeout = 30;                          //!< wall-clock seconds, then the process group is killed
+  int cpu = 0;                               //!< CPU seconds (RLIMIT_CPU); 0 = as `timeout`
+  int memory = 1024;                         //!< MiB of address space (RLIMIT_AS)
+  std::map<std::string, std::string> env;    //!< the program's whole environment
+  std::string input = "png";                 //!< how the current image is written: png | jpeg | tiff | pnm
 };
 
 //! A rendition: the steps after the script's main steps that make it, then its encoding.
@@ -50,8 +57,16 @@ struct ScriptManifest {
 using StepSetting = std::variant<int64_t, double, std::string>;
 
 //! Builds one step from `op` and its settings with the same checks ParseScriptManifest applies to a [[steps]] entry
-//! (`lua` steps excluded). kInvalidArgument naming the problem.
+//! (`lua` and `exec` steps excluded). kInvalidArgument naming the problem.
 Result<ScriptStep> MakeScriptStep(const std::string& op, const std::map<std::string, StepSetting>& settings);
+
+//! The renditions' default encoding (format, quality, effort): the last main `convert` step, else jpeg, 82, 4.
+ScriptStep DefaultEncoding(const ScriptManifest& manifest);
+
+//! True for the formats a rendition (or a convert step) may use.
+bool IsRenditionFormat(std::string_view format);
+//! "avif, heif, jpeg, png, webp", for messages.
+std::string RenditionFormatList();
 
 //! The step names pipeline.toml may use.
 const std::vector<std::string_view>& KnownScriptOps();

@@ -89,6 +89,18 @@ TEST_P(BadManifest, IsRefusedNamingFileLineAndProblem) {
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadManifest,
     ::testing::Values(
+        BadCase{"[[steps]]\nop = \"exec\"\n", "pipeline.toml:1: step 'exec' needs 'command'"},
+        BadCase{"[[steps]]\nop = \"exec\"\ncommand = []\n", "pipeline.toml:3: 'command' must be an array of 1 to 64"},
+        BadCase{"[[steps]]\nop = \"exec\"\ncommand = [\"x\", 3]\n", "pipeline.toml:3: 'command' must be an array"},
+        BadCase{"[[steps]]\nop = \"exec\"\ncommand = [\"x\"]\ntimeout = 0\n",
+                "pipeline.toml:4: 'timeout' must be an integer from 1 to 3600"},
+        BadCase{"[[steps]]\nop = \"exec\"\ncommand = [\"x\"]\nmemory = 1\n", "pipeline.toml:4: 'memory' must be"},
+        BadCase{"[[steps]]\nop = \"exec\"\ncommand = [\"x\"]\nenv = { \"A B\" = \"1\" }\n",
+                "env name 'A B' is not letters"},
+        BadCase{"[[steps]]\nop = \"exec\"\ncommand = [\"x\"]\nenv = { A = 1 }\n", "env 'A' must be a string"},
+        BadCase{"[[steps]]\nop = \"exec\"\ncommand = [\"x\"]\ninput = \"bmp\"\n", "'input' must be one of"},
+        BadCase{"[[renditions]]\nname = \"r\"\nsteps = [ { op = \"exec\", command = [\"x\"] } ]\n",
+                "step 'exec' belongs in the main [[steps]]"},
         BadCase{"[[steps]]\nop = \"thumbnail\"\nwidth = 10\n\n[[steps]]\nop = \"blurr\"\n",
                 "pipeline.toml:6: step 'blurr' is unknown; known steps: "},
         BadCase{"description = \"x\"\n[[steps]\nop = 1\n", "pipeline.toml:2: "},

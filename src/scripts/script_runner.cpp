@@ -1,6 +1,9 @@
 #include "scripts/script_runner.hpp"
 
+#include <signal.h>
 #include <vips/vips.h>
+
+#include <boost/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +12,7 @@
 #include <memory>
 
 #include "processing/image_format.hpp"
+#include "scripts/exec_protocol.hpp"
 
 namespace imgpipe {
 namespace {
@@ -127,13 +131,22 @@ Result<RenditionOutput> Encode(VipsImage* in, const std::string& name, const std
                               VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "strip", TRUE, nullptr);
     out.content_type = "image/avif";
     out.extension = "avif";
+  } else if (format == "heif") {
+    rc = vips_heifsave_buffer(image.get(), &raw, &length, "Q", quality, "effort", effort, "compression",
+                              VIPS_FOREIGN_HEIF_COMPRESSION_HEVC, "strip", TRUE, nullptr);
+    out.content_type = "image/heic";
+    out.extension = "heic";
   } else {
     return MakeError(ErrorKind::kInvalidArgument, "rendition '" + name + "' has unknown format '" + format + "'");
   }
   std::unique_ptr<void, GFree> buffer(raw);
   if (rc != 0) {
+    // HEVC encoding is libheif's x265 plugin, absent from some builds: say so rather than only libvips' words.
+    const std::string hint = format == "heif" ? " (HEIF output needs libheif built with an HEVC encoder such as "
+                                                "x265; use avif where it is missing)"
+                                              : "";
     return MakeError(ErrorKind::kInternal, "encoding rendition '" + name + "' as " + format + " failed: " +
-                                               TakeVipsError());
+                                               TakeVipsError() + hint);
   }
   out.width = vips_image_get_width(image.get());
   out.height = vips_image_get_height(image.get());
@@ -182,6 +195,85 @@ Result<ImagePtr> Strip(VipsImage* in) {
   return copy;
 }
 
+bool Decodable(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::kJpeg: case ImageFormat::kPng: case ImageFormat::kWebp: case ImageFormat::kGif:
+    case ImageFormat::kTiff: case ImageFormat::kHeic: case ImageFormat::kAvif:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The current image as the exec step's input file, 8-bit, in the format the step asked for.
+Result<std::string> EncodeInput(VipsImage* in, const std::string& format) {
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, Normalize(Ref(in), true));
+  if ((format == "jpeg" || format == "pnm") && vips_image_hasalpha(image.get())) {
+    IMGPIPE_ASSIGN_OR_RETURN(image, Make([&](VipsImage** out) {
+      return vips_flatten(image.get(), out, nullptr);
+    }, ErrorKind::kInternal, "flattening the exec step's input failed"));
+  }
+  void* raw = nullptr;
+  size_t length = 0;
+  int rc = -1;
+  if (format == "png") {
+    rc = vips_pngsave_buffer(image.get(), &raw, &length, "compression", 1, "strip", TRUE, nullptr);
+  } else if (format == "jpeg") {
+    rc = vips_jpegsave_buffer(image.get(), &raw, &length, "Q", 95, "strip", TRUE, nullptr);
+  } else if (format == "tiff") {
+    rc = vips_tiffsave_buffer(image.get(), &raw, &length, "strip", TRUE, nullptr);
+  } else {
+    // libvips 8.14 has no ppm buffer saver: PNM is small enough to write by hand (P5 grey, P6 RGB, 8 bits).
+    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr memory, Make([&](VipsImage** out) {
+      *out = vips_image_copy_memory(image.get());
+      return *out != nullptr ? 0 : -1;
+    }, ErrorKind::kInternal, "decoding the exec step's input failed"));
+    const int bands = memory->Bands;
+    std::string pnm = std::string(bands == 1 ? "P5" : "P6") + "\n" + std::to_string(memory->Xsize) + " " +
+                      std::to_string(memory->Ysize) + "\n255\n";
+    size_t size = 0;
+    const auto* pixels = static_cast<const char*>(vips_image_get_data(memory.get()));
+    size = VIPS_IMAGE_SIZEOF_IMAGE(memory.get());
+    if (pixels == nullptr) return MakeError(ErrorKind::kInternal, "exec step input: " + TakeVipsError());
+    pnm.append(pixels, size);
+    return pnm;
+  }
+  std::unique_ptr<void, GFree> buffer(raw);
+  if (rc != 0) return MakeError(ErrorKind::kInternal, "writing the exec step's input as " + format + " failed: " +
+                                                          TakeVipsError());
+  return std::string(static_cast<const char*>(buffer.get()), length);
+}
+
+std::string InputExtension(const std::string& format) {
+  if (format == "jpeg") return "jpg";
+  if (format == "tiff") return "tif";
+  return format;
+}
+
+std::string ExitProblem(const ScriptStep& step, const ExecExit& exit, int cpu) {
+  std::string problem;
+  if (exit.timed_out) {
+    problem = "ran longer than " + std::to_string(step.timeout) + " s and was killed (its 'timeout')";
+  } else if (exit.signal == SIGXCPU) {
+    problem = "used more than " + std::to_string(cpu) + " s of CPU and was stopped (its 'cpu' limit)";
+  } else if (exit.signal == SIGXFSZ) {
+    problem = "wrote a file larger than the exec file limit and was stopped";
+  } else if (exit.signal != 0) {
+    const char* name = sigabbrev_np(exit.signal);
+    problem = "was killed by signal SIG" + std::string(name != nullptr ? name : std::to_string(exit.signal));
+    if (exit.signal == SIGKILL) problem += " (its 'cpu' limit, or the kernel ran out of memory)";
+  } else {
+    problem = "exited with status " + std::to_string(exit.exit_code);
+  }
+  problem += " (limits: timeout " + std::to_string(step.timeout) + " s, cpu " + std::to_string(cpu) + " s, memory " +
+             std::to_string(step.memory) + " MiB)";
+  std::string tail = exit.output_tail;
+  std::replace(tail.begin(), tail.end(), '\n', ' ');
+  while (!tail.empty() && tail.back() == ' ') tail.pop_back();
+  if (!tail.empty()) problem += "; its output ends with: " + tail;
+  return problem;
+}
+
 // One run: the current image, what the steps produced, and the Lua API over both.
 class Run final : public LuaHost {
  public:
@@ -196,7 +288,71 @@ class Run final : public LuaHost {
       }
       return RunLua(file->second, step.file, limits_.lua, *this);
     }
+    if (step.op == "exec") return Exec(step);
     return Apply(step);
+  }
+
+  // The exec protocol (docs/SCRIPTS.md): a fresh folder with the script's files, input.<ext> and input.json; the
+  // program runs sandboxed (exec_sandbox.hpp) and leaves result.json, which is outside data like an upload.
+  Status Exec(const ScriptStep& step) {
+    const std::string where = StepWhere(step);
+    auto fail = [&](const std::string& problem, const char* code = "script_error") {
+      return MakeError(ErrorKind::kInvalidArgument, where + " " + problem, code);
+    };
+    auto prefixed = [&](const Error& e) {
+      return e.kind == ErrorKind::kInvalidArgument ? MakeError(e.kind, where + ": " + e.message, std::string(e.Code()))
+                                                    : e;
+    };
+    auto folder = ExecFolder::Create(limits_.exec);
+    if (!folder.ok()) return folder.error();
+    for (const auto& [path, content] : script_.files) IMGPIPE_TRY(folder->Write(path, content));
+    const std::string input = "input." + InputExtension(step.input);
+    IMGPIPE_ASSIGN_OR_RETURN(std::string encoded, EncodeInput(image_.get(), step.input));
+    IMGPIPE_TRY(folder->Write(input, encoded));
+    encoded.clear();
+    IMGPIPE_TRY(folder->Write(std::string(kExecInputJson), InputJson(step, input)));
+
+    ExecProcess process;
+    process.argv = step.command;
+    process.env = step.env;
+    process.folder = folder->path();
+    process.timeout = std::chrono::seconds(step.timeout);
+    process.cpu_seconds = step.cpu > 0 ? step.cpu : step.timeout;
+    process.memory_bytes = static_cast<uint64_t>(step.memory) << 20;
+    auto ran = RunSandboxed(process, limits_.exec);
+    if (!ran.ok()) return prefixed(ran.error());
+    const ExecExit& exit = *ran;
+    if (exit.timed_out || exit.signal != 0 || exit.exit_code != 0) {
+      return fail(ExitProblem(step, exit, process.cpu_seconds),
+                  exit.timed_out || exit.signal != 0 ? "script_limit" : "script_error");
+    }
+    auto text = folder->Read(std::string(kExecResultJson), kExecMaxResultBytes);
+    if (!text.ok()) return prefixed(text.error());
+    auto result = ParseExecResult(*text);
+    if (!result.ok()) return prefixed(result.error());
+    for (ExecLabel& l : result->labels) IMGPIPE_TRY(Label(l.key, l.value, l.number));
+    if (result->reject) {
+      Reject(*result->reject);
+      return Ok();
+    }
+    ImagePtr current = Ref(image_.get());
+    const ScriptStep encoding = DefaultEncoding(script_.manifest);
+    for (const ExecRendition& r : result->renditions) {
+      auto made = LoadOutput(*folder, r.file);
+      if (!made.ok()) return prefixed(made.error());
+      image_ = std::move(made).value();
+      const Status added = AddRendition(r.name, r.format.empty() ? encoding.format : r.format,
+                                        r.quality > 0 ? r.quality : encoding.quality,
+                                        r.effort >= 0 ? r.effort : encoding.effort);
+      image_ = Ref(current.get());
+      if (!added.ok()) return prefixed(added.error());
+    }
+    if (result->image) {
+      auto next = LoadOutput(*folder, *result->image);
+      if (!next.ok()) return prefixed(next.error());
+      image_ = std::move(next).value();
+    }
+    return Ok();
   }
 
   Status Apply(const ScriptStep& step) override {
@@ -319,6 +475,47 @@ class Run final : public LuaHost {
 
   void Reject(const std::string& reason) override { output_.rejected = reason; }
 
+  std::string InputJson(const ScriptStep& step, const std::string& input) {
+    boost::json::object metadata;
+    for (const std::string& name : MetadataNames()) {
+      if (!name.starts_with("exif-")) continue;
+      if (auto value = Metadata(name)) metadata[name] = *value;
+    }
+    boost::json::object o{{"protocol", 1},
+                          {"input", input},
+                          {"result", kExecResultJson},
+                          {"width", Width()},
+                          {"height", Height()},
+                          {"bands", image_->Bands},
+                          {"original_format", Format()},
+                          {"script", {{"name", script_.name}, {"version", script_.version}}},
+                          {"step_line", step.line},
+                          {"metadata", std::move(metadata)}};
+    return boost::json::serialize(o);
+  }
+
+  // An image the exec program wrote: outside data, so it is format-checked and size-checked before decoding.
+  Result<ImagePtr> LoadOutput(const ExecFolder& folder, const std::string& name) {
+    IMGPIPE_ASSIGN_OR_RETURN(std::string bytes, folder.Read(name, limits_.exec.max_file_bytes));
+    const ImageFormat format = DetectFormat(std::string_view(bytes).substr(0, 512));
+    auto refuse = [&](const std::string& what) {
+      return MakeError(ErrorKind::kInvalidArgument, "exec step: output image '" + name + "' " + what, "script_error");
+    };
+    if (!Decodable(format)) return refuse("is not an image imgpipe decodes (" + std::string(FormatName(format)) + ")");
+    ImagePtr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "fail_on", VIPS_FAIL_ON_ERROR,
+                                               nullptr));
+    if (!header) return refuse("does not decode: " + TakeVipsError());
+    const uint64_t pixels = static_cast<uint64_t>(header->Xsize) * static_cast<uint64_t>(header->Ysize);
+    if (pixels > limits_.max_output_pixels) {
+      return refuse("has " + std::to_string(pixels) + " pixels; the limit is " +
+                    std::to_string(limits_.max_output_pixels));
+    }
+    // Decoded now, while `bytes` is alive: libvips reads the buffer lazily.
+    ImagePtr decoded(vips_image_copy_memory(header.get()));
+    if (!decoded) return refuse("does not decode: " + TakeVipsError());
+    return decoded;
+  }
+
   Status Freeze() {
     ImagePtr copy(vips_image_copy_memory(image_.get()));
     if (!copy) return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + TakeVipsError(), "invalid_image");
@@ -336,16 +533,6 @@ class Run final : public LuaHost {
   ImagePtr image_;
   ScriptRunOutput output_;
 };
-
-bool Decodable(ImageFormat f) {
-  switch (f) {
-    case ImageFormat::kJpeg: case ImageFormat::kPng: case ImageFormat::kWebp: case ImageFormat::kGif:
-    case ImageFormat::kTiff: case ImageFormat::kHeic: case ImageFormat::kAvif:
-      return true;
-    default:
-      return false;
-  }
-}
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 
 #include "core/result.hpp"
 #include "processing/pipeline.hpp"
+#include "scripts/exec_sandbox.hpp"
 #include "scripts/lua_sandbox.hpp"
 #include "scripts/script_store.hpp"
 
@@ -32,6 +33,8 @@ struct ScriptRunLimits {
   size_t max_renditions = 32;
   size_t max_labels = 1000;
   size_t max_label_bytes = 4096;  //!< key + value of one label
+  ExecSandboxOptions exec;        //!< how `exec` steps run (config [processing] exec_*)
+  uint64_t max_output_pixels = 100'000'000;  //!< largest image an exec step may hand back
 };
 
 //! Runs `script` on the image file at `path`: decode (shrink-on-load when the script starts with thumbnail), the

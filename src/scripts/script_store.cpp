@@ -1,10 +1,13 @@
 #include "scripts/script_store.hpp"
 
+#include <openssl/evp.h>
+
 #include <boost/json.hpp>
 
 #include <algorithm>
 
 #include "core/ids.hpp"
+#include "scripts/exec_protocol.hpp"
 #include "scripts/lua_sandbox.hpp"
 
 namespace imgpipe {
@@ -22,13 +25,7 @@ std::string HistoryKey(const std::string& name) { return name + "/history"; }
 
 Error Invalid(std::string message) { return MakeError(ErrorKind::kInvalidArgument, std::move(message), "invalid_script"); }
 
-bool ValidFileName(const std::string& path) {
-  return !path.empty() && path.size() <= 128 && path[0] != '.' &&
-         std::all_of(path.begin(), path.end(), [](char c) {
-           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                  c == '-' || c == '.';
-         });
-}
+bool ValidFileName(const std::string& path) { return IsPlainFileName(path); }
 
 // The version: SHA-256 over every (path, content) pair in path order, each length-prefixed so no two different
 // folders serialize alike.
@@ -50,6 +47,46 @@ Result<json::value> ReadJson(BlobStore& blobs, const std::string& key, size_t ma
 
 }  // namespace
 
+bool IsUtf8(std::string_view text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const size_t length = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+    if (length == 0 || c > 0xF4 || i + length > text.size()) return false;
+    uint32_t code = length == 1 ? c : c & (0xFF >> (length + 1));
+    for (size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xC0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3F);
+    }
+    const uint32_t smallest = length == 1 ? 0 : length == 2 ? 0x80 : length == 3 ? 0x800 : 0x10000;
+    if (code < smallest || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    i += length;
+  }
+  return true;
+}
+
+std::string Base64Encode(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view text) {
+  auto bad = [] { return MakeError(ErrorKind::kInvalidArgument, "a file is not valid base64", "invalid_script"); };
+  if (text.size() % 4 != 0 || text.size() > (64u << 20)) return bad();
+  std::string out(text.size() / 4 * 3 + 1, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) return bad();
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  size_t padding = 0;
+  while (padding < 2 && padding < text.size() && text[text.size() - 1 - padding] == '=') ++padding;
+  out.resize(static_cast<size_t>(n) - padding);
+  return out;
+}
+
 Status ValidateScriptName(const std::string& name) {
   const bool ok = !name.empty() && name.size() <= 64 && name[0] != '-' &&
                   std::all_of(name.begin(), name.end(), [](char c) {
@@ -66,10 +103,10 @@ Result<ScriptManifest> ValidateScriptFiles(const std::map<std::string, std::stri
   size_t total = 0;
   for (const auto& [path, content] : files) {
     total += content.size();
-    if (path != kScriptManifestFile && !(path.size() > 4 && path.ends_with(".lua"))) {
-      return Invalid(path + ": a script folder holds pipeline.toml and .lua files only");
-    }
     if (!ValidFileName(path)) return Invalid(path + ": file names are letters, digits, '.', '_' and '-' (no folders)");
+    if (path.starts_with("input.") || path == kExecResultJson) {
+      return Invalid(path + ": this name is reserved for the exec steps' input and result files");
+    }
   }
   if (total > ScriptStore::kMaxBytes) {
     return Invalid("a script holds at most " + std::to_string(ScriptStore::kMaxBytes) + " bytes of files");
@@ -98,9 +135,17 @@ Result<ScriptBundle> ScriptStore::Push(const std::string& name, const std::map<s
   } else if (existing.error().kind == ErrorKind::kNotFound) {
     bundle.pushed_at = FormatRfc3339(clock_.Now());
     json::object files_json;
-    for (const auto& [path, content] : files) files_json[path] = content;
+    json::object binary_json;
+    for (const auto& [path, content] : files) {
+      if (IsUtf8(content)) {
+        files_json[path] = content;
+      } else {
+        binary_json[path] = Base64Encode(content);
+      }
+    }
     json::object object{{"name", name}, {"version", bundle.version}, {"pushed_at", bundle.pushed_at},
                         {"files", std::move(files_json)}};
+    if (!binary_json.empty()) object["files_base64"] = std::move(binary_json);
     IMGPIPE_TRY(blobs_.Put(kScripts, VersionKey(name, bundle.version), json::serialize(object)));
   } else {
     return existing.error();
@@ -183,6 +228,12 @@ Result<ScriptBundle> ScriptStore::Get(const std::string& name, const std::string
   }
   for (const auto& [path, content] : files->get_object()) {
     if (content.is_string()) bundle.files[std::string(path)] = std::string(content.get_string());
+  }
+  if (const json::value* binary = object->if_contains("files_base64"); binary != nullptr && binary->is_object()) {
+    for (const auto& [path, content] : binary->get_object()) {
+      if (!content.is_string()) continue;
+      IMGPIPE_ASSIGN_OR_RETURN(bundle.files[std::string(path)], Base64Decode(content.get_string()));
+    }
   }
   auto manifest = ValidateScriptFiles(bundle.files);
   if (!manifest.ok()) {

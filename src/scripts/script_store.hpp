@@ -71,6 +71,12 @@ class ScriptStore {
 //! kInvalidArgument unless `name` is 1 to 64 characters of a-z, 0-9 and '-' and does not start with '-'.
 Status ValidateScriptName(const std::string& name);
 
+//! Script files are text (stored as JSON strings) unless they are not UTF-8 (images: stored as base64).
+bool IsUtf8(std::string_view text);
+std::string Base64Encode(std::string_view bytes);
+//! kInvalidArgument if `text` is not padded standard base64.
+Result<std::string> Base64Decode(std::string_view text);
+
 //! Checks a script's files without storing them: the checks Push makes. Returns the parsed manifest.
 Result<ScriptManifest> ValidateScriptFiles(const std::map<std::string, std::string>& files);
 

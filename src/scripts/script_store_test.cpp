@@ -116,7 +116,12 @@ TEST_F(ScriptStoreTest, BadScriptsAreRefusedAndNothingIsStored) {
   files["../evil.lua"] = "";
   EXPECT_FALSE(store_->Push("thumbs", files).ok());
   files = Script(1);
-  files["run.sh"] = "";
+  files["result.json"] = "{}";  // reserved by the exec protocol
+  auto reserved = store_->Push("thumbs", files);
+  ASSERT_FALSE(reserved.ok());
+  EXPECT_THAT(reserved.error().message, HasSubstr("reserved"));
+  files = Script(1);
+  files["input.png"] = "";
   EXPECT_FALSE(store_->Push("thumbs", files).ok());
 
   auto current = store_->CurrentVersion("thumbs");
@@ -125,6 +130,36 @@ TEST_F(ScriptStoreTest, BadScriptsAreRefusedAndNothingIsStored) {
   auto list = store_->List();
   ASSERT_TRUE(list.ok());
   EXPECT_TRUE(list->empty());
+}
+
+TEST_F(ScriptStoreTest, ProgramsAndBinaryFilesAreStoredAsPushed) {
+  auto files = Script(64);
+  files["labels.py"] = "print('hi')\n";
+  std::string binary = "\xff\xd8\xff\xe0";
+  for (int i = 0; i < 300; ++i) binary.push_back(static_cast<char>(i));
+  files["example.jpg"] = binary;
+  files["odd.bin"] = std::string("\x00\x01\xc0\x80", 4);  // NUL and an overlong form: not text
+  auto pushed = store_->Push("thumbs", files);
+  ASSERT_TRUE(pushed.ok()) << pushed.error().message;
+  auto got = store_->Get("thumbs", pushed->version);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(got->files, files);
+  EXPECT_EQ(got->version, pushed->version);
+}
+
+TEST(Base64, RoundTripsEveryLength) {
+  for (size_t n = 0; n < 10; ++n) {
+    std::string bytes;
+    for (size_t i = 0; i < n; ++i) bytes.push_back(static_cast<char>(0xF0 + i));
+    auto back = Base64Decode(Base64Encode(bytes));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, bytes);
+  }
+  EXPECT_FALSE(Base64Decode("abc").ok());
+  EXPECT_FALSE(Base64Decode("a*c=").ok());
+  EXPECT_TRUE(IsUtf8("h\xc3\xa9llo"));
+  EXPECT_FALSE(IsUtf8("\xc3"));
+  EXPECT_FALSE(IsUtf8("\xed\xa0\x80"));  // a surrogate
 }
 
 }  // namespace

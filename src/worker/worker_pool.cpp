@@ -116,7 +116,9 @@ Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoi
   if (script == nullptr) {
     out = RunDefaultPipeline(path, options_.renditions);
   } else {
-    IMGPIPE_ASSIGN_OR_RETURN(ScriptRunOutput ran, RunScript(*script, path));
+    ScriptRunLimits limits;
+    limits.exec = options_.exec;
+    IMGPIPE_ASSIGN_OR_RETURN(ScriptRunOutput ran, RunScript(*script, path, limits));
     if (ran.rejected) {
       return MakeError(ErrorKind::kInvalidArgument,
                        "rejected by script '" + script->name + "': " + *ran.rejected, "rejected_by_script");

@@ -10,6 +10,7 @@
 #include "core/clock.hpp"
 #include "core/result.hpp"
 #include "queue/job_queue.hpp"
+#include "scripts/exec_sandbox.hpp"
 #include "scripts/script_cache.hpp"
 #include "storage/blob_store.hpp"
 #include "warehouse/metadata_store.hpp"
@@ -26,6 +27,7 @@ struct WorkerOptions {
   std::vector<RenditionConfig> renditions;
   std::string spool_dir;  //!< where originals of remote stores are copied for libvips
   std::string owner;      //!< lease owner name, unique per process
+  ExecSandboxOptions exec;  //!< how scripts' exec steps run
 };
 
 //! Threads that lease jobs, run the default pipeline, store the renditions and record the outcome.

@@ -1,6 +1,8 @@
 """Processing scripts (docs/SCRIPTS.md): push with the CLI, upload with ?pipeline=NAME, the script's renditions and
 labels, versions recorded on the runs; the HTTP API for scripts; bad scripts refused naming file and line."""
 
+import time
+
 from support import CORPORA, run_cli
 
 PHOTO = (CORPORA / "valid/kodak/kodim23.png").read_bytes()  # 768x512
@@ -33,6 +35,17 @@ run.label("pixels", tostring(image.width() * image.height()), image.width() * im
 image.apply("grayscale")
 run.rendition("grey", {format = "png"})
 """
+
+
+def wait_failed(server, image_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        body = server.get(f"/v1/images/{image_id}").json()
+        if body["status"] == "failed":
+            return body
+        assert body["status"] in ("queued", "processing"), body
+        assert time.monotonic() < deadline, f"image {image_id} still {body['status']} after {timeout}s"
+        time.sleep(0.05)
 
 
 def push(server, name, folder):
@@ -171,3 +184,58 @@ def test_reprocess_runs_a_new_version_over_stored_images(server, tmp_path):
 
     bad = run_cli("reprocess", "--script", "nope", "--since", image["received_at"], "--data-dir", str(server.data_dir))
     assert bad.returncode == 2 and "nope" in bad.stderr.decode()
+
+
+EXEC_PIPELINE = """description = "labels from Python"
+
+[[steps]]
+op = "exec"
+command = ["python3", "brightness.py"]
+input = "pnm"
+timeout = 60
+env = { MODE = "mean" }
+"""
+
+# Debian's python3 alone (no imaging library): reads the binary PPM imgpipe wrote, computes labels from the pixels,
+# and reports the environment it sees, which must not hold the server's.
+BRIGHTNESS = """
+import json, os
+meta = json.load(open("input.json"))
+magic, size, maxval, pixels = open(meta["input"], "rb").read().split(b"\\n", 3)
+mean = sum(pixels) / len(pixels)
+env = sorted(k for k in os.environ if k != "LC_CTYPE")
+json.dump({"labels": [
+    {"key": "brightness", "value": "%.2f" % mean, "number": mean},
+    {"key": "size", "value": size.decode()},
+    {"key": "env", "value": ",".join(env)},
+    {"key": "mode", "value": os.environ["MODE"]},
+]}, open("result.json", "w"))
+"""
+
+
+def test_exec_step_runs_python_over_uploads(start_server, tmp_path):
+    server = start_server(env={"IMGPIPE_TEST_EXEC_SECRET": "hunter2"})
+    folder = tmp_path / "py"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text(EXEC_PIPELINE)
+    (folder / "brightness.py").write_text(BRIGHTNESS)
+    p = push(server, "py", folder)
+    assert p.returncode == 0, p.stderr.decode()
+    version = p.stdout.decode().split()[1]
+
+    image = server.wait_processed(server.request("POST", "/v1/images?pipeline=py", data=PHOTO).json()["id"])
+    rows = server.query_rows(
+        f"SELECT key, value, number, script_version FROM image_labels WHERE image_id = '{image['id']}' ORDER BY id")
+    labels = {row["key"]: row for row in rows}
+    assert set(labels) == {"brightness", "size", "env", "mode"}
+    assert labels["size"]["value"] == "768 512"
+    assert 0 < float(labels["brightness"]["number"]) < 255
+    assert labels["env"]["value"] == "MODE"  # nothing of the server's environment, only what the step declares
+    assert labels["mode"]["value"] == "mean"
+    assert {row["script_version"] for row in rows} == {version}
+
+    # A program that fails fails the image at once, with its reason.
+    (folder / "brightness.py").write_text("import sys\nprint('no model here')\nsys.exit(4)\n")
+    assert push(server, "py", folder).returncode == 0
+    failed = wait_failed(server, server.request("POST", "/v1/images?pipeline=py", data=PHOTO).json()["id"])
+    assert "exited with status 4" in failed["error"] and "no model here" in failed["error"]

@@ -22,14 +22,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (s.width < 0 || s.width > 16384 || s.height < 0 || s.height > 16384) std::abort();
     if (s.quality < 1 || s.quality > 100 || s.effort < 0 || s.effort > 9) std::abort();
     if (s.op == "lua" && s.file != "a.lua") std::abort();
+    if (s.op == "exec" && (s.command.empty() || s.timeout < 1 || s.timeout > 3600 || s.memory < 16)) std::abort();
   };
   for (const auto& s : manifest->steps) check_step(s);
   for (const auto& r : manifest->renditions) {
     if (r.name.empty() || r.name.size() > 64) std::abort();
-    if (r.format != "jpeg" && r.format != "png" && r.format != "webp" && r.format != "avif") std::abort();
+    if (!imgpipe::IsRenditionFormat(r.format)) std::abort();
     for (const auto& s : r.steps) {
       check_step(s);
-      if (s.op == "lua") std::abort();
+      if (s.op == "lua" || s.op == "exec") std::abort();
     }
   }
   return 0;
