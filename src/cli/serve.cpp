@@ -145,6 +145,7 @@ int RunServe(int argc, char** argv) {
   intake_options.limits = LimitsFrom(cfg);
   intake_options.retention_originals = cfg.retention_originals;
   if (!cfg.default_script.empty()) intake_options.default_pipeline = cfg.default_script;
+  intake_options.routes = cfg.routes;
   Intake intake(intake_options, **blobs, store, queue, *clock, &metrics, AcceptedJson);
 
   if (auto recovered = intake.RecoverSpool(); !recovered.ok()) {

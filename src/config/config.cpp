@@ -45,6 +45,7 @@ bool IsNonConfigEnv(std::string_view name) {
 constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue",  "limits",
                                           "retention",  "processing", "log",   "testing"};
 constexpr std::string_view kRenditionsKey = "processing.renditions";
+constexpr std::string_view kRoutesKey = "processing.routes";
 constexpr std::string_view kImageFormats[] = {"jpeg", "png", "webp", "gif", "tiff", "heic", "avif", "jxl", "bmp"};
 
 // toml++ 3.3 (Debian 12) reaches __builtin_unreachable (undefined behaviour) on some non-ASCII characters outside
@@ -574,6 +575,7 @@ const std::vector<std::string>& AllKeys() {
     std::vector<std::string> out;
     for (const KeyDef& def : kKeys) out.emplace_back(def.key);
     out.emplace_back(kRenditionsKey);
+    out.emplace_back(kRoutesKey);
     return out;
   }();
   return keys;
@@ -751,6 +753,115 @@ void ApplyRenditions(Config& config, const toml::node& node, std::string_view fi
   config.renditions = std::move(renditions);
 }
 
+bool IsScriptName(const std::string& s) {
+  return !s.empty() && s.size() <= 64 && s[0] != '-' &&
+         s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
+}
+
+void ApplyRoutes(Config& config, const toml::node& node, std::string_view file, Problems& problems) {
+  const toml::array* array = node.as_array();
+  if (array == nullptr) {
+    problems.BadValue(kRoutesKey, FileWhere(file, node.source()),
+                      "expected [[processing.routes]] tables, found " + std::string(TypeName(node.type())),
+                      node.source().begin.line);
+    return;
+  }
+  static const std::vector<std::string> kFields = {"script",    "source",     "topic",      "format",  "min_bytes",
+                                                   "max_bytes", "min_pixels", "max_pixels", "metadata"};
+  std::vector<RouteConfig> routes;
+  for (size_t i = 0; i < array->size(); ++i) {
+    const toml::node& item = *array->get(i);
+    const std::string item_key = std::string(kRoutesKey) + "[" + std::to_string(i) + "]";
+    const toml::table* table = item.as_table();
+    if (table == nullptr) {
+      problems.BadValue(item_key, FileWhere(file, item.source()),
+                        "expected a table, found " + std::string(TypeName(item.type())));
+      continue;
+    }
+    RouteConfig r;
+    bool ok = true;
+    for (auto [k_ptr, v_ptr] : InFileOrder(*table)) {
+      const toml::key& k = *k_ptr;
+      const toml::node& v = *v_ptr;
+      const std::string field = std::string(k.str());
+      const std::string field_key = item_key + "." + field;
+      Value value = Value::FromNode(v);
+      Problem p;
+      if (field == "script") {
+        p = value.String(&r.script);
+        if (!p && !IsScriptName(r.script)) {
+          p = Quote(r.script) + " is not a script name (a-z, 0-9, '-'; \"default\" for the built-in pipeline)";
+        }
+      } else if (field == "source") {
+        p = SetChoice(&r.source, value, {"upload", "kafka"});
+      } else if (field == "topic") {
+        p = value.String(&r.topic);
+        if (!p && r.topic.empty()) p = std::string("an empty topic matches nothing; leave the key out for any");
+      } else if (field == "format") {
+        std::vector<std::string> names;
+        if (const auto* one = v.as_string()) {
+          names.push_back(one->get());  // format = "png" as well as format = ["png", "webp"]
+        } else {
+          p = value.StringList(&names);
+        }
+        for (size_t n = 0; !p && n < names.size(); ++n) {
+          const std::string name = Lower(names[n]);
+          if (std::find(std::begin(kImageFormats), std::end(kImageFormats), name) == std::end(kImageFormats)) {
+            p = Quote(names[n]) + " is not a format imgpipe knows";
+          }
+          r.formats.push_back(name);
+        }
+      } else if (field == "min_bytes") {
+        p = SetSize(&r.min_bytes, value, 0, std::numeric_limits<uint64_t>::max());
+      } else if (field == "max_bytes") {
+        p = SetSize(&r.max_bytes, value, 0, std::numeric_limits<uint64_t>::max());
+      } else if (field == "min_pixels") {
+        p = SetCount(&r.min_pixels, value, 0);
+      } else if (field == "max_pixels") {
+        p = SetCount(&r.max_pixels, value, 0);
+      } else if (field == "metadata") {
+        const toml::table* pairs = v.as_table();
+        if (pairs == nullptr) {
+          p = std::string("expected a table like { camera = \"front\" }");
+        } else {
+          for (const auto& [mk, mv] : *pairs) {
+            if (const auto* text = mv.as_string()) {
+              r.metadata[std::string(mk.str())] = text->get();
+            } else if (const auto* number = mv.as_integer()) {
+              r.metadata[std::string(mk.str())] = std::to_string(number->get());
+            } else if (const auto* flag = mv.as_boolean()) {
+              r.metadata[std::string(mk.str())] = flag->get() ? "true" : "false";
+            } else {
+              p = "metadata " + Quote(std::string(mk.str())) + " must be a string, an integer or a boolean";
+            }
+          }
+        }
+      } else {
+        std::vector<std::string> candidates;
+        for (auto& f : kFields) candidates.push_back(item_key + "." + f);
+        problems.Unknown(field_key, FileWhere(file, k.source()), candidates, false, k.source().begin.line);
+        ok = false;
+        continue;
+      }
+      if (p) {
+        problems.BadValue(field_key, FileWhere(file, k.source()), *p, k.source().begin.line);
+        ok = false;
+      }
+    }
+    if (!table->contains("script")) {
+      problems.BadValue(item_key, FileWhere(file, item.source()), "missing \"script\"", item.source().begin.line);
+      ok = false;
+    }
+    if (ok && (r.min_bytes > r.max_bytes || r.min_pixels > r.max_pixels)) {
+      problems.BadValue(item_key, FileWhere(file, item.source()), "a minimum is above its maximum, so nothing matches",
+                        item.source().begin.line);
+      ok = false;
+    }
+    if (ok) routes.push_back(std::move(r));
+  }
+  config.routes = std::move(routes);
+}
+
 void ApplyFile(Config& config, const toml::table& root, std::string_view file, Problems& problems) {
   for (auto [section_key_ptr, section_node_ptr] : InFileOrder(root)) {
     const toml::key& section_key = *section_key_ptr;
@@ -786,6 +897,10 @@ void ApplyFile(Config& config, const toml::table& root, std::string_view file, P
         ApplyRenditions(config, v, file, problems);
         continue;
       }
+      if (key == kRoutesKey) {
+        ApplyRoutes(config, v, file, problems);
+        continue;
+      }
       const KeyDef* def = FindKey(key);
       if (def == nullptr) {
         problems.Unknown(key, FileWhere(file, k.source()), AllKeys(), false, k.source().begin.line);
@@ -802,6 +917,10 @@ void ApplyOverride(Config& config, std::string_view key, const std::string& text
                    bool env_form, Problems& problems) {
   if (key == kRenditionsKey) {
     problems.BadValue(key, where, "renditions can be set only in the config file, as [[processing.renditions]] tables");
+    return;
+  }
+  if (key == kRoutesKey) {
+    problems.BadValue(key, where, "routes can be set only in the config file, as [[processing.routes]] tables");
     return;
   }
   const KeyDef* def = FindKey(key);

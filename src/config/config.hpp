@@ -21,6 +21,20 @@ struct RenditionConfig {
   int quality = 82;                 //!< 1..100 for lossy formats
 };
 
+//! A rule choosing the processing script for incoming images that name none ([[processing.routes]],
+//! docs/SCRIPTS.md). Every condition given must hold; the first route that matches wins.
+struct RouteConfig {
+  std::string script;                          //!< the script to run; "default" = the built-in pipeline
+  std::string source;                          //!< "upload" | "kafka"; empty = any
+  std::string topic;                           //!< the Kafka topic the record came from; empty = any
+  std::vector<std::string> formats;            //!< detected formats ("jpeg", ...); empty = any
+  uint64_t min_bytes = 0;
+  uint64_t max_bytes = UINT64_MAX;
+  uint64_t min_pixels = 0;                     //!< width x height of the first frame
+  uint64_t max_pixels = UINT64_MAX;
+  std::map<std::string, std::string> metadata; //!< user metadata key = value (its text; numbers as written)
+};
+
 //! Every setting imgpipe reads. Defaults are the embedded, one-machine mode. Names below are the TOML keys
 //! ("section.key"); environment variables are IMGPIPE_SECTION_KEY; see docs/OPERATIONS.md.
 struct Config {
@@ -75,6 +89,7 @@ struct Config {
       {"thumb-256", 256, 256, "inside", "auto", 82},
       {"thumb-1024", 1024, 1024, "inside", "auto", 82},
   };                                               //!< [[processing.renditions]]
+  std::vector<RouteConfig> routes;                //!< [[processing.routes]]; file only
 
   // [testing]
   std::chrono::milliseconds clock_offset{0};      //!< testing.clock_offset: shifts the clock forward (retention tests)

@@ -410,9 +410,56 @@ TEST(ConfigTest, ExecSettingsAreValidated) {
               HasSubstr("exec_read_paths"));
 }
 
+TEST(ConfigTest, RoutesAreReadInOrderAndValidated) {
+  auto config = LoadConfigFromString(R"(
+[[processing.routes]]
+script = "cameras"
+source = "kafka"
+topic = "camera-frames"
+
+[[processing.routes]]
+script = "big-png"
+format = ["png", "TIFF"]
+min_bytes = "1MiB"
+max_pixels = 50000000
+metadata = { camera = "front", floor = 2, night = true }
+
+[[processing.routes]]
+script = "default"
+)", "inline.toml");
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  ASSERT_EQ(config->routes.size(), 3u);
+  EXPECT_EQ(config->routes[0].script, "cameras");
+  EXPECT_EQ(config->routes[0].source, "kafka");
+  EXPECT_EQ(config->routes[0].topic, "camera-frames");
+  EXPECT_EQ(config->routes[1].formats, (std::vector<std::string>{"png", "tiff"}));
+  EXPECT_EQ(config->routes[1].min_bytes, 1u << 20);
+  EXPECT_EQ(config->routes[1].max_pixels, 50'000'000u);
+  EXPECT_EQ(config->routes[1].metadata,
+            (std::map<std::string, std::string>{{"camera", "front"}, {"floor", "2"}, {"night", "true"}}));
+  EXPECT_EQ(config->routes[2].script, "default");
+
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[[processing.routes]]\nsource = \"upload\"\n", "a.toml")),
+              HasSubstr("missing \"script\""));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[[processing.routes]]\nscript = \"x\"\nsource = \"ftp\"\n", "a.toml")),
+              HasSubstr("processing.routes[0].source"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[[processing.routes]]\nscript = \"x\"\nfromat = \"png\"\n", "a.toml")),
+              HasSubstr("processing.routes[0].fromat"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[[processing.routes]]\nscript = \"x\"\nformat = \"bmpx\"\n", "a.toml")),
+              HasSubstr("not a format"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[[processing.routes]]\nscript = \"x\"\nmin_bytes = 10\nmax_bytes = 5\n",
+                                           "a.toml")),
+              HasSubstr("minimum is above its maximum"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[[processing.routes]]\nscript = \"x\"\nmetadata = { a = [1] }\n",
+                                           "a.toml")),
+              HasSubstr("metadata"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("", "a.toml", {.env = {{"IMGPIPE_PROCESSING_ROUTES", "x"}}})),
+              HasSubstr("only in the config file"));
+}
+
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 33u);
+  EXPECT_EQ(keys.size(), 34u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.renditions"), keys.end());

@@ -12,6 +12,7 @@
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
+#include "ingest/routing.hpp"
 
 namespace imgpipe {
 
@@ -167,7 +168,14 @@ Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) 
   image.has_icc = facts->has_icc;
   image.exif = facts->exif;
   image.user_metadata_json = request.metadata_json;
-  image.pipeline = request.pipeline.empty() ? options_.default_pipeline : request.pipeline;
+  if (request.pipeline.empty()) {
+    const RouteFacts facts{image.source, request.topic, image.format, image.bytes,
+                           static_cast<uint64_t>(image.width) * static_cast<uint64_t>(image.height),
+                           image.user_metadata_json};
+    image.pipeline = RouteScript(options_.routes, facts, options_.default_pipeline);
+  } else {
+    image.pipeline = request.pipeline;
+  }
   image.original_key = OriginalBlobKey(image.id);
   image.status = ImageStatus::kQueued;
   image.expires_at = options_.retention_originals.count() > 0

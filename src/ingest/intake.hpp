@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "config/config.hpp"
 #include "core/clock.hpp"
 #include "core/records.hpp"
 #include "core/result.hpp"
@@ -25,6 +26,7 @@ struct IntakeOptions {
   ImageLimits limits;
   std::chrono::seconds retention_originals{7 * 24 * 3600};  //!< 0 = keep forever
   std::string default_pipeline = "default";
+  std::vector<RouteConfig> routes;             //!< [[processing.routes]]: chosen before default_pipeline
 };
 
 //! The bytes of one image on their way in: hashed, counted against the byte limit, and their format checked against
@@ -79,7 +81,8 @@ struct IntakeRequest {
   std::string source = "upload";
   std::string source_ref;
   std::string metadata_json = "{}";          //!< a validated JSON object
-  std::string pipeline;                       //!< empty = default
+  std::string pipeline;                       //!< empty = routed (IntakeOptions::routes), else the default
+  std::string topic;                          //!< stream sources: the Kafka topic, for routing
   std::optional<std::string> idempotency_key;
   std::string request_hash;                   //!< for idempotency: identifies the request's content
   std::optional<ImageId> id;                  //!< a deterministic id (stream sources); a fresh one when empty

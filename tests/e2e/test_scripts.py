@@ -239,3 +239,51 @@ def test_exec_step_runs_python_over_uploads(start_server, tmp_path):
     assert push(server, "py", folder).returncode == 0
     failed = wait_failed(server, server.request("POST", "/v1/images?pipeline=py", data=PHOTO).json()["id"])
     assert "exited with status 4" in failed["error"] and "no model here" in failed["error"]
+
+
+ROUTES_CONFIG = """
+[[processing.routes]]
+script = "from-kafka"
+source = "kafka"
+
+[[processing.routes]]
+script = "front-camera"
+metadata = { camera = "front" }
+
+[[processing.routes]]
+script = "pngs"
+format = "png"
+max_bytes = "10MiB"
+
+[[processing.routes]]
+script = "uploads"
+source = "upload"
+"""
+
+
+def test_routes_choose_the_script_by_source_and_condition(start_server, tmp_path):
+    config = tmp_path / "routes.toml"
+    config.write_text(ROUTES_CONFIG)
+    server = start_server(args=("--config", str(config)))
+    for name in ("from-kafka", "front-camera", "pngs", "uploads", "asked-for"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "pipeline.toml").write_text(f'[[renditions]]\nname = "{name}"\n')
+        assert push(server, name, folder).returncode == 0
+
+    jpeg = (CORPORA / "valid/libjpeg-turbo-testimages/testorig.jpg").read_bytes()
+
+    def routed(data, path="/v1/images", headers=None):
+        r = server.request("POST", path, data=data, headers=headers)
+        assert r.status_code == 201, r.text
+        image = server.wait_processed(r.json()["id"])
+        assert [rd["name"] for rd in image["renditions"]] == [image["pipeline"]]
+        return image["pipeline"]
+
+    assert routed(PHOTO) == "pngs"                       # by format (and size)
+    assert routed(jpeg) == "uploads"                      # by source: an upload that no earlier route took
+    assert routed(jpeg, headers={"X-Imgpipe-Metadata": '{"camera": "front"}'}) == "front-camera"  # by metadata
+    assert routed(PHOTO, headers={"X-Imgpipe-Metadata": '{"camera": "back"}'}) == "pngs"
+    assert routed(PHOTO, path="/v1/images?pipeline=asked-for") == "asked-for"  # the request's own choice wins
+    runs = server.query_rows("SELECT DISTINCT script_name FROM processing_runs ORDER BY script_name")
+    assert [r["script_name"] for r in runs] == ["asked-for", "front-camera", "pngs", "uploads"]
