@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <ctime>
 #include <random>
 #include <thread>
 
@@ -127,6 +128,45 @@ Error HttpStatusError(std::string_view what, std::string_view service, int statu
   if (!message.empty()) text += ": " + std::string(message.substr(0, 300));
   if (status == 403 || status == 401) text += " (check the storage credentials in the config)";
   return MakeError(HttpStatusErrorKind(status), std::move(text), status >= 500 || status == 429 ? "storage_unavailable" : "");
+}
+
+std::string FormatHttpDate(TimePoint t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+bool ParseHttpDate(std::string_view text, TimePoint* out) {
+  static constexpr std::string_view kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  // "Sun, 06 Nov 1994 08:49:37 GMT": fixed width, 29 bytes.
+  if (text.size() != 29 || text.substr(3, 2) != ", " || text.substr(25) != " GMT") return false;
+  auto num = [&](size_t at, size_t n, int* v) {
+    *v = 0;
+    for (size_t i = at; i < at + n; ++i) {
+      if (text[i] < '0' || text[i] > '9') return false;
+      *v = *v * 10 + (text[i] - '0');
+    }
+    return true;
+  };
+  int day, year, hh, mm, ss, month = -1;
+  for (int i = 0; i < 12; ++i) {
+    if (text.substr(8, 3) == kMonths[i]) month = i;
+  }
+  if (month < 0 || !num(5, 2, &day) || !num(12, 4, &year) || !num(17, 2, &hh) || !num(20, 2, &mm) ||
+      !num(23, 2, &ss) || text[16] != ' ' || text[19] != ':' || text[22] != ':') {
+    return false;
+  }
+  if (day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60) return false;
+  using namespace std::chrono;
+  year_month_day ymd{std::chrono::year(year), std::chrono::month(static_cast<unsigned>(month + 1)),
+                     std::chrono::day(static_cast<unsigned>(day))};
+  if (!ymd.ok()) return false;
+  *out = sys_days(ymd) + hours(hh) + minutes(mm) + seconds(ss);
+  return true;
 }
 
 std::string UriEncode(std::string_view s, bool keep_slash) {

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/clock.hpp"
 #include "core/result.hpp"
 
 namespace imgpipe {
@@ -156,6 +157,11 @@ ErrorKind HttpStatusErrorKind(int status);
 //! "<what>: <service> answered <status> <code>: <message>" as an Error of HttpStatusErrorKind(status).
 Error HttpStatusError(std::string_view what, std::string_view service, int status, std::string_view code,
                       std::string_view message);
+
+//! IMF-fixdate (RFC 9110), e.g. "Sun, 06 Nov 1994 08:49:37 GMT".
+std::string FormatHttpDate(TimePoint t);
+//! Parses IMF-fixdate; false if `text` is not one.
+bool ParseHttpDate(std::string_view text, TimePoint* out);
 
 //! Percent-encodes everything but RFC 3986 unreserved characters; '/' too unless `keep_slash`.
 std::string UriEncode(std::string_view s, bool keep_slash);

@@ -165,6 +165,14 @@ TEST(HttpStatus, MapsToErrorKinds) {
   EXPECT_EQ(e.message, "put originals/a: S3 answered 503 SlowDown: Please reduce your request rate.");
 }
 
+TEST(HttpDate, FormatsAndParsesImfFixdate) {
+  TimePoint t;
+  ASSERT_TRUE(ParseHttpDate("Fri, 26 Jun 2015 23:39:12 GMT", &t));
+  EXPECT_EQ(FormatHttpDate(t), "Fri, 26 Jun 2015 23:39:12 GMT");
+  EXPECT_FALSE(ParseHttpDate("Fri, 31 Jun 2015 23:39:12 GMT", &t));
+  EXPECT_FALSE(ParseHttpDate("2015-06-26T23:39:12Z", &t));
+}
+
 TEST(UriEncode, KeepsOnlyUnreserved) {
   EXPECT_EQ(UriEncode("a b/c~d*e", false), "a%20b%2Fc~d%2Ae");
   EXPECT_EQ(UriEncode("a b/c", true), "a%20b/c");

@@ -1,0 +1,70 @@
+#include "storage/cloud_common.hpp"
+
+#include <limits>
+
+namespace imgpipe {
+
+Status ValidateContainerPrefix(std::string_view prefix, std::string_view config_key) {
+  bool ok = prefix.size() <= 20;
+  for (char c : prefix) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+  if (!ok || prefix.starts_with("-")) {
+    return MakeError(ErrorKind::kInvalidArgument,
+                     std::string(config_key) + " = \"" + std::string(prefix) +
+                         "\": use at most 20 lowercase letters, digits and '-', not starting with '-'");
+  }
+  return Ok();
+}
+
+std::string RangeHeaderValue(const ByteRange& range) {
+  std::string v = "bytes=" + std::to_string(range.offset) + "-";
+  if (range.length <= std::numeric_limits<uint64_t>::max() - range.offset) {
+    v += std::to_string(range.offset + range.length - 1);
+  }
+  return v;
+}
+
+std::optional<uint64_t> ParseDecimal(std::string_view text) {
+  if (text.empty() || text.size() > 20) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    uint64_t d = static_cast<uint64_t>(c - '0');
+    if (v > (std::numeric_limits<uint64_t>::max() - d) / 10) return std::nullopt;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+Result<uint64_t> ObjectSizeFromResponse(const HttpResponseHead& head) {
+  if (auto cr = head.Header("Content-Range")) {
+    size_t slash = cr->rfind('/');
+    if (slash != std::string_view::npos) {
+      if (auto total = ParseDecimal(cr->substr(slash + 1))) return *total;
+    }
+  } else if (auto cl = head.Header("Content-Length")) {
+    if (auto len = ParseDecimal(*cl)) return *len;
+  }
+  return MakeError(ErrorKind::kUnavailable, "the storage service's answer has no usable Content-Length or "
+                                            "Content-Range", "storage_unavailable");
+}
+
+Status CheckRangeAnswer(const std::optional<ByteRange>& range, int status, uint64_t size, std::string_view what) {
+  if (!range || range->offset == 0) return Ok();
+  if (range->offset >= size) {
+    return MakeError(ErrorKind::kRangeNotSatisfiable, std::string(what) + " has " + std::to_string(size) +
+                                                          " bytes; the range starts at " +
+                                                          std::to_string(range->offset));
+  }
+  if (status != 206) {
+    return MakeError(ErrorKind::kUnavailable, "reading " + std::string(what) + ": the service ignored the range",
+                     "storage_unavailable");
+  }
+  return Ok();
+}
+
+std::string ReadErrorBody(HttpResponseStream& stream) {
+  auto body = stream.ReadAll(64 * 1024);
+  return body.ok() ? std::move(body).value() : std::string();
+}
+
+}  // namespace imgpipe

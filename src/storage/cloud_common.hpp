@@ -1,0 +1,38 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/result.hpp"
+#include "http_client/http_client.hpp"
+#include "storage/blob_store.hpp"
+
+namespace imgpipe {
+
+//! Helpers shared by the Azure and S3 backends.
+
+//! kInvalidArgument naming `config_key` unless `prefix` is empty or lowercase letters, digits and '-' (at most 20),
+//! so "<prefix><container>" stays a valid container or bucket name on both services.
+Status ValidateContainerPrefix(std::string_view prefix, std::string_view config_key);
+
+//! "bytes=<first>-<last>", or "bytes=<first>-" when the range runs to the end (length past UINT64_MAX - offset).
+std::string RangeHeaderValue(const ByteRange& range);
+
+//! The whole object's size: the total of a 206's Content-Range ("bytes a-b/total"), else Content-Length.
+//! kUnavailable if neither is usable.
+Result<uint64_t> ObjectSizeFromResponse(const HttpResponseHead& head);
+
+//! A non-negative decimal that fits in 64 bits; nullopt otherwise.
+std::optional<uint64_t> ParseDecimal(std::string_view text);
+
+//! Checks a ranged read's answer against our contract: kRangeNotSatisfiable if the range starts at or past the end
+//! (some servers answer such a range with the whole object), kUnavailable if the server ignored a range that starts
+//! inside the object (a 200 would hand out the wrong bytes).
+Status CheckRangeAnswer(const std::optional<ByteRange>& range, int status, uint64_t size, std::string_view what);
+
+//! The rest of a (small) error body, or "" if it cannot be read: the status already says what went wrong.
+std::string ReadErrorBody(HttpResponseStream& stream);
+
+}  // namespace imgpipe
