@@ -594,7 +594,8 @@ asio::awaitable<HttpResponse> Api::Scripts(HttpRequest& req, std::string name) {
     if (!body.ok()) co_return ErrorResponse(body.error(), req.request_id());
     const std::string text = std::move(body).value();
     co_return co_await RunBlocking(ctx_.blocking, [&] {
-      return respond(http::status::created, PushScriptJson(ctx_.blobs, ctx_.clock, text));
+      return respond(http::status::created,
+                     PushScriptJson(ctx_.blobs, ctx_.clock, text, ExecSandboxOptionsFrom(ctx_.config)));
     });
   }
   if (method == http::verb::get) {

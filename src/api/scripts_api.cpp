@@ -33,7 +33,8 @@ Status CheckScriptExists(BlobStore& blobs, const Clock& clock, const std::string
   return version.error();
 }
 
-Result<json::value> PushScriptJson(BlobStore& blobs, const Clock& clock, std::string_view body) {
+Result<json::value> PushScriptJson(BlobStore& blobs, const Clock& clock, std::string_view body,
+                                   const ExecSandboxOptions& exec) {
   json::error_code ec;
   json::value v = json::parse(body, ec);
   const json::object* o = ec ? nullptr : v.if_object();
@@ -66,7 +67,7 @@ Result<json::value> PushScriptJson(BlobStore& blobs, const Clock& clock, std::st
       texts[std::string(path)] = std::move(bytes).value();
     }
   }
-  ScriptStore store(blobs, clock);
+  ScriptStore store(blobs, clock, exec);
   IMGPIPE_ASSIGN_OR_RETURN(ScriptBundle pushed, store.Push(std::string(name->get_string()), texts));
   return ShowScriptJson(blobs, clock, pushed.name);
 }

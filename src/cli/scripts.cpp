@@ -64,7 +64,7 @@ int RunScripts(int argc, char** argv) {
     return kExitFailure;
   }
   SystemClock clock;
-  ScriptStore store(**blobs, clock);
+  ScriptStore store(**blobs, clock, ExecSandboxOptionsFrom(*config));
   auto fail = [](const Error& e) {
     std::cerr << "imgpipe: " << e.message << "\n";
     return e.kind == ErrorKind::kInvalidArgument ? kExitUsage : kExitFailure;

@@ -168,9 +168,7 @@ int RunServe(int argc, char** argv) {
   wo.renditions = cfg.renditions;
   wo.spool_dir = SpoolDir(cfg);
   wo.owner = "serve-" + std::to_string(::getpid()) + "-" + HexEncode(RandomBytes(4));
-  wo.exec.user = cfg.exec_user;
-  wo.exec.temp_dir = cfg.exec_temp_dir;
-  if (!cfg.exec_read_paths.empty()) wo.exec.read_paths = cfg.exec_read_paths;
+  wo.exec = ExecSandboxOptionsFrom(cfg);
   WorkerPool workers(wo, **blobs, store, queue, *clock, &metrics);
 
   int io_threads = cfg.http_threads > 0 ? cfg.http_threads : Cores();

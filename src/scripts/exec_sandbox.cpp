@@ -232,6 +232,14 @@ void KeepTail(std::string& tail, const char* data, size_t n) {
 
 }  // namespace
 
+ExecSandboxOptions ExecSandboxOptionsFrom(const Config& config) {
+  ExecSandboxOptions options;
+  options.user = config.exec_user;
+  options.temp_dir = config.exec_temp_dir;
+  if (!config.exec_read_paths.empty()) options.read_paths = config.exec_read_paths;
+  return options;
+}
+
 int LandlockAbi() {
   const long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
   return abi > 0 ? static_cast<int>(abi) : 0;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "config/config.hpp"
 #include "core/result.hpp"
 
 namespace imgpipe {
@@ -73,6 +74,9 @@ class ExecFolder {
   explicit ExecFolder(std::string path) : path_(std::move(path)) {}
   std::string path_;
 };
+
+//! The options of the config's [processing] exec_* keys.
+ExecSandboxOptions ExecSandboxOptionsFrom(const Config& config);
 
 //! Whether this kernel has Landlock (ABI version, 0 if not). For docs and tests.
 int LandlockAbi();

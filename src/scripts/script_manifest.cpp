@@ -381,6 +381,14 @@ Result<ScriptManifest> ParseScriptManifest(std::string_view text, const std::map
       const auto* d = value.as_string();
       if (d == nullptr) return Problem(value, "'description' must be a string");
       manifest.description = d->get();
+    } else if (k == "example") {
+      const auto* e = value.as_string();
+      if (e == nullptr || e->get().empty()) return Problem(value, "'example' must name an image file of the script");
+      if (!files.empty() && !files.contains(e->get())) {
+        return Problem(value, "example '" + e->get() + "' is not in the script folder");
+      }
+      manifest.example = e->get();
+      manifest.example_line = static_cast<int>(value.source().begin.line);
     } else if (k == "steps") {
       IMGPIPE_ASSIGN_OR_RETURN(manifest.steps, ParseSteps(value, files));
     } else if (k == "renditions") {
@@ -392,7 +400,7 @@ Result<ScriptManifest> ParseScriptManifest(std::string_view text, const std::map
         manifest.renditions.push_back(std::move(r));
       }
     } else {
-      return Problem(value, "unknown key '" + k + "'; a script has description, [[steps]] and [[renditions]]");
+      return Problem(value, "unknown key '" + k + "'; a script has description, example, [[steps]] and [[renditions]]");
     }
   }
   const ScriptStep encoding = DefaultEncoding(manifest);

@@ -49,6 +49,8 @@ struct ScriptRendition {
 
 struct ScriptManifest {
   std::string description;
+  std::string example;                      //!< an image file of the folder that push runs the script over
+  int example_line = 0;
   std::vector<ScriptStep> steps;            //!< run in order on the decoded image
   std::vector<ScriptRendition> renditions;  //!< each made from the image after `steps`
 };

@@ -4,11 +4,16 @@
 
 #include <boost/json.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 
 #include "core/ids.hpp"
 #include "scripts/exec_protocol.hpp"
 #include "scripts/lua_sandbox.hpp"
+#include "scripts/script_runner.hpp"
+#include "processing/image_probe.hpp"
 
 namespace imgpipe {
 namespace {
@@ -128,6 +133,7 @@ Result<ScriptBundle> ScriptStore::Push(const std::string& name, const std::map<s
   bundle.version = VersionOf(files);
   bundle.files = files;
   bundle.manifest = std::move(manifest);
+  if (!bundle.manifest.example.empty()) IMGPIPE_TRY(RunExample(bundle));
 
   auto existing = Get(name, bundle.version);
   if (existing.ok()) {
@@ -156,6 +162,39 @@ Result<ScriptBundle> ScriptStore::Push(const std::string& name, const std::map<s
     IMGPIPE_TRY(WritePointers(name, history));
   }
   return bundle;
+}
+
+Status ScriptStore::RunExample(const ScriptBundle& bundle) {
+  const std::string where = std::string(kScriptManifestFile) + ":" + std::to_string(bundle.manifest.example_line) +
+                            ": the example run over '" + bundle.manifest.example + "' ";
+  InitVips(1);
+  // RunScript reads a file: the example goes to a private temp file, removed whatever happens.
+  std::string path = (std::filesystem::temp_directory_path() / "imgpipe-example-XXXXXX").string();
+  const int fd = ::mkstemp(path.data());
+  if (fd < 0) return MakeError(ErrorKind::kInternal, "cannot create a temp file for the example run");
+  struct Remove {
+    const std::string& path;
+    ~Remove() { ::unlink(path.c_str()); }
+  } remove{path};
+  const std::string& bytes = bundle.files.at(bundle.manifest.example);
+  const bool written = ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+  ::close(fd);
+  if (!written) return MakeError(ErrorKind::kInternal, "cannot write the example to " + path);
+  // The example must be what an upload could be: the same strict validation first (a truncated file is refused).
+  if (auto valid = ValidateImageFile(path, ImageLimits{}); !valid.ok()) {
+    if (valid.error().kind == ErrorKind::kUnavailable) return valid.error();
+    return Invalid(where + "failed: it is not an image an upload could be: " + valid.error().message);
+  }
+  ScriptRunLimits limits;
+  limits.exec = exec_;
+  auto ran = RunScript(bundle, path, limits);
+  if (!ran.ok() && ran.error().kind == ErrorKind::kUnavailable) return ran.error();
+  if (!ran.ok()) {
+    // Every other failure of a pushed script's own example is the script's problem, whatever kind libvips gave it.
+    return Invalid(where + "failed: " + ran.error().message);
+  }
+  if (ran->rejected) return Invalid(where + "rejected the example: " + *ran->rejected);
+  return Ok();
 }
 
 Result<std::vector<std::string>> ScriptStore::ReadHistory(const std::string& name) {

@@ -6,6 +6,7 @@
 
 #include "core/clock.hpp"
 #include "core/result.hpp"
+#include "scripts/exec_sandbox.hpp"
 #include "scripts/script_manifest.hpp"
 #include "storage/blob_store.hpp"
 
@@ -42,11 +43,14 @@ class ScriptStore {
   static constexpr size_t kMaxFiles = 64;
   static constexpr size_t kMaxBytes = 1 << 20;
 
-  //! `blobs` and `clock` must outlive the store.
-  ScriptStore(BlobStore& blobs, const Clock& clock) : blobs_(blobs), clock_(clock) {}
+  //! `blobs` and `clock` must outlive the store. `exec` is how exec steps run for a push's example run.
+  ScriptStore(BlobStore& blobs, const Clock& clock, ExecSandboxOptions exec = {})
+      : blobs_(blobs), clock_(clock), exec_(std::move(exec)) {}
 
   //! Validates the files (pipeline.toml parses, steps are known, lua files exist and compile, names and sizes are
-  //! in limits), stores the version and makes it current. kInvalidArgument naming the file, line and problem.
+  //! in limits), runs the script over its `example` image when pipeline.toml names one (in the same sandboxes and
+  //! limits as a worker; a failure or a rejection refuses the push), stores the version and makes it current.
+  //! kInvalidArgument naming the file, line and problem.
   Result<ScriptBundle> Push(const std::string& name, const std::map<std::string, std::string>& files);
   //! Every script with a current version, by name.
   Result<std::vector<ScriptSummary>> List();
@@ -64,8 +68,11 @@ class ScriptStore {
   Result<std::vector<std::string>> ReadHistory(const std::string& name);
   Status WritePointers(const std::string& name, const std::vector<std::string>& history);
 
+  Status RunExample(const ScriptBundle& bundle);
+
   BlobStore& blobs_;
   const Clock& clock_;
+  ExecSandboxOptions exec_;
 };
 
 //! kInvalidArgument unless `name` is 1 to 64 characters of a-z, 0-9 and '-' and does not start with '-'.

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "storage/local/local_blob_store.hpp"
 
@@ -145,6 +147,52 @@ TEST_F(ScriptStoreTest, ProgramsAndBinaryFilesAreStoredAsPushed) {
   ASSERT_TRUE(got.ok()) << got.error().message;
   EXPECT_EQ(got->files, files);
   EXPECT_EQ(got->version, pushed->version);
+}
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+// A script that names an example image is run over it at push; its failure refuses the push with where and why.
+TEST_F(ScriptStoreTest, PushRunsTheExampleAndRefusesAScriptWhoseExampleFails) {
+  const std::string example = ReadFile(fs::path(IMGPIPE_CORPORA_DIR) / "valid/libjpeg-turbo-testimages/testorig.jpg");
+  ASSERT_FALSE(example.empty());
+  auto files = Script(100);
+  files["pipeline.toml"] = "example = \"example.jpg\"\n" + files["pipeline.toml"];
+  files["example.jpg"] = example;
+  auto good = store_->Push("thumbs", files);
+  ASSERT_TRUE(good.ok()) << good.error().message;
+
+  files["l.lua"] = "local x = 1\nif image.width() > 10 then error('too wide for me') end\n";
+  auto failing = store_->Push("thumbs", files);
+  ASSERT_FALSE(failing.ok());
+  EXPECT_EQ(failing.error().kind, ErrorKind::kInvalidArgument);
+  EXPECT_THAT(failing.error().message, HasSubstr("pipeline.toml:1: the example run over 'example.jpg' failed: "));
+  EXPECT_THAT(failing.error().message, HasSubstr("l.lua:2: too wide for me"));
+
+  files["l.lua"] = "run.reject('not a cat')\n";
+  auto rejected = store_->Push("thumbs", files);
+  ASSERT_FALSE(rejected.ok());
+  EXPECT_THAT(rejected.error().message, HasSubstr("rejected the example: not a cat"));
+
+  files["l.lua"] = "run.label('ok', 'yes')\n";
+  files["example.jpg"] = example.substr(0, example.size() / 3);  // truncated: does not decode
+  auto broken = store_->Push("thumbs", files);
+  ASSERT_FALSE(broken.ok());
+  EXPECT_THAT(broken.error().message, HasSubstr("the example run over 'example.jpg' failed"));
+
+  files.erase("example.jpg");
+  auto missing = store_->Push("thumbs", files);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.error().message, HasSubstr("pipeline.toml:1: example 'example.jpg' is not in the script folder"));
+
+  // Only the first, good version was stored.
+  auto shown = store_->Show("thumbs");
+  ASSERT_TRUE(shown.ok());
+  EXPECT_EQ(shown->history, std::vector<std::string>{good->version});
 }
 
 TEST(Base64, RoundTripsEveryLength) {

@@ -1,6 +1,7 @@
 """Processing scripts (docs/SCRIPTS.md): push with the CLI, upload with ?pipeline=NAME, the script's renditions and
 labels, versions recorded on the runs; the HTTP API for scripts; bad scripts refused naming file and line."""
 
+import base64
 import time
 
 from support import CORPORA, run_cli
@@ -287,3 +288,38 @@ def test_routes_choose_the_script_by_source_and_condition(start_server, tmp_path
     assert routed(PHOTO, path="/v1/images?pipeline=asked-for") == "asked-for"  # the request's own choice wins
     runs = server.query_rows("SELECT DISTINCT script_name FROM processing_runs ORDER BY script_name")
     assert [r["script_name"] for r in runs] == ["asked-for", "front-camera", "pngs", "uploads"]
+
+
+def test_push_runs_the_example_and_refuses_a_failing_one(server, tmp_path):
+    folder = tmp_path / "ex"
+    folder.mkdir()
+    (folder / "example.png").write_bytes(PHOTO)
+    (folder / "pipeline.toml").write_text(
+        'description = "with an example"\nexample = "example.png"\n\n'
+        '[[steps]]\nop = "exec"\ncommand = ["python3", "check.py"]\n')
+    (folder / "check.py").write_text(
+        "import json\nmeta = json.load(open('input.json'))\n"
+        "assert meta['width'] < 500, 'the example is %d wide' % meta['width']\n"
+        "json.dump({}, open('result.json', 'w'))\n")
+    p = push(server, "ex", folder)
+    assert p.returncode == 2
+    message = p.stderr.decode()
+    assert "pipeline.toml:2: the example run over 'example.png' failed: " in message
+    assert "pipeline.toml:4: step 'exec' exited with status 1" in message and "the example is 768 wide" in message
+    assert server.get("/v1/scripts/ex").status_code == 404  # nothing stored
+
+    (folder / "check.py").write_text("import json\njson.dump({'labels': [{'key': 'ok'}]}, open('result.json', 'w'))\n")
+    p = push(server, "ex", folder)
+    assert p.returncode == 0, p.stderr.decode()
+
+    # Over HTTP the example travels base64-encoded, and comes back the same way.
+    shown = server.get("/v1/scripts/ex").json()
+    assert base64.b64decode(shown["files_base64"]["example.png"]) == PHOTO
+    body = {"name": "ex-http", "files": {"pipeline.toml": 'example = "e.png"\n[[steps]]\nop = "lua"\nfile = "f.lua"\n',
+                                         "f.lua": "error('no luck')\n"},
+            "files_base64": {"e.png": base64.b64encode(PHOTO).decode()}}
+    r = server.request("POST", "/v1/scripts", json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_script"
+    assert "pipeline.toml:1: the example run over 'e.png' failed: " in r.json()["error"]["message"]
+    assert "f.lua:1: no luck" in r.json()["error"]["message"]
