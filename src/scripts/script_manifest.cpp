@@ -28,6 +28,8 @@ const std::map<std::string, std::set<std::string>, std::less<>>& OpKeys() {
       {"sharpness", {}},
       {"lua", {"file"}},
       {"exec", {"command", "timeout", "cpu", "memory", "env", "input"}},
+      {"watermark", {"text", "image", "position", "opacity", "size", "margin", "colour"}},
+      {"extract-metadata", {"fields"}},
   };
   return *kKeys;
 }
@@ -154,6 +156,47 @@ Result<ScriptStep> ParseStep(const toml::node& node, const std::map<std::string,
         return Problem(value, "'sigma' must be a number from 0.1 to 100");
       }
       step.sigma = *sigma;
+    } else if (k == "text") {
+      const auto* text = value.as_string();
+      if (text == nullptr || text->get().empty() || text->get().size() > 256) {
+        return Problem(value, "'text' must be a string of 1 to 256 bytes");
+      }
+      step.text = text->get();
+    } else if (k == "image") {
+      const auto* image = value.as_string();
+      if (image == nullptr) return Problem(value, "'image' must name an image file of the script");
+      step.image = image->get();
+      if (!files.empty() && !files.contains(step.image)) {
+        return Problem(value, "watermark image '" + step.image + "' is not in the script folder");
+      }
+    } else if (k == "position") {
+      IMGPIPE_ASSIGN_OR_RETURN(step.position, OneOf(value, k, {"top-left", "top", "top-right", "left", "centre",
+                                                               "right", "bottom-left", "bottom", "bottom-right"}));
+    } else if (k == "opacity" || k == "size") {
+      std::optional<double> number = value.value<double>();
+      const double low = k == "size" ? 0.01 : 0.0;
+      if (!number || !std::isfinite(*number) || *number < low || *number > 1) {
+        return Problem(value, "'" + k + "' must be a number from " + (k == "size" ? "0.01" : "0") + " to 1");
+      }
+      (k == "size" ? step.size : step.opacity) = *number;
+    } else if (k == "margin") {
+      IMGPIPE_ASSIGN_OR_RETURN(step.margin, IntIn(value, k, 0, 16384));
+    } else if (k == "colour") {
+      const auto* colour = value.as_string();
+      const bool ok = colour != nullptr && colour->get().size() == 7 && colour->get()[0] == '#' &&
+                      colour->get().find_first_not_of("0123456789abcdefABCDEF", 1) == std::string::npos;
+      if (!ok) return Problem(value, "'colour' must be \"#rrggbb\"");
+      step.colour = colour->get();
+    } else if (k == "fields") {
+      const toml::array* array = value.as_array();
+      if (array == nullptr || array->size() > 256) return Problem(value, "'fields' must be an array of field names");
+      for (const toml::node& item : *array) {
+        const auto* name = item.as_string();
+        if (name == nullptr || name->get().empty() || name->get().size() > 128) {
+          return Problem(item, "'fields' must hold field names like \"exif-ifd0-Make\"");
+        }
+        step.fields.push_back(name->get());
+      }
     } else if (k == "command") {
       IMGPIPE_ASSIGN_OR_RETURN(step.command, Command(value));
     } else if (k == "timeout") {
@@ -180,6 +223,9 @@ Result<ScriptStep> ParseStep(const toml::node& node, const std::map<std::string,
   }
   if (step.op == "convert" && step.format.empty()) return Problem(node, "step 'convert' needs 'format'");
   if (step.op == "lua" && step.file.empty()) return Problem(node, "step 'lua' needs 'file'");
+  if (step.op == "watermark" && step.text.empty() == step.image.empty()) {
+    return Problem(node, "step 'watermark' needs either 'text' or 'image'");
+  }
   if (step.op == "exec" && step.command.empty()) {
     return Problem(node, "step 'exec' needs 'command', e.g. [\"python3\", \"labels.py\"]");
   }

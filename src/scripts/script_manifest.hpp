@@ -27,6 +27,17 @@ struct ScriptStep {
   int effort = 4;                //!< convert: webp 0..6, avif 0..9 (clamped for avif)
   double sigma = 1.0;            //!< blur/sharpen: Gaussian sigma, 0.1..100
   std::string file;              //!< lua: the Lua file of the script folder to run
+  // watermark: exactly one of `text` and `image`
+  std::string text;                          //!< rendered with the system's sans font
+  std::string image;                         //!< an image file of the script folder
+  std::string position = "bottom-right";     //!< top-left | top | top-right | left | centre | right | bottom-*
+  double opacity = 0.5;                      //!< 0..1
+  double size = 0;                           //!< the mark's height (text) or width (image) as a fraction of the
+                                             //!< image's; 0 = 5% for text, the image's own size for an image
+  int margin = 16;                           //!< pixels between the mark and the edges
+  std::string colour = "#ffffff";            //!< text colour
+  // extract-metadata:
+  std::vector<std::string> fields;           //!< libvips field names; empty = the common camera fields
   // exec (docs/SCRIPTS.md, "exec steps"):
   std::vector<std::string> command;          //!< argv; argv[0] is found in the step's PATH or the folder
   int timeout = 30;                          //!< wall-clock seconds, then the process group is killed

@@ -205,6 +205,104 @@ bool Decodable(ImageFormat f) {
   }
 }
 
+// Where the mark's top-left corner goes for a position like "bottom-right".
+std::pair<int, int> Place(const std::string& position, int width, int height, int mark_width, int mark_height,
+                          int margin) {
+  const int right = std::max(0, width - mark_width - margin);
+  const int bottom = std::max(0, height - mark_height - margin);
+  const int centre_x = std::max(0, (width - mark_width) / 2);
+  const int centre_y = std::max(0, (height - mark_height) / 2);
+  const int x = position.ends_with("left") ? std::min(margin, right) : position.ends_with("right") ? right : centre_x;
+  const int y = position.starts_with("top") ? std::min(margin, bottom) : position.starts_with("bottom") ? bottom : centre_y;
+  return {x, y};
+}
+
+// The watermark as 8-bit sRGB with alpha (already multiplied by the step's opacity), sized for a `width`x`height`
+// image. `files` are the script's, for an image mark.
+Result<ImagePtr> MakeMark(const ScriptStep& step, const std::map<std::string, std::string>& files, int width,
+                          int height) {
+  const std::string where = StepWhere(step);
+  ImagePtr mark;
+  if (!step.text.empty()) {
+    // vips_text reads Pango markup: the text is escaped so it is drawn as written.
+    std::unique_ptr<char, GFree> escaped(g_markup_escape_text(step.text.c_str(), -1));
+    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr mask, Make([&](VipsImage** out) {
+      return vips_text(out, escaped.get(), "font", "sans bold", "dpi", 300, nullptr);
+    }, ErrorKind::kInternal, where + ": rendering the text failed"));
+    const double target = (step.size > 0 ? step.size : 0.05) * height;
+    const double scale = std::max(target, 4.0) / std::max(mask->Ysize, 1);
+    IMGPIPE_ASSIGN_OR_RETURN(mask, Make([&](VipsImage** out) { return vips_resize(mask.get(), out, scale, nullptr); },
+                                        ErrorKind::kInternal, where + ": sizing the text failed"));
+    const unsigned colour = static_cast<unsigned>(std::stoul(step.colour.substr(1), nullptr, 16));
+    const double rgb[3] = {static_cast<double>((colour >> 16) & 0xFF), static_cast<double>((colour >> 8) & 0xFF),
+                           static_cast<double>(colour & 0xFF)};
+    ImagePtr fill(vips_image_new_from_image(mask.get(), rgb, 3));
+    if (!fill) return MakeError(ErrorKind::kInternal, where + ": " + TakeVipsError());
+    VipsImage* parts[2] = {fill.get(), mask.get()};
+    IMGPIPE_ASSIGN_OR_RETURN(mark, Make([&](VipsImage** out) { return vips_bandjoin(parts, out, 2, nullptr); },
+                                        ErrorKind::kInternal, where + ": building the text mark failed"));
+    IMGPIPE_ASSIGN_OR_RETURN(mark, Make([&](VipsImage** out) {
+      return vips_copy(mark.get(), out, "interpretation", VIPS_INTERPRETATION_sRGB, nullptr);
+    }, ErrorKind::kInternal, where));
+  } else {
+    auto file = files.find(step.image);
+    if (file == files.end()) {
+      return MakeError(ErrorKind::kInvalidArgument, where + ": image '" + step.image + "' is not in the script",
+                       "script_error");
+    }
+    const std::string& bytes = file->second;
+    if (!Decodable(DetectFormat(std::string_view(bytes).substr(0, 512)))) {
+      return MakeError(ErrorKind::kInvalidArgument, where + ": '" + step.image + "' is not an image imgpipe decodes",
+                       "script_error");
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr loaded, Make([&](VipsImage** out) {
+      *out = vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "fail_on", VIPS_FAIL_ON_ERROR, nullptr);
+      return *out != nullptr ? 0 : -1;
+    }, ErrorKind::kInvalidArgument, where + ": '" + step.image + "' does not decode"));
+    if (static_cast<uint64_t>(loaded->Xsize) * static_cast<uint64_t>(loaded->Ysize) > 16'000'000) {
+      return MakeError(ErrorKind::kInvalidArgument, where + ": '" + step.image + "' is over 16 megapixels",
+                       "script_error");
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(mark, Normalize(std::move(loaded), false));
+    if (!vips_image_hasalpha(mark.get())) {
+      IMGPIPE_ASSIGN_OR_RETURN(mark, Make([&](VipsImage** out) { return vips_addalpha(mark.get(), out, nullptr); },
+                                          ErrorKind::kInternal, where));
+    }
+    if (step.size > 0) {
+      const double scale = step.size * width / std::max(mark->Xsize, 1);
+      IMGPIPE_ASSIGN_OR_RETURN(mark, Make([&](VipsImage** out) { return vips_resize(mark.get(), out, scale, nullptr); },
+                                          ErrorKind::kInternal, where + ": sizing the image failed"));
+    }
+  }
+  // Never larger than the image it marks.
+  if (mark->Xsize > width || mark->Ysize > height) {
+    const double scale = std::min(static_cast<double>(width) / mark->Xsize, static_cast<double>(height) / mark->Ysize);
+    IMGPIPE_ASSIGN_OR_RETURN(mark, Make([&](VipsImage** out) { return vips_resize(mark.get(), out, scale, nullptr); },
+                                        ErrorKind::kInternal, where + ": fitting the mark failed"));
+  }
+  const double a[4] = {1, 1, 1, step.opacity};
+  const double b[4] = {0, 0, 0, 0};
+  IMGPIPE_ASSIGN_OR_RETURN(mark, Make([&](VipsImage** out) { return vips_linear(mark.get(), out, a, b, 4, nullptr); },
+                                      ErrorKind::kInternal, where + ": applying the opacity failed"));
+  return Make([&](VipsImage** out) { return vips_cast_uchar(mark.get(), out, nullptr); }, ErrorKind::kInternal, where);
+}
+
+Result<ImagePtr> Watermark(VipsImage* in, const ScriptStep& step, const std::map<std::string, std::string>& files) {
+  const std::string where = StepWhere(step);
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr base, Normalize(Ref(in), false));
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr mark, MakeMark(step, files, base->Xsize, base->Ysize));
+  const auto [x, y] = Place(step.position, base->Xsize, base->Ysize, mark->Xsize, mark->Ysize, step.margin);
+  const bool alpha = vips_image_hasalpha(base.get()) != 0;
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr out, Make([&](VipsImage** o) {
+    return vips_composite2(base.get(), mark.get(), o, VIPS_BLEND_MODE_OVER, "x", x, "y", y, nullptr);
+  }, ErrorKind::kInternal, where));
+  if (!alpha && out->Bands == 4) {
+    IMGPIPE_ASSIGN_OR_RETURN(out, Make([&](VipsImage** o) { return vips_extract_band(out.get(), o, 0, "n", 3, nullptr); },
+                                       ErrorKind::kInternal, where));
+  }
+  return Normalize(std::move(out), false);
+}
+
 // The current image as the exec step's input file, 8-bit, in the format the step asked for.
 Result<std::string> EncodeInput(VipsImage* in, const std::string& format) {
   IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, Normalize(Ref(in), true));
@@ -389,6 +487,10 @@ class Run final : public LuaHost {
                   ErrorKind::kInternal, where);
     } else if (step.op == "strip") {
       next = Strip(in);
+    } else if (step.op == "watermark") {
+      next = Watermark(in, step, script_.files);
+    } else if (step.op == "extract-metadata") {
+      return ExtractMetadata(step);
     } else if (step.op == "convert") {
       return Ok();  // sets the renditions' default encoding, read by the manifest parser
     } else if (step.op == "phash" || step.op == "dominant-colour") {
@@ -412,6 +514,29 @@ class Run final : public LuaHost {
     }
     if (!next.ok()) return next.error();
     image_ = std::move(next).value();
+    return Ok();
+  }
+
+  // Labels for the image's size and its camera fields. libvips writes EXIF values as "Canon (Canon, ASCII, 6
+  // components, 6 bytes)": the label keeps the value before the parenthesis.
+  Status ExtractMetadata(const ScriptStep& step) {
+    static const std::vector<std::string> kCommon = {
+        "exif-ifd0-Make",         "exif-ifd0-Model",        "exif-ifd0-Software",      "exif-ifd0-Orientation",
+        "exif-ifd2-DateTimeOriginal", "exif-ifd2-ExposureTime", "exif-ifd2-FNumber",   "exif-ifd2-ISOSpeedRatings",
+        "exif-ifd2-FocalLength",  "exif-ifd3-GPSLatitude",  "exif-ifd3-GPSLatitudeRef", "exif-ifd3-GPSLongitude",
+        "exif-ifd3-GPSLongitudeRef"};
+    IMGPIPE_TRY(Label("width", std::to_string(Width()), Width()));
+    IMGPIPE_TRY(Label("height", std::to_string(Height()), Height()));
+    IMGPIPE_TRY(Label("bands", std::to_string(image_->Bands), image_->Bands));
+    for (const std::string& field : step.fields.empty() ? kCommon : step.fields) {
+      std::optional<std::string> value = Metadata(field);
+      if (!value) continue;
+      if (field.starts_with("exif-") && value->ends_with(")")) {
+        if (const size_t open = value->rfind(" ("); open != std::string::npos) value->resize(open);
+        while (!value->empty() && value->back() == ' ') value->pop_back();
+      }
+      IMGPIPE_TRY(Label(field, *value, std::nullopt));
+    }
     return Ok();
   }
 
