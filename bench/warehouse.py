@@ -129,21 +129,34 @@ SELECT {image_id}, pipeline, {ts('t')}, {ts('t')} FROM gen WHERE {queued}""")
     return stmts
 
 
-def to_pg(sql):
-    return sql.replace("?1", "$1").replace("?2", "$2")
+def overview_statements(dialect, out_dir):
+    """The overview's statements from web/src/queries.ts itself (transpiled by the dashboard's esbuild, run by node),
+    so the benchmark times exactly what the dashboard sends."""
+    esbuild = bl.REPO / "web" / "node_modules" / ".bin" / "esbuild"
+    if not esbuild.is_file():
+        bl.die("no web/node_modules: build once with scripts/build (it runs npm ci for the dashboard)")
+    module = out_dir / "queries.mjs"
+    subprocess.run([str(esbuild), str(bl.REPO / "web" / "src" / "queries.ts"), "--format=esm", "--platform=node",
+                    f"--outfile={module}", "--log-level=warning"], check=True)
+    script = f"""import * as q from {json.dumps(module.as_uri())};
+const d = process.argv[1];
+const out = {{ summary: q.summarySql(d), latency_total: q.latencyTotalSql(d), failures: q.failuresSql(d),
+  stored: q.storedSql(d), expirations: q.expirationsSql(d) }};
+for (const b of ['hour', 'day']) {{
+  out[`ingest_${{b}}`] = q.ingestSql(d, b);
+  out[`outcome_${{b}}`] = q.outcomeSql(d, b);
+  out[`latency_${{b}}`] = q.latencySql(d, b);
+}}
+console.log(JSON.stringify(out));"""
+    proc = subprocess.run(["node", "--input-type=module", "-e", script, dialect], check=True, capture_output=True,
+                          text=True)
+    return json.loads(proc.stdout)
 
 
-def bucket(dialect, column, unit):
-    if dialect == "postgres":
-        layout = 'YYYY-MM-DD"T"HH24' if unit == "hour" else "YYYY-MM-DD"
-        return f"to_char({column} AT TIME ZONE 'UTC', '{layout}')"
-    return f"substr({column}, 1, {13 if unit == 'hour' else 10})"
-
-
-def dashboard_queries(dialect, now_epoch):
-    """The overview's statements as web/src/queries.ts builds them (copied here: keep the two in step), for the
-    24 h (hourly buckets) and 30 d (daily buckets) ranges of its picker, then every analysis view."""
-    live = "status NOT IN ('expired', 'deleted')"
+def dashboard_queries(dialect, now_epoch, out_dir):
+    """The overview's statements for the 24 h (hourly buckets) and 30 d (daily buckets) ranges of its picker, with
+    the parameters it binds, then every analysis view."""
+    sql = overview_statements(dialect, out_dir)
     out = []
 
     def rfc(epoch):
@@ -153,86 +166,15 @@ def dashboard_queries(dialect, now_epoch):
         to = now_epoch + 60
         frm = (to - hours * 3600) // 3600 * 3600
         params = [json.dumps(rfc(frm)), json.dumps(rfc(to))]
-        b_recv = bucket(dialect, "received_at", unit)
-        b_fin = bucket(dialect, "finished_at", unit)
-        qs = {
-            "summary": """SELECT count(*) AS images,
-  coalesce(sum(bytes), 0) AS bytes,
-  coalesce(sum(CASE WHEN processed_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS processed,
-  coalesce(sum(CASE WHEN processed_at IS NULL AND error IS NOT NULL THEN 1 ELSE 0 END), 0) AS failed,
-  coalesce(sum(CASE WHEN status IN ('queued', 'processing') THEN 1 ELSE 0 END), 0) AS in_progress
-FROM images
-WHERE received_at >= ?1 AND received_at < ?2""",
-            "ingest": f"""SELECT {b_recv} AS {unit}, source, count(*) AS images, sum(bytes) AS bytes
-FROM images
-WHERE received_at >= ?1 AND received_at < ?2
-GROUP BY 1, 2
-ORDER BY 1, 2""",
-            "outcome": f"""SELECT {b_recv} AS {unit},
-  sum(CASE WHEN processed_at IS NOT NULL THEN 1 ELSE 0 END) AS processed,
-  sum(CASE WHEN processed_at IS NULL AND error IS NOT NULL THEN 1 ELSE 0 END) AS failed,
-  sum(CASE WHEN status IN ('queued', 'processing') THEN 1 ELSE 0 END) AS in_progress
-FROM images
-WHERE received_at >= ?1 AND received_at < ?2
-GROUP BY 1
-ORDER BY 1""",
-            "latency": f"""WITH runs AS (
-  SELECT {b_fin} AS {unit}, total_seconds AS seconds
-  FROM processing_runs
-  WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2
-), ranked AS (
-  SELECT {unit}, seconds,
-    row_number() OVER (PARTITION BY {unit} ORDER BY seconds) AS rn,
-    count(*) OVER (PARTITION BY {unit}) AS n
-  FROM runs
-)
-SELECT {unit}, max(n) AS runs,
-  min(CASE WHEN rn * 100 >= n * 50 THEN seconds END) AS p50_seconds,
-  min(CASE WHEN rn * 100 >= n * 95 THEN seconds END) AS p95_seconds,
-  max(seconds) AS max_seconds
-FROM ranked
-GROUP BY {unit}
-ORDER BY {unit}""",
-            "latency_total": """WITH ranked AS (
-  SELECT total_seconds AS seconds,
-    row_number() OVER (ORDER BY total_seconds) AS rn,
-    count(*) OVER () AS n
-  FROM processing_runs
-  WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2
-)
-SELECT count(*) AS runs, min(CASE WHEN rn * 100 >= n * 95 THEN seconds END) AS p95_seconds
-FROM ranked""",
-            "failures": """SELECT id, received_at, format, bytes, error
-FROM images
-WHERE processed_at IS NULL AND error IS NOT NULL AND received_at >= ?1 AND received_at < ?2
-ORDER BY received_at DESC
-LIMIT 20""",
-        }
-        for name, sql in qs.items():
-            out.append({"name": f"overview {name} ({label})", "sql": to_pg(sql) if dialect == "postgres" else sql,
-                        "params": params})
-    out.append({"name": "overview stored", "params": [], "sql": f"""SELECT 'originals' AS container,
-  count(*) AS objects, coalesce(sum(bytes), 0) AS bytes
-FROM images
-WHERE {live}
-UNION ALL
-SELECT 'renditions' AS container, count(*) AS objects, coalesce(sum(r.bytes), 0) AS bytes
-FROM renditions r JOIN images i ON i.id = r.image_id
-WHERE i.{live}"""})
-    exp = f"""SELECT {bucket(dialect, 'expires_at', 'day')} AS day, count(*) AS images,
-  coalesce(sum(bytes), 0) AS bytes
-FROM images
-WHERE {live} AND expires_at > ?1
-GROUP BY 1
-ORDER BY 1
-LIMIT 60"""
-    out.append({"name": "overview expirations", "params": [json.dumps(rfc(now_epoch))],
-                "sql": to_pg(exp) if dialect == "postgres" else exp})
+        for name in ("summary", "ingest", "outcome", "latency", "latency_total", "failures"):
+            key = f"{name}_{unit}" if f"{name}_{unit}" in sql else name
+            out.append({"name": f"overview {name} ({label})", "sql": sql[key], "params": params})
+    out.append({"name": "overview stored", "params": [], "sql": sql["stored"]})
+    out.append({"name": "overview expirations", "params": [json.dumps(rfc(now_epoch))], "sql": sql["expirations"]})
     for view in ("daily_ingest", "hourly_ingest", "format_mix", "processing_latency", "size_histogram",
-                 "resolution_histogram", "failures_by_error", "stored_bytes", "upcoming_expirations"):
+                 "resolution_histogram", "failures_by_error", "stored_bytes", "upcoming_expirations",
+                 "blob_state_counts"):
         out.append({"name": f"view {view}", "sql": f"SELECT * FROM {view}", "params": []})
-    out.append({"name": "view images_with_blob_state (count per state)", "params": [],
-                "sql": "SELECT blob_state, count(*) FROM images_with_blob_state GROUP BY blob_state"})
     return out
 
 
@@ -246,7 +188,8 @@ def percentile(values, p):
 def run_bench(binary, backend, target, args, out_dir, t0):
     """Queries and inserts on one backend whose database already holds the generated rows."""
     queries_file = out_dir / f"queries-{backend}.json"
-    queries_file.write_text(json.dumps(dashboard_queries(backend, t0)))
+    queries_file.write_text(json.dumps(dashboard_queries(backend, t0, out_dir)))
+    subprocess.run([str(binary), backend, target, "compact"], check=True)
     bl.log(f"{backend}: {len(json.loads(queries_file.read_text()))} queries x {args.reps}")
     proc = subprocess.run([str(binary), backend, target, "query", str(queries_file), str(args.reps)],
                           check=True, capture_output=True, text=True)

@@ -158,11 +158,16 @@ int Insert(MetadataStore& store, const Clock& clock, uint64_t rows, size_t write
 }
 
 int Main(int argc, char** argv) {
-  if (argc < 4) Die("usage: warehouse_bench sqlite PATH|postgres URL migrate|query FILE REPS|insert ROWS WRITERS");
+  if (argc < 4) Die("usage: warehouse_bench sqlite PATH|postgres URL migrate|compact|query FILE REPS|insert ROWS WRITERS");
   const std::string backend = argv[1], target = argv[2], command = argv[3];
   SystemClock clock;
   if (command == "migrate") {
     Open(backend, target, clock, 1);
+    return 0;
+  }
+  if (command == "compact") {  // what `serve` does every few seconds; PostgreSQL's rollups need it after a bulk load
+    auto open = Open(backend, target, clock, 1);
+    if (Status s = open->store->CompactRollups(); !s.ok()) Die("compact: " + s.error().message);
     return 0;
   }
   if (command == "query" && argc == 6) {

@@ -62,6 +62,10 @@ class MetadataStore {
     return MakeError(ErrorKind::kUnavailable,
                      "reprocessing is not implemented on the " + std::string(BackendName()) + " warehouse yet");
   }
+  //! Folds the rollup tables' rows of differences into one row per key (docs/WAREHOUSE.md, "Rollups"). Their sums
+  //! are right either way; this keeps the views over them fast. Safe to run at any time, from several processes.
+  //! SQLite keeps one row per key already and does nothing.
+  virtual Status CompactRollups() { return Ok(); }
   //! A short name for messages ("sqlite", "postgres").
   virtual std::string_view BackendName() const { return "this"; }
   //! Appends a failed run; when `final` the image becomes `failed` with the error.

@@ -9,6 +9,7 @@
 #include <boost/json/parse.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <mutex>
@@ -973,22 +974,170 @@ TEST_P(MetadataStoreContractTest, AnalysisViews) {
 }
 
 TEST_P(MetadataStoreContractTest, PercentilesAreNearestRankOnEveryBackend) {
-  // 101 runs of 0.01..1.01 s (shuffled): p50 is rank 51, p95 rank 96, p99 rank 100 (ceil(p * 101 / 100)).
+  // 101 runs (shuffled), each 10% longer than the one before, so no two share a 5% histogram bucket and the
+  // percentiles are exact: p50 is rank 51, p95 rank 96, p99 rank 100 (ceil(p * 101 / 100)).
   ImageRecord image = BareImage(At("2026-01-03T00:00:00Z"));
   ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  std::vector<double> seconds(101);
+  seconds[0] = 0.002;
+  for (size_t i = 1; i < seconds.size(); ++i) seconds[i] = seconds[i - 1] * 1.1;
   for (int i = 0; i < 101; ++i) {
-    double seconds = ((i * 37) % 101 + 1) / 100.0;
-    ASSERT_TRUE(store_->RecordFailure(image.id, Run(image.id, "processed", seconds, At("2026-01-03T08:00:00Z")),
+    ASSERT_TRUE(store_->RecordFailure(image.id, Run(image.id, "processed", seconds[(i * 37) % 101],
+                                                    At("2026-01-03T08:00:00Z")),
                                       false).ok());
   }
-  auto latency = MustQuery("SELECT runs, p50_seconds, p95_seconds, p99_seconds, max_seconds FROM processing_latency");
+  auto latency = MustQuery("SELECT runs, p50_seconds, p95_seconds, p99_seconds, max_seconds, avg_seconds "
+                           "FROM processing_latency");
   ASSERT_EQ(latency.rows_json.size(), 1u);
   const auto& row = latency.rows_json[0];
   EXPECT_EQ(row[0], "101");
-  EXPECT_DOUBLE_EQ(std::stod(row[1]), 0.51);
-  EXPECT_DOUBLE_EQ(std::stod(row[2]), 0.96);
-  EXPECT_DOUBLE_EQ(std::stod(row[3]), 1.00);
-  EXPECT_DOUBLE_EQ(std::stod(row[4]), 1.01);
+  EXPECT_DOUBLE_EQ(std::stod(row[1]), seconds[50]);
+  EXPECT_DOUBLE_EQ(std::stod(row[2]), seconds[95]);
+  EXPECT_DOUBLE_EQ(std::stod(row[3]), seconds[99]);
+  EXPECT_DOUBLE_EQ(std::stod(row[4]), seconds[100]);
+  double sum = 0;
+  for (double s : seconds) sum += s;
+  EXPECT_NEAR(std::stod(row[5]), sum / 101, 1e-9);
+}
+
+TEST_P(MetadataStoreContractTest, PercentilesOfCloseRunsAreWithinTheirBucket) {
+  // 200 runs 0.5% apart on one day: many share a bucket, so a percentile is the longest run of the bucket holding
+  // the nearest-rank run: never below it, at most 5% above.
+  ImageRecord image = BareImage(At("2026-01-03T00:00:00Z"));
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  std::vector<double> seconds(200);
+  for (size_t i = 0; i < seconds.size(); ++i) seconds[i] = 0.8 * std::pow(1.005, static_cast<double>(i));
+  for (size_t i = 0; i < seconds.size(); ++i) {
+    ASSERT_TRUE(store_->RecordFailure(image.id, Run(image.id, "processed", seconds[(i * 67) % 200],
+                                                    At("2026-01-03T08:00:00Z") + std::chrono::minutes(i)),
+                                      false).ok());
+  }
+  auto latency = MustQuery("SELECT p50_seconds, p95_seconds, p99_seconds FROM processing_latency");
+  ASSERT_EQ(latency.rows_json.size(), 1u);
+  const int ranks[] = {100, 190, 198};  // ceil(p * 200 / 100), 1-based
+  for (int i = 0; i < 3; ++i) {
+    const double exact = seconds[ranks[i] - 1];
+    const double reported = std::stod(latency.rows_json[0][i]);
+    EXPECT_GE(reported, exact) << "p" << ranks[i] / 2;
+    EXPECT_LE(reported, exact * 1.05 * (1 + 1e-12)) << "p" << ranks[i] / 2;
+    EXPECT_TRUE(std::find(seconds.begin(), seconds.end(), reported) != seconds.end()) << reported << " is not a run";
+  }
+}
+
+TEST_P(MetadataStoreContractTest, RollupsAgreeWithTheRowsThroughEveryChange) {
+  // Every path that changes an image, over several hours, sources and formats; then the rollups must say what
+  // counting the rows directly says.
+  const char* sources[] = {"upload", "stream-a", "stream-b"};
+  const char* formats[] = {"jpeg", "png", "webp"};
+  std::vector<ImageRecord> images;
+  for (int i = 0; i < 36; ++i) {
+    ImageRecord image = BareImage(At("2026-01-01T00:00:00Z") + std::chrono::minutes(37 * i), sources[i % 3]);
+    image.format = formats[(i / 3) % 3];
+    image.bytes = 1000 + 137 * static_cast<uint64_t>(i);
+    image.width = 100 * (i + 1);
+    image.height = 90 * (i + 1);
+    image.expires_at = i % 5 == 0 ? At("2026-01-05T00:00:00Z") : At("2099-01-01T00:00:00Z");
+    ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+    images.push_back(image);
+  }
+  auto rendition = [](const ImageRecord& image, const char* name, uint64_t bytes) {
+    RenditionRecord r;
+    r.image_id = image.id;
+    r.name = name;
+    r.key = image.id.value() + "/" + name;
+    r.format = "jpeg";
+    r.content_type = "image/jpeg";
+    r.width = 10;
+    r.height = 10;
+    r.bytes = bytes;
+    r.created_at = image.received_at;
+    return r;
+  };
+  for (size_t i = 0; i < images.size(); ++i) {
+    const ImageRecord& image = images[i];
+    const TimePoint done = image.received_at + 3s;
+    switch (i % 6) {
+      case 0: break;  // still queued
+      case 1: ASSERT_TRUE(store_->MarkProcessing(image.id).ok()); break;
+      case 2:         // processed, then processed again with a bigger rendition (the upsert path)
+      case 3:
+        ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+        ASSERT_TRUE(store_->RecordProcessed(image.id, 42, "#102030",
+                                            {rendition(image, "a", 100 + i), rendition(image, "b", 50)},
+                                            Run(image.id, "processed", 0.01 * static_cast<double>(i + 1), done))
+                        .ok());
+        if (i % 6 == 3) {
+          ASSERT_TRUE(store_->RecordProcessed(image.id, 42, "#102030", {rendition(image, "a", 900 + i)},
+                                              Run(image.id, "processed", 0.5, done + 1s, 2))
+                          .ok());
+        }
+        break;
+      case 4:  // a retried failure, then a final one
+        ASSERT_TRUE(store_->RecordFailure(image.id, Run(image.id, "retry", 0.2, done), false).ok());
+        ASSERT_TRUE(store_->RecordFailure(image.id, Run(image.id, "failed", 0.3, done + 1s, 2), true).ok());
+        break;
+      case 5:
+        ASSERT_TRUE(store_->RecordFailure(image.id, Run(image.id, "retry", 0.2, done), false).ok());
+        break;
+    }
+    if (i % 7 == 2) ASSERT_TRUE(store_->MarkExpired(image.id, done + 1h).ok());
+    if (i % 11 == 3) ASSERT_TRUE(store_->MarkDeleted(image.id, done + 2h).ok());
+  }
+  ASSERT_TRUE(store_->CompactRollups().ok());
+  // A change after the compaction, so both folded and fresh rows are summed.
+  ASSERT_TRUE(store_->MarkExpired(images[6].id, At("2026-01-03T00:00:00Z")).ok());
+
+  const std::string big = backend_->Param(1) == "?1" ? "INTEGER" : "bigint";
+  auto cast = [&](const std::string& e) { return "CAST(" + e + " AS " + big + ")"; };
+  const std::string live = "i.status NOT IN ('expired', 'deleted')";
+  auto rolled = MustQuery(
+      "SELECT source, format, " + cast("sum(images)") + ", " + cast("sum(bytes)") + ", " + cast("sum(processed)") +
+      ", " + cast("sum(failed)") + ", " + cast("sum(in_progress)") + ", " + cast("sum(live_images)") + ", " +
+      cast("sum(live_bytes)") + ", " + cast("sum(live_renditions)") + ", " + cast("sum(live_rendition_bytes)") + ", " +
+      cast("sum(deleted_images)") + ", " + cast("sum(deleted_bytes)") +
+      " FROM images_hourly GROUP BY source, format HAVING sum(images) > 0 ORDER BY source, format");
+  auto direct = MustQuery(
+      "SELECT i.source, i.format, " + cast("count(*)") + ", " + cast("sum(i.bytes)") + ", " +
+      cast("sum(CASE WHEN i.processed_at IS NOT NULL THEN 1 ELSE 0 END)") + ", " +
+      cast("sum(CASE WHEN i.processed_at IS NULL AND i.error IS NOT NULL THEN 1 ELSE 0 END)") + ", " +
+      cast("sum(CASE WHEN i.status IN ('queued', 'processing') THEN 1 ELSE 0 END)") + ", " +
+      cast("sum(CASE WHEN " + live + " THEN 1 ELSE 0 END)") + ", " +
+      cast("sum(CASE WHEN " + live + " THEN i.bytes ELSE 0 END)") + ", " +
+      cast("sum(CASE WHEN " + live + " THEN coalesce(r.objects, 0) ELSE 0 END)") + ", " +
+      cast("sum(CASE WHEN " + live + " THEN coalesce(r.bytes, 0) ELSE 0 END)") + ", " +
+      cast("sum(CASE WHEN i.status = 'deleted' THEN 1 ELSE 0 END)") + ", " +
+      cast("sum(CASE WHEN i.status = 'deleted' THEN i.bytes ELSE 0 END)") +
+      " FROM images AS i LEFT JOIN (SELECT image_id, count(*) AS objects, sum(bytes) AS bytes FROM renditions"
+      " GROUP BY image_id) AS r ON r.image_id = i.id GROUP BY i.source, i.format ORDER BY i.source, i.format");
+  EXPECT_EQ(rolled.rows_json, direct.rows_json);
+  EXPECT_EQ(rolled.rows_json.size(), 9u);
+
+  // The views over the rollups, against the rows.
+  EXPECT_EQ(MustQuery("SELECT format, " + cast("images") + ", " + cast("bytes") + " FROM format_mix ORDER BY 1")
+                .rows_json,
+            MustQuery("SELECT format, " + cast("count(*)") + ", " + cast("sum(bytes)") +
+                      " FROM images GROUP BY 1 ORDER BY 1")
+                .rows_json);
+  EXPECT_EQ(MustQuery("SELECT " + cast("count(*)") + ", " + cast("sum(runs)") + " FROM processing_latency")
+                .rows_json[0][1],
+            MustQuery("SELECT " + cast("count(*)") + " FROM processing_runs WHERE status = 'processed'")
+                .rows_json[0][0]);
+  EXPECT_EQ(MustQuery("SELECT container, " + cast("objects") + ", " + cast("bytes") +
+                      " FROM stored_bytes ORDER BY container")
+                .rows_json,
+            MustQuery("SELECT 'originals' AS c, " + cast("count(*)") + ", " + cast("coalesce(sum(bytes), 0)") +
+                      " FROM images AS i WHERE " + live + " UNION ALL SELECT 'renditions', " + cast("count(*)") +
+                      ", " + cast("coalesce(sum(r.bytes), 0)") +
+                      " FROM renditions AS r JOIN images AS i ON i.id = r.image_id WHERE " + live + " ORDER BY 1")
+                .rows_json);
+  // blob_state_counts: the same numbers as counting images_with_blob_state row by row (the clock of the database is
+  // now, after every expires_at of 2026 and before 2099).
+  EXPECT_EQ(MustQuery("SELECT blob_state, " + cast("images") + ", " + cast("bytes") +
+                      " FROM blob_state_counts ORDER BY 1")
+                .rows_json,
+            MustQuery("SELECT blob_state, " + cast("count(*)") + ", " + cast("sum(bytes)") +
+                      " FROM images_with_blob_state GROUP BY 1 ORDER BY 1")
+                .rows_json);
 }
 
 TEST_P(MetadataStoreContractTest, HourlyIngestAndHistograms) {

@@ -6,8 +6,9 @@
 // - PostgreSQL stores timestamptz: a bucket is to_char() of the UTC time in the same layout, and parameters are $1,
 //   $2... (the queries are written with ?N and rewritten).
 // Everything else is common SQL: CASE, coalesce, window functions, UNION ALL. Times are bound as RFC 3339 strings,
-// which SQLite compares as text and PostgreSQL reads as timestamptz. Percentiles are nearest-rank (the value at rank
-// ceil(p * n / 100)), as SQLite's processing_latency view computes them.
+// which SQLite compares as text and PostgreSQL reads as timestamptz. The range panels read the hourly rollups
+// (images_hourly, processing_latency_hourly; docs/WAREHOUSE.md), so ranges are whole UTC hours. Percentiles come from
+// the rollup's latency histogram, as the processing_latency view computes them.
 
 export type Dialect = 'sqlite' | 'postgres';
 export type Bucket = 'hour' | 'day';
@@ -27,84 +28,89 @@ function finish(d: Dialect, sql: string): string {
   return d === 'postgres' ? sql.replace(/\?(\d+)/g, '$$$1') : sql;
 }
 
-/** Images, processed, failed and in progress among those received in [?1, ?2). */
+/** Images, processed, failed and in progress among those received in the whole hours [?1, ?2). */
 export function summarySql(d: Dialect): string {
-  return finish(d, `SELECT count(*) AS images,
+  return finish(d, `SELECT coalesce(sum(images), 0) AS images,
   coalesce(sum(bytes), 0) AS bytes,
-  coalesce(sum(CASE WHEN processed_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS processed,
-  coalesce(sum(CASE WHEN processed_at IS NULL AND error IS NOT NULL THEN 1 ELSE 0 END), 0) AS failed,
-  coalesce(sum(CASE WHEN status IN ('queued', 'processing') THEN 1 ELSE 0 END), 0) AS in_progress
-FROM images
-WHERE received_at >= ?1 AND received_at < ?2`);
+  coalesce(sum(processed), 0) AS processed,
+  coalesce(sum(failed), 0) AS failed,
+  coalesce(sum(in_progress), 0) AS in_progress
+FROM images_hourly
+WHERE hour >= ?1 AND hour < ?2`);
 }
 
-/** Images received per bucket and source in [?1, ?2). */
+/** Images received per bucket and source in the whole hours [?1, ?2). */
 export function ingestSql(d: Dialect, bucket: Bucket): string {
-  const b = bucketExpr(d, 'received_at', bucket);
-  return finish(d, `SELECT ${b} AS ${bucket}, source, count(*) AS images, sum(bytes) AS bytes
-FROM images
-WHERE received_at >= ?1 AND received_at < ?2
+  const b = bucketExpr(d, 'hour', bucket);
+  return finish(d, `SELECT ${b} AS ${bucket}, source, sum(images) AS images, sum(bytes) AS bytes
+FROM images_hourly
+WHERE hour >= ?1 AND hour < ?2
 GROUP BY 1, 2
+HAVING sum(images) > 0
 ORDER BY 1, 2`);
 }
 
-/** Outcome of the images received per bucket in [?1, ?2): processed, failed, still in progress. */
+/** Outcome of the images received per bucket in the whole hours [?1, ?2): processed, failed, still in progress. */
 export function outcomeSql(d: Dialect, bucket: Bucket): string {
-  const b = bucketExpr(d, 'received_at', bucket);
+  const b = bucketExpr(d, 'hour', bucket);
   return finish(d, `SELECT ${b} AS ${bucket},
-  sum(CASE WHEN processed_at IS NOT NULL THEN 1 ELSE 0 END) AS processed,
-  sum(CASE WHEN processed_at IS NULL AND error IS NOT NULL THEN 1 ELSE 0 END) AS failed,
-  sum(CASE WHEN status IN ('queued', 'processing') THEN 1 ELSE 0 END) AS in_progress
-FROM images
-WHERE received_at >= ?1 AND received_at < ?2
+  sum(processed) AS processed,
+  sum(failed) AS failed,
+  sum(in_progress) AS in_progress
+FROM images_hourly
+WHERE hour >= ?1 AND hour < ?2
 GROUP BY 1
+HAVING sum(images) > 0
 ORDER BY 1`);
 }
 
-/** Successful processing runs finished per bucket in [?1, ?2) and their p50/p95/max total seconds. */
+/**
+ * Successful runs finished per bucket in the whole hours [?1, ?2) and their p50/p95/max total seconds, from the
+ * latency histogram: a percentile is the longest run of the 5%-wide bucket holding the nearest-rank run.
+ */
 export function latencySql(d: Dialect, bucket: Bucket): string {
-  const b = bucketExpr(d, 'finished_at', bucket);
-  return finish(d, `WITH runs AS (
-  SELECT ${b} AS ${bucket}, total_seconds AS seconds
-  FROM processing_runs
-  WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2
-), ranked AS (
-  SELECT ${bucket}, seconds,
-    row_number() OVER (PARTITION BY ${bucket} ORDER BY seconds) AS rn,
-    count(*) OVER (PARTITION BY ${bucket}) AS n
-  FROM runs
+  const b = bucketExpr(d, 'hour', bucket);
+  return finish(d, `WITH histogram AS (
+  SELECT ${b} AS period, bucket, sum(runs) AS runs, max(max_seconds) AS max_seconds
+  FROM processing_latency_hourly
+  WHERE hour >= ?1 AND hour < ?2
+  GROUP BY 1, 2
+), cumulative AS (
+  SELECT period, max_seconds,
+    sum(runs) OVER (PARTITION BY period ORDER BY bucket ROWS UNBOUNDED PRECEDING) AS below,
+    sum(runs) OVER (PARTITION BY period) AS n
+  FROM histogram
 )
-SELECT ${bucket}, max(n) AS runs,
-  min(CASE WHEN rn * 100 >= n * 50 THEN seconds END) AS p50_seconds,
-  min(CASE WHEN rn * 100 >= n * 95 THEN seconds END) AS p95_seconds,
-  max(seconds) AS max_seconds
-FROM ranked
-GROUP BY ${bucket}
-ORDER BY ${bucket}`);
+SELECT period AS ${bucket}, max(n) AS runs,
+  min(CASE WHEN below * 100 >= n * 50 THEN max_seconds END) AS p50_seconds,
+  min(CASE WHEN below * 100 >= n * 95 THEN max_seconds END) AS p95_seconds,
+  max(max_seconds) AS max_seconds
+FROM cumulative
+GROUP BY period
+HAVING max(n) > 0
+ORDER BY period`);
 }
 
-/** p95 over all successful runs finished in [?1, ?2). */
+/** p95 over all successful runs finished in the whole hours [?1, ?2), from the latency histogram. */
 export function latencyTotalSql(d: Dialect): string {
-  return finish(d, `WITH ranked AS (
-  SELECT total_seconds AS seconds,
-    row_number() OVER (ORDER BY total_seconds) AS rn,
-    count(*) OVER () AS n
-  FROM processing_runs
-  WHERE status = 'processed' AND finished_at >= ?1 AND finished_at < ?2
+  return finish(d, `WITH histogram AS (
+  SELECT bucket, sum(runs) AS runs, max(max_seconds) AS max_seconds
+  FROM processing_latency_hourly
+  WHERE hour >= ?1 AND hour < ?2
+  GROUP BY bucket
+), cumulative AS (
+  SELECT max_seconds,
+    sum(runs) OVER (ORDER BY bucket ROWS UNBOUNDED PRECEDING) AS below,
+    sum(runs) OVER () AS n
+  FROM histogram
 )
-SELECT count(*) AS runs, min(CASE WHEN rn * 100 >= n * 95 THEN seconds END) AS p95_seconds
-FROM ranked`);
+SELECT coalesce(max(n), 0) AS runs, min(CASE WHEN below * 100 >= n * 95 THEN max_seconds END) AS p95_seconds
+FROM cumulative`);
 }
 
 /** Bytes stored now, per container: originals and renditions of images whose blobs are still kept. */
 export function storedSql(d: Dialect): string {
-  return finish(d, `SELECT 'originals' AS container, count(*) AS objects, coalesce(sum(bytes), 0) AS bytes
-FROM images
-WHERE ${live}
-UNION ALL
-SELECT 'renditions' AS container, count(*) AS objects, coalesce(sum(r.bytes), 0) AS bytes
-FROM renditions r JOIN images i ON i.id = r.image_id
-WHERE i.${live}`);
+  return finish(d, `SELECT container, objects, bytes FROM stored_bytes`);
 }
 
 /** Images whose blobs retention will remove, per UTC day of expires_at, from ?1 (now) on. */

@@ -37,6 +37,7 @@ class PostgresMetadataStore final : public MetadataStore {
 
   Status Migrate() override;
   Status Ping() override;
+  Status CompactRollups() override;
 
   Status InsertImage(const ImageRecord& image, const std::optional<IdempotencyRecord>& idempotency) override;
   Result<bool> InsertImageIfAbsent(const ImageRecord& image) override;

@@ -291,6 +291,276 @@ FROM images;
 GRANT SELECT ON images_with_blob_state TO imgpipe_analyst;
 )sql";
 
+
+// The rollups of SQLite's migration 5 (read its comment), with the same tables, views and numbers. One difference:
+// here the triggers append a row of differences instead of updating one row per hour, because concurrent writers
+// would otherwise queue on that row's lock until each commit; the views sum the rows, and
+// PostgresMetadataStore::CompactRollups folds them back into one row per key from time to time.
+constexpr std::string_view kMigration5 = R"sql(
+CREATE TABLE latency_buckets (
+  bucket        integer PRIMARY KEY,
+  lower_seconds double precision NOT NULL,
+  upper_seconds double precision
+);
+WITH RECURSIVE b (bucket, lower_seconds) AS (
+  SELECT 1, 0.001::double precision
+  UNION ALL
+  SELECT bucket + 1, lower_seconds * 1.05::double precision FROM b WHERE bucket < 399
+)
+INSERT INTO latency_buckets (bucket, lower_seconds, upper_seconds)
+SELECT 0, 0.0, 0.001
+UNION ALL
+SELECT bucket, lower_seconds, CASE WHEN bucket < 399 THEN lower_seconds * 1.05::double precision END FROM b;
+CREATE INDEX latency_buckets_by_lower ON latency_buckets (lower_seconds);
+
+CREATE TABLE images_hourly (
+  hour                 timestamptz NOT NULL,
+  source               text NOT NULL,
+  format               text NOT NULL,
+  images               bigint NOT NULL DEFAULT 0,
+  bytes                bigint NOT NULL DEFAULT 0,
+  processed            bigint NOT NULL DEFAULT 0,
+  failed               bigint NOT NULL DEFAULT 0,
+  in_progress          bigint NOT NULL DEFAULT 0,
+  live_images          bigint NOT NULL DEFAULT 0,
+  live_bytes           bigint NOT NULL DEFAULT 0,
+  live_renditions      bigint NOT NULL DEFAULT 0,
+  live_rendition_bytes bigint NOT NULL DEFAULT 0,
+  deleted_images       bigint NOT NULL DEFAULT 0,
+  deleted_bytes        bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX images_hourly_by_hour ON images_hourly (hour, source, format);
+
+CREATE TABLE images_by_shape (
+  format         text NOT NULL,
+  size_bits      integer NOT NULL,
+  min_megapixels integer NOT NULL,
+  images         bigint NOT NULL DEFAULT 0,
+  bytes          bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE processing_latency_hourly (
+  hour          timestamptz NOT NULL,
+  pipeline      text NOT NULL,
+  bucket        integer NOT NULL,
+  runs          bigint NOT NULL DEFAULT 0,
+  total_seconds double precision NOT NULL DEFAULT 0,
+  max_seconds   double precision NOT NULL DEFAULT 0
+);
+CREATE INDEX processing_latency_hourly_by_hour ON processing_latency_hourly (hour, pipeline, bucket);
+
+CREATE FUNCTION imgpipe_size_bits(bytes bigint) RETURNS integer LANGUAGE sql IMMUTABLE AS
+$$ SELECT CASE WHEN bytes <= 0 THEN 0 ELSE length(ltrim(bytes::bit(64)::text, '0')) END $$;
+CREATE FUNCTION imgpipe_min_megapixels(width integer, height integer) RETURNS integer LANGUAGE sql IMMUTABLE AS
+$$ SELECT CASE WHEN px < 1000000 THEN 0 WHEN px < 2000000 THEN 1 WHEN px < 5000000 THEN 2 WHEN px < 12000000 THEN 5
+               WHEN px < 24000000 THEN 12 WHEN px < 50000000 THEN 24 ELSE 50 END
+   FROM (SELECT width::bigint * height AS px) AS sized $$;
+CREATE FUNCTION imgpipe_latency_bucket(seconds double precision) RETURNS integer LANGUAGE sql STABLE AS
+$$ SELECT coalesce((SELECT bucket FROM latency_buckets WHERE lower_seconds <= seconds
+                    ORDER BY lower_seconds DESC LIMIT 1), 0) $$;
+
+-- The rows already there, counted once; from here on the triggers below keep the counts.
+INSERT INTO images_hourly (hour, source, format, images, bytes, processed, failed, in_progress, live_images, live_bytes,
+                           live_renditions, live_rendition_bytes, deleted_images, deleted_bytes)
+SELECT date_trunc('hour', i.received_at, 'UTC'), i.source, i.format, count(*), sum(i.bytes),
+       count(*) FILTER (WHERE i.processed_at IS NOT NULL),
+       count(*) FILTER (WHERE i.processed_at IS NULL AND i.error IS NOT NULL),
+       count(*) FILTER (WHERE i.status IN ('queued', 'processing')),
+       count(*) FILTER (WHERE i.status NOT IN ('expired', 'deleted')),
+       coalesce(sum(i.bytes) FILTER (WHERE i.status NOT IN ('expired', 'deleted')), 0),
+       coalesce(sum(r.objects) FILTER (WHERE i.status NOT IN ('expired', 'deleted')), 0),
+       coalesce(sum(r.bytes) FILTER (WHERE i.status NOT IN ('expired', 'deleted')), 0),
+       count(*) FILTER (WHERE i.status = 'deleted'),
+       coalesce(sum(i.bytes) FILTER (WHERE i.status = 'deleted'), 0)
+FROM images AS i
+LEFT JOIN (SELECT image_id, count(*) AS objects, sum(bytes) AS bytes FROM renditions GROUP BY image_id) AS r
+  ON r.image_id = i.id
+GROUP BY 1, 2, 3;
+INSERT INTO images_by_shape (format, size_bits, min_megapixels, images, bytes)
+SELECT format, imgpipe_size_bits(bytes), imgpipe_min_megapixels(width, height), count(*), sum(bytes)
+FROM images
+GROUP BY 1, 2, 3;
+INSERT INTO processing_latency_hourly (hour, pipeline, bucket, runs, total_seconds, max_seconds)
+SELECT date_trunc('hour', finished_at, 'UTC'), pipeline, imgpipe_latency_bucket(total_seconds), count(*),
+       sum(total_seconds), max(total_seconds)
+FROM processing_runs
+WHERE status = 'processed'
+GROUP BY 1, 2, 3;
+
+-- The rollups' keys and amounts come from these columns, which imgpipe never changes after the insert.
+CREATE FUNCTION imgpipe_images_immutable_facts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.received_at IS DISTINCT FROM OLD.received_at OR NEW.source IS DISTINCT FROM OLD.source
+     OR NEW.format IS DISTINCT FROM OLD.format OR NEW.bytes IS DISTINCT FROM OLD.bytes
+     OR NEW.width IS DISTINCT FROM OLD.width OR NEW.height IS DISTINCT FROM OLD.height THEN
+    RAISE EXCEPTION 'received_at, source, format, bytes, width and height of an image never change';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER images_immutable_facts BEFORE UPDATE OF received_at, source, format, bytes, width, height ON images
+  FOR EACH ROW EXECUTE FUNCTION imgpipe_images_immutable_facts();
+
+-- p_sign = 1 adds what an image row counts, -1 takes it away; p_whole = 0 leaves out images and bytes, which an update
+-- of the row does not change. (Columns, not the row: a trigger on a partition passes the partition's row type.)
+CREATE FUNCTION imgpipe_images_hourly_add(p_id text, p_received_at timestamptz, p_source text, p_format text,
+                                          p_bytes bigint, p_status text, p_processed_at timestamptz, p_error text,
+                                          p_sign integer, p_whole integer) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO images_hourly (hour, source, format, images, bytes, processed, failed, in_progress, live_images,
+                             live_bytes, live_renditions, live_rendition_bytes, deleted_images, deleted_bytes)
+  SELECT date_trunc('hour', p_received_at, 'UTC'), p_source, p_format, p_sign * p_whole, p_sign * p_whole * p_bytes,
+         p_sign * (p_processed_at IS NOT NULL)::integer,
+         p_sign * (p_processed_at IS NULL AND p_error IS NOT NULL)::integer,
+         p_sign * (p_status IN ('queued', 'processing'))::integer,
+         p_sign * l.live, p_sign * l.live * p_bytes, p_sign * l.live * rend.objects, p_sign * l.live * rend.bytes,
+         p_sign * (p_status = 'deleted')::integer, p_sign * (p_status = 'deleted')::integer * p_bytes
+  FROM (SELECT (p_status NOT IN ('expired', 'deleted'))::integer AS live) AS l,
+       (SELECT count(*) AS objects, coalesce(sum(r.bytes), 0) AS bytes FROM renditions AS r
+        WHERE r.image_id = p_id) AS rend
+$$;
+
+CREATE FUNCTION imgpipe_images_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    PERFORM imgpipe_images_hourly_add(NEW.id, NEW.received_at, NEW.source, NEW.format, NEW.bytes, NEW.status,
+                                        NEW.processed_at, NEW.error, 1, 1);
+    INSERT INTO images_by_shape (format, size_bits, min_megapixels, images, bytes)
+    VALUES (NEW.format, imgpipe_size_bits(NEW.bytes), imgpipe_min_megapixels(NEW.width, NEW.height), 1, NEW.bytes);
+  ELSIF TG_OP = 'UPDATE' THEN
+    PERFORM imgpipe_images_hourly_add(OLD.id, OLD.received_at, OLD.source, OLD.format, OLD.bytes, OLD.status,
+                                        OLD.processed_at, OLD.error, -1, 0);
+    PERFORM imgpipe_images_hourly_add(NEW.id, NEW.received_at, NEW.source, NEW.format, NEW.bytes, NEW.status,
+                                        NEW.processed_at, NEW.error, 1, 0);
+  ELSE
+    PERFORM imgpipe_images_hourly_add(OLD.id, OLD.received_at, OLD.source, OLD.format, OLD.bytes, OLD.status,
+                                        OLD.processed_at, OLD.error, -1, 1);
+    INSERT INTO images_by_shape (format, size_bits, min_megapixels, images, bytes)
+    VALUES (OLD.format, imgpipe_size_bits(OLD.bytes), imgpipe_min_megapixels(OLD.width, OLD.height), -1, -OLD.bytes);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER images_rollup_insert_delete AFTER INSERT OR DELETE ON images
+  FOR EACH ROW EXECUTE FUNCTION imgpipe_images_rollup();
+CREATE TRIGGER images_rollup_update AFTER UPDATE OF status, processed_at, error ON images
+  FOR EACH ROW EXECUTE FUNCTION imgpipe_images_rollup();
+
+-- Renditions count toward stored bytes while their image is live.
+CREATE FUNCTION imgpipe_renditions_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    INSERT INTO images_hourly (hour, source, format, live_renditions, live_rendition_bytes)
+    SELECT date_trunc('hour', received_at, 'UTC'), source, format, -1, -OLD.bytes
+    FROM images WHERE id = OLD.image_id AND status NOT IN ('expired', 'deleted');
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    INSERT INTO images_hourly (hour, source, format, live_renditions, live_rendition_bytes)
+    SELECT date_trunc('hour', received_at, 'UTC'), source, format, 1, NEW.bytes
+    FROM images WHERE id = NEW.image_id AND status NOT IN ('expired', 'deleted');
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER renditions_rollup AFTER INSERT OR DELETE OR UPDATE OF bytes, image_id ON renditions
+  FOR EACH ROW EXECUTE FUNCTION imgpipe_renditions_rollup();
+
+CREATE FUNCTION imgpipe_processing_runs_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO processing_latency_hourly (hour, pipeline, bucket, runs, total_seconds, max_seconds)
+  VALUES (date_trunc('hour', NEW.finished_at, 'UTC'), NEW.pipeline, imgpipe_latency_bucket(NEW.total_seconds), 1,
+          NEW.total_seconds, NEW.total_seconds);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER processing_runs_rollup AFTER INSERT ON processing_runs
+  FOR EACH ROW WHEN (NEW.status = 'processed') EXECUTE FUNCTION imgpipe_processing_runs_rollup();
+
+CREATE OR REPLACE VIEW daily_ingest AS
+SELECT (hour AT TIME ZONE 'UTC')::date AS day, source, sum(images)::bigint AS images, sum(bytes)::bigint AS bytes
+FROM images_hourly
+GROUP BY 1, 2
+HAVING sum(images) > 0;
+
+CREATE OR REPLACE VIEW hourly_ingest AS
+SELECT hour, source, sum(images)::bigint AS images, sum(bytes)::bigint AS bytes
+FROM images_hourly
+GROUP BY 1, 2
+HAVING sum(images) > 0;
+
+CREATE OR REPLACE VIEW format_mix AS
+SELECT format, sum(images)::bigint AS images, sum(bytes)::bigint AS bytes
+FROM images_by_shape
+GROUP BY format
+HAVING sum(images) > 0;
+
+CREATE OR REPLACE VIEW size_histogram AS
+SELECT CASE WHEN size_bits = 0 THEN 0 ELSE 1::bigint << (size_bits - 1) END AS min_bytes,
+       CASE WHEN size_bits >= 63 THEN NULL ELSE 1::bigint << size_bits END AS below_bytes,
+       sum(images)::bigint AS images, sum(bytes)::bigint AS bytes
+FROM images_by_shape
+GROUP BY size_bits
+HAVING sum(images) > 0;
+
+CREATE OR REPLACE VIEW resolution_histogram AS
+SELECT min_megapixels,
+       CASE min_megapixels WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 5 WHEN 5 THEN 12 WHEN 12 THEN 24 WHEN 24 THEN 50
+       END AS below_megapixels,
+       sum(images)::bigint AS images
+FROM images_by_shape
+GROUP BY 1
+HAVING sum(images) > 0;
+
+CREATE OR REPLACE VIEW stored_bytes AS
+SELECT 'originals' AS container, coalesce(sum(live_images), 0)::bigint AS objects,
+       coalesce(sum(live_bytes), 0)::bigint AS bytes
+FROM images_hourly
+UNION ALL
+SELECT 'renditions', coalesce(sum(live_renditions), 0)::bigint, coalesce(sum(live_rendition_bytes), 0)::bigint
+FROM images_hourly;
+
+CREATE OR REPLACE VIEW processing_latency AS
+WITH daily AS (
+  SELECT (hour AT TIME ZONE 'UTC')::date AS day, pipeline, bucket, sum(runs) AS runs,
+         sum(total_seconds) AS total_seconds, max(max_seconds) AS max_seconds
+  FROM processing_latency_hourly
+  GROUP BY 1, 2, 3
+), cumulative AS (
+  SELECT day, pipeline, runs, total_seconds, max_seconds,
+         sum(runs) OVER (PARTITION BY day, pipeline ORDER BY bucket ROWS UNBOUNDED PRECEDING) AS below,
+         sum(runs) OVER (PARTITION BY day, pipeline) AS n
+  FROM daily
+)
+SELECT day, pipeline, max(n)::bigint AS runs,
+       sum(total_seconds) / max(n) AS avg_seconds,
+       min(CASE WHEN below * 100 >= n * 50 THEN max_seconds END) AS p50_seconds,
+       min(CASE WHEN below * 100 >= n * 95 THEN max_seconds END) AS p95_seconds,
+       max(max_seconds) AS max_seconds,
+       min(CASE WHEN below * 100 >= n * 99 THEN max_seconds END) AS p99_seconds
+FROM cumulative
+GROUP BY day, pipeline
+HAVING max(n) > 0;
+
+CREATE VIEW blob_state_counts AS
+WITH totals AS (
+  SELECT coalesce(sum(images), 0) AS images, coalesce(sum(bytes), 0) AS bytes,
+         coalesce(sum(live_images), 0) AS live_images, coalesce(sum(live_bytes), 0) AS live_bytes,
+         coalesce(sum(deleted_images), 0) AS deleted_images, coalesce(sum(deleted_bytes), 0) AS deleted_bytes
+  FROM images_hourly
+), overdue AS (
+  SELECT count(*) AS images, coalesce(sum(bytes), 0) AS bytes
+  FROM images
+  WHERE status NOT IN ('expired', 'deleted') AND expires_at <= now()
+)
+SELECT 'present' AS blob_state, (t.live_images - o.images)::bigint AS images, (t.live_bytes - o.bytes)::bigint AS bytes
+FROM totals AS t, overdue AS o
+UNION ALL
+SELECT 'expired', (t.images - t.live_images - t.deleted_images + o.images)::bigint,
+       (t.bytes - t.live_bytes - t.deleted_bytes + o.bytes)::bigint
+FROM totals AS t, overdue AS o
+UNION ALL
+SELECT 'deleted', t.deleted_images::bigint, t.deleted_bytes::bigint
+FROM totals AS t;
+
+GRANT SELECT ON latency_buckets, images_hourly, images_by_shape, processing_latency_hourly, blob_state_counts
+  TO imgpipe_analyst;
+)sql";
+
 }  // namespace
 
 const std::vector<PostgresMigration>& PostgresMigrations() {
@@ -298,6 +568,7 @@ const std::vector<PostgresMigration>& PostgresMigrations() {
       {1, "images, renditions, runs, jobs, api keys, idempotency, analysis views", kMigration1},
       {2, "hourly ingest, size and resolution histograms, failures, stored bytes, expirations, p99", kMigration2},
       {3, "nearest-rank percentiles in processing_latency, images_with_blob_state", kMigration3},
+      {5, "hourly rollups kept by triggers; views over them; blob_state_counts", kMigration5},
   };
   return kMigrations;
 }

@@ -282,6 +282,340 @@ DROP INDEX images_live_by_expires_at;
 CREATE INDEX images_live_by_expires_at ON images (expires_at, bytes, id) WHERE status NOT IN ('expired', 'deleted');
 )sql";
 
+// Rollups for the dashboard and the whole-table views (docs/WAREHOUSE.md, "Rollups"). The views of migrations 1 and 3
+// read every row of their range, which on a million images takes seconds (docs/BENCHMARKS.md); these tables hold the
+// same counts per UTC hour, kept exact by triggers in the transaction that changes the rows, so a 30-day range reads
+// at most 720 hours. The views keep their names and columns and now read the rollups. Percentiles come from a
+// latency histogram: the value reported is the largest run of the bucket holding the nearest-rank run, which is at
+// most 5% above it (buckets grow by 5%).
+constexpr std::string_view kMigration5 = R"sql(
+-- Buckets of the latency histogram: lower_seconds <= total_seconds < upper_seconds. Bucket 0 is [0, 1 ms), each next
+-- one 5% wider than the one before, up to days; the last has no upper bound. PostgreSQL's migration builds the same
+-- boundaries with the same multiplications.
+CREATE TABLE latency_buckets (
+  bucket        INTEGER PRIMARY KEY,
+  lower_seconds REAL NOT NULL,
+  upper_seconds REAL
+);
+WITH RECURSIVE b (bucket, lower_seconds) AS (
+  SELECT 1, 0.001
+  UNION ALL
+  SELECT bucket + 1, lower_seconds * 1.05 FROM b WHERE bucket < 399
+)
+INSERT INTO latency_buckets (bucket, lower_seconds, upper_seconds)
+SELECT 0, 0.0, 0.001
+UNION ALL
+SELECT bucket, lower_seconds, CASE WHEN bucket < 399 THEN lower_seconds * 1.05 END FROM b;
+CREATE INDEX latency_buckets_by_lower ON latency_buckets (lower_seconds);
+
+-- One row per (UTC hour of received_at, source, format). live_*: images whose blobs are kept (status neither expired
+-- nor deleted) and their renditions.
+CREATE TABLE images_hourly (
+  hour                 TEXT NOT NULL,
+  source               TEXT NOT NULL,
+  format               TEXT NOT NULL,
+  images               INTEGER NOT NULL DEFAULT 0,
+  bytes                INTEGER NOT NULL DEFAULT 0,
+  processed            INTEGER NOT NULL DEFAULT 0,
+  failed               INTEGER NOT NULL DEFAULT 0,
+  in_progress          INTEGER NOT NULL DEFAULT 0,
+  live_images          INTEGER NOT NULL DEFAULT 0,
+  live_bytes           INTEGER NOT NULL DEFAULT 0,
+  live_renditions      INTEGER NOT NULL DEFAULT 0,
+  live_rendition_bytes INTEGER NOT NULL DEFAULT 0,
+  deleted_images       INTEGER NOT NULL DEFAULT 0,
+  deleted_bytes        INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (hour, source, format)
+) WITHOUT ROWID;
+
+-- One row per (format, power-of-two size bucket, resolution bucket); see size_histogram and resolution_histogram.
+CREATE TABLE images_by_shape (
+  format         TEXT NOT NULL,
+  size_bits      INTEGER NOT NULL,
+  min_megapixels INTEGER NOT NULL,
+  images         INTEGER NOT NULL DEFAULT 0,
+  bytes          INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (format, size_bits, min_megapixels)
+) WITHOUT ROWID;
+
+-- Successful runs per (UTC hour of finished_at, pipeline, latency bucket).
+CREATE TABLE processing_latency_hourly (
+  hour          TEXT NOT NULL,
+  pipeline      TEXT NOT NULL,
+  bucket        INTEGER NOT NULL,
+  runs          INTEGER NOT NULL DEFAULT 0,
+  total_seconds REAL NOT NULL DEFAULT 0,
+  max_seconds   REAL NOT NULL DEFAULT 0,
+  PRIMARY KEY (hour, pipeline, bucket)
+) WITHOUT ROWID;
+
+
+-- The rows already there, counted once; from here on the triggers above keep the counts.
+INSERT INTO images_hourly (hour, source, format, images, bytes, processed, failed, in_progress, live_images, live_bytes,
+                           live_renditions, live_rendition_bytes, deleted_images, deleted_bytes)
+SELECT substr(i.received_at, 1, 13) || ':00:00.000Z', i.source, i.format, count(*), sum(i.bytes),
+       sum(i.processed_at IS NOT NULL), sum(i.processed_at IS NULL AND i.error IS NOT NULL),
+       sum(i.status IN ('queued', 'processing')), sum(i.status NOT IN ('expired', 'deleted')),
+       sum(CASE WHEN i.status NOT IN ('expired', 'deleted') THEN i.bytes ELSE 0 END),
+       sum(CASE WHEN i.status NOT IN ('expired', 'deleted') THEN coalesce(r.objects, 0) ELSE 0 END),
+       sum(CASE WHEN i.status NOT IN ('expired', 'deleted') THEN coalesce(r.bytes, 0) ELSE 0 END),
+       sum(i.status = 'deleted'), sum(CASE WHEN i.status = 'deleted' THEN i.bytes ELSE 0 END)
+FROM images AS i
+LEFT JOIN (SELECT image_id, count(*) AS objects, sum(bytes) AS bytes FROM renditions GROUP BY image_id) AS r
+  ON r.image_id = i.id
+GROUP BY 1, 2, 3;
+INSERT INTO images_by_shape (format, size_bits, min_megapixels, images, bytes)
+SELECT format, size_bits, min_megapixels, count(*), sum(bytes)
+FROM (SELECT format, bytes,
+             CASE WHEN bytes <= 0 THEN 0
+                  ELSE 4 * (length(printf('%x', bytes)) - 1)
+                       + CASE WHEN substr(printf('%x', bytes), 1, 1) >= '8' THEN 4
+                              WHEN substr(printf('%x', bytes), 1, 1) >= '4' THEN 3
+                              WHEN substr(printf('%x', bytes), 1, 1) >= '2' THEN 2
+                              ELSE 1 END
+             END AS size_bits,
+             CASE WHEN width * height < 1000000 THEN 0 WHEN width * height < 2000000 THEN 1
+                  WHEN width * height < 5000000 THEN 2 WHEN width * height < 12000000 THEN 5
+                  WHEN width * height < 24000000 THEN 12 WHEN width * height < 50000000 THEN 24 ELSE 50 END
+               AS min_megapixels
+      FROM images)
+GROUP BY 1, 2, 3;
+INSERT INTO processing_latency_hourly (hour, pipeline, bucket, runs, total_seconds, max_seconds)
+SELECT substr(finished_at, 1, 13) || ':00:00.000Z', pipeline,
+       coalesce((SELECT bucket FROM latency_buckets WHERE lower_seconds <= total_seconds
+                 ORDER BY lower_seconds DESC LIMIT 1), 0),
+       count(*), sum(total_seconds), max(total_seconds)
+FROM processing_runs
+WHERE status = 'processed'
+GROUP BY 1, 2, 3;
+
+DROP VIEW daily_ingest;
+CREATE VIEW daily_ingest AS
+SELECT substr(hour, 1, 10) AS day, source, sum(images) AS images, sum(bytes) AS bytes
+FROM images_hourly
+GROUP BY 1, 2
+HAVING sum(images) > 0;
+
+DROP VIEW hourly_ingest;
+CREATE VIEW hourly_ingest AS
+SELECT hour, source, sum(images) AS images, sum(bytes) AS bytes
+FROM images_hourly
+GROUP BY 1, 2
+HAVING sum(images) > 0;
+
+DROP VIEW format_mix;
+CREATE VIEW format_mix AS
+SELECT format, sum(images) AS images, sum(bytes) AS bytes
+FROM images_by_shape
+GROUP BY format
+HAVING sum(images) > 0;
+
+DROP VIEW size_histogram;
+CREATE VIEW size_histogram AS
+SELECT CASE WHEN size_bits = 0 THEN 0 ELSE 1 << (size_bits - 1) END AS min_bytes,
+       CASE WHEN size_bits >= 63 THEN NULL ELSE 1 << size_bits END AS below_bytes,
+       sum(images) AS images, sum(bytes) AS bytes
+FROM images_by_shape
+GROUP BY size_bits
+HAVING sum(images) > 0;
+
+DROP VIEW resolution_histogram;
+CREATE VIEW resolution_histogram AS
+SELECT min_megapixels,
+       CASE min_megapixels WHEN 0 THEN 1 WHEN 1 THEN 2 WHEN 2 THEN 5 WHEN 5 THEN 12 WHEN 12 THEN 24 WHEN 24 THEN 50
+       END AS below_megapixels,
+       sum(images) AS images
+FROM images_by_shape
+GROUP BY 1
+HAVING sum(images) > 0;
+
+DROP VIEW stored_bytes;
+CREATE VIEW stored_bytes AS
+SELECT 'originals' AS container, coalesce(sum(live_images), 0) AS objects, coalesce(sum(live_bytes), 0) AS bytes
+FROM images_hourly
+UNION ALL
+SELECT 'renditions', coalesce(sum(live_renditions), 0), coalesce(sum(live_rendition_bytes), 0)
+FROM images_hourly;
+
+-- p50/p95/p99: the largest run of the histogram bucket that holds the nearest-rank run (rank ceil(p * n / 100)).
+DROP VIEW processing_latency;
+CREATE VIEW processing_latency AS
+WITH daily AS (
+  SELECT substr(hour, 1, 10) AS day, pipeline, bucket, sum(runs) AS runs, sum(total_seconds) AS total_seconds,
+         max(max_seconds) AS max_seconds
+  FROM processing_latency_hourly
+  GROUP BY 1, 2, 3
+), cumulative AS (
+  SELECT day, pipeline, runs, total_seconds, max_seconds,
+         sum(runs) OVER (PARTITION BY day, pipeline ORDER BY bucket ROWS UNBOUNDED PRECEDING) AS below,
+         sum(runs) OVER (PARTITION BY day, pipeline) AS n
+  FROM daily
+)
+SELECT day, pipeline, max(n) AS runs,
+       sum(total_seconds) / max(n) AS avg_seconds,
+       min(CASE WHEN below * 100 >= n * 50 THEN max_seconds END) AS p50_seconds,
+       min(CASE WHEN below * 100 >= n * 95 THEN max_seconds END) AS p95_seconds,
+       max(max_seconds) AS max_seconds,
+       min(CASE WHEN below * 100 >= n * 99 THEN max_seconds END) AS p99_seconds
+FROM cumulative
+GROUP BY day, pipeline
+HAVING max(n) > 0;
+
+-- images_with_blob_state's states counted without reading every image: the rollup's totals, less the live images
+-- whose expires_at has passed (the sweeper's index holds only live rows, so that is a short range).
+CREATE VIEW blob_state_counts AS
+WITH totals AS (
+  SELECT coalesce(sum(images), 0) AS images, coalesce(sum(bytes), 0) AS bytes,
+         coalesce(sum(live_images), 0) AS live_images, coalesce(sum(live_bytes), 0) AS live_bytes,
+         coalesce(sum(deleted_images), 0) AS deleted_images, coalesce(sum(deleted_bytes), 0) AS deleted_bytes
+  FROM images_hourly
+), overdue AS (
+  SELECT count(*) AS images, coalesce(sum(bytes), 0) AS bytes
+  FROM images
+  WHERE status NOT IN ('expired', 'deleted') AND expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+)
+SELECT 'present' AS blob_state, t.live_images - o.images AS images, t.live_bytes - o.bytes AS bytes
+FROM totals AS t, overdue AS o
+UNION ALL
+SELECT 'expired', t.images - t.live_images - t.deleted_images + o.images,
+       t.bytes - t.live_bytes - t.deleted_bytes + o.bytes
+FROM totals AS t, overdue AS o
+UNION ALL
+SELECT 'deleted', t.deleted_images, t.deleted_bytes
+FROM totals AS t;
+
+-- The rollups' keys and amounts come from these columns, which imgpipe never changes after the insert.
+CREATE TRIGGER images_immutable_facts BEFORE UPDATE OF received_at, source, format, bytes, width, height ON images
+WHEN NEW.received_at IS NOT OLD.received_at OR NEW.source IS NOT OLD.source OR NEW.format IS NOT OLD.format
+  OR NEW.bytes IS NOT OLD.bytes OR NEW.width IS NOT OLD.width OR NEW.height IS NOT OLD.height
+BEGIN
+  SELECT RAISE(ABORT, 'received_at, source, format, bytes, width and height of an image never change');
+END;
+
+CREATE TRIGGER images_rollup_insert AFTER INSERT ON images
+BEGIN
+  INSERT INTO images_hourly (hour, source, format, images, bytes, processed, failed, in_progress, live_images,
+                             live_bytes, deleted_images, deleted_bytes)
+  VALUES (substr(NEW.received_at, 1, 13) || ':00:00.000Z', NEW.source, NEW.format, 1, NEW.bytes,
+          NEW.processed_at IS NOT NULL, NEW.processed_at IS NULL AND NEW.error IS NOT NULL,
+          NEW.status IN ('queued', 'processing'), NEW.status NOT IN ('expired', 'deleted'),
+          CASE WHEN NEW.status NOT IN ('expired', 'deleted') THEN NEW.bytes ELSE 0 END,
+          NEW.status = 'deleted', CASE WHEN NEW.status = 'deleted' THEN NEW.bytes ELSE 0 END)
+  ON CONFLICT (hour, source, format) DO UPDATE SET
+    images = images + excluded.images, bytes = bytes + excluded.bytes, processed = processed + excluded.processed,
+    failed = failed + excluded.failed, in_progress = in_progress + excluded.in_progress,
+    live_images = live_images + excluded.live_images, live_bytes = live_bytes + excluded.live_bytes,
+    deleted_images = deleted_images + excluded.deleted_images, deleted_bytes = deleted_bytes + excluded.deleted_bytes;
+  INSERT INTO images_by_shape (format, size_bits, min_megapixels, images, bytes)
+  VALUES (NEW.format,
+          CASE WHEN NEW.bytes <= 0 THEN 0
+               ELSE 4 * (length(printf('%x', NEW.bytes)) - 1)
+                    + CASE WHEN substr(printf('%x', NEW.bytes), 1, 1) >= '8' THEN 4
+                           WHEN substr(printf('%x', NEW.bytes), 1, 1) >= '4' THEN 3
+                           WHEN substr(printf('%x', NEW.bytes), 1, 1) >= '2' THEN 2
+                           ELSE 1 END
+          END,
+          CASE WHEN NEW.width * NEW.height < 1000000 THEN 0 WHEN NEW.width * NEW.height < 2000000 THEN 1
+               WHEN NEW.width * NEW.height < 5000000 THEN 2 WHEN NEW.width * NEW.height < 12000000 THEN 5
+               WHEN NEW.width * NEW.height < 24000000 THEN 12 WHEN NEW.width * NEW.height < 50000000 THEN 24
+               ELSE 50 END,
+          1, NEW.bytes)
+  ON CONFLICT (format, size_bits, min_megapixels) DO UPDATE SET
+    images = images + excluded.images, bytes = bytes + excluded.bytes;
+END;
+
+-- What the row counted before, taken away, and what it counts now, added: one upsert of the differences.
+CREATE TRIGGER images_rollup_update AFTER UPDATE OF status, processed_at, error ON images
+BEGIN
+  INSERT INTO images_hourly (hour, source, format, processed, failed, in_progress, live_images, live_bytes,
+                             live_renditions, live_rendition_bytes, deleted_images, deleted_bytes)
+  SELECT substr(NEW.received_at, 1, 13) || ':00:00.000Z', NEW.source, NEW.format,
+         (NEW.processed_at IS NOT NULL) - (OLD.processed_at IS NOT NULL),
+         (NEW.processed_at IS NULL AND NEW.error IS NOT NULL) - (OLD.processed_at IS NULL AND OLD.error IS NOT NULL),
+         (NEW.status IN ('queued', 'processing')) - (OLD.status IN ('queued', 'processing')),
+         new_live - old_live, (new_live - old_live) * NEW.bytes,
+         (new_live - old_live) * r.objects, (new_live - old_live) * r.bytes,
+         (NEW.status = 'deleted') - (OLD.status = 'deleted'),
+         ((NEW.status = 'deleted') - (OLD.status = 'deleted')) * NEW.bytes
+  FROM (SELECT NEW.status NOT IN ('expired', 'deleted') AS new_live,
+               OLD.status NOT IN ('expired', 'deleted') AS old_live) AS l,
+       (SELECT count(*) AS objects, coalesce(sum(bytes), 0) AS bytes FROM renditions WHERE image_id = NEW.id) AS r
+  WHERE true
+  ON CONFLICT (hour, source, format) DO UPDATE SET
+    processed = processed + excluded.processed, failed = failed + excluded.failed,
+    in_progress = in_progress + excluded.in_progress, live_images = live_images + excluded.live_images,
+    live_bytes = live_bytes + excluded.live_bytes, live_renditions = live_renditions + excluded.live_renditions,
+    live_rendition_bytes = live_rendition_bytes + excluded.live_rendition_bytes,
+    deleted_images = deleted_images + excluded.deleted_images, deleted_bytes = deleted_bytes + excluded.deleted_bytes;
+END;
+
+CREATE TRIGGER images_rollup_delete AFTER DELETE ON images
+BEGIN
+  UPDATE images_hourly SET
+    images = images - 1, bytes = bytes - OLD.bytes,
+    processed = processed - (OLD.processed_at IS NOT NULL),
+    failed = failed - (OLD.processed_at IS NULL AND OLD.error IS NOT NULL),
+    in_progress = in_progress - (OLD.status IN ('queued', 'processing')),
+    live_images = live_images - (OLD.status NOT IN ('expired', 'deleted')),
+    live_bytes = live_bytes - CASE WHEN OLD.status NOT IN ('expired', 'deleted') THEN OLD.bytes ELSE 0 END,
+    deleted_images = deleted_images - (OLD.status = 'deleted'),
+    deleted_bytes = deleted_bytes - CASE WHEN OLD.status = 'deleted' THEN OLD.bytes ELSE 0 END
+  WHERE hour = substr(OLD.received_at, 1, 13) || ':00:00.000Z' AND source = OLD.source AND format = OLD.format;
+  UPDATE images_by_shape SET images = images - 1, bytes = bytes - OLD.bytes
+  WHERE format = OLD.format
+    AND size_bits = CASE WHEN OLD.bytes <= 0 THEN 0
+                         ELSE 4 * (length(printf('%x', OLD.bytes)) - 1)
+                              + CASE WHEN substr(printf('%x', OLD.bytes), 1, 1) >= '8' THEN 4
+                                     WHEN substr(printf('%x', OLD.bytes), 1, 1) >= '4' THEN 3
+                                     WHEN substr(printf('%x', OLD.bytes), 1, 1) >= '2' THEN 2
+                                     ELSE 1 END
+                    END
+    AND min_megapixels = CASE WHEN OLD.width * OLD.height < 1000000 THEN 0 WHEN OLD.width * OLD.height < 2000000 THEN 1
+                              WHEN OLD.width * OLD.height < 5000000 THEN 2 WHEN OLD.width * OLD.height < 12000000 THEN 5
+                              WHEN OLD.width * OLD.height < 24000000 THEN 12
+                              WHEN OLD.width * OLD.height < 50000000 THEN 24 ELSE 50 END;
+END;
+
+-- Renditions count toward stored bytes while their image is live.
+CREATE TRIGGER renditions_rollup_insert AFTER INSERT ON renditions
+BEGIN
+  UPDATE images_hourly
+  SET live_renditions = live_renditions + 1, live_rendition_bytes = live_rendition_bytes + NEW.bytes
+  WHERE (hour, source, format) = (SELECT substr(received_at, 1, 13) || ':00:00.000Z', source, format FROM images
+                                  WHERE id = NEW.image_id AND status NOT IN ('expired', 'deleted'));
+END;
+CREATE TRIGGER renditions_rollup_update AFTER UPDATE OF bytes, image_id ON renditions
+BEGIN
+  UPDATE images_hourly
+  SET live_renditions = live_renditions - 1, live_rendition_bytes = live_rendition_bytes - OLD.bytes
+  WHERE (hour, source, format) = (SELECT substr(received_at, 1, 13) || ':00:00.000Z', source, format FROM images
+                                  WHERE id = OLD.image_id AND status NOT IN ('expired', 'deleted'));
+  UPDATE images_hourly
+  SET live_renditions = live_renditions + 1, live_rendition_bytes = live_rendition_bytes + NEW.bytes
+  WHERE (hour, source, format) = (SELECT substr(received_at, 1, 13) || ':00:00.000Z', source, format FROM images
+                                  WHERE id = NEW.image_id AND status NOT IN ('expired', 'deleted'));
+END;
+CREATE TRIGGER renditions_rollup_delete AFTER DELETE ON renditions
+BEGIN
+  UPDATE images_hourly
+  SET live_renditions = live_renditions - 1, live_rendition_bytes = live_rendition_bytes - OLD.bytes
+  WHERE (hour, source, format) = (SELECT substr(received_at, 1, 13) || ':00:00.000Z', source, format FROM images
+                                  WHERE id = OLD.image_id AND status NOT IN ('expired', 'deleted'));
+END;
+
+CREATE TRIGGER processing_runs_rollup_insert AFTER INSERT ON processing_runs WHEN NEW.status = 'processed'
+BEGIN
+  INSERT INTO processing_latency_hourly (hour, pipeline, bucket, runs, total_seconds, max_seconds)
+  VALUES (substr(NEW.finished_at, 1, 13) || ':00:00.000Z', NEW.pipeline,
+          coalesce((SELECT bucket FROM latency_buckets WHERE lower_seconds <= NEW.total_seconds
+                    ORDER BY lower_seconds DESC LIMIT 1), 0),
+          1, NEW.total_seconds, NEW.total_seconds)
+  ON CONFLICT (hour, pipeline, bucket) DO UPDATE SET
+    runs = runs + 1, total_seconds = total_seconds + excluded.total_seconds,
+    max_seconds = max(max_seconds, excluded.max_seconds);
+END;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& SqliteMigrations() {
@@ -291,6 +625,7 @@ const std::vector<Migration>& SqliteMigrations() {
       {3, "hourly ingest, size and resolution histograms, failures, stored bytes, expirations, p99, blob_state",
        kMigration3},
       {4, "covering indexes for the dashboard's overview", kMigration4},
+      {5, "hourly rollups kept by triggers; views over them; blob_state_counts", kMigration5},
   };
   return kMigrations;
 }

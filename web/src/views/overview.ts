@@ -21,7 +21,14 @@ let current: { preset: Preset; customFrom?: Date; customTo?: Date } = { preset: 
 
 function resolveRange(): Range {
   if (current.preset === 'custom' && current.customFrom && current.customTo) {
-    return { preset: 'custom', from: current.customFrom, to: current.customTo };
+    // The panels count whole hours (the warehouse's hourly rollups): widen the range to them.
+    const from = new Date(current.customFrom);
+    from.setUTCMinutes(0, 0, 0);
+    const to = new Date(current.customTo);
+    if (to.getUTCMinutes() || to.getUTCSeconds() || to.getUTCMilliseconds()) {
+      to.setUTCMinutes(60, 0, 0);
+    }
+    return { preset: 'custom', from, to };
   }
   const preset = current.preset === 'custom' ? '24h' : current.preset;
   // "to" a minute ahead, so an upload of the last second is in; buckets start at whole hours.
