@@ -138,4 +138,11 @@ Result<std::string> ValidateUserMetadata(std::string_view text, size_t max_bytes
   return json::serialize(v);
 }
 
+boost::json::object HoldToJson(const LegalHold& hold) {
+  return {{"image_id", hold.image_id.value()},
+          {"reason", hold.reason},
+          {"held_by", hold.held_by},
+          {"held_at", FormatRfc3339(hold.held_at)}};
+}
+
 }  // namespace imgpipe

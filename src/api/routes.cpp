@@ -184,10 +184,16 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
           r = forbid("read images");
         }
       } else if (method == http::verb::delete_) {
-        if (RoleAllowed(role, {})) r = co_await DeleteImage(req, id); else r = forbid("delete images");
+        if (RoleAllowed(role, {})) r = co_await DeleteImage(req, id, *key); else r = forbid("delete images");
       } else {
         r = not_allowed("GET, DELETE");
       }
+    } else if (segs.size() == 4 && segs[3] == "hold") {
+      route = "/v1/images/{id}/hold";
+      std::string id(segs[2]);
+      if (!RoleAllowed(role, {})) r = forbid("manage legal holds");
+      else if (method == http::verb::put || method == http::verb::delete_ || read) r = co_await Hold(req, id, *key);
+      else r = not_allowed("GET, PUT, DELETE");
     } else if (segs.size() == 4 && segs[3] == "original") {
       route = "/v1/images/{id}/original";
       std::string id(segs[2]);
@@ -211,6 +217,11 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
       r = ErrorResponse(MakeError(ErrorKind::kNotFound, "no such resource: " + std::string(req.path())),
                         req.request_id());
     }
+  } else if (segs.size() == 2 && segs[0] == "v1" && segs[1] == "holds") {
+    route = "/v1/holds";
+    if (!read) r = not_allowed("GET");
+    else if (!RoleAllowed(role, {})) r = forbid("list legal holds");
+    else r = co_await RunBlocking(ctx_.blocking, [&] { return ListHolds(req); });
   } else if (segs.size() == 2 && segs[0] == "v1" && segs[1] == "query") {
     route = "/v1/query";
     if (method != http::verb::post) r = not_allowed("POST");
@@ -275,9 +286,15 @@ Result<ImageRecord> Api::LiveImage(const std::string& id) {
   if (image->status == ImageStatus::kDeleted) {
     return MakeError(ErrorKind::kNotFound, "image " + id + " was deleted");
   }
-  if (image->status == ImageStatus::kExpired || image->expires_at <= ctx_.clock.Now()) {
+  auto expired = [&] {
     return MakeError(ErrorKind::kNotFound, "image " + id + " expired at " + FormatRfc3339(image->expires_at) +
                                                " (retention.originals); its metadata stays in the warehouse");
+  };
+  if (image->status == ImageStatus::kExpired) return expired();
+  if (image->expires_at <= ctx_.clock.Now()) {
+    // Past its retention, but a legal hold keeps it readable until released.
+    IMGPIPE_ASSIGN_OR_RETURN(auto hold, ctx_.store.FindLegalHold(image->id));
+    if (!hold) return expired();
   }
   return image;
 }
@@ -397,7 +414,11 @@ HttpResponse Api::GetImage(HttpRequest& req, const std::string& id) {
   if (!image.ok()) return ErrorResponse(image.error(), req.request_id());
   auto renditions = ctx_.store.ListRenditions(image->id);
   if (!renditions.ok()) return ErrorResponse(renditions.error(), req.request_id());
-  return JsonResponse(http::status::ok, ImageToJson(*image, *renditions));
+  auto hold = ctx_.store.FindLegalHold(image->id);
+  if (!hold.ok()) return ErrorResponse(hold.error(), req.request_id());
+  json::object body = ImageToJson(*image, *renditions);
+  body["legal_hold"] = *hold ? json::value(HoldToJson(**hold)) : json::value(nullptr);
+  return JsonResponse(http::status::ok, std::move(body));
 }
 
 HttpResponse Api::ListImages(HttpRequest& req) {
@@ -517,10 +538,11 @@ HttpResponse Api::GetBlob(HttpRequest& req, const std::string& id, const std::st
   return r;
 }
 
-asio::awaitable<HttpResponse> Api::DeleteImage(HttpRequest& req, const std::string& id) {
+asio::awaitable<HttpResponse> Api::DeleteImage(HttpRequest& req, const std::string& id, const ApiKeyRecord& key) {
   auto result = co_await RunBlocking(ctx_.blocking, [&]() -> Status {
     IMGPIPE_ASSIGN_OR_RETURN(ImageRecord image, LiveImage(id));
-    IMGPIPE_TRY(ctx_.retention.DeleteImageBlobs(image.id));
+    // kConflict (409) while the image is on legal hold.
+    IMGPIPE_TRY(ctx_.retention.PurgeImage(image.id, "deleted", key.id));
     return ctx_.store.MarkDeleted(image.id, ctx_.clock.Now());
   });
   if (!result.ok()) co_return ErrorResponse(result.error(), req.request_id());
@@ -528,6 +550,55 @@ asio::awaitable<HttpResponse> Api::DeleteImage(HttpRequest& req, const std::stri
   HttpResponse r;
   r.status = http::status::no_content;
   co_return r;
+}
+
+asio::awaitable<HttpResponse> Api::Hold(HttpRequest& req, const std::string& id, const ApiKeyRecord& key) {
+  std::string reason;
+  if (req.method() == http::verb::put) {
+    // {"reason": "..."}: why, for the audit; required, so a hold is never anonymous.
+    auto body = co_await req.ReadAll(16 * 1024);
+    if (!body.ok()) co_return ErrorResponse(body.error(), req.request_id());
+    json::error_code ec;
+    json::value v = json::parse(*body, ec);
+    const json::value* r = !ec && v.is_object() ? v.as_object().if_contains("reason") : nullptr;
+    if (!r || !r->is_string() || r->as_string().empty() || r->as_string().size() > 1000) {
+      co_return ErrorResponse(MakeError(ErrorKind::kInvalidArgument,
+                                        "body must be a JSON object {\"reason\": \"...\"} with a reason of 1 to 1000 "
+                                        "characters"),
+                              req.request_id());
+    }
+    reason = std::string(r->as_string());
+  }
+  auto result = co_await RunBlocking(ctx_.blocking, [&]() -> Result<HttpResponse> {
+    auto unknown = MakeError(ErrorKind::kNotFound, "no image with id \"" + id + "\"");
+    if (!IsValidImageId(id)) return unknown;
+    ImageId image_id(id);
+    if (req.method() == http::verb::put) {
+      IMGPIPE_ASSIGN_OR_RETURN(LegalHold hold, ctx_.store.SetLegalHold(image_id, reason, key.id, ctx_.clock.Now()));
+      LogInfo("legal hold set", {{"image_id", id}, {"key_id", key.id}, {"reason", hold.reason}});
+      return JsonResponse(http::status::ok, HoldToJson(hold));
+    }
+    if (req.method() == http::verb::delete_) {
+      IMGPIPE_TRY(ctx_.store.ReleaseLegalHold(image_id, key.id, ctx_.clock.Now()));
+      LogInfo("legal hold released", {{"image_id", id}, {"key_id", key.id}});
+      HttpResponse r;
+      r.status = http::status::no_content;
+      return r;
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(auto hold, ctx_.store.FindLegalHold(image_id));
+    if (!hold) return MakeError(ErrorKind::kNotFound, "image " + id + " is not on legal hold");
+    return JsonResponse(http::status::ok, HoldToJson(*hold));
+  });
+  if (!result.ok()) co_return ErrorResponse(result.error(), req.request_id());
+  co_return std::move(*result);
+}
+
+HttpResponse Api::ListHolds(HttpRequest& req) {
+  auto holds = ctx_.store.ListLegalHolds();
+  if (!holds.ok()) return ErrorResponse(holds.error(), req.request_id());
+  json::array items;
+  for (const LegalHold& hold : *holds) items.push_back(HoldToJson(hold));
+  return JsonResponse(http::status::ok, json::object{{"items", std::move(items)}});
 }
 
 asio::awaitable<HttpResponse> Api::Query(HttpRequest& req) {

@@ -42,7 +42,10 @@ class Api {
   HttpResponse GetImage(HttpRequest& req, const std::string& id);
   HttpResponse ListImages(HttpRequest& req);
   HttpResponse GetBlob(HttpRequest& req, const std::string& id, const std::string* rendition);
-  asio::awaitable<HttpResponse> DeleteImage(HttpRequest& req, const std::string& id);
+  asio::awaitable<HttpResponse> DeleteImage(HttpRequest& req, const std::string& id, const ApiKeyRecord& key);
+  //! GET, PUT ({"reason"}) and DELETE of /v1/images/{id}/hold; the caller checks the admin role.
+  asio::awaitable<HttpResponse> Hold(HttpRequest& req, const std::string& id, const ApiKeyRecord& key);
+  HttpResponse ListHolds(HttpRequest& req);
   asio::awaitable<HttpResponse> Query(HttpRequest& req);
   asio::awaitable<HttpResponse> CreateKey(HttpRequest& req);
   //! /v1/scripts and /v1/scripts/{name} (`name` empty for the former); the caller checks the admin role.

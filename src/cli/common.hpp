@@ -61,5 +61,6 @@ int RunRetention(int argc, char** argv);
 int RunProcess(int argc, char** argv);
 int RunScripts(int argc, char** argv);
 int RunReprocess(int argc, char** argv);
+int RunHold(int argc, char** argv);
 
 }  // namespace imgpipe

@@ -94,6 +94,28 @@ struct ImageLabel {
   std::optional<double> number;
 };
 
+//! An image kept past its retention for a legal reason: retention and DELETE leave it alone until it is released.
+struct LegalHold {
+  ImageId image_id;
+  std::string reason;
+  std::string held_by;     //!< API key id, or "cli"
+  TimePoint held_at;
+};
+
+//! One deletion of blobs, for audit: what went, when and why. Recorded before the blobs are deleted (started_at) and
+//! completed after (finished_at, objects); an unfinished one is a purge in progress, or one a crash interrupted that
+//! the next sweep redoes.
+struct PurgeRecord {
+  int64_t id = 0;
+  std::optional<ImageId> image_id;  //!< empty for leftovers without a row (a day folder past retention)
+  std::string what;                 //!< "image" (its original and renditions), or "container/prefix" of leftovers
+  std::string reason;               //!< "retention", "deleted", "leftovers past retention"
+  std::string actor;                //!< "retention", or the API key id that deleted it
+  TimePoint started_at;
+  std::optional<TimePoint> finished_at;
+  int64_t objects = 0;
+};
+
 //! A stored answer for an Idempotency-Key, replayed on retries with the same key by the same API key.
 struct IdempotencyRecord {
   std::string api_key_id;

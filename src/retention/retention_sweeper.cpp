@@ -1,5 +1,7 @@
 #include "retention/retention_sweeper.hpp"
 
+#include <algorithm>
+
 #include "core/blob_keys.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
@@ -12,12 +14,14 @@ RetentionSweeper::RetentionSweeper(RetentionPolicy policy, BlobStore& blobs, Met
 
 RetentionSweeper::~RetentionSweeper() { Stop(); }
 
-Result<int64_t> RetentionSweeper::DeletePrefix(std::string_view container, const std::string& prefix) {
+Result<int64_t> RetentionSweeper::DeletePrefix(std::string_view container, const std::string& prefix,
+                                               const std::set<std::string>& keep) {
   int64_t deleted = 0;
   std::string continuation;
   do {
     IMGPIPE_ASSIGN_OR_RETURN(ListPage page, blobs_.List(container, prefix, continuation, 1000));
     for (const BlobInfo& b : page.items) {
+      if (Kept(b.key, keep)) continue;
       IMGPIPE_TRY(blobs_.Delete(container, b.key));
       ++deleted;
     }
@@ -26,11 +30,26 @@ Result<int64_t> RetentionSweeper::DeletePrefix(std::string_view container, const
   return deleted;
 }
 
-Result<int64_t> RetentionSweeper::DeleteImageBlobs(const ImageId& id) {
-  std::string prefix = ImageBlobPrefix(id);
-  IMGPIPE_ASSIGN_OR_RETURN(int64_t a, DeletePrefix(kRenditions, prefix));
-  IMGPIPE_ASSIGN_OR_RETURN(int64_t b, DeletePrefix(kOriginals, prefix));
-  return a + b;
+bool RetentionSweeper::Kept(const std::string& key, const std::set<std::string>& keep) {
+  // `keep` holds image folders ("yyyy/mm/dd/<id>/"); the only candidate is the greatest one not after the key.
+  auto it = keep.upper_bound(key);
+  return it != keep.begin() && key.starts_with(*std::prev(it));
+}
+
+Result<int64_t> RetentionSweeper::PurgeImage(const ImageId& id, const std::string& reason, const std::string& actor) {
+  PurgeRecord purge;
+  purge.image_id = id;
+  purge.what = "image";
+  purge.reason = reason;
+  purge.actor = actor;
+  purge.started_at = clock_.Now();
+  // Refused (kConflict) while the image is on legal hold; once begun, a hold waits for the purge to finish.
+  IMGPIPE_ASSIGN_OR_RETURN(int64_t purge_id, store_.BeginPurge(purge));
+  const std::string prefix = ImageBlobPrefix(id);
+  IMGPIPE_ASSIGN_OR_RETURN(int64_t renditions, DeletePrefix(kRenditions, prefix, {}));
+  IMGPIPE_ASSIGN_OR_RETURN(int64_t originals, DeletePrefix(kOriginals, prefix, {}));
+  IMGPIPE_TRY(store_.FinishPurge(purge_id, renditions + originals, clock_.Now()));
+  return renditions + originals;
 }
 
 Result<SweepReport> RetentionSweeper::RunOnce(TimePoint now) {
@@ -39,7 +58,7 @@ Result<SweepReport> RetentionSweeper::RunOnce(TimePoint now) {
     IMGPIPE_ASSIGN_OR_RETURN(auto batch, store_.FindExpired(now, 200));
     if (batch.empty()) break;
     for (const ImageRecord& image : batch) {
-      auto deleted = DeleteImageBlobs(image.id);
+      auto deleted = PurgeImage(image.id, "retention", "retention");
       if (!deleted.ok()) {
         ++report.errors;
         LogWarn("retention could not delete an image's blobs; will retry next sweep",
@@ -57,14 +76,31 @@ Result<SweepReport> RetentionSweeper::RunOnce(TimePoint now) {
     }
     if (report.errors > 0) break;  // do not spin on the same failing rows
   }
-  // Whole days past each container's retention (leftovers without a live row).
+  // Whole days past each container's retention (leftovers without a live row), except the folders of images on
+  // legal hold.
+  std::set<std::string> held;
+  IMGPIPE_ASSIGN_OR_RETURN(auto holds, store_.ListLegalHolds());
+  for (const LegalHold& hold : holds) held.insert(ImageBlobPrefix(hold.image_id));
   auto sweep_days = [&](std::string_view container, std::chrono::seconds keep) -> Status {
     if (keep.count() <= 0) return Ok();
     // A day folder is past retention once its last second is: start one day before the boundary.
     TimePoint boundary = now - keep - std::chrono::hours(24);
     for (int d = 0; d < policy_.orphan_scan_days; ++d) {
       std::string prefix = DayPrefix(boundary - std::chrono::hours(24 * d));
-      IMGPIPE_ASSIGN_OR_RETURN(int64_t n, DeletePrefix(container, prefix));
+      // Most days are empty: record a purge only when there is something to delete.
+      IMGPIPE_ASSIGN_OR_RETURN(ListPage first, blobs_.List(container, prefix, {}, 1000));
+      if (std::all_of(first.items.begin(), first.items.end(),
+                      [&](const BlobInfo& b) { return Kept(b.key, held); })) {
+        if (first.continuation.empty()) continue;
+      }
+      PurgeRecord purge;
+      purge.what = std::string(container) + "/" + prefix;
+      purge.reason = "leftovers past retention";
+      purge.actor = "retention";
+      purge.started_at = clock_.Now();
+      IMGPIPE_ASSIGN_OR_RETURN(int64_t purge_id, store_.BeginPurge(purge));
+      IMGPIPE_ASSIGN_OR_RETURN(int64_t n, DeletePrefix(container, prefix, held));
+      IMGPIPE_TRY(store_.FinishPurge(purge_id, n, clock_.Now()));
       report.deleted_blobs += n;
     }
     return Ok();

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "core/clock.hpp"
@@ -29,7 +31,8 @@ struct SweepReport {
   int64_t errors = 0;
 };
 
-//! Deletes expired blobs and marks their rows `expired` (metadata stays for the analysts). Two passes:
+//! Deletes expired blobs and marks their rows `expired` (metadata stays for the analysts). Images on legal hold are
+//! left alone until released. Every deletion is recorded in the warehouse's purge log. Two passes:
 //! 1. rows whose expires_at passed: delete the image's blobs in both containers, then mark the row expired with the
 //!    time (a crash in between leaves the row live; the next run deletes again, harmlessly);
 //! 2. whole day folders older than each container's retention: delete whatever is left there (originals of uploads
@@ -47,11 +50,16 @@ class RetentionSweeper {
   void Start(std::chrono::milliseconds interval);
   void Stop();
 
-  //! Deletes every blob of one image (original and renditions). Used by retention and by DELETE /v1/images/{id}.
-  Result<int64_t> DeleteImageBlobs(const ImageId& id);
+  //! Deletes every blob of one image (original and renditions) and records the purge (what, when, why, who) in the
+  //! warehouse; returns how many objects went. kConflict, deleting nothing, if the image is on legal hold. Used by
+  //! retention (reason "retention") and by DELETE /v1/images/{id} (reason "deleted", actor the API key).
+  Result<int64_t> PurgeImage(const ImageId& id, const std::string& reason, const std::string& actor);
 
  private:
-  Result<int64_t> DeletePrefix(std::string_view container, const std::string& prefix);
+  //! Deletes the objects under `prefix` except those inside a folder of `keep`.
+  Result<int64_t> DeletePrefix(std::string_view container, const std::string& prefix,
+                               const std::set<std::string>& keep);
+  static bool Kept(const std::string& key, const std::set<std::string>& keep);
 
   RetentionPolicy policy_;
   BlobStore& blobs_;

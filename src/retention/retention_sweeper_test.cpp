@@ -48,6 +48,23 @@ class RetentionTest : public ::testing::Test {
     return image;
   }
 
+  //! The purge log, oldest first: "image_id what reason actor objects finished|unfinished" ("-" for no image).
+  std::vector<std::string> Purges() {
+    std::vector<std::string> rows;
+    Status s = db_->Read([&](SqliteConnection& conn) -> Status {
+      IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT coalesce(image_id, '-'), what, reason, actor, objects, "
+                                                       "finished_at IS NOT NULL FROM purges ORDER BY id"));
+      while (true) {
+        IMGPIPE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+        if (!row) return Ok();
+        rows.push_back(stmt.Text(0) + " " + stmt.Text(1) + " " + stmt.Text(2) + " " + stmt.Text(3) + " " +
+                       std::to_string(stmt.Int(4)) + (stmt.Int(5) ? " finished" : " unfinished"));
+      }
+    });
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    return rows;
+  }
+
   std::filesystem::path dir_;
   FakeClock clock_{FromUnixMicros(1'764'111'342'000'000)};
   std::unique_ptr<SqliteDatabase> db_;
@@ -104,14 +121,75 @@ TEST_F(RetentionTest, LeftoversOfWholeExpiredDaysAreRemoved) {
   EXPECT_EQ(blobs_->Stat(kOriginals, OriginalBlobKey(orphan)).error().kind, ErrorKind::kNotFound);
 }
 
-TEST_F(RetentionTest, DeleteImageBlobsRemovesOriginalAndRenditions) {
+TEST_F(RetentionTest, PurgeImageRemovesOriginalAndRenditionsAndRecordsIt) {
   ImageRecord image = AddImage();
-  auto n = sweeper_->DeleteImageBlobs(image.id);
-  ASSERT_TRUE(n.ok());
+  auto n = sweeper_->PurgeImage(image.id, "deleted", "k_admin");
+  ASSERT_TRUE(n.ok()) << n.error().message;
   EXPECT_EQ(*n, 2);
   auto left = blobs_->List(kRenditions, ImageBlobPrefix(image.id));
   ASSERT_TRUE(left.ok());
   EXPECT_TRUE(left->items.empty());
+  EXPECT_EQ(blobs_->Stat(kOriginals, image.original_key).error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(Purges(), (std::vector<std::string>{image.id.value() + " image deleted k_admin 2 finished"}));
+}
+
+TEST_F(RetentionTest, HeldImagesOutliveRetentionUntilReleased) {
+  ImageRecord held = AddImage();
+  ImageRecord other = AddImage();
+  ASSERT_TRUE(store_->SetLegalHold(held.id, "litigation 2026-17", "k_admin", clock_.Now()).ok());
+  // Past retention, and past the day-folder pass that removes whole days of leftovers.
+  clock_.Advance(hours(24 * 9));
+  auto report = sweeper_->RunOnce(clock_.Now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->expired_images, 1);
+  EXPECT_TRUE(blobs_->Stat(kOriginals, held.original_key).ok());
+  EXPECT_TRUE(blobs_->Stat(kRenditions, RenditionBlobKey(held.id, "thumb-256", "jpg")).ok());
+  EXPECT_EQ(blobs_->Stat(kOriginals, other.original_key).error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(store_->GetImage(held.id)->status, ImageStatus::kQueued);
+
+  ASSERT_TRUE(store_->ReleaseLegalHold(held.id, "k_admin", clock_.Now()).ok());
+  report = sweeper_->RunOnce(clock_.Now());
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->expired_images, 1);
+  EXPECT_EQ(blobs_->Stat(kOriginals, held.original_key).error().kind, ErrorKind::kNotFound);
+  EXPECT_EQ(store_->GetImage(held.id)->status, ImageStatus::kExpired);
+  EXPECT_EQ(Purges(), (std::vector<std::string>{other.id.value() + " image retention retention 2 finished",
+                                                held.id.value() + " image retention retention 2 finished"}));
+}
+
+TEST_F(RetentionTest, AHoldAndAPurgeNeverBothWin) {
+  ImageRecord image = AddImage();
+  ASSERT_TRUE(store_->SetLegalHold(image.id, "audit", "k_admin", clock_.Now()).ok());
+  auto refused = sweeper_->PurgeImage(image.id, "deleted", "k_admin");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind, ErrorKind::kConflict);
+  EXPECT_NE(refused.error().message.find("legal hold"), std::string::npos) << refused.error().message;
+  EXPECT_TRUE(blobs_->Stat(kOriginals, image.original_key).ok());
+  EXPECT_TRUE(Purges().empty());
+
+  // The other way round: a purge under way refuses a hold.
+  ImageRecord other = AddImage();
+  PurgeRecord purge;
+  purge.image_id = other.id;
+  purge.what = "image";
+  purge.reason = "retention";
+  purge.actor = "retention";
+  purge.started_at = clock_.Now();
+  ASSERT_TRUE(store_->BeginPurge(purge).ok());
+  auto hold = store_->SetLegalHold(other.id, "too late", "k_admin", clock_.Now());
+  ASSERT_FALSE(hold.ok());
+  EXPECT_EQ(hold.error().kind, ErrorKind::kConflict);
+}
+
+TEST_F(RetentionTest, LeftoverPurgesAreRecordedOnlyWhenSomethingWent) {
+  ImageId orphan = NewImageId(clock_.Now());
+  ASSERT_TRUE(blobs_->Put(kOriginals, OriginalBlobKey(orphan), "orphan").ok());
+  const std::string day = DayPrefix(clock_.Now());
+  clock_.Advance(hours(24 * 8) + std::chrono::seconds(1));
+  ASSERT_TRUE(sweeper_->RunOnce(clock_.Now()).ok());
+  ASSERT_TRUE(sweeper_->RunOnce(clock_.Now()).ok());  // nothing left: nothing recorded
+  EXPECT_EQ(Purges(),
+            (std::vector<std::string>{"- originals/" + day + " leftovers past retention retention 1 finished"}));
 }
 
 }  // namespace

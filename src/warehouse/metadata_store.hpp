@@ -71,12 +71,28 @@ class MetadataStore {
   //! Appends a failed run; when `final` the image becomes `failed` with the error.
   virtual Status RecordFailure(const ImageId& id, const ProcessingRun& run, bool final) = 0;
 
-  //! Images whose expires_at <= now and whose status is not yet expired or deleted, oldest first.
+  //! Images whose expires_at <= now and whose status is not yet expired or deleted, oldest first; never images on
+  //! legal hold.
   virtual Result<std::vector<ImageRecord>> FindExpired(TimePoint now, size_t limit) = 0;
   //! Sets status `expired` (or `deleted`) with the time, and removes the image's job. The row and its rendition rows
   //! are kept: metadata outlives blobs. Expired and deleted rows never go back (only expired -> deleted).
   virtual Status MarkExpired(const ImageId& id, TimePoint when) = 0;
   virtual Status MarkDeleted(const ImageId& id, TimePoint when) = 0;
+
+  //! Puts a live image on legal hold; returns the hold (the existing one, unchanged, if it is held already).
+  //! kNotFound if there is no such image; kConflict if it is expired, deleted, or a purge of it has begun.
+  virtual Result<LegalHold> SetLegalHold(const ImageId& id, const std::string& reason, const std::string& held_by,
+                                         TimePoint at) = 0;
+  //! Ends the hold (kept in the history with who and when). kNotFound if the image is not on hold.
+  virtual Status ReleaseLegalHold(const ImageId& id, const std::string& released_by, TimePoint at) = 0;
+  virtual Result<std::optional<LegalHold>> FindLegalHold(const ImageId& id) = 0;
+  //! Every hold in force, oldest first.
+  virtual Result<std::vector<LegalHold>> ListLegalHolds() = 0;
+  //! Records that `purge` is about to delete blobs and returns its id. For an image (purge.image_id set), in one
+  //! transaction with the check: kConflict if the image is on legal hold, so a hold and a purge never both win.
+  virtual Result<int64_t> BeginPurge(const PurgeRecord& purge) = 0;
+  //! Completes the record once the blobs are gone.
+  virtual Status FinishPurge(int64_t purge_id, int64_t objects, TimePoint at) = 0;
 
   virtual Status CreateApiKey(const ApiKeyRecord& key) = 0;
   //! The key with this secret hash, revoked or not; kNotFound if none.

@@ -1133,11 +1133,65 @@ TEST_P(MetadataStoreContractTest, RollupsAgreeWithTheRowsThroughEveryChange) {
   // blob_state_counts: the same numbers as counting images_with_blob_state row by row (the clock of the database is
   // now, after every expires_at of 2026 and before 2099).
   EXPECT_EQ(MustQuery("SELECT blob_state, " + cast("images") + ", " + cast("bytes") +
-                      " FROM blob_state_counts ORDER BY 1")
+                      " FROM blob_state_counts WHERE images > 0 ORDER BY 1")
                 .rows_json,
             MustQuery("SELECT blob_state, " + cast("count(*)") + ", " + cast("sum(bytes)") +
                       " FROM images_with_blob_state GROUP BY 1 ORDER BY 1")
                 .rows_json);
+}
+
+TEST_P(MetadataStoreContractTest, LegalHoldsKeepImagesFromRetentionUntilReleased) {
+  const TimePoint t0 = At("2026-01-01T00:00:00Z");
+  ImageRecord held = BareImage(t0);
+  ImageRecord other = BareImage(t0 + 1s);
+  ImageRecord gone = BareImage(t0 + 2s);
+  for (ImageRecord* image : {&held, &other, &gone}) {
+    image->expires_at = t0 + 24h;
+    ASSERT_TRUE(store_->InsertImage(*image, std::nullopt).ok());
+  }
+  ASSERT_TRUE(store_->MarkExpired(gone.id, t0 + 25h).ok());
+
+  auto hold = store_->SetLegalHold(held.id, "case 42", "k_admin", t0 + 1h);
+  ASSERT_TRUE(hold.ok()) << hold.error().message;
+  EXPECT_EQ(hold->reason, "case 42");
+  // Setting it again keeps the first hold; an expired image cannot be held; an unknown one is not found.
+  auto again = store_->SetLegalHold(held.id, "other reason", "k_other", t0 + 2h);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->reason, "case 42");
+  EXPECT_EQ(again->held_by, "k_admin");
+  EXPECT_EQ(again->held_at, t0 + 1h);
+  EXPECT_EQ(store_->SetLegalHold(gone.id, "late", "k_admin", t0 + 2h).error().kind, ErrorKind::kConflict);
+  EXPECT_EQ(store_->SetLegalHold(NewImageId(t0), "none", "k_admin", t0).error().kind, ErrorKind::kNotFound);
+
+  auto expired = store_->FindExpired(t0 + 48h, 100);
+  ASSERT_TRUE(expired.ok());
+  ASSERT_EQ(expired->size(), 1u);
+  EXPECT_EQ((*expired)[0].id, other.id);
+  auto holds = store_->ListLegalHolds();
+  ASSERT_TRUE(holds.ok());
+  ASSERT_EQ(holds->size(), 1u);
+  EXPECT_EQ((*holds)[0].image_id, held.id);
+  EXPECT_EQ(MustQuery("SELECT image_id, reason, held_by FROM images_on_hold").rows_json,
+            (std::vector<std::vector<std::string>>{{"\"" + held.id.value() + "\"", "\"case 42\"", "\"k_admin\""}}));
+  // Past its expires_at (2026), held: 'held', not 'expired'.
+  EXPECT_EQ(MustQuery("SELECT blob_state FROM images_with_blob_state WHERE id = " + P(1),
+                      {"\"" + held.id.value() + "\""})
+                .rows_json,
+            (std::vector<std::vector<std::string>>{{"\"held\""}}));
+  EXPECT_EQ(MustQuery("SELECT blob_state, images FROM blob_state_counts ORDER BY 1").rows_json,
+            (std::vector<std::vector<std::string>>{{"\"deleted\"", "0"}, {"\"expired\"", "2"}, {"\"held\"", "1"},
+                                                   {"\"present\"", "0"}}));
+
+  ASSERT_TRUE(store_->ReleaseLegalHold(held.id, "k_admin", t0 + 3h).ok());
+  EXPECT_EQ(store_->ReleaseLegalHold(held.id, "k_admin", t0 + 3h).error().kind, ErrorKind::kNotFound);
+  EXPECT_FALSE(store_->FindLegalHold(held.id)->has_value());
+  expired = store_->FindExpired(t0 + 48h, 100);
+  ASSERT_TRUE(expired.ok());
+  EXPECT_EQ(expired->size(), 2u);
+  // The history stays: who held it, who released it.
+  EXPECT_EQ(backend_->Count("SELECT count(*) FROM legal_holds WHERE released_at IS NOT NULL AND released_by = "
+                            "'k_admin'"),
+            1);
 }
 
 TEST_P(MetadataStoreContractTest, HourlyIngestAndHistograms) {

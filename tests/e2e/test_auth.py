@@ -44,6 +44,10 @@ class World:
                 target = self.key_id
             return s.request("DELETE", f"/v1/keys/{target}", key=key)
 
+        def hold_image(key, allowed):
+            target = s.upload_ok(SMALL_JPEG + secrets.token_bytes(8))["id"] if allowed else self.image_id
+            return s.request("PUT", f"/v1/images/{target}/hold", key=key, json={"reason": "auth matrix"})
+
         return [
             ("POST /v1/images", {"admin", "uploader"}, 201,
              lambda key, ok: s.upload(SMALL_JPEG + secrets.token_bytes(8), key=key)),
@@ -60,6 +64,8 @@ class World:
              lambda key, ok: s.request("POST", "/v1/keys", key=key, json={"role": "reader", "name": "via-api"})),
             ("GET /v1/keys", {"admin"}, 200, lambda key, ok: s.get("/v1/keys", key=key)),
             ("DELETE /v1/keys/{id}", {"admin"}, 204, delete_key),
+            ("PUT /v1/images/{id}/hold", {"admin"}, 200, hold_image),
+            ("GET /v1/holds", {"admin"}, 200, lambda key, ok: s.get("/v1/holds", key=key)),
         ]
 
 

@@ -88,3 +88,48 @@ def test_retention_run_expires_and_deletes_blobs(start_server):
     again = start_server(data_dir=server.data_dir, admin_key=server.admin_key)
     for path in readable_paths(image_id):
         assert_error(again.get(path), 404, "not_found")
+
+
+def test_legal_hold_keeps_an_image_past_retention_until_released(start_server):
+    first, created = upload_processed(start_server)
+    image_id = created["id"]
+    t0 = received_at(created)
+    server = start_server(data_dir=first.data_dir, admin_key=first.admin_key)
+    hold_path = f"/v1/images/{image_id}/hold"
+
+    # A reason is required; then the hold shows on the image and in the list.
+    assert_error(server.request("PUT", hold_path, json={}), 400, "invalid_argument")
+    r = server.request("PUT", hold_path, json={"reason": "litigation 2026-17"})
+    assert r.status_code == 200, r.text
+    assert r.json()["reason"] == "litigation 2026-17"
+    admin_key_id = r.headers["X-Imgpipe-Key-Id"]
+    assert r.json()["held_by"] == admin_key_id
+    assert server.get(f"/v1/images/{image_id}").json()["legal_hold"]["reason"] == "litigation 2026-17"
+    assert [h["image_id"] for h in server.get("/v1/holds").json()["items"]] == [image_id]
+    # Held: an admin cannot delete it.
+    assert_error(server.request("DELETE", f"/v1/images/{image_id}"), 409, "conflict")
+    # Only admins manage holds.
+    reader = server.create_key("reader")
+    assert_error(server.request("PUT", hold_path, json={"reason": "x"}, key=reader), 403, "permission_denied")
+    assert server.stop() == 0
+
+    # Past retention: still readable, and a sweep keeps every blob.
+    server = start_server(data_dir=first.data_dir, admin_key=first.admin_key,
+                          env={"IMGPIPE_TESTING_CLOCK_OFFSET": "9d", "IMGPIPE_RETENTION_SWEEP_INTERVAL": "30d"})
+    for path in readable_paths(image_id):
+        assert server.get(path).status_code == 200, path
+    assert server.stop() == 0
+    assert sweep(server, t0 + timedelta(days=9)) == (0, 0)
+    assert len(blobs_of(server, image_id)) == 3
+    assert server.scalar(f"SELECT blob_state FROM images_with_blob_state WHERE id = '{image_id}'") == "held"
+
+    # Released from the CLI: the next sweep deletes it, and the purge log says what, when and why.
+    p = run_cli("hold", "release", image_id, "--data-dir", server.data_dir)
+    assert p.returncode == 0, p.stderr.decode()
+    assert sweep(server, t0 + timedelta(days=9)) == (1, 3)
+    assert blobs_of(server, image_id) == []
+    rows = server.query_rows("SELECT what, reason, actor, objects, finished_at IS NOT NULL AS finished FROM purges "
+                             f"WHERE image_id = '{image_id}'")
+    assert rows == [{"what": "image", "reason": "retention", "actor": "retention", "objects": "3", "finished": "1"}]
+    rows = server.query_rows(f"SELECT held_by, released_by FROM legal_holds WHERE image_id = '{image_id}'")
+    assert rows == [{"held_by": admin_key_id, "released_by": "cli"}]

@@ -872,6 +872,8 @@ Result<std::vector<ImageRecord>> PostgresMetadataStore::FindExpired(TimePoint no
         auto result,
         conn.Exec(SelectImageSql() +
                       " WHERE expires_at <= $1 AND status NOT IN ('expired', 'deleted') "
+                      "AND NOT EXISTS (SELECT 1 FROM legal_holds AS h "
+                      "WHERE h.image_id = images.id AND h.released_at IS NULL) "
                       "ORDER BY expires_at, id LIMIT $2",
                   PgParams().Time(now).Int(static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)))));
     for (int i = 0; i < result.Rows(); ++i) {
@@ -903,6 +905,131 @@ Status PostgresMetadataStore::MarkDeleted(const ImageId& id, TimePoint when) {
   return MarkGone(id, when,
                   "UPDATE images SET status = 'deleted', expired_at = coalesce(expired_at, $3) "
                   "WHERE id = $1 AND received_at = $2 AND status <> 'deleted'");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Legal holds and purges. A hold and a purge of one image both lock its row first (LockImage), so one of them waits
+// for the other and then sees it: never a hold set on an image whose blobs are being deleted.
+
+namespace {
+
+constexpr std::string_view kHoldColumns = "image_id, reason, held_by, held_at";
+
+Result<LegalHold> ReadHold(const PgResult& result, int row_index) {
+  RowReader row(result, row_index, "legal hold");
+  LegalHold hold{ImageId(row.Text()), row.Text(), row.Text(), row.Time()};
+  IMGPIPE_TRY(row.status());
+  return hold;
+}
+
+Result<std::optional<LegalHold>> HoldInForce(PgConnection& conn, const ImageId& id) {
+  IMGPIPE_ASSIGN_OR_RETURN(auto result, conn.Exec("SELECT " + std::string(kHoldColumns) + " FROM legal_holds "
+                                                  "WHERE image_id = $1 AND released_at IS NULL",
+                                                  PgParams().Text(id.value())));
+  if (result.Rows() == 0) return std::optional<LegalHold>();
+  IMGPIPE_ASSIGN_OR_RETURN(auto hold, ReadHold(result, 0));
+  return std::optional<LegalHold>(std::move(hold));
+}
+
+}  // namespace
+
+Result<LegalHold> PostgresMetadataStore::SetLegalHold(const ImageId& id, const std::string& reason,
+                                                      const std::string& held_by, TimePoint at) {
+  LegalHold hold;
+  IMGPIPE_TRY(db_.Transaction([&](PgConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto image, LockImage(conn, id));
+    if (!image) return ImageNotFound(id);
+    if (image->status == "expired" || image->status == "deleted") {
+      return MakeError(ErrorKind::kConflict, "image " + id.value() + " is " + image->status + ": its blobs are gone");
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(auto existing, HoldInForce(conn, id));
+    if (existing) {
+      hold = std::move(*existing);
+      return Ok();
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(auto purging, conn.Exec("SELECT 1 FROM purges WHERE image_id = $1 AND finished_at IS NULL",
+                                                     PgParams().Text(id.value())));
+    if (purging.Rows() > 0) {
+      return MakeError(ErrorKind::kConflict, "image " + id.value() + " is being purged (" +
+                                                 "retention or a delete began before the hold)");
+    }
+    IMGPIPE_TRY(conn.Exec("INSERT INTO legal_holds (image_id, reason, held_by, held_at) VALUES ($1, $2, $3, $4)",
+                          PgParams().Text(id.value()).Text(reason).Text(held_by).Time(at)));
+    hold = LegalHold{id, reason, held_by, at};
+    return Ok();
+  }));
+  return hold;
+}
+
+Status PostgresMetadataStore::ReleaseLegalHold(const ImageId& id, const std::string& released_by, TimePoint at) {
+  return db_.Run([&](PgConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto result, conn.Exec("UPDATE legal_holds SET released_by = $2, released_at = $3 "
+                                                    "WHERE image_id = $1 AND released_at IS NULL",
+                                                    PgParams().Text(id.value()).Text(released_by).Time(at)));
+    if (result.AffectedRows() == 0) {
+      return MakeError(ErrorKind::kNotFound, "image " + id.value() + " is not on legal hold");
+    }
+    return Ok();
+  });
+}
+
+Result<std::optional<LegalHold>> PostgresMetadataStore::FindLegalHold(const ImageId& id) {
+  std::optional<LegalHold> hold;
+  IMGPIPE_TRY(db_.Run([&](PgConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(hold, HoldInForce(conn, id));
+    return Ok();
+  }));
+  return hold;
+}
+
+Result<std::vector<LegalHold>> PostgresMetadataStore::ListLegalHolds() {
+  std::vector<LegalHold> holds;
+  IMGPIPE_TRY(db_.Run([&](PgConnection& conn) -> Status {
+    holds.clear();
+    IMGPIPE_ASSIGN_OR_RETURN(auto result, conn.Exec("SELECT " + std::string(kHoldColumns) + " FROM legal_holds "
+                                                    "WHERE released_at IS NULL ORDER BY held_at, id"));
+    for (int i = 0; i < result.Rows(); ++i) {
+      IMGPIPE_ASSIGN_OR_RETURN(auto hold, ReadHold(result, i));
+      holds.push_back(std::move(hold));
+    }
+    return Ok();
+  }));
+  return holds;
+}
+
+Result<int64_t> PostgresMetadataStore::BeginPurge(const PurgeRecord& purge) {
+  int64_t purge_id = 0;
+  IMGPIPE_TRY(db_.Transaction([&](PgConnection& conn) -> Status {
+    if (purge.image_id) {
+      IMGPIPE_TRY(LockImage(conn, *purge.image_id));
+      IMGPIPE_ASSIGN_OR_RETURN(auto hold, HoldInForce(conn, *purge.image_id));
+      if (hold) {
+        return MakeError(ErrorKind::kConflict, "image " + purge.image_id->value() + " is on legal hold since " +
+                                                   FormatRfc3339(hold->held_at) + " (" + hold->reason + ")");
+      }
+    }
+    std::optional<std::string> image_id;
+    if (purge.image_id) image_id = purge.image_id->value();
+    IMGPIPE_ASSIGN_OR_RETURN(auto result, conn.Exec("INSERT INTO purges (image_id, what, reason, actor, started_at) "
+                                                    "VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                                                    PgParams()
+                                                        .OptionalText(image_id)
+                                                        .Text(purge.what)
+                                                        .Text(purge.reason)
+                                                        .Text(purge.actor)
+                                                        .Time(purge.started_at)));
+    purge_id = std::stoll(std::string(result.Text(0, 0)));
+    return Ok();
+  }));
+  return purge_id;
+}
+
+Status PostgresMetadataStore::FinishPurge(int64_t purge_id, int64_t objects, TimePoint at) {
+  return db_.Run([&](PgConnection& conn) -> Status {
+    IMGPIPE_TRY(conn.Exec("UPDATE purges SET finished_at = $2, objects = $3 WHERE id = $1",
+                          PgParams().Int(purge_id).Time(at).Int(objects)));
+    return Ok();
+  });
 }
 
 Status PostgresMetadataStore::CreateApiKey(const ApiKeyRecord& key) {

@@ -561,6 +561,89 @@ GRANT SELECT ON latency_buckets, images_hourly, images_by_shape, processing_late
   TO imgpipe_analyst;
 )sql";
 
+// SQLite's migration 6: legal holds, the purge log, blob_state 'held'.
+constexpr std::string_view kMigration6 = R"sql(
+-- One row per hold; released_at set when it ends. At most one hold in force per image.
+CREATE TABLE legal_holds (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  image_id    text COLLATE "C" NOT NULL REFERENCES image_ids (id),
+  reason      text NOT NULL,
+  held_by     text NOT NULL,
+  held_at     timestamptz NOT NULL,
+  released_by text,
+  released_at timestamptz
+);
+CREATE UNIQUE INDEX legal_holds_in_force ON legal_holds (image_id) WHERE released_at IS NULL;
+
+-- One row per deletion of blobs: an image's original and renditions (image_id set, what = 'image'), or the leftovers
+-- of a day folder past retention (image_id NULL, what = 'container/prefix'). finished_at NULL: in progress, or
+-- interrupted by a crash and redone by the next sweep.
+CREATE TABLE purges (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  image_id    text COLLATE "C",
+  what        text NOT NULL,
+  reason      text NOT NULL,
+  actor       text NOT NULL,
+  started_at  timestamptz NOT NULL,
+  finished_at timestamptz,
+  objects     bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX purges_by_image ON purges (image_id, id);
+CREATE INDEX purges_by_started_at ON purges (started_at);
+
+-- Images on legal hold now.
+CREATE VIEW images_on_hold AS
+SELECT h.image_id, h.reason, h.held_by, h.held_at, i.source, i.format, i.bytes, i.received_at, i.expires_at
+FROM legal_holds AS h JOIN images AS i ON i.id = h.image_id
+WHERE h.released_at IS NULL;
+
+-- 'held': the blobs are kept by a legal hold (even past expires_at) until it is released.
+CREATE OR REPLACE VIEW images_with_blob_state AS
+SELECT id, sha256, source, source_ref, uploader_key_id, received_at, bytes, format, content_type, width, height, frames,
+       has_alpha, colour_space, has_icc, orientation, exif_make, exif_model, exif_taken_at, gps_lat, gps_lon, gps_alt,
+       lens_model, software, user_metadata, pipeline, original_key, status, processed_at, expires_at, expired_at,
+       error, phash, dominant_colour,
+       CASE WHEN status = 'deleted' THEN 'deleted'
+            WHEN status = 'expired' THEN 'expired'
+            WHEN EXISTS (SELECT 1 FROM legal_holds AS h WHERE h.image_id = images.id AND h.released_at IS NULL)
+              THEN 'held'
+            WHEN expires_at <= now() THEN 'expired'
+            ELSE 'present' END AS blob_state
+FROM images;
+
+CREATE OR REPLACE VIEW blob_state_counts AS
+WITH totals AS (
+  SELECT coalesce(sum(images), 0) AS images, coalesce(sum(bytes), 0) AS bytes,
+         coalesce(sum(live_images), 0) AS live_images, coalesce(sum(live_bytes), 0) AS live_bytes,
+         coalesce(sum(deleted_images), 0) AS deleted_images, coalesce(sum(deleted_bytes), 0) AS deleted_bytes
+  FROM images_hourly
+), held AS (
+  SELECT count(*) AS images, coalesce(sum(i.bytes), 0) AS bytes
+  FROM legal_holds AS h JOIN images AS i ON i.id = h.image_id
+  WHERE h.released_at IS NULL AND i.status NOT IN ('expired', 'deleted')
+), overdue AS (
+  SELECT count(*) AS images, coalesce(sum(bytes), 0) AS bytes
+  FROM images
+  WHERE status NOT IN ('expired', 'deleted') AND expires_at <= now()
+    AND NOT EXISTS (SELECT 1 FROM legal_holds AS h WHERE h.image_id = images.id AND h.released_at IS NULL)
+)
+SELECT 'present' AS blob_state, (t.live_images - h.images - o.images)::bigint AS images,
+       (t.live_bytes - h.bytes - o.bytes)::bigint AS bytes
+FROM totals AS t, held AS h, overdue AS o
+UNION ALL
+SELECT 'held', h.images::bigint, h.bytes::bigint
+FROM held AS h
+UNION ALL
+SELECT 'expired', (t.images - t.live_images - t.deleted_images + o.images)::bigint,
+       (t.bytes - t.live_bytes - t.deleted_bytes + o.bytes)::bigint
+FROM totals AS t, overdue AS o
+UNION ALL
+SELECT 'deleted', t.deleted_images::bigint, t.deleted_bytes::bigint
+FROM totals AS t;
+
+GRANT SELECT ON legal_holds, purges, images_on_hold TO imgpipe_analyst;
+)sql";
+
 }  // namespace
 
 const std::vector<PostgresMigration>& PostgresMigrations() {
@@ -569,6 +652,7 @@ const std::vector<PostgresMigration>& PostgresMigrations() {
       {2, "hourly ingest, size and resolution histograms, failures, stored bytes, expirations, p99", kMigration2},
       {3, "nearest-rank percentiles in processing_latency, images_with_blob_state", kMigration3},
       {5, "hourly rollups kept by triggers; views over them; blob_state_counts", kMigration5},
+      {6, "legal holds, the purge log, blob_state 'held', images_on_hold", kMigration6},
   };
   return kMigrations;
 }

@@ -616,6 +616,90 @@ BEGIN
 END;
 )sql";
 
+// Legal holds and the purge log (docs/WAREHOUSE.md): images kept past retention until released, and every deletion of
+// blobs with what, when and why. blob_state gains 'held'.
+constexpr std::string_view kMigration6 = R"sql(
+-- One row per hold; released_at set when it ends. At most one hold in force per image.
+CREATE TABLE legal_holds (
+  id          INTEGER PRIMARY KEY,
+  image_id    TEXT NOT NULL REFERENCES images (id),
+  reason      TEXT NOT NULL,
+  held_by     TEXT NOT NULL,
+  held_at     TEXT NOT NULL,
+  released_by TEXT,
+  released_at TEXT
+);
+CREATE UNIQUE INDEX legal_holds_in_force ON legal_holds (image_id) WHERE released_at IS NULL;
+
+-- One row per deletion of blobs: an image's original and renditions (image_id set, what = 'image'), or the leftovers
+-- of a day folder past retention (image_id NULL, what = 'container/prefix'). finished_at NULL: in progress, or
+-- interrupted by a crash and redone by the next sweep.
+CREATE TABLE purges (
+  id          INTEGER PRIMARY KEY,
+  image_id    TEXT,
+  what        TEXT NOT NULL,
+  reason      TEXT NOT NULL,
+  actor       TEXT NOT NULL,
+  started_at  TEXT NOT NULL,
+  finished_at TEXT,
+  objects     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX purges_by_image ON purges (image_id, id);
+CREATE INDEX purges_by_started_at ON purges (started_at);
+
+-- Images on legal hold now.
+CREATE VIEW images_on_hold AS
+SELECT h.image_id, h.reason, h.held_by, h.held_at, i.source, i.format, i.bytes, i.received_at, i.expires_at
+FROM legal_holds AS h JOIN images AS i ON i.id = h.image_id
+WHERE h.released_at IS NULL;
+
+-- 'held': the blobs are kept by a legal hold (even past expires_at) until it is released.
+DROP VIEW images_with_blob_state;
+CREATE VIEW images_with_blob_state AS
+SELECT id, sha256, source, source_ref, uploader_key_id, received_at, bytes, format, content_type, width, height, frames,
+       has_alpha, colour_space, has_icc, orientation, exif_make, exif_model, exif_taken_at, gps_lat, gps_lon, gps_alt,
+       lens_model, software, user_metadata, pipeline, original_key, status, processed_at, expires_at, expired_at,
+       error, phash, dominant_colour,
+       CASE WHEN status = 'deleted' THEN 'deleted'
+            WHEN status = 'expired' THEN 'expired'
+            WHEN EXISTS (SELECT 1 FROM legal_holds AS h WHERE h.image_id = images.id AND h.released_at IS NULL)
+              THEN 'held'
+            WHEN expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') THEN 'expired'
+            ELSE 'present' END AS blob_state
+FROM images;
+
+DROP VIEW blob_state_counts;
+CREATE VIEW blob_state_counts AS
+WITH totals AS (
+  SELECT coalesce(sum(images), 0) AS images, coalesce(sum(bytes), 0) AS bytes,
+         coalesce(sum(live_images), 0) AS live_images, coalesce(sum(live_bytes), 0) AS live_bytes,
+         coalesce(sum(deleted_images), 0) AS deleted_images, coalesce(sum(deleted_bytes), 0) AS deleted_bytes
+  FROM images_hourly
+), held AS (
+  SELECT count(*) AS images, coalesce(sum(i.bytes), 0) AS bytes
+  FROM legal_holds AS h JOIN images AS i ON i.id = h.image_id
+  WHERE h.released_at IS NULL AND i.status NOT IN ('expired', 'deleted')
+), overdue AS (
+  SELECT count(*) AS images, coalesce(sum(bytes), 0) AS bytes
+  FROM images
+  WHERE status NOT IN ('expired', 'deleted') AND expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+    AND NOT EXISTS (SELECT 1 FROM legal_holds AS h WHERE h.image_id = images.id AND h.released_at IS NULL)
+)
+SELECT 'present' AS blob_state, t.live_images - h.images - o.images AS images,
+       t.live_bytes - h.bytes - o.bytes AS bytes
+FROM totals AS t, held AS h, overdue AS o
+UNION ALL
+SELECT 'held', h.images, h.bytes
+FROM held AS h
+UNION ALL
+SELECT 'expired', t.images - t.live_images - t.deleted_images + o.images,
+       t.bytes - t.live_bytes - t.deleted_bytes + o.bytes
+FROM totals AS t, overdue AS o
+UNION ALL
+SELECT 'deleted', t.deleted_images, t.deleted_bytes
+FROM totals AS t;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& SqliteMigrations() {
@@ -626,6 +710,7 @@ const std::vector<Migration>& SqliteMigrations() {
        kMigration3},
       {4, "covering indexes for the dashboard's overview", kMigration4},
       {5, "hourly rollups kept by triggers; views over them; blob_state_counts", kMigration5},
+      {6, "legal holds, the purge log, blob_state 'held', images_on_hold", kMigration6},
   };
   return kMigrations;
 }

@@ -830,6 +830,8 @@ Result<std::vector<ImageRecord>> SqliteMetadataStore::FindExpired(TimePoint now,
     IMGPIPE_ASSIGN_OR_RETURN(
         auto stmt, conn.Prepare(SelectImageSql() +
                                 " WHERE expires_at <= ?1 AND status NOT IN ('expired', 'deleted') "
+                                "AND NOT EXISTS (SELECT 1 FROM legal_holds AS h "
+                                "WHERE h.image_id = images.id AND h.released_at IS NULL) "
                                 "ORDER BY expires_at, id LIMIT ?2"));
     stmt.BindText(1, FormatRfc3339(now)).BindInt(2, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
     while (true) {
@@ -872,6 +874,131 @@ Status SqliteMetadataStore::MarkDeleted(const ImageId& id, TimePoint when) {
   return MarkGone(db_, id, when,
                   "UPDATE images SET status = 'deleted', expired_at = coalesce(expired_at, ?2) "
                   "WHERE id = ?1 AND status <> 'deleted'");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Legal holds and purges
+
+namespace {
+
+Result<std::optional<LegalHold>> HoldInForce(SqliteConnection& conn, const ImageId& id) {
+  IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT image_id, reason, held_by, held_at FROM legal_holds "
+                                                   "WHERE image_id = ?1 AND released_at IS NULL"));
+  stmt.BindText(1, id.value());
+  IMGPIPE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return std::optional<LegalHold>();
+  RowReader r(stmt, "legal hold of image " + id.value());
+  LegalHold hold{ImageId(r.Text()), r.Text(), r.Text(), r.Time()};
+  IMGPIPE_TRY(r.status());
+  return std::optional<LegalHold>(std::move(hold));
+}
+
+}  // namespace
+
+Result<LegalHold> SqliteMetadataStore::SetLegalHold(const ImageId& id, const std::string& reason,
+                                                    const std::string& held_by, TimePoint at) {
+  LegalHold hold;
+  IMGPIPE_TRY(db_.Write([&](SqliteConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto status, ImageStatusOf(conn, id));
+    if (!status) return ImageNotFound(id);
+    if (*status == "expired" || *status == "deleted") {
+      return MakeError(ErrorKind::kConflict, "image " + id.value() + " is " + *status + ": its blobs are gone");
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(auto existing, HoldInForce(conn, id));
+    if (existing) {
+      hold = std::move(*existing);
+      return Ok();
+    }
+    {
+      IMGPIPE_ASSIGN_OR_RETURN(auto purging, conn.Prepare("SELECT count(*) FROM purges "
+                                                          "WHERE image_id = ?1 AND finished_at IS NULL"));
+      purging.BindText(1, id.value());
+      IMGPIPE_ASSIGN_OR_RETURN(bool row, purging.Step());
+      if (row && purging.Int(0) > 0) {
+        return MakeError(ErrorKind::kConflict, "image " + id.value() + " is being purged (" +
+                                                   "retention or a delete began before the hold)");
+      }
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(auto insert, conn.Prepare("INSERT INTO legal_holds (image_id, reason, held_by, held_at) "
+                                                       "VALUES (?1, ?2, ?3, ?4)"));
+    insert.BindText(1, id.value()).BindText(2, reason).BindText(3, held_by).BindText(4, FormatRfc3339(at));
+    IMGPIPE_TRY(insert.Run());
+    hold = LegalHold{id, reason, held_by, at};
+    return Ok();
+  }));
+  return hold;
+}
+
+Status SqliteMetadataStore::ReleaseLegalHold(const ImageId& id, const std::string& released_by, TimePoint at) {
+  return db_.Write([&](SqliteConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("UPDATE legal_holds SET released_by = ?2, released_at = ?3 "
+                                                     "WHERE image_id = ?1 AND released_at IS NULL"));
+    stmt.BindText(1, id.value()).BindText(2, released_by).BindText(3, FormatRfc3339(at));
+    IMGPIPE_TRY(stmt.Run());
+    if (conn.Changes() == 0) return MakeError(ErrorKind::kNotFound, "image " + id.value() + " is not on legal hold");
+    return Ok();
+  });
+}
+
+Result<std::optional<LegalHold>> SqliteMetadataStore::FindLegalHold(const ImageId& id) {
+  std::optional<LegalHold> hold;
+  IMGPIPE_TRY(db_.Read([&](SqliteConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(hold, HoldInForce(conn, id));
+    return Ok();
+  }));
+  return hold;
+}
+
+Result<std::vector<LegalHold>> SqliteMetadataStore::ListLegalHolds() {
+  std::vector<LegalHold> holds;
+  IMGPIPE_TRY(db_.Read([&](SqliteConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT image_id, reason, held_by, held_at FROM legal_holds "
+                                                     "WHERE released_at IS NULL ORDER BY held_at, id"));
+    while (true) {
+      IMGPIPE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+      if (!row) return Ok();
+      RowReader r(stmt, "a legal hold");
+      LegalHold hold{ImageId(r.Text()), r.Text(), r.Text(), r.Time()};
+      IMGPIPE_TRY(r.status());
+      holds.push_back(std::move(hold));
+    }
+  }));
+  return holds;
+}
+
+Result<int64_t> SqliteMetadataStore::BeginPurge(const PurgeRecord& purge) {
+  int64_t purge_id = 0;
+  IMGPIPE_TRY(db_.Write([&](SqliteConnection& conn) -> Status {
+    if (purge.image_id) {
+      IMGPIPE_ASSIGN_OR_RETURN(auto hold, HoldInForce(conn, *purge.image_id));
+      if (hold) {
+        return MakeError(ErrorKind::kConflict, "image " + purge.image_id->value() + " is on legal hold since " +
+                                                   FormatRfc3339(hold->held_at) + " (" + hold->reason + ")");
+      }
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("INSERT INTO purges (image_id, what, reason, actor, started_at) "
+                                                     "VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id"));
+    std::optional<std::string> image_id;
+    if (purge.image_id) image_id = purge.image_id->value();
+    stmt.BindOptionalText(1, image_id)
+        .BindText(2, purge.what)
+        .BindText(3, purge.reason)
+        .BindText(4, purge.actor)
+        .BindText(5, FormatRfc3339(purge.started_at));
+    IMGPIPE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return MakeError(ErrorKind::kInternal, "INSERT INTO purges returned no id");
+    purge_id = stmt.Int(0);
+    return stmt.Run();
+  }));
+  return purge_id;
+}
+
+Status SqliteMetadataStore::FinishPurge(int64_t purge_id, int64_t objects, TimePoint at) {
+  return db_.Write([&](SqliteConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("UPDATE purges SET finished_at = ?2, objects = ?3 WHERE id = ?1"));
+    stmt.BindInt(1, purge_id).BindText(2, FormatRfc3339(at)).BindInt(3, objects);
+    return stmt.Run();
+  });
 }
 
 Status SqliteMetadataStore::CreateApiKey(const ApiKeyRecord& key) {

@@ -48,6 +48,13 @@ class SqliteMetadataStore final : public MetadataStore {
   Status MarkExpired(const ImageId& id, TimePoint when) override;
   Status MarkDeleted(const ImageId& id, TimePoint when) override;
 
+  Result<LegalHold> SetLegalHold(const ImageId& id, const std::string& reason, const std::string& held_by,
+                                 TimePoint at) override;
+  Status ReleaseLegalHold(const ImageId& id, const std::string& released_by, TimePoint at) override;
+  Result<std::optional<LegalHold>> FindLegalHold(const ImageId& id) override;
+  Result<std::vector<LegalHold>> ListLegalHolds() override;
+  Result<int64_t> BeginPurge(const PurgeRecord& purge) override;
+  Status FinishPurge(int64_t purge_id, int64_t objects, TimePoint at) override;
   Status CreateApiKey(const ApiKeyRecord& key) override;
   Result<ApiKeyRecord> FindApiKeyByHash(const std::string& secret_hash) override;
   Result<std::vector<ApiKeyRecord>> ListApiKeys() override;
