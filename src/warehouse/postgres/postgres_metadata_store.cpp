@@ -563,7 +563,12 @@ Status PostgresMetadataStore::CompactRollups() {
       return Ok();
     }));
   }
-  return Ok();
+  // Each compaction leaves the old rows dead: without a vacuum the views would still read past them (a bulk load
+  // leaves a million). The tables are small once folded, so this is quick; autovacuum may be slower to come.
+  return db_.Run([](PgConnection& conn) -> Status {
+    IMGPIPE_TRY(conn.Exec("VACUUM (ANALYZE) images_hourly, images_by_shape, processing_latency_hourly"));
+    return Ok();
+  });
 }
 
 Status PostgresMetadataStore::CreateDayPartition(int64_t day) {
