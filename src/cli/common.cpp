@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <iostream>
 
+#include "storage/azure/azure_blob_store.hpp"
+#include "storage/local/local_blob_store.hpp"
+#include "storage/s3/s3_blob_store.hpp"
 #include "warehouse/postgres/postgres_metadata_store.hpp"
 #include "warehouse/sqlite/sqlite_database.hpp"
 #include "warehouse/sqlite/sqlite_metadata_store.hpp"
@@ -63,6 +66,37 @@ std::optional<Config> LoadConfigFromArgs(const Args& args) {
     return std::nullopt;
   }
   return std::move(config).value();
+}
+
+Result<std::unique_ptr<BlobStore>> OpenBlobStore(const Config& config, bool install_lifecycle) {
+  if (config.blob_backend == "azure") {
+    AzureBlobStoreOptions o;
+    o.endpoint = config.azure_endpoint;
+    o.account = config.azure_account;
+    o.key = config.azure_key;
+    o.sas = config.azure_sas;
+    o.container_prefix = config.azure_container_prefix;
+    IMGPIPE_ASSIGN_OR_RETURN(auto store, AzureBlobStore::Open(std::move(o)));
+    return std::unique_ptr<BlobStore>(std::move(store));
+  }
+  if (config.blob_backend == "s3") {
+    S3BlobStoreOptions o;
+    o.endpoint = config.s3_endpoint;
+    o.region = config.s3_region;
+    o.bucket = config.s3_bucket;
+    o.access_key = config.s3_access_key;
+    o.secret_key = config.s3_secret_key;
+    o.addressing = config.s3_addressing == "virtual" ? S3Addressing::kVirtual : S3Addressing::kPath;
+    o.create_only = config.s3_create_only;
+    IMGPIPE_ASSIGN_OR_RETURN(auto store, S3BlobStore::Open(std::move(o)));
+    if (install_lifecycle && config.s3_lifecycle) {
+      IMGPIPE_TRY(store->PutLifecycle(
+          S3RetentionLifecycleRules(config.retention_originals, config.retention_renditions)));
+    }
+    return std::unique_ptr<BlobStore>(std::move(store));
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(auto store, LocalBlobStore::Open(BlobRoot(config)));
+  return std::unique_ptr<BlobStore>(std::move(store));
 }
 
 std::string DatabasePath(const Config& config) { return config.data_dir + "/imgpipe.db"; }

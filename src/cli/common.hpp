@@ -8,6 +8,7 @@
 
 #include "config/config.hpp"
 #include "core/clock.hpp"
+#include "storage/blob_store.hpp"
 #include "warehouse/metadata_store.hpp"
 #include "warehouse/postgres/postgres_database.hpp"
 #include "warehouse/sqlite/sqlite_database.hpp"
@@ -50,6 +51,10 @@ struct Warehouse {
 };
 Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock);
 
+//! The configured blob store: the local folder (storage.backend = "local"), Azure Blob Storage or an S3 bucket.
+//! With storage.s3.lifecycle, `install_lifecycle` makes it install the bucket's lifecycle rule first.
+Result<std::unique_ptr<BlobStore>> OpenBlobStore(const Config& config, bool install_lifecycle = false);
+
 std::string DatabasePath(const Config& config);
 std::string BlobRoot(const Config& config);
 std::string SpoolDir(const Config& config);
@@ -62,5 +67,6 @@ int RunProcess(int argc, char** argv);
 int RunScripts(int argc, char** argv);
 int RunReprocess(int argc, char** argv);
 int RunHold(int argc, char** argv);
+int RunStorage(int argc, char** argv);
 
 }  // namespace imgpipe

@@ -4,7 +4,6 @@
 
 #include "cli/common.hpp"
 #include "scripts/script_store.hpp"
-#include "storage/local/local_blob_store.hpp"
 
 namespace imgpipe {
 
@@ -39,7 +38,7 @@ int RunReprocess(int argc, char** argv) {
   if (!config) return kExitUsage;
   SystemClock clock;
   if (*script != "default") {
-    auto blobs = LocalBlobStore::Open(BlobRoot(*config));
+    auto blobs = OpenBlobStore(*config);
     if (!blobs.ok()) {
       std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";
       return kExitFailure;

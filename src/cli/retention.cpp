@@ -3,7 +3,6 @@
 
 #include "cli/common.hpp"
 #include "retention/retention_sweeper.hpp"
-#include "storage/local/local_blob_store.hpp"
 
 namespace imgpipe {
 
@@ -29,7 +28,7 @@ int RunRetention(int argc, char** argv) {
     std::cerr << "imgpipe: cannot open the warehouse: " << wh.error().message << "\n";
     return kExitFailure;
   }
-  auto blobs = LocalBlobStore::Open(BlobRoot(*config));
+  auto blobs = OpenBlobStore(*config);
   if (!blobs.ok()) {
     std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";
     return kExitFailure;

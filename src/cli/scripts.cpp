@@ -7,7 +7,6 @@
 
 #include "cli/common.hpp"
 #include "scripts/script_store.hpp"
-#include "storage/local/local_blob_store.hpp"
 
 namespace imgpipe {
 
@@ -58,7 +57,7 @@ int RunScripts(int argc, char** argv) {
   }
   auto config = LoadConfigFromArgs(*args);
   if (!config) return kExitUsage;
-  auto blobs = LocalBlobStore::Open(BlobRoot(*config));
+  auto blobs = OpenBlobStore(*config);
   if (!blobs.ok()) {
     std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";
     return kExitFailure;

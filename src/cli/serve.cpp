@@ -24,7 +24,6 @@
 #include "queue/postgres/postgres_job_queue.hpp"
 #include "retention/retention_sweeper.hpp"
 #include "security/api_keys.hpp"
-#include "storage/local/local_blob_store.hpp"
 #include "warehouse/sqlite/sqlite_database.hpp"
 #include "warehouse/sqlite/sqlite_metadata_store.hpp"
 #include "worker/worker_pool.hpp"
@@ -128,7 +127,7 @@ int RunServe(int argc, char** argv) {
     }
   }
   JobQueue& queue = *queue_backend;
-  auto blobs = LocalBlobStore::Open(BlobRoot(cfg));
+  auto blobs = OpenBlobStore(cfg, /*install_lifecycle=*/true);
   if (!blobs.ok()) {
     LogError("cannot open blob storage", {{"error", blobs.error().message}});
     return kExitFailure;

@@ -44,6 +44,8 @@ bool IsNonConfigEnv(std::string_view name) {
 
 constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue",  "limits",
                                           "retention",  "processing", "log",   "testing"};
+// Tables inside a section ([storage.azure]); their keys are "section.table.key".
+constexpr std::string_view kSubTables[] = {"storage.azure", "storage.s3"};
 constexpr std::string_view kRenditionsKey = "processing.renditions";
 constexpr std::string_view kRoutesKey = "processing.routes";
 constexpr std::string_view kImageFormats[] = {"jpeg", "png", "webp", "gif", "tiff", "heic", "avif", "jxl", "bmp"};
@@ -402,6 +404,48 @@ Problem SetBackend(std::string* field, const Value& v, std::initializer_list<std
   return Quote(s) + (later ? " is not supported yet" : " is not a backend") + "; supported: " + JoinNames(supported);
 }
 
+Problem SetEndpoint(std::string* field, const Value& v) {
+  std::string s;
+  if (auto p = v.String(&s)) return p;
+  if (!s.starts_with("http://") && !s.starts_with("https://")) {
+    return Quote(s) + " is not an http:// or https:// URL";
+  }
+  if (s.find_first_of("?#@ ") != std::string::npos) {
+    return Quote(s) + ": no query, credentials or spaces in the endpoint (credentials have their own keys)";
+  }
+  *field = s;
+  return std::nullopt;
+}
+
+//! A name of [a-z0-9] plus the separators `allowed` lists, `min`..`max` characters.
+Problem SetName(std::string* field, const Value& v, size_t min, size_t max, std::string_view allowed) {
+  std::string s;
+  if (auto p = v.String(&s)) return p;
+  bool ok = s.size() >= min && s.size() <= max;
+  for (char ch : s) {
+    ok = ok && ((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                (ch == '-' && allowed.find('-') != std::string_view::npos) ||
+                (ch == '.' && allowed.find('.') != std::string_view::npos));
+  }
+  if (!ok) {
+    return Quote(s) + ": use " + std::to_string(min) + " to " + std::to_string(max) + " characters of " +
+           std::string(allowed);
+  }
+  *field = s;
+  return std::nullopt;
+}
+
+//! A credential: stored as given, never quoted back in a message.
+Problem SetSecret(std::string* field, const Value& v) {
+  std::string s;
+  if (auto p = v.String(&s)) return p;
+  if (std::any_of(s.begin(), s.end(), [](char ch) { return static_cast<unsigned char>(ch) <= 0x20; })) {
+    return std::string("the value contains spaces or control characters (not shown: it is a secret)");
+  }
+  *field = s;
+  return std::nullopt;
+}
+
 Problem CheckListen(const std::string& s) {
   auto bad = [&] { return Quote(s) + " is not HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080, 0.0.0.0:0)"; };
   size_t colon = s.rfind(':');
@@ -467,7 +511,35 @@ const KeyDef kKeys[] = {
        return std::nullopt;
      }},
     {"storage.backend",
-     [](Config& c, const Value& v) { return SetBackend(&c.blob_backend, v, {"local"}, {"azure", "s3"}); }},
+     [](Config& c, const Value& v) { return SetBackend(&c.blob_backend, v, {"local", "azure", "s3"}, {}); }},
+    {"storage.azure.endpoint", [](Config& c, const Value& v) { return SetEndpoint(&c.azure_endpoint, v); }},
+    {"storage.azure.account",
+     [](Config& c, const Value& v) { return SetName(&c.azure_account, v, 3, 24, "lowercase letters and digits"); }},
+    {"storage.azure.key", [](Config& c, const Value& v) { return SetSecret(&c.azure_key, v); }},
+    {"storage.azure.sas", [](Config& c, const Value& v) { return SetSecret(&c.azure_sas, v); }},
+    {"storage.azure.container_prefix",
+     [](Config& c, const Value& v) {
+       return SetName(&c.azure_container_prefix, v, 0, 20, "lowercase letters, digits and '-'");
+     }},
+    {"storage.s3.endpoint", [](Config& c, const Value& v) { return SetEndpoint(&c.s3_endpoint, v); }},
+    {"storage.s3.region",
+     [](Config& c, const Value& v) { return SetName(&c.s3_region, v, 1, 40, "lowercase letters, digits and '-'"); }},
+    {"storage.s3.bucket",
+     [](Config& c, const Value& v) {
+       return SetName(&c.s3_bucket, v, 3, 63, "lowercase letters, digits, '-' and '.'");
+     }},
+    {"storage.s3.access_key", [](Config& c, const Value& v) { return SetSecret(&c.s3_access_key, v); }},
+    {"storage.s3.secret_key", [](Config& c, const Value& v) { return SetSecret(&c.s3_secret_key, v); }},
+    {"storage.s3.addressing",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (s != "path" && s != "virtual") return Quote(s) + " is not an addressing style; use \"path\" or \"virtual\"";
+       c.s3_addressing = s;
+       return std::nullopt;
+     }},
+    {"storage.s3.create_only", [](Config& c, const Value& v) { return v.Bool(&c.s3_create_only); }},
+    {"storage.s3.lifecycle", [](Config& c, const Value& v) { return v.Bool(&c.s3_lifecycle); }},
     {"database.backend",
      [](Config& c, const Value& v) { return SetBackend(&c.database_backend, v, {"sqlite", "postgres"}, {}); }},
     {"database.url",
@@ -901,6 +973,24 @@ void ApplyFile(Config& config, const toml::table& root, std::string_view file, P
         ApplyRoutes(config, v, file, problems);
         continue;
       }
+      if (std::find(std::begin(kSubTables), std::end(kSubTables), key) != std::end(kSubTables)) {
+        const toml::table* sub = v.as_table();
+        if (sub == nullptr) {
+          problems.BadValue(key, FileWhere(file, k.source()), "expected a [" + key + "] table", k.source().begin.line);
+          continue;
+        }
+        for (auto [sk_ptr, sv_ptr] : InFileOrder(*sub)) {
+          const std::string sub_key = key + "." + std::string(sk_ptr->str());
+          const KeyDef* def = FindKey(sub_key);
+          if (def == nullptr) {
+            problems.Unknown(sub_key, FileWhere(file, sk_ptr->source()), AllKeys(), false,
+                             sk_ptr->source().begin.line);
+          } else if (Problem p = def->apply(config, Value::FromNode(*sv_ptr))) {
+            problems.BadValue(sub_key, FileWhere(file, sk_ptr->source()), *p, sk_ptr->source().begin.line);
+          }
+        }
+        continue;
+      }
       const KeyDef* def = FindKey(key);
       if (def == nullptr) {
         problems.Unknown(key, FileWhere(file, k.source()), AllKeys(), false, k.source().begin.line);
@@ -938,6 +1028,10 @@ void ApplyEnvironment(Config& config, const std::map<std::string, std::string>& 
     // IMGPIPE_LIMITS_MAX_BYTES -> limits.max_bytes: section names have no '_', so the first one ends the section.
     std::string key = Lower(std::string_view(name).substr(kEnvPrefix.size()));
     if (size_t underscore = key.find('_'); underscore != std::string::npos) key[underscore] = '.';
+    // Sub-tables ([storage.azure], [storage.s3]) are one more level: their name ends at the next '_'.
+    for (std::string_view sub : kSubTables) {
+      if (key.size() > sub.size() && key.starts_with(sub) && key[sub.size()] == '_') key[sub.size()] = '.';
+    }
     ApplyOverride(config, key, text, "from " + name, /*env_form=*/true, problems);
   }
 }
@@ -945,6 +1039,32 @@ void ApplyEnvironment(Config& config, const std::map<std::string, std::string>& 
 void ApplyFlags(Config& config, const std::map<std::string, std::string>& flags, Problems& problems) {
   for (const auto& [key, text] : flags) {
     ApplyOverride(config, key, text, "from flag --" + key, /*env_form=*/false, problems);
+  }
+}
+
+//! The chosen cloud backend has what it needs to start.
+void CheckStorageBackend(const Config& c, Problems& problems) {
+  auto missing = [&](std::string_view key, std::string hint) {
+    problems.BadValue(key, "(required with storage.backend = \"" + c.blob_backend + "\")", "missing; " + hint);
+  };
+  if (c.blob_backend == "azure") {
+    if (c.azure_endpoint.empty()) {
+      missing("storage.azure.endpoint", "e.g. https://myaccount.blob.core.windows.net (IMGPIPE_STORAGE_AZURE_ENDPOINT)");
+    }
+    if (c.azure_account.empty()) missing("storage.azure.account", "the storage account name");
+    if (c.azure_key.empty() && c.azure_sas.empty()) {
+      missing("storage.azure.key", "set the account key or storage.azure.sas, preferably through the environment "
+                                   "(IMGPIPE_STORAGE_AZURE_KEY / IMGPIPE_STORAGE_AZURE_SAS)");
+    }
+  } else if (c.blob_backend == "s3") {
+    if (c.s3_endpoint.empty()) {
+      missing("storage.s3.endpoint", "e.g. https://s3.eu-west-1.amazonaws.com (IMGPIPE_STORAGE_S3_ENDPOINT)");
+    }
+    if (c.s3_bucket.empty()) missing("storage.s3.bucket", "the bucket imgpipe keeps its objects in");
+    if (c.s3_access_key.empty() || c.s3_secret_key.empty()) {
+      missing("storage.s3.secret_key", "set storage.s3.access_key and storage.s3.secret_key, preferably through the "
+                                       "environment (IMGPIPE_STORAGE_S3_ACCESS_KEY / IMGPIPE_STORAGE_S3_SECRET_KEY)");
+    }
   }
 }
 
@@ -988,6 +1108,7 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
                       "missing; set the PostgreSQL connection string, e.g. "
                       "postgresql://imgpipe@db.internal:5432/imgpipe (or IMGPIPE_DATABASE_URL)");
   }
+  if (problems.empty()) CheckStorageBackend(config, problems);
   if (!problems.empty()) return problems.ToError();
   return config;
 }

@@ -47,7 +47,26 @@ struct Config {
 
   // [storage]
   std::string data_dir = "./imgpipe-data";        //!< storage.data_dir: database, blobs, spool
-  std::string blob_backend = "local";             //!< storage.backend: "local"
+  std::string blob_backend = "local";             //!< storage.backend: "local" | "azure" | "s3"
+
+  // [storage.azure]  (storage.backend = "azure"); the key and SAS are secrets: never logged or quoted back
+  std::string azure_endpoint;                     //!< storage.azure.endpoint: https://<account>.blob.core.windows.net
+  std::string azure_account;                      //!< storage.azure.account
+  std::string azure_key;                          //!< storage.azure.key: base64 account key (Shared Key), or
+  std::string azure_sas;                          //!< storage.azure.sas: a SAS token for the containers
+  std::string azure_container_prefix = "imgpipe-";//!< storage.azure.container_prefix: "<prefix>originals"...
+
+  // [storage.s3]  (storage.backend = "s3"); the secret key is never logged or quoted back
+  std::string s3_endpoint;                        //!< storage.s3.endpoint: https://s3.<region>.amazonaws.com or any
+  std::string s3_region = "us-east-1";            //!< storage.s3.region
+  std::string s3_bucket;                          //!< storage.s3.bucket: one bucket, containers as key prefixes
+  std::string s3_access_key;                      //!< storage.s3.access_key
+  std::string s3_secret_key;                      //!< storage.s3.secret_key
+  std::string s3_addressing = "path";             //!< storage.s3.addressing: "path" | "virtual"
+  bool s3_create_only = false;                    //!< storage.s3.create_only: If-None-Match: * on every write
+  //! storage.s3.lifecycle: install the bucket's lifecycle rule (expiry after the retention days, abort incomplete
+  //! uploads after a day) when `serve` starts
+  bool s3_lifecycle = false;
 
   // [database]
   std::string database_backend = "sqlite";        //!< database.backend: "sqlite" | "postgres"

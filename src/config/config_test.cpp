@@ -259,7 +259,7 @@ TEST(ConfigTest, BadValuesNameKeySourceAndProblem) {
   EXPECT_THAT(error_for("IMGPIPE_QUEUE_BACKEND", "kafka"),
               HasSubstr("bad value for queue.backend from IMGPIPE_QUEUE_BACKEND: \"kafka\" is not supported yet; "
                         "supported: embedded"));
-  EXPECT_THAT(error_for("IMGPIPE_STORAGE_BACKEND", "s3"), HasSubstr("supported: local"));
+  EXPECT_THAT(error_for("IMGPIPE_STORAGE_BACKEND", "gcs"), HasSubstr("supported: local, azure, s3"));
   EXPECT_THAT(error_for("IMGPIPE_DATABASE_BACKEND", "mysql"), HasSubstr("\"mysql\" is not a backend; supported: sqlite"));
   EXPECT_THAT(error_for("IMGPIPE_PROCESSING_RENDITIONS", "x"), HasSubstr("only in the config file"));
   EXPECT_THAT(error_for("IMGPIPE_STORAGE_DATA_DIR", "\"\""), HasSubstr("must not be empty"));
@@ -457,9 +457,57 @@ script = "default"
               HasSubstr("only in the config file"));
 }
 
+TEST(ConfigTest, CloudStorageSettingsFromTheFileAndTheEnvironment) {
+  ConfigSources sources;
+  sources.env = {{"IMGPIPE_STORAGE_BACKEND", "s3"},
+                 {"IMGPIPE_STORAGE_S3_ENDPOINT", "http://127.0.0.1:7070"},
+                 {"IMGPIPE_STORAGE_S3_BUCKET", "imgpipe-prod"},
+                 {"IMGPIPE_STORAGE_S3_ACCESS_KEY", "AKIDEXAMPLE"},
+                 {"IMGPIPE_STORAGE_S3_SECRET_KEY", "s3cr3t/with+chars"},
+                 {"IMGPIPE_STORAGE_S3_CREATE_ONLY", "true"},
+                 {"IMGPIPE_STORAGE_AZURE_KEY", "a2V5"}};
+  auto config = LoadConfig(sources);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->blob_backend, "s3");
+  EXPECT_EQ(config->s3_bucket, "imgpipe-prod");
+  EXPECT_EQ(config->s3_secret_key, "s3cr3t/with+chars");
+  EXPECT_TRUE(config->s3_create_only);
+  EXPECT_EQ(config->s3_addressing, "path");
+  EXPECT_EQ(config->azure_key, "a2V5");
+
+  auto azure = LoadConfigFromString(
+      "[storage]\nbackend = \"azure\"\n[storage.azure]\nendpoint = \"https://acct.blob.core.windows.net\"\n"
+      "account = \"acct\"\nsas = \"sv=2022-11-02&sig=x\"\ncontainer_prefix = \"prod-\"\n",
+      "inline.toml");
+  ASSERT_TRUE(azure.ok()) << azure.error().message;
+  EXPECT_EQ(azure->azure_account, "acct");
+  EXPECT_EQ(azure->azure_sas, "sv=2022-11-02&sig=x");
+  EXPECT_EQ(azure->azure_container_prefix, "prod-");
+}
+
+TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage]\nbackend = \"azure\"\n", "inline.toml")),
+              HasSubstr("storage.azure.endpoint"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString(
+                  "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"http://h:1\"\nbucket = \"bkt\"\n",
+                  "inline.toml")),
+              HasSubstr("storage.s3.secret_key"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\naddressing = \"sideways\"\n", "inline.toml")),
+              HasSubstr("storage.s3.addressing"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nbuckett = \"x\"\n", "inline.toml")),
+              HasSubstr("storage.s3.bucket"));  // did you mean
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nendpoint = \"ftp://h\"\n", "inline.toml")),
+              HasSubstr("http:// or https://"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nbucket = \"Upper_Case\"\n", "inline.toml")),
+              HasSubstr("storage.s3.bucket"));
+  std::string error = ErrorOf(LoadConfigFromString("[storage.azure]\nkey = \"top secret value\"\n", "inline.toml"));
+  EXPECT_THAT(error, HasSubstr("storage.azure.key"));
+  EXPECT_EQ(error.find("top secret"), std::string::npos) << error;
+}
+
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 34u);
+  EXPECT_EQ(keys.size(), 47u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.renditions"), keys.end());

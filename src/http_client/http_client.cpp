@@ -291,17 +291,17 @@ class HttpClient::Connection {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-class HttpClient::Stream final : public HttpResponseStream {
+class HttpClient::Stream final : public HttpClientStream {
  public:
   Stream(HttpClient* client, std::unique_ptr<Connection> conn,
-         std::unique_ptr<http::response_parser<http::buffer_body>> parser, HttpResponseHead head)
+         std::unique_ptr<http::response_parser<http::buffer_body>> parser, HttpClientResponseHead head)
       : client_(client), conn_(std::move(conn)), parser_(std::move(parser)), head_(std::move(head)) {
     if (parser_->is_done()) Finish();
   }
 
   ~Stream() override = default;  // a connection still held here was not read to the end: it is closed
 
-  const HttpResponseHead& Head() const override { return head_; }
+  const HttpClientResponseHead& Head() const override { return head_; }
 
   Result<size_t> Read(std::span<char> buf) override {
     if (!conn_ || buf.empty()) return size_t{0};
@@ -328,10 +328,10 @@ class HttpClient::Stream final : public HttpResponseStream {
   HttpClient* client_;
   std::unique_ptr<Connection> conn_;
   std::unique_ptr<http::response_parser<http::buffer_body>> parser_;
-  HttpResponseHead head_;
+  HttpClientResponseHead head_;
 };
 
-Result<std::string> HttpResponseStream::ReadAll(size_t max_bytes) {
+Result<std::string> HttpClientStream::ReadAll(size_t max_bytes) {
   std::string out;
   char buf[16 * 1024];
   for (;;) {
@@ -412,7 +412,7 @@ std::chrono::milliseconds HttpClient::BackoffDelay(int attempt) {
   return std::chrono::milliseconds(dist(rng));
 }
 
-Result<std::unique_ptr<HttpResponseStream>> HttpClient::OpenOnce(HttpRequest& request, bool* retryable_failure) {
+Result<std::unique_ptr<HttpClientStream>> HttpClient::OpenOnce(HttpClientRequest& request, bool* retryable_failure) {
   *retryable_failure = false;
   // A pooled connection may have been closed by the server while idle; that shows up as an error before the first
   // response byte, and then the request is sent once more on a fresh connection whatever its idempotency.
@@ -456,20 +456,20 @@ Result<std::unique_ptr<HttpResponseStream>> HttpClient::OpenOnce(HttpRequest& re
                                                         : ec.message()),
                        "storage_unavailable");
     }
-    HttpResponseHead head;
+    HttpClientResponseHead head;
     const auto& msg = parser->get();
     head.status = static_cast<int>(msg.result_int());
     for (const auto& field : msg) head.headers.emplace_back(field.name_string(), field.value());
     if (auto len = parser->content_length()) head.content_length = *len;
-    return std::unique_ptr<HttpResponseStream>(new Stream(this, std::move(conn), std::move(parser), std::move(head)));
+    return std::unique_ptr<HttpClientStream>(new Stream(this, std::move(conn), std::move(parser), std::move(head)));
   }
   return MakeError(ErrorKind::kInternal, "unreachable");
 }
 
-Result<std::unique_ptr<HttpResponseStream>> HttpClient::Open(HttpRequest request, const HttpSigner& sign) {
+Result<std::unique_ptr<HttpClientStream>> HttpClient::Open(HttpClientRequest request, const HttpSigner& sign) {
   const int attempts = request.idempotent ? std::max(1, options_.retry.max_attempts) : 1;
   for (int attempt = 0;; ++attempt) {
-    HttpRequest signed_request = request;
+    HttpClientRequest signed_request = request;
     if (sign) IMGPIPE_TRY(sign(signed_request));
     bool retryable = false;
     auto stream = OpenOnce(signed_request, &retryable);
@@ -489,9 +489,9 @@ Result<std::unique_ptr<HttpResponseStream>> HttpClient::Open(HttpRequest request
   }
 }
 
-Result<HttpResponse> HttpClient::Send(HttpRequest request, const HttpSigner& sign, size_t max_body) {
+Result<HttpClientResponse> HttpClient::Send(HttpClientRequest request, const HttpSigner& sign, size_t max_body) {
   IMGPIPE_ASSIGN_OR_RETURN(auto stream, Open(std::move(request), sign));
-  HttpResponse out;
+  HttpClientResponse out;
   out.head = stream->Head();
   IMGPIPE_ASSIGN_OR_RETURN(out.body, stream->ReadAll(max_body));
   return out;

@@ -39,7 +39,7 @@ std::optional<std::string_view> FindHeader(const HttpHeaders& headers, std::stri
 
 //! One request. `target` is the path and query, already percent-encoded, relative to the host (base_path included
 //! by the caller, which signs it). `body` is borrowed: it must stay valid until Send/Open returns.
-struct HttpRequest {
+struct HttpClientRequest {
   std::string method = "GET";
   std::string target = "/";
   HttpHeaders headers;
@@ -51,7 +51,7 @@ struct HttpRequest {
 };
 
 //! The status and headers of a response.
-struct HttpResponseHead {
+struct HttpClientResponseHead {
   int status = 0;
   HttpHeaders headers;
   std::optional<uint64_t> content_length;
@@ -60,8 +60,8 @@ struct HttpResponseHead {
 };
 
 //! A response with its whole body (for small bodies: errors, XML listings).
-struct HttpResponse {
-  HttpResponseHead head;
+struct HttpClientResponse {
+  HttpClientResponseHead head;
   std::string body;
 };
 
@@ -70,10 +70,10 @@ class HttpClient;
 //! A response whose body is read in pieces, so a large object never sits in memory. Holds its connection until
 //! destroyed; a connection whose body was read to the end goes back to the client's pool, any other is closed.
 //! Lifetimes: the client must outlive the stream. Not thread-safe.
-class HttpResponseStream {
+class HttpClientStream {
  public:
-  virtual ~HttpResponseStream() = default;
-  virtual const HttpResponseHead& Head() const = 0;
+  virtual ~HttpClientStream() = default;
+  virtual const HttpClientResponseHead& Head() const = 0;
   //! Reads up to buf.size() body bytes; 0 at the end. kUnavailable if the connection fails or times out.
   virtual Result<size_t> Read(std::span<char> buf) = 0;
   //! Reads the rest of the body into a string; kTooLarge if it is over `max_bytes`.
@@ -100,7 +100,7 @@ struct HttpClientOptions {
 };
 
 //! Called before every attempt (so a retry gets a fresh date and signature); adds authentication headers.
-using HttpSigner = std::function<Status(HttpRequest&)>;
+using HttpSigner = std::function<Status(HttpClientRequest&)>;
 
 //! A small synchronous HTTP/1.1 client for one endpoint (Boost.Beast over Asio; TLS through OpenSSL), with a pool of
 //! keep-alive connections, per-operation timeouts and retries. Network failures, timeouts, 429 and 5xx after the
@@ -115,11 +115,11 @@ class HttpClient {
 
   //! Sends the request and reads the whole response body (at most `max_body` bytes, else kTooLarge). Retries per
   //! the policy; the final response is returned whatever its status.
-  Result<HttpResponse> Send(HttpRequest request, const HttpSigner& sign, size_t max_body = 1 << 20);
+  Result<HttpClientResponse> Send(HttpClientRequest request, const HttpSigner& sign, size_t max_body = 1 << 20);
   //! Sends the request and returns once the response head has arrived; the body is read through the stream.
   //! Retries (for idempotent requests) happen only before the body is handed out: when the status is 429 or 5xx the
   //! body is drained and the request sent again.
-  Result<std::unique_ptr<HttpResponseStream>> Open(HttpRequest request, const HttpSigner& sign);
+  Result<std::unique_ptr<HttpClientStream>> Open(HttpClientRequest request, const HttpSigner& sign);
 
   const HttpEndpoint& endpoint() const { return endpoint_; }
   //! Connections opened so far (for tests of connection reuse).
@@ -135,7 +135,7 @@ class HttpClient {
   Result<std::unique_ptr<Connection>> Connect();
   std::unique_ptr<Connection> TakeIdle();
   void GiveBack(std::unique_ptr<Connection> c);
-  Result<std::unique_ptr<HttpResponseStream>> OpenOnce(HttpRequest& request, bool* retryable_failure);
+  Result<std::unique_ptr<HttpClientStream>> OpenOnce(HttpClientRequest& request, bool* retryable_failure);
   std::chrono::milliseconds BackoffDelay(int attempt);
 
   HttpEndpoint endpoint_;

@@ -82,10 +82,11 @@ class ScriptedServer {
         return;
       }
       res->version(11);
-      res->keep_alive(req.keep_alive());
+      const bool close = (*res)[http::field::connection] == "close";
+      res->keep_alive(req.keep_alive() && !close);
       res->prepare_payload();
       http::write(sock, *res, ec);
-      if (ec || !req.keep_alive()) return;
+      if (ec || !res->keep_alive()) return;
     }
   }
 
@@ -107,8 +108,8 @@ http::response<http::string_body> Reply(int status, std::string body = {}) {
   return r;
 }
 
-HttpRequest Req(std::string method, std::string target) {
-  HttpRequest r;
+HttpClientRequest Req(std::string method, std::string target) {
+  HttpClientRequest r;
   r.method = std::move(method);
   r.target = std::move(target);
   return r;
@@ -183,7 +184,7 @@ TEST(HttpClient, RetriesIdempotentRequestsOn503) {
   auto client = HttpClient::Create(server.Endpoint(), FastRetries());
   ASSERT_TRUE(client.ok());
   int signed_times = 0;
-  auto r = (*client)->Send(Req("GET", "/x"), [&](HttpRequest&) {
+  auto r = (*client)->Send(Req("GET", "/x"), [&](HttpClientRequest&) {
     ++signed_times;
     return Ok();
   });
@@ -208,7 +209,7 @@ TEST(HttpClient, GivesUpAfterMaxAttemptsWithTheLastStatus) {
 TEST(HttpClient, DoesNotRetryNonIdempotentRequests) {
   ScriptedServer server([](int, const auto&) { return Reply(500); });
   auto client = HttpClient::Create(server.Endpoint(), FastRetries());
-  HttpRequest req = Req("POST", "/x");
+  HttpClientRequest req = Req("POST", "/x");
   req.idempotent = false;
   auto r = (*client)->Send(req, {});
   ASSERT_TRUE(r.ok());
@@ -220,7 +221,7 @@ TEST(HttpClient, ReusesKeepAliveConnections) {
   ScriptedServer server([](int, const auto& req) { return Reply(200, std::string(req.body())); });
   auto client = HttpClient::Create(server.Endpoint(), FastRetries());
   for (int i = 0; i < 5; ++i) {
-    HttpRequest req = Req("PUT", "/x");
+    HttpClientRequest req = Req("PUT", "/x");
     std::string body = "body" + std::to_string(i);
     req.body = body;
     auto r = (*client)->Send(req, {});
@@ -250,6 +251,22 @@ TEST(HttpClient, StreamsALargeBodyInPieces) {
   }
   EXPECT_EQ(total, big.size());
   EXPECT_GE(reads, big.size() / sizeof buf);
+}
+
+TEST(HttpClient, ErrorBodyWithConnectionCloseIsReadWhole) {
+  ScriptedServer server([](int, const auto&) {
+    auto r = Reply(409, "<Error><Code>BucketAlreadyOwnedByYou</Code></Error>");
+    r.set(http::field::connection, "close");
+    return r;
+  });
+  auto client = HttpClient::Create(server.Endpoint(), FastRetries());
+  for (int i = 0; i < 3; ++i) {
+    auto r = (*client)->Send(Req("PUT", "/b"), {});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->head.status, 409);
+    EXPECT_EQ(r->body, "<Error><Code>BucketAlreadyOwnedByYou</Code></Error>");
+  }
+  EXPECT_EQ((*client)->connections_opened(), 3u);  // a closed connection is never reused
 }
 
 TEST(HttpClient, BodyOverTheCapIsTooLarge) {

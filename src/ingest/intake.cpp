@@ -196,7 +196,9 @@ Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) 
   } staged_guard{staged};
   auto stored = blobs_.PutFile(kOriginals, image.original_key, spool.path());
   if (!stored.ok()) return stored.error();
-  spool.moved_ = true;
+  // The local store renames the spool file into place, so it belongs to the store now; a remote store copied it, and
+  // the spool removes its file as for any other upload.
+  if (blobs_.LocalPath(kOriginals, image.original_key)) spool.moved_ = true;
 
   std::optional<IdempotencyRecord> idem;
   IntakeResult out;

@@ -35,7 +35,7 @@ std::optional<uint64_t> ParseDecimal(std::string_view text) {
   return v;
 }
 
-Result<uint64_t> ObjectSizeFromResponse(const HttpResponseHead& head) {
+Result<uint64_t> ObjectSizeFromResponse(const HttpClientResponseHead& head) {
   if (auto cr = head.Header("Content-Range")) {
     size_t slash = cr->rfind('/');
     if (slash != std::string_view::npos) {
@@ -62,7 +62,7 @@ Status CheckRangeAnswer(const std::optional<ByteRange>& range, int status, uint6
   return Ok();
 }
 
-std::string ReadErrorBody(HttpResponseStream& stream) {
+std::string ReadErrorBody(HttpClientStream& stream) {
   auto body = stream.ReadAll(64 * 1024);
   return body.ok() ? std::move(body).value() : std::string();
 }

@@ -22,7 +22,7 @@ std::string RangeHeaderValue(const ByteRange& range);
 
 //! The whole object's size: the total of a 206's Content-Range ("bytes a-b/total"), else Content-Length.
 //! kUnavailable if neither is usable.
-Result<uint64_t> ObjectSizeFromResponse(const HttpResponseHead& head);
+Result<uint64_t> ObjectSizeFromResponse(const HttpClientResponseHead& head);
 
 //! A non-negative decimal that fits in 64 bits; nullopt otherwise.
 std::optional<uint64_t> ParseDecimal(std::string_view text);
@@ -33,6 +33,6 @@ std::optional<uint64_t> ParseDecimal(std::string_view text);
 Status CheckRangeAnswer(const std::optional<ByteRange>& range, int status, uint64_t size, std::string_view what);
 
 //! The rest of a (small) error body, or "" if it cannot be read: the status already says what went wrong.
-std::string ReadErrorBody(HttpResponseStream& stream);
+std::string ReadErrorBody(HttpClientStream& stream);
 
 }  // namespace imgpipe

@@ -52,7 +52,7 @@ class AzureBlobStore::Writer final : public BlobWriter {
   Result<BlobInfo> Commit() override {
     if (done_) return MakeError(ErrorKind::kInternal, "commit after commit or abort of " + Describe(container_, key_));
     done_ = true;
-    HttpRequest req;
+    HttpClientRequest req;
     req.method = "PUT";
     std::string list_xml;
     if (block_ids_.empty()) {
@@ -110,8 +110,8 @@ class AzureBlobStore::Writer final : public BlobWriter {
     // same key never overwrite each other's uncommitted blocks.
     char index[16];
     std::snprintf(index, sizeof index, "%06zu", block_ids_.size());
-    std::string id = Base64Encode(id_prefix_ + "-" + index);
-    HttpRequest req;
+    std::string id = encoding::Base64Encode(id_prefix_ + "-" + index);
+    HttpClientRequest req;
     req.method = "PUT";
     req.target = path_ + "?comp=block&blockid=" + UriEncode(id, false);
     req.body = buffer_;
@@ -136,7 +136,7 @@ class AzureBlobStore::Writer final : public BlobWriter {
 
 class AzureBlobStore::Reader final : public BlobReader {
  public:
-  Reader(std::unique_ptr<HttpResponseStream> stream, BlobInfo info)
+  Reader(std::unique_ptr<HttpClientStream> stream, BlobInfo info)
       : stream_(std::move(stream)), info_(std::move(info)) {}
   Result<size_t> Read(std::span<char> buf) override {
     if (!stream_) return size_t{0};
@@ -150,7 +150,7 @@ class AzureBlobStore::Reader final : public BlobReader {
   const BlobInfo& Info() const override { return info_; }
 
  private:
-  std::unique_ptr<HttpResponseStream> stream_;  // null for an empty read
+  std::unique_ptr<HttpClientStream> stream_;  // null for an empty read
   BlobInfo info_;
 };
 
@@ -188,7 +188,7 @@ Result<std::string> AzureBlobStore::Path(std::string_view container, std::string
   return path + "/" + UriEncode(key, true);
 }
 
-Status AzureBlobStore::Sign(HttpRequest& req) const {
+Status AzureBlobStore::Sign(HttpClientRequest& req) const {
   req.headers.emplace_back("x-ms-date", FormatHttpDate(std::chrono::system_clock::now()));
   req.headers.emplace_back("x-ms-version", std::string(kApiVersion));
   if (options_.key.empty()) {
@@ -202,11 +202,11 @@ Status AzureBlobStore::Sign(HttpRequest& req) const {
   return Ok();
 }
 
-Result<HttpResponse> AzureBlobStore::Send(HttpRequest req, size_t max_body) {
-  return client_->Send(std::move(req), [this](HttpRequest& r) { return Sign(r); }, max_body);
+Result<HttpClientResponse> AzureBlobStore::Send(HttpClientRequest req, size_t max_body) {
+  return client_->Send(std::move(req), [this](HttpClientRequest& r) { return Sign(r); }, max_body);
 }
 
-Error AzureBlobStore::ResponseError(std::string_view what, const HttpResponseHead& head, std::string_view body) {
+Error AzureBlobStore::ResponseError(std::string_view what, const HttpClientResponseHead& head, std::string_view body) {
   std::string code(head.Header("x-ms-error-code").value_or(""));
   std::string message;
   if (!body.empty()) {
@@ -224,7 +224,7 @@ Status AzureBlobStore::EnsureContainer(std::string_view container) {
     std::lock_guard lock(mu_);
     if (known_containers_.contains(container)) return Ok();
   }
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "PUT";
   IMGPIPE_ASSIGN_OR_RETURN(req.target, ContainerPath(container));
   req.target += "?restype=container";
@@ -248,7 +248,7 @@ Result<std::unique_ptr<BlobWriter>> AzureBlobStore::OpenWrite(std::string_view c
 Result<std::unique_ptr<BlobReader>> AzureBlobStore::OpenRead(std::string_view container, std::string_view key,
                                                              std::optional<ByteRange> range) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, Path(container, key));
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "GET";
   req.target = path;
   if (range) {
@@ -263,7 +263,7 @@ Result<std::unique_ptr<BlobReader>> AzureBlobStore::OpenRead(std::string_view co
     }
     req.headers.emplace_back("x-ms-range", RangeHeaderValue(*range));
   }
-  IMGPIPE_ASSIGN_OR_RETURN(auto stream, client_->Open(std::move(req), [this](HttpRequest& r) { return Sign(r); }));
+  IMGPIPE_ASSIGN_OR_RETURN(auto stream, client_->Open(std::move(req), [this](HttpClientRequest& r) { return Sign(r); }));
   const auto& head = stream->Head();
   if (head.status == 416 && range && range->offset == 0) {
     // The service refuses any range of an empty blob; our contract reads it as empty.
@@ -286,7 +286,7 @@ Result<std::unique_ptr<BlobReader>> AzureBlobStore::OpenRead(std::string_view co
 
 Result<BlobInfo> AzureBlobStore::Stat(std::string_view container, std::string_view key) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, Path(container, key));
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "HEAD";
   req.target = path;
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
@@ -302,7 +302,7 @@ Result<BlobInfo> AzureBlobStore::Stat(std::string_view container, std::string_vi
 
 Status AzureBlobStore::Delete(std::string_view container, std::string_view key) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, Path(container, key));
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "DELETE";
   req.target = path;
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
@@ -314,7 +314,7 @@ Result<ListPage> AzureBlobStore::List(std::string_view container, std::string_vi
                                       std::string_view continuation, size_t max_items) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, ContainerPath(container));
   max_items = std::clamp<size_t>(max_items, 1, 5000);
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "GET";
   req.target = path + "?restype=container&comp=list&maxresults=" + std::to_string(max_items);
   if (!prefix.empty()) req.target += "&prefix=" + UriEncode(prefix, false);
@@ -333,7 +333,7 @@ Result<ListPage> AzureBlobStore::List(std::string_view container, std::string_vi
 
 Status AzureBlobStore::Ping() {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, ContainerPath(kOriginals));
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "GET";
   req.target = path + "?restype=container";
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));

@@ -67,11 +67,11 @@ class AzureBlobStore final : public BlobStore {
   //! "/<base path>/<prefix><container>/<key>", validated.
   Result<std::string> Path(std::string_view container, std::string_view key) const;
   //! Adds x-ms-date, x-ms-version and the Authorization header (or the SAS to the target).
-  Status Sign(HttpRequest& req) const;
-  Result<HttpResponse> Send(HttpRequest req, size_t max_body = 1 << 20);
+  Status Sign(HttpClientRequest& req) const;
+  Result<HttpClientResponse> Send(HttpClientRequest req, size_t max_body = 1 << 20);
   Status EnsureContainer(std::string_view container);
   //! The error for a failed response: the service's code and message from its XML body or x-ms-error-code.
-  static Error ResponseError(std::string_view what, const HttpResponseHead& head, std::string_view body);
+  static Error ResponseError(std::string_view what, const HttpClientResponseHead& head, std::string_view body);
 
   AzureBlobStoreOptions options_;
   std::unique_ptr<HttpClient> client_;

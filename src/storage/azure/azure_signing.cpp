@@ -96,13 +96,13 @@ std::string AzureSharedKeyStringToSign(std::string_view method, std::string_view
 }
 
 Result<std::string> AzureSharedKeySignature(std::string_view string_to_sign, std::string_view base64_key) {
-  auto key = Base64Decode(base64_key);
+  auto key = encoding::Base64Decode(base64_key);
   if (!key || key->empty()) {
     return MakeError(ErrorKind::kInvalidArgument,
                      "the Azure account key is not valid base64 (storage.azure.key); copy it from the portal's "
                      "Access keys page");
   }
-  return Base64Encode(HmacSha256(*key, string_to_sign));
+  return encoding::Base64Encode(encoding::HmacSha256(*key, string_to_sign));
 }
 
 std::string AzureServiceSasStringToSign(const AzureServiceSas& sas) {

@@ -71,7 +71,7 @@ class S3BlobStore::Writer final : public BlobWriter {
     buffer_.clear();
     buffer_.shrink_to_fit();
     if (upload_id_.empty()) return;
-    HttpRequest req;
+    HttpClientRequest req;
     req.method = "DELETE";
     req.target = path_ + "?uploadId=" + UriEncode(upload_id_, false);
     auto res = store_->Send(std::move(req));
@@ -85,7 +85,7 @@ class S3BlobStore::Writer final : public BlobWriter {
   }
 
  private:
-  BlobInfo Info(const HttpResponseHead& head) const {
+  BlobInfo Info(const HttpClientResponseHead& head) const {
     BlobInfo info;
     info.container = container_;
     info.key = key_;
@@ -96,7 +96,7 @@ class S3BlobStore::Writer final : public BlobWriter {
     return info;
   }
 
-  void AddCreateOnly(HttpRequest& req) const {
+  void AddCreateOnly(HttpClientRequest& req) const {
     if (!store_->options_.create_only) return;
     req.headers.emplace_back("If-None-Match", "*");
     // A resent create-only write whose first attempt succeeded would fail with 412: never resend it.
@@ -104,7 +104,7 @@ class S3BlobStore::Writer final : public BlobWriter {
   }
 
   Result<BlobInfo> PutWhole() {
-    HttpRequest req;
+    HttpClientRequest req;
     req.method = "PUT";
     req.target = path_;
     req.body = buffer_;
@@ -116,7 +116,7 @@ class S3BlobStore::Writer final : public BlobWriter {
   }
 
   Status StartMultipart() {
-    HttpRequest req;
+    HttpClientRequest req;
     req.method = "POST";
     req.target = path_ + "?uploads";
     req.idempotent = false;  // a resend would start a second upload
@@ -137,7 +137,7 @@ class S3BlobStore::Writer final : public BlobWriter {
       return MakeError(ErrorKind::kTooLarge, Describe(container_, key_) + " needs more than " +
                                                  std::to_string(kMaxParts) + " parts");
     }
-    HttpRequest req;
+    HttpClientRequest req;
     req.method = "PUT";
     req.target = path_ + "?partNumber=" + std::to_string(etags_.size() + 1) +
                  "&uploadId=" + UriEncode(upload_id_, false);
@@ -162,7 +162,7 @@ class S3BlobStore::Writer final : public BlobWriter {
              "</ETag></Part>";
     }
     xml += "</CompleteMultipartUpload>";
-    HttpRequest req;
+    HttpClientRequest req;
     req.method = "POST";
     req.target = path_ + "?uploadId=" + UriEncode(upload_id_, false);
     req.headers.emplace_back("Content-Type", "application/xml");
@@ -198,7 +198,7 @@ class S3BlobStore::Writer final : public BlobWriter {
 
 class S3BlobStore::Reader final : public BlobReader {
  public:
-  Reader(std::unique_ptr<HttpResponseStream> stream, BlobInfo info)
+  Reader(std::unique_ptr<HttpClientStream> stream, BlobInfo info)
       : stream_(std::move(stream)), info_(std::move(info)) {}
   Result<size_t> Read(std::span<char> buf) override {
     if (!stream_) return size_t{0};
@@ -212,7 +212,7 @@ class S3BlobStore::Reader final : public BlobReader {
   const BlobInfo& Info() const override { return info_; }
 
  private:
-  std::unique_ptr<HttpResponseStream> stream_;
+  std::unique_ptr<HttpClientStream> stream_;
   BlobInfo info_;
 };
 
@@ -264,7 +264,7 @@ Result<std::string> S3BlobStore::ObjectPath(std::string_view container, std::str
   return bucket_path_ + "/" + std::string(container) + "/" + UriEncode(key, true);
 }
 
-Status S3BlobStore::Sign(HttpRequest& req) const {
+Status S3BlobStore::Sign(HttpClientRequest& req) const {
   const std::string date = AmzDate(std::chrono::system_clock::now());
   // The body is in memory (one part at most), so it is hashed and the server checks it arrived intact.
   const std::string payload_hash = Sha256Hex(req.body);
@@ -277,11 +277,11 @@ Status S3BlobStore::Sign(HttpRequest& req) const {
   return Ok();
 }
 
-Result<HttpResponse> S3BlobStore::Send(HttpRequest req, size_t max_body) {
-  return client_->Send(std::move(req), [this](HttpRequest& r) { return Sign(r); }, max_body);
+Result<HttpClientResponse> S3BlobStore::Send(HttpClientRequest req, size_t max_body) {
+  return client_->Send(std::move(req), [this](HttpClientRequest& r) { return Sign(r); }, max_body);
 }
 
-Error S3BlobStore::ResponseError(std::string_view what, const HttpResponseHead& head, std::string_view body) {
+Error S3BlobStore::ResponseError(std::string_view what, const HttpClientResponseHead& head, std::string_view body) {
   std::string code, message;
   if (!body.empty()) {
     if (auto xml = ParseXml(body); xml.ok() && xml->name == "Error") {
@@ -296,7 +296,7 @@ Error S3BlobStore::ResponseError(std::string_view what, const HttpResponseHead& 
 
 Status S3BlobStore::EnsureBucket() {
   if (bucket_ready_) return Ok();
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "PUT";
   req.target = bucket_path_.empty() ? "/" : bucket_path_;
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
@@ -325,11 +325,11 @@ Result<std::unique_ptr<BlobReader>> S3BlobStore::OpenRead(std::string_view conta
     }
     return std::unique_ptr<BlobReader>(new Reader(nullptr, std::move(info)));
   }
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "GET";
   req.target = path;
   if (range) req.headers.emplace_back("Range", RangeHeaderValue(*range));
-  IMGPIPE_ASSIGN_OR_RETURN(auto stream, client_->Open(std::move(req), [this](HttpRequest& r) { return Sign(r); }));
+  IMGPIPE_ASSIGN_OR_RETURN(auto stream, client_->Open(std::move(req), [this](HttpClientRequest& r) { return Sign(r); }));
   const auto& head = stream->Head();
   if (head.status == 416 && range && range->offset == 0) {
     // Any range of an empty object is refused; our contract reads it as empty.
@@ -352,7 +352,7 @@ Result<std::unique_ptr<BlobReader>> S3BlobStore::OpenRead(std::string_view conta
 
 Result<BlobInfo> S3BlobStore::Stat(std::string_view container, std::string_view key) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, ObjectPath(container, key));
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "HEAD";
   req.target = path;
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
@@ -368,7 +368,7 @@ Result<BlobInfo> S3BlobStore::Stat(std::string_view container, std::string_view 
 
 Status S3BlobStore::Delete(std::string_view container, std::string_view key) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, ObjectPath(container, key));
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "DELETE";
   req.target = path;
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
@@ -380,7 +380,7 @@ Result<ListPage> S3BlobStore::List(std::string_view container, std::string_view 
                                    std::string_view continuation, size_t max_items) {
   IMGPIPE_TRY(ValidateBlobContainer(container));
   max_items = std::clamp<size_t>(max_items, 1, 1000);
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "GET";
   req.target = (bucket_path_.empty() ? "/" : bucket_path_) + "?list-type=2&max-keys=" + std::to_string(max_items) +
                "&prefix=" + UriEncode(std::string(container) + "/" + std::string(prefix), false);
@@ -395,7 +395,7 @@ Result<ListPage> S3BlobStore::List(std::string_view container, std::string_view 
 }
 
 Status S3BlobStore::Ping() {
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "HEAD";
   req.target = bucket_path_.empty() ? "/" : bucket_path_;
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
@@ -406,7 +406,7 @@ Status S3BlobStore::Ping() {
 Status S3BlobStore::PutLifecycle(const std::vector<S3LifecycleRule>& rules) {
   IMGPIPE_TRY(EnsureBucket());
   const std::string xml = S3LifecycleXml(rules);
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "PUT";
   req.target = (bucket_path_.empty() ? "/" : bucket_path_) + "?lifecycle";
   req.headers.emplace_back("Content-Type", "application/xml");
@@ -414,7 +414,7 @@ Status S3BlobStore::PutLifecycle(const std::vector<S3LifecycleRule>& rules) {
   std::string md5(16, '\0');
   unsigned int len = 0;
   EVP_Digest(xml.data(), xml.size(), reinterpret_cast<unsigned char*>(md5.data()), &len, EVP_md5(), nullptr);
-  req.headers.emplace_back("Content-MD5", Base64Encode(md5));
+  req.headers.emplace_back("Content-MD5", encoding::Base64Encode(md5));
   req.body = xml;
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
   if (res.head.status != 200) {
@@ -424,7 +424,7 @@ Status S3BlobStore::PutLifecycle(const std::vector<S3LifecycleRule>& rules) {
 }
 
 Result<std::vector<S3LifecycleRule>> S3BlobStore::GetLifecycle() {
-  HttpRequest req;
+  HttpClientRequest req;
   req.method = "GET";
   req.target = (bucket_path_.empty() ? "/" : bucket_path_) + "?lifecycle";
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
@@ -469,6 +469,22 @@ Result<ListPage> ParseS3ListObjects(const XmlElement& root, std::string_view con
     if (page.continuation.empty()) return BadAnswer("a truncated ListObjectsV2 page without a continuation token");
   }
   return page;
+}
+
+std::vector<S3LifecycleRule> S3RetentionLifecycleRules(std::chrono::seconds originals,
+                                                      std::chrono::seconds renditions) {
+  constexpr int64_t kDay = 24 * 3600;
+  std::vector<S3LifecycleRule> rules;
+  auto add = [&](std::string_view container, std::chrono::seconds retention) {
+    if (retention.count() <= 0) return;
+    // Whole days, rounded up, plus one: S3 counts days from midnight UTC after the object's creation.
+    int days = static_cast<int>((retention.count() + kDay - 1) / kDay) + 1;
+    rules.push_back({"imgpipe-" + std::string(container), std::string(container) + "/", days, 0, true});
+  };
+  add(kOriginals, originals);
+  add(kRenditions, renditions);
+  rules.push_back({"imgpipe-incomplete-uploads", "", 0, 1, true});
+  return rules;
 }
 
 std::string S3LifecycleXml(const std::vector<S3LifecycleRule>& rules) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -86,10 +87,10 @@ class S3BlobStore final : public BlobStore {
 
   //! "<bucket path>/<container>/<key>" (key encoded), validated.
   Result<std::string> ObjectPath(std::string_view container, std::string_view key) const;
-  Status Sign(HttpRequest& req) const;
-  Result<HttpResponse> Send(HttpRequest req, size_t max_body = 1 << 20);
+  Status Sign(HttpClientRequest& req) const;
+  Result<HttpClientResponse> Send(HttpClientRequest req, size_t max_body = 1 << 20);
   Status EnsureBucket();
-  static Error ResponseError(std::string_view what, const HttpResponseHead& head, std::string_view body);
+  static Error ResponseError(std::string_view what, const HttpClientResponseHead& head, std::string_view body);
 
   S3BlobStoreOptions options_;
   std::unique_ptr<HttpClient> client_;
@@ -102,6 +103,10 @@ struct XmlElement;
 //! The page in a ListObjectsV2 answer (ListBucketResult), keys with "<container>/" removed; kUnavailable naming what
 //! is missing or malformed.
 Result<ListPage> ParseS3ListObjects(const XmlElement& root, std::string_view container);
+//! The rules that back imgpipe's retention up on the bucket: "originals/" and "renditions/" expire one day after
+//! their retention (so the sweeper, which honours legal holds and records the purge, normally goes first; a zero
+//! retention means keep forever: no rule), and incomplete multipart uploads are aborted after a day.
+std::vector<S3LifecycleRule> S3RetentionLifecycleRules(std::chrono::seconds originals, std::chrono::seconds renditions);
 //! The lifecycle configuration document for `rules`.
 std::string S3LifecycleXml(const std::vector<S3LifecycleRule>& rules);
 //! The rules of a LifecycleConfiguration document; kUnavailable if malformed.

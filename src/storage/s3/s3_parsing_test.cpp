@@ -59,6 +59,22 @@ TEST(S3Lifecycle, RulesRoundTripThroughTheirXml) {
   EXPECT_TRUE((*back)[1].enabled);
 }
 
+TEST(S3Lifecycle, RetentionRulesExpireADayAfterTheSweeper) {
+  using std::chrono::hours;
+  auto rules = S3RetentionLifecycleRules(hours(7 * 24), hours(36));
+  ASSERT_EQ(rules.size(), 3u);
+  EXPECT_EQ(rules[0].prefix, "originals/");
+  EXPECT_EQ(rules[0].expiration_days, 8);
+  EXPECT_EQ(rules[1].prefix, "renditions/");
+  EXPECT_EQ(rules[1].expiration_days, 3);
+  EXPECT_EQ(rules[2].abort_incomplete_upload_days, 1);
+  EXPECT_EQ(rules[2].expiration_days, 0);
+  // Zero retention keeps forever: no expiry rule, only the incomplete-upload cleanup.
+  auto keep = S3RetentionLifecycleRules(std::chrono::seconds(0), std::chrono::seconds(0));
+  ASSERT_EQ(keep.size(), 1u);
+  EXPECT_EQ(keep[0].expiration_days, 0);
+}
+
 TEST(S3Lifecycle, RefusesNonsenseDays) {
   auto xml = ParseXml("<LifecycleConfiguration><Rule><ID>x</ID><Status>Enabled</Status><Expiration><Days>-3"
                       "</Days></Expiration></Rule></LifecycleConfiguration>");

@@ -114,11 +114,11 @@ SigV4Signature SignV4(std::string_view method, std::string_view target, const Ht
   out.string_to_sign = "AWS4-HMAC-SHA256\n" + std::string(amz_date) + "\n" + scope + "\n" +
                        Sha256Hex(out.canonical_request);
 
-  std::string k = HmacSha256("AWS4" + key.secret_key, date);
-  k = HmacSha256(k, key.region);
-  k = HmacSha256(k, key.service);
-  k = HmacSha256(k, "aws4_request");
-  out.signature = HexEncode(HmacSha256(k, out.string_to_sign));
+  std::string k = encoding::HmacSha256("AWS4" + key.secret_key, date);
+  k = encoding::HmacSha256(k, key.region);
+  k = encoding::HmacSha256(k, key.service);
+  k = encoding::HmacSha256(k, "aws4_request");
+  out.signature = HexEncode(encoding::HmacSha256(k, out.string_to_sign));
   out.authorization = "AWS4-HMAC-SHA256 Credential=" + key.access_key + "/" + scope +
                       ", SignedHeaders=" + out.signed_headers + ", Signature=" + out.signature;
   return out;
