@@ -1,4 +1,7 @@
 // `imgpipe storage check | install-lifecycle`: the configured blob store, from the command line.
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
 #include <iostream>
 
 #include "cli/common.hpp"
@@ -8,14 +11,19 @@ namespace imgpipe {
 
 int RunStorage(int argc, char** argv) {
   const std::string sub = argc >= 3 ? argv[2] : "";
-  if (sub != "check" && sub != "install-lifecycle") {
-    std::cerr << "usage: imgpipe storage check | install-lifecycle [--config FILE]\n"
+  if (sub != "check" && sub != "install-lifecycle" && sub != "list") {
+    std::cerr << "usage: imgpipe storage check | list CONTAINER [--prefix P] | install-lifecycle [--config FILE]\n"
                  "  check              one authenticated request to the configured blob store\n"
+                 "  list               the objects of a container (originals, renditions, scripts), one JSON line each\n"
                  "  install-lifecycle  (S3) install the bucket's lifecycle rule for the retention days and print it\n";
     return kExitUsage;
   }
-  auto args = ParseArgs(argc, argv, 3, {"config", "data-dir"});
+  auto args = ParseArgs(argc, argv, 3, {"config", "data-dir", "prefix"});
   if (!args) return kExitUsage;
+  if (sub == "list" && args->positional.size() != 1) {
+    std::cerr << "usage: imgpipe storage list CONTAINER [--prefix P]\n";
+    return kExitUsage;
+  }
   auto config = LoadConfigFromArgs(*args);
   if (!config) return kExitUsage;
   auto blobs = OpenBlobStore(*config);
@@ -29,6 +37,22 @@ int RunStorage(int argc, char** argv) {
       return kExitFailure;
     }
     std::cout << "{\"backend\": \"" << (*blobs)->Name() << "\", \"ok\": true}\n";
+    return kExitOk;
+  }
+  if (sub == "list") {
+    std::string token;
+    do {
+      auto page = (*blobs)->List(args->positional[0], args->Get("prefix").value_or(""), token);
+      if (!page.ok()) {
+        std::cerr << "imgpipe: " << page.error().message << "\n";
+        return kExitFailure;
+      }
+      for (const auto& item : page->items) {
+        boost::json::object line{{"key", item.key}, {"size", item.size}, {"created", FormatRfc3339(item.created)}};
+        std::cout << boost::json::serialize(line) << "\n";
+      }
+      token = page->continuation;
+    } while (!token.empty());
     return kExitOk;
   }
   auto* s3 = dynamic_cast<S3BlobStore*>(blobs->get());

@@ -69,7 +69,7 @@ class AzureBlobStore::Writer final : public BlobWriter {
       req.headers.emplace_back("Content-Type", "application/xml");
       req.body = list_xml;
     }
-    IMGPIPE_ASSIGN_OR_RETURN(auto res, store_->Send(std::move(req)));
+    IMGPIPE_ASSIGN_OR_RETURN(auto res, store_->SendWrite(std::move(req), container_, /*resend=*/block_ids_.empty()));
     if (res.head.status != 201) {
       Error e = ResponseError("committing " + Describe(container_, key_), res.head, res.body);
       if (res.head.status == 400 && e.message.find("InvalidBlockList") != std::string::npos) {
@@ -115,7 +115,7 @@ class AzureBlobStore::Writer final : public BlobWriter {
     req.method = "PUT";
     req.target = path_ + "?comp=block&blockid=" + UriEncode(id, false);
     req.body = buffer_;
-    IMGPIPE_ASSIGN_OR_RETURN(auto res, store_->Send(std::move(req)));
+    IMGPIPE_ASSIGN_OR_RETURN(auto res, store_->SendWrite(std::move(req), container_, /*resend=*/block_ids_.empty()));
     if (res.head.status != 201) {
       return ResponseError("uploading a block of " + Describe(container_, key_), res.head, res.body);
     }
@@ -204,6 +204,22 @@ Status AzureBlobStore::Sign(HttpClientRequest& req) const {
 
 Result<HttpClientResponse> AzureBlobStore::Send(HttpClientRequest req, size_t max_body) {
   return client_->Send(std::move(req), [this](HttpClientRequest& r) { return Sign(r); }, max_body);
+}
+
+Result<HttpClientResponse> AzureBlobStore::SendWrite(HttpClientRequest req, const std::string& container, bool resend) {
+  HttpClientRequest copy = req;
+  IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
+  if (res.head.status != 404 || res.head.Header("x-ms-error-code").value_or("") != "ContainerNotFound") return res;
+  // The container went away after we made it (deleted, or an emulator restarted without its metadata): make it
+  // again. A first block or a whole small object is sent again; later blocks went with the container, so the
+  // writer fails and the next one starts afresh.
+  {
+    std::lock_guard lock(mu_);
+    known_containers_.erase(container);
+  }
+  IMGPIPE_TRY(EnsureContainer(container));
+  if (!resend) return res;
+  return Send(std::move(copy));
 }
 
 Error AzureBlobStore::ResponseError(std::string_view what, const HttpClientResponseHead& head, std::string_view body) {

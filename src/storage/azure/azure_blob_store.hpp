@@ -70,6 +70,8 @@ class AzureBlobStore final : public BlobStore {
   Status Sign(HttpClientRequest& req) const;
   Result<HttpClientResponse> Send(HttpClientRequest req, size_t max_body = 1 << 20);
   Status EnsureContainer(std::string_view container);
+  //! Send() for a write into `container`: if the container is gone, makes it again and, when `resend`, resends.
+  Result<HttpClientResponse> SendWrite(HttpClientRequest req, const std::string& container, bool resend);
   //! The error for a failed response: the service's code and message from its XML body or x-ms-error-code.
   static Error ResponseError(std::string_view what, const HttpClientResponseHead& head, std::string_view body);
 

@@ -1,0 +1,158 @@
+"""imgpipe serve on the cloud blob backends: Azure Blob Storage (Azurite) and S3 (the S3 server of scripts/services/s3).
+
+Needs the services' settings (IMGPIPE_TEST_AZURE_*, IMGPIPE_TEST_S3_*, IMGPIPE_SERVICES_DIR) from scripts/test; without
+them these tests skip, unless IMGPIPE_REQUIRE_AZURE / IMGPIPE_REQUIRE_S3 is 1, when they fail.
+"""
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from support import CORPORA, IMGPIPE_BIN, assert_error, run_cli, sha256
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKENDS = ["azure", "s3"]
+SERVICE = {"azure": "azurite", "s3": "s3"}
+
+# A few files of each common format from the valid corpora.
+CORPUS = [
+    "exif/metadata-extractor-images/jpg/Olympus PEN E-P3.jpg",
+    "valid/kodak/kodim01.png",
+    "valid/kodak/kodim02.png",
+]
+
+
+def corpus_files():
+    files = [CORPORA / p for p in CORPUS]
+    files += sorted((CORPORA / "valid/libwebp-examples").glob("*.webp"))[:2]
+    files += sorted((CORPORA / "valid/libjpeg-turbo-testimages").glob("*.jpg"))[:2]
+    return [f for f in files if f.is_file()]
+
+
+def cloud_env(backend):
+    """The IMGPIPE_STORAGE_* settings of a fresh namespace (container prefix or bucket) on the backend's service."""
+    e = os.environ
+    unique = secrets.token_hex(4)
+    if backend == "azure":
+        names = ["IMGPIPE_TEST_AZURE_ENDPOINT", "IMGPIPE_TEST_AZURE_ACCOUNT", "IMGPIPE_TEST_AZURE_KEY"]
+    else:
+        names = ["IMGPIPE_TEST_S3_ENDPOINT", "IMGPIPE_TEST_S3_ACCESS_KEY", "IMGPIPE_TEST_S3_SECRET_KEY"]
+    missing = [n for n in names + ["IMGPIPE_SERVICES_DIR"] if not e.get(n)]
+    if missing:
+        why = f"{', '.join(missing)} not set: start scripts/services/{SERVICE[backend]}"
+        if e.get(f"IMGPIPE_REQUIRE_{backend.upper()}") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    if backend == "azure":
+        return {
+            "IMGPIPE_STORAGE_BACKEND": "azure",
+            "IMGPIPE_STORAGE_AZURE_ENDPOINT": e["IMGPIPE_TEST_AZURE_ENDPOINT"],
+            "IMGPIPE_STORAGE_AZURE_ACCOUNT": e["IMGPIPE_TEST_AZURE_ACCOUNT"],
+            "IMGPIPE_STORAGE_AZURE_KEY": e["IMGPIPE_TEST_AZURE_KEY"],
+            "IMGPIPE_STORAGE_AZURE_CONTAINER_PREFIX": f"e{unique}-",
+        }
+    return {
+        "IMGPIPE_STORAGE_BACKEND": "s3",
+        "IMGPIPE_STORAGE_S3_ENDPOINT": e["IMGPIPE_TEST_S3_ENDPOINT"],
+        "IMGPIPE_STORAGE_S3_REGION": e.get("IMGPIPE_TEST_S3_REGION", "us-east-1"),
+        "IMGPIPE_STORAGE_S3_BUCKET": f"e{unique}",
+        "IMGPIPE_STORAGE_S3_ACCESS_KEY": e["IMGPIPE_TEST_S3_ACCESS_KEY"],
+        "IMGPIPE_STORAGE_S3_SECRET_KEY": e["IMGPIPE_TEST_S3_SECRET_KEY"],
+    }
+
+
+def stored_keys(env, container):
+    p = run_cli("storage", "list", container, env=env)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line)["key"] for line in p.stdout.splitlines()]
+
+
+def rfc3339(dt):
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_corpus_is_stored_processed_read_and_expired_in_the_cloud(start_server, backend):
+    env = cloud_env(backend)
+    server = start_server(env=env)
+    uploaded = {}
+    for f in corpus_files():
+        data = f.read_bytes()
+        created = server.upload_ok(data)
+        uploaded[created["id"]] = (data, created)
+    assert len(uploaded) >= 5
+    for image_id, (data, created) in uploaded.items():
+        server.wait_processed(image_id)
+        original = server.get(f"/v1/images/{image_id}/original")
+        assert original.status_code == 200
+        assert sha256(original.content) == sha256(data), "the original must come back byte for byte"
+        ranged = server.get(f"/v1/images/{image_id}/original", headers={"Range": "bytes=10-19"})
+        assert ranged.status_code == 206 and ranged.content == data[10:20]
+        thumb = server.get(f"/v1/images/{image_id}/renditions/thumb-256")
+        assert thumb.status_code == 200 and len(thumb.content) > 100
+    assert server.get("/readyz").json()["checks"]["storage"] == "ok"
+    # Nothing in the local blob folder, nothing left in the spool: it all went to the service.
+    assert server.blob_files() == []
+    assert server.spool_files() == []
+    originals = stored_keys(env, "originals")
+    renditions = stored_keys(env, "renditions")
+    for image_id in uploaded:
+        assert sum(image_id in k for k in originals) == 1
+        assert sum(image_id in k for k in renditions) == 2
+    assert server.stop() == 0
+
+    # Eight days later the sweep deletes every blob and keeps the rows.
+    t0 = max(datetime.fromisoformat(c["received_at"].replace("Z", "+00:00")) for _, c in uploaded.values())
+    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", rfc3339(t0 + timedelta(days=8)), env=env)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["expired"] == len(uploaded)
+    assert report["deleted_blobs"] == 3 * len(uploaded)
+    assert stored_keys(env, "originals") == []
+    assert stored_keys(env, "renditions") == []
+    again = start_server(data_dir=server.data_dir, admin_key=server.admin_key, env=env)
+    for image_id in uploaded:
+        assert_error(again.get(f"/v1/images/{image_id}/original"), 404, "not_found")
+
+
+def restart_service(backend):
+    subprocess.run([str(ROOT / "scripts/services" / SERVICE[backend]), "restart"], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_storage_stopped_mid_upload_fails_cleanly_and_recovers(start_server, backend):
+    env = cloud_env(backend)
+    server = start_server(env=env)
+    photo = (CORPORA / CORPUS[0]).read_bytes()
+    server.upload_ok(photo)  # the containers or bucket exist now
+    pid_file = Path(os.environ["IMGPIPE_SERVICES_DIR"]) / f"{SERVICE[backend]}.pid"
+    before = [it["id"] for it in server.get("/v1/images").json()["items"]]
+
+    def body():
+        yield photo[: len(photo) // 2]
+        # The storage service dies while the upload's body is arriving.
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        yield photo[len(photo) // 2:]
+
+    try:
+        r = server.upload(body())
+        assert r.status_code == 503, f"{r.status_code} {r.text[:300]}"
+        error = r.json()["error"]
+        assert error["code"] == "storage_unavailable"
+        assert "connect" in error["message"], error["message"]
+        after = [it["id"] for it in server.get("/v1/images").json()["items"]]
+        assert after == before, "a refused upload must leave no image"
+    finally:
+        restart_service(backend)
+
+    # Back up: the same upload succeeds whole.
+    created = server.upload_ok(photo)
+    server.wait_processed(created["id"])
+    assert sha256(server.get(f"/v1/images/{created['id']}/original").content) == sha256(photo)
+    assert sum(created["id"] in k for k in stored_keys(env, "originals")) == 1
