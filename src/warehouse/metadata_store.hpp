@@ -46,22 +46,15 @@ class MetadataStore {
                                  const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) = 0;
   //! Replaces the labels of `id` from one script version (script_name, script_version) with `labels`, in one
   //! transaction: a re-run of the same version overwrites, never duplicates; other versions' labels stay, so analysts
-  //! can compare versions. Call it before RecordProcessed. kNotFound if the image does not exist. Backends without
-  //! the labels table return kUnavailable.
+  //! can compare versions. Call it before RecordProcessed. kNotFound if the image does not exist.
   virtual Status RecordLabels(const ImageId& id, const std::string& script_name, const std::string& script_version,
-                              const std::vector<ImageLabel>& labels) {
-    return MakeError(ErrorKind::kUnavailable, "script labels are not implemented on the " + std::string(BackendName()) +
-                                                  " warehouse yet; use the SQLite warehouse for scripts with labels");
-  }
+                              const std::vector<ImageLabel>& labels) = 0;
   //! Queues `id` again to be processed with `pipeline` (a script name, or "default"), for reprocessing stored images:
   //! sets the image's pipeline and status `queued` and inserts its job, in one transaction. True if queued; false,
   //! changing nothing, if the image is not processed or failed (still queued or processing, expired, deleted) or
   //! its expires_at is at or before `now`. Earlier runs, renditions and labels stay. kNotFound if there is no such
-  //! image. Backends without it return kUnavailable.
-  virtual Result<bool> RequeueImage(const ImageId& id, const std::string& pipeline, TimePoint now) {
-    return MakeError(ErrorKind::kUnavailable,
-                     "reprocessing is not implemented on the " + std::string(BackendName()) + " warehouse yet");
-  }
+  //! image.
+  virtual Result<bool> RequeueImage(const ImageId& id, const std::string& pipeline, TimePoint now) = 0;
   //! Folds the rollup tables' rows of differences into one row per key (docs/WAREHOUSE.md, "Rollups"). Their sums
   //! are right either way; this keeps the views over them fast. Safe to run at any time, from several processes.
   //! SQLite keeps one row per key already and does nothing.

@@ -717,6 +717,82 @@ TEST_P(MetadataStoreContractTest, ExpiredRowsStayAndAreNeverResurrected) {
   EXPECT_EQ(store_->MarkExpired(NewImageId(base), base).error().kind, ErrorKind::kNotFound);
 }
 
+TEST_P(MetadataStoreContractTest, ScriptLabelsAreReplacedPerVersionAndRunsKeepTheScript) {
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  const std::string v1(64, '1'), v2(64, '2');
+  Status first = store_->RecordLabels(image.id, "faces", v1, {{"faces", "2", 2.0}, {"mood", "happy", std::nullopt}});
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_TRUE(store_->RecordLabels(image.id, "faces", v2, {{"faces", "3", 3.5}}).ok());
+  EXPECT_EQ(Count("SELECT count(*) FROM image_labels"), 3);
+  // A re-run of v1 replaces v1's rows only; v2's stay beside them for comparison.
+  Status again = store_->RecordLabels(image.id, "faces", v1, {{"faces", "1", 1.0}});
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  auto rows = MustQuery("SELECT script_name, script_version, key, value, number, image_id FROM image_labels "
+                        "ORDER BY script_version, key");
+  ASSERT_EQ(rows.rows_json.size(), 2u);
+  const std::string id = "\"" + image.id.value() + "\"";
+  EXPECT_EQ(rows.rows_json[0], (std::vector<std::string>{"\"faces\"", "\"" + v1 + "\"", "\"faces\"", "\"1\"", "1", id}));
+  EXPECT_EQ(rows.rows_json[1], (std::vector<std::string>{"\"faces\"", "\"" + v2 + "\"", "\"faces\"", "\"3\"", "3.5", id}));
+  // Labels without a number, and an empty set (which clears the version's labels).
+  ASSERT_TRUE(store_->RecordLabels(image.id, "tags", v1, {{"tag", "cat", std::nullopt}}).ok());
+  EXPECT_EQ(MustQuery("SELECT number FROM image_labels WHERE script_name = 'tags'").rows_json,
+            (std::vector<std::vector<std::string>>{{"null"}}));
+  ASSERT_TRUE(store_->RecordLabels(image.id, "tags", v1, {}).ok());
+  EXPECT_EQ(Count("SELECT count(*) FROM image_labels WHERE script_name = 'tags'"), 0);
+  EXPECT_EQ(store_->RecordLabels(NewImageId(clock_.Now()), "faces", v1, {}).error().kind, ErrorKind::kNotFound);
+
+  ProcessingRun run = Run(image.id, "processed", 1.0, clock_.Now());
+  run.script_name = "faces";
+  run.script_version = v2;
+  ASSERT_TRUE(store_->RecordProcessed(image.id, std::nullopt, std::nullopt, {}, run).ok());
+  ASSERT_TRUE(store_->RecordFailure(image.id, Run(image.id, "retry", 1.0, clock_.Now()), false).ok());
+  auto runs = store_->ListRuns(image.id);
+  ASSERT_TRUE(runs.ok()) << runs.error().message;
+  ASSERT_EQ(runs->size(), 2u);
+  EXPECT_EQ((*runs)[0].script_name, "faces");
+  EXPECT_EQ((*runs)[0].script_version, v2);
+  EXPECT_EQ((*runs)[1].script_name, "");  // the built-in pipeline records none
+  EXPECT_EQ(MustQuery("SELECT script_name, script_version FROM processing_runs WHERE status = 'processed'").rows_json,
+            (std::vector<std::vector<std::string>>{{"\"faces\"", "\"" + v2 + "\""}}));
+}
+
+TEST_P(MetadataStoreContractTest, RequeueImageQueuesOnlyFinishedLiveImages) {
+  ImageRecord image = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  // Still queued (its first job is in the queue): nothing to do.
+  auto still_queued = store_->RequeueImage(image.id, "faces", clock_.Now());
+  ASSERT_TRUE(still_queued.ok()) << still_queued.error().message;
+  EXPECT_FALSE(*still_queued);
+  ASSERT_TRUE(backend_->Exec("DELETE FROM jobs").ok());
+  ASSERT_TRUE(store_->RecordProcessed(image.id, std::nullopt, std::nullopt, {},
+                                      Run(image.id, "processed", 1.0, clock_.Now())).ok());
+  auto queued = store_->RequeueImage(image.id, "faces", clock_.Now());
+  ASSERT_TRUE(queued.ok()) << queued.error().message;
+  EXPECT_TRUE(*queued);
+  auto row = store_->GetImage(image.id);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->status, ImageStatus::kQueued);
+  EXPECT_EQ(row->pipeline, "faces");
+  EXPECT_EQ(MustQuery("SELECT pipeline, attempts FROM jobs WHERE image_id = " + P(1), {"\"" + image.id.value() + "\""})
+                .rows_json,
+            (std::vector<std::vector<std::string>>{{"\"faces\"", "0"}}));
+  // Queued again: a second request changes nothing and adds no job.
+  EXPECT_FALSE(store_->RequeueImage(image.id, "faces", clock_.Now()).value());
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
+  // Earlier runs stay.
+  EXPECT_EQ(store_->ListRuns(image.id)->size(), 1u);
+
+  // Past its retention, or failed and expired: never requeued.
+  ImageRecord old = BareImage(clock_.Now());
+  ASSERT_TRUE(store_->InsertImage(old, std::nullopt).ok());
+  ASSERT_TRUE(backend_->Exec("DELETE FROM jobs WHERE image_id = '" + old.id.value() + "'").ok());
+  ASSERT_TRUE(store_->RecordFailure(old.id, Run(old.id, "failed", 1.0, clock_.Now()), true).ok());
+  EXPECT_FALSE(store_->RequeueImage(old.id, "faces", old.expires_at).value());
+  EXPECT_TRUE(store_->RequeueImage(old.id, "faces", old.expires_at - 1s).value());
+  EXPECT_EQ(store_->RequeueImage(NewImageId(clock_.Now()), "faces", clock_.Now()).error().kind, ErrorKind::kNotFound);
+}
+
 TEST_P(MetadataStoreContractTest, ApiKeysCreateFindListRevokeCount) {
   EXPECT_EQ(store_->CountApiKeys().value(), 0);
   ApiKeyRecord admin{"k_admin", "hash-admin", Role::kAdmin, "bootstrap", At("2026-01-01T00:00:00Z"), std::nullopt};

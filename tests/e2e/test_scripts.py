@@ -2,7 +2,15 @@
 labels, versions recorded on the runs; the HTTP API for scripts; bad scripts refused naming file and line."""
 
 import base64
+import csv
+import io
+import os
+import subprocess
 import time
+import urllib.parse
+import uuid
+
+import pytest
 
 from support import CORPORA, run_cli
 
@@ -323,3 +331,64 @@ def test_push_runs_the_example_and_refuses_a_failing_one(server, tmp_path):
     assert r.json()["error"]["code"] == "invalid_script"
     assert "pipeline.toml:1: the example run over 'e.png' failed: " in r.json()["error"]["message"]
     assert "f.lua:1: no luck" in r.json()["error"]["message"]
+
+
+def fresh_postgres_database(name):
+    """A new database on the test PostgreSQL (scripts/services/postgres), as a URL; fails under scripts/test when
+    the service is missing, skips elsewhere."""
+    url = os.environ.get("IMGPIPE_TEST_POSTGRES_URL", "")
+    if not url:
+        message = "IMGPIPE_TEST_POSTGRES_URL is not set (scripts/services/postgres start writes it)"
+        if os.environ.get("IMGPIPE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    database = f"{name}_{uuid.uuid4().hex[:12]}"
+    created = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {database}"],
+                             capture_output=True)
+    assert created.returncode == 0, created.stderr.decode()
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database))
+
+
+def test_reprocess_on_postgres_keeps_old_runs_and_labels_beside_new(start_server, tmp_path):
+    db = {"IMGPIPE_DATABASE_BACKEND": "postgres", "IMGPIPE_DATABASE_URL": fresh_postgres_database("scripts_e2e")}
+    server = start_server(env=db)
+
+    def rows(sql):
+        p = run_cli("query", "--data-dir", server.data_dir, "--format", "csv", sql, env=db)
+        assert p.returncode == 0, p.stderr.decode()
+        return list(csv.DictReader(io.StringIO(p.stdout.decode())))
+
+    folder = tmp_path / "pg"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text('[[steps]]\nop = "sharpness"\n[[steps]]\nop = "lua"\nfile = "l.lua"\n')
+    (folder / "l.lua").write_text('run.label("version", "one", 1)\n')
+    first = push(server, "pg-relabel", folder)
+    assert first.returncode == 0, first.stderr.decode()
+    v1 = first.stdout.decode().split()[1]
+    image = server.wait_processed(server.request("POST", "/v1/images?pipeline=pg-relabel", data=PHOTO).json()["id"])
+
+    (folder / "l.lua").write_text('run.label("version", "two", 2)\n')
+    second = push(server, "pg-relabel", folder)
+    assert second.returncode == 0, second.stderr.decode()
+    v2 = second.stdout.decode().split()[1]
+    p = run_cli("reprocess", "--script", "pg-relabel", "--since", image["received_at"], "--data-dir",
+                server.data_dir, env=db)
+    assert p.returncode == 0, p.stderr.decode()
+    assert "queued 1 image(s)" in p.stdout.decode()
+    deadline = time.monotonic() + 60
+    while len(rows(f"SELECT id FROM processing_runs WHERE image_id = '{image['id']}'")) < 2:
+        assert time.monotonic() < deadline, "the reprocessed image never ran again"
+        time.sleep(0.1)
+    server.wait_processed(image["id"])
+
+    labels = rows(f"SELECT script_version, key, value, number FROM image_labels WHERE image_id = '{image['id']}' "
+                  "ORDER BY id")
+    assert [(r["script_version"], r["key"], r["value"]) for r in labels] == [
+        (v1, "sharpness", labels[0]["value"]), (v1, "version", "one"),
+        (v2, "sharpness", labels[0]["value"]), (v2, "version", "two")]
+    assert float(labels[3]["number"]) == 2
+    runs = rows(f"SELECT script_name, script_version, status FROM processing_runs WHERE image_id = '{image['id']}' "
+                "ORDER BY id")
+    assert runs == [{"script_name": "pg-relabel", "script_version": v1, "status": "processed"},
+                    {"script_name": "pg-relabel", "script_version": v2, "status": "processed"}]

@@ -271,6 +271,8 @@ Result<ProcessingRun> ReadRun(const PgResult& result, int row_index) {
   run.decode_seconds = row.Double();
   run.encode_seconds = row.Double();
   run.total_seconds = row.Double();
+  run.script_name = row.Text();
+  run.script_version = row.Text();
   IMGPIPE_TRY(row.status());
   return run;
 }
@@ -291,8 +293,8 @@ Result<ApiKeyRecord> ReadApiKey(const PgResult& result, int row_index) {
 
 Status InsertRun(PgConnection& conn, const ImageId& id, const ProcessingRun& run) {
   IMGPIPE_TRY(conn.Exec("INSERT INTO processing_runs (image_id, pipeline, attempt, started_at, finished_at, status, "
-                        "error, decode_seconds, encode_seconds, total_seconds) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        "error, decode_seconds, encode_seconds, total_seconds, script_name, script_version) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                         PgParams()
                             .Text(id.value())
                             .Text(run.pipeline)
@@ -303,7 +305,9 @@ Status InsertRun(PgConnection& conn, const ImageId& id, const ProcessingRun& run
                             .OptionalText(run.error)
                             .Double(run.decode_seconds)
                             .Double(run.encode_seconds)
-                            .Double(run.total_seconds)));
+                            .Double(run.total_seconds)
+                            .Text(run.script_name)
+                            .Text(run.script_version)));
   return Ok();
 }
 
@@ -785,7 +789,8 @@ Result<std::vector<ProcessingRun>> PostgresMetadataStore::ListRuns(const ImageId
     runs.clear();
     IMGPIPE_ASSIGN_OR_RETURN(
         auto result, conn.Exec("SELECT image_id, pipeline, attempt, started_at, finished_at, status, error, "
-                               "decode_seconds, encode_seconds, total_seconds FROM processing_runs "
+                               "decode_seconds, encode_seconds, total_seconds, script_name, script_version "
+                               "FROM processing_runs "
                                "WHERE image_id = $1 ORDER BY id",
                                PgParams().Text(id.value())));
     for (int i = 0; i < result.Rows(); ++i) {
@@ -866,6 +871,50 @@ Status PostgresMetadataStore::RecordFailure(const ImageId& id, const ProcessingR
                               .Text(run.error.value_or("processing failed (no reason recorded)"))));
     return Ok();
   });
+}
+
+Status PostgresMetadataStore::RecordLabels(const ImageId& id, const std::string& script_name,
+                                           const std::string& script_version, const std::vector<ImageLabel>& labels) {
+  return db_.Transaction([&](PgConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto received_at, ReceivedAtOf(conn, id));
+    if (!received_at) return ImageNotFound(id);
+    IMGPIPE_TRY(conn.Exec("DELETE FROM image_labels WHERE image_id = $1 AND script_name = $2 AND script_version = $3",
+                          PgParams().Text(id.value()).Text(script_name).Text(script_version)));
+    const TimePoint now = clock_.Now();
+    for (const ImageLabel& label : labels) {
+      IMGPIPE_TRY(conn.Exec("INSERT INTO image_labels (image_id, script_name, script_version, key, value, number, "
+                            "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            PgParams()
+                                .Text(id.value())
+                                .Text(script_name)
+                                .Text(script_version)
+                                .Text(label.key)
+                                .Text(label.value)
+                                .OptionalDouble(label.number)
+                                .Time(now)));
+    }
+    return Ok();
+  });
+}
+
+Result<bool> PostgresMetadataStore::RequeueImage(const ImageId& id, const std::string& pipeline, TimePoint now) {
+  bool queued = false;
+  IMGPIPE_TRY(db_.Transaction([&](PgConnection& conn) -> Status {
+    queued = false;
+    // The row lock orders this against a worker's RecordProcessed and the sweeper's MarkExpired of the same image.
+    IMGPIPE_ASSIGN_OR_RETURN(auto locked, LockImage(conn, id));
+    if (!locked) return ImageNotFound(id);
+    IMGPIPE_ASSIGN_OR_RETURN(
+        auto updated, conn.Exec("UPDATE images SET pipeline = $3, status = 'queued', error = NULL "
+                                "WHERE id = $1 AND received_at = $2 AND status IN ('processed', 'failed') "
+                                "AND expires_at > $4",
+                                PgParams().Text(id.value()).Text(locked->received_at).Text(pipeline).Time(now)));
+    if (updated.AffectedRows() == 0) return Ok();
+    IMGPIPE_TRY(conn.Exec(kInsertJobSql, PgParams().Text(id.value()).Text(pipeline).Time(clock_.Now())));
+    queued = true;
+    return Ok();
+  }));
+  return queued;
 }
 
 Result<std::vector<ImageRecord>> PostgresMetadataStore::FindExpired(TimePoint now, size_t limit) {

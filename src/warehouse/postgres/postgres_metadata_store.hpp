@@ -53,6 +53,10 @@ class PostgresMetadataStore final : public MetadataStore {
   Status RecordProcessed(const ImageId& id, std::optional<uint64_t> phash, std::optional<std::string> dominant_colour,
                          const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) override;
   Status RecordFailure(const ImageId& id, const ProcessingRun& run, bool final) override;
+  Status RecordLabels(const ImageId& id, const std::string& script_name, const std::string& script_version,
+                      const std::vector<ImageLabel>& labels) override;
+  Result<bool> RequeueImage(const ImageId& id, const std::string& pipeline, TimePoint now) override;
+  std::string_view BackendName() const override { return "postgres"; }
 
   Result<std::vector<ImageRecord>> FindExpired(TimePoint now, size_t limit) override;
   Status MarkExpired(const ImageId& id, TimePoint when) override;

@@ -166,6 +166,7 @@ TEST_F(PostgresMetadataStoreTest, MigrationsCreateTheAnalystRoleWithSelectOnlyOn
                 {"format_mix", "SELECT"},
                 {"hourly_ingest", "SELECT"},
                 {"image_ids", "SELECT"},
+                {"image_labels", "SELECT"},
                 {"images", "SELECT"},
                 {"images_by_shape", "SELECT"},
                 {"images_hourly", "SELECT"},

@@ -651,6 +651,27 @@ CREATE INDEX processing_runs_failed ON processing_runs (pipeline, error, image_i
 WHERE status <> 'processed';
 )sql";
 
+// Processing scripts, as SQLite's migration 2: labels per image and script version, and the script of each run.
+// A re-run of the same version replaces that version's rows of the image (MetadataStore::RecordLabels). Number 4
+// was free (SQLite's 4 has no PostgreSQL counterpart); a database already at 5..7 gets it applied on its next start.
+constexpr std::string_view kMigration4 = R"sql(
+CREATE TABLE image_labels (
+  id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  image_id       text COLLATE "C" NOT NULL REFERENCES image_ids (id),
+  script_name    text NOT NULL,
+  script_version text NOT NULL,
+  key            text NOT NULL,
+  value          text NOT NULL,
+  number         double precision,
+  created_at     timestamptz NOT NULL
+);
+CREATE INDEX image_labels_by_image ON image_labels (image_id, script_name, script_version);
+CREATE INDEX image_labels_by_key ON image_labels (key, script_name, script_version);
+ALTER TABLE processing_runs ADD COLUMN script_name text NOT NULL DEFAULT '';
+ALTER TABLE processing_runs ADD COLUMN script_version text NOT NULL DEFAULT '';
+GRANT SELECT ON image_labels TO imgpipe_analyst;
+)sql";
+
 }  // namespace
 
 const std::vector<PostgresMigration>& PostgresMigrations() {
@@ -658,6 +679,7 @@ const std::vector<PostgresMigration>& PostgresMigrations() {
       {1, "images, renditions, runs, jobs, api keys, idempotency, analysis views", kMigration1},
       {2, "hourly ingest, size and resolution histograms, failures, stored bytes, expirations, p99", kMigration2},
       {3, "nearest-rank percentiles in processing_latency, images_with_blob_state", kMigration3},
+      {4, "processing scripts: image_labels, script name and version of each run", kMigration4},
       {5, "hourly rollups kept by triggers; views over them; blob_state_counts", kMigration5},
       {6, "legal holds, the purge log, blob_state 'held', images_on_hold", kMigration6},
       {7, "a partial covering index of failed runs for failures_by_error", kMigration7},

@@ -340,51 +340,6 @@ TEST_F(SqliteMetadataStoreTest, ListImagesPaginatesWithFiltersWithoutGapsOrDupli
   EXPECT_EQ(std::set<std::string>(processed_ids.begin(), processed_ids.end()).size(), processed_ids.size());
 }
 
-TEST_F(SqliteMetadataStoreTest, ScriptLabelsAreReplacedPerVersionAndRunsKeepTheScript) {
-  ImageRecord image = BareImage(clock_.Now());
-  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
-  const std::string v1(64, '1'), v2(64, '2');
-  ASSERT_TRUE(store_->RecordLabels(image.id, "faces", v1, {{"faces", "2", 2.0}, {"mood", "happy", std::nullopt}}).ok());
-  ASSERT_TRUE(store_->RecordLabels(image.id, "faces", v2, {{"faces", "3", 3.0}}).ok());
-  // A re-run of v1 replaces v1's rows only.
-  Status again = store_->RecordLabels(image.id, "faces", v1, {{"faces", "1", 1.0}});
-  ASSERT_TRUE(again.ok()) << again.error().message;
-  auto rows = MustQuery("SELECT script_version, key, value, number FROM image_labels ORDER BY script_version, key", {});
-  ASSERT_EQ(rows.rows_json.size(), 2u);
-  EXPECT_EQ(rows.rows_json[0], (std::vector<std::string>{"\"" + v1 + "\"", "\"faces\"", "\"1\"", "1"}));
-  EXPECT_EQ(rows.rows_json[1], (std::vector<std::string>{"\"" + v2 + "\"", "\"faces\"", "\"3\"", "3"}));
-  EXPECT_EQ(store_->RecordLabels(NewImageId(clock_.Now()), "faces", v1, {}).error().kind, ErrorKind::kNotFound);
-
-  ProcessingRun run = Run(image.id, "processed", 1.0, clock_.Now());
-  run.script_name = "faces";
-  run.script_version = v2;
-  ASSERT_TRUE(store_->RecordProcessed(image.id, std::nullopt, std::nullopt, {}, run).ok());
-  auto runs = store_->ListRuns(image.id);
-  ASSERT_TRUE(runs.ok());
-  ASSERT_EQ(runs->size(), 1u);
-  EXPECT_EQ((*runs)[0].script_name, "faces");
-  EXPECT_EQ((*runs)[0].script_version, v2);
-}
-
-TEST_F(SqliteMetadataStoreTest, RequeueImageQueuesOnlyFinishedLiveImages) {
-  ImageRecord image = BareImage(clock_.Now());
-  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
-  // Still queued (its first job is in the queue): nothing to do.
-  EXPECT_FALSE(store_->RequeueImage(image.id, "faces", clock_.Now()).value());
-  ASSERT_TRUE(db_->Write([&](SqliteConnection& conn) { return conn.Exec("DELETE FROM jobs"); }).ok());
-  ASSERT_TRUE(store_->RecordProcessed(image.id, std::nullopt, std::nullopt, {},
-                                      Run(image.id, "processed", 1.0, clock_.Now())).ok());
-  auto queued = store_->RequeueImage(image.id, "faces", clock_.Now());
-  ASSERT_TRUE(queued.ok()) << queued.error().message;
-  EXPECT_TRUE(*queued);
-  auto row = store_->GetImage(image.id);
-  EXPECT_EQ(row->status, ImageStatus::kQueued);
-  EXPECT_EQ(row->pipeline, "faces");
-  EXPECT_EQ(MustQuery("SELECT pipeline FROM jobs WHERE image_id = ?1", {"\"" + image.id.value() + "\""}).rows_json,
-            (std::vector<std::vector<std::string>>{{"\"faces\""}}));
-  EXPECT_EQ(store_->RequeueImage(NewImageId(clock_.Now()), "faces", clock_.Now()).error().kind, ErrorKind::kNotFound);
-}
-
 TEST_F(SqliteMetadataStoreTest, QueryReturnsJsonCellsAndBindsParameters) {
   auto r = MustQuery("SELECT ?1 AS i, ?2 AS s, ?3 AS n, ?4 AS b, ?5 AS d, x'00ff10' AS blob, 'say \"hi\"\n' AS q, "
                      "CAST(x'ff' AS TEXT) AS bad_utf8",
