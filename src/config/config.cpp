@@ -934,6 +934,17 @@ void ApplyRoutes(Config& config, const toml::node& node, std::string_view file, 
   config.routes = std::move(routes);
 }
 
+//! One "section[.table].key = value" of the file.
+void ApplyFileKey(Config& config, const std::string& key, const toml::key& k, const toml::node& v,
+                  std::string_view file, Problems& problems) {
+  const KeyDef* def = FindKey(key);
+  if (def == nullptr) {
+    problems.Unknown(key, FileWhere(file, k.source()), AllKeys(), false, k.source().begin.line);
+  } else if (Problem p = def->apply(config, Value::FromNode(v))) {
+    problems.BadValue(key, FileWhere(file, k.source()), *p, k.source().begin.line);
+  }
+}
+
 void ApplyFile(Config& config, const toml::table& root, std::string_view file, Problems& problems) {
   for (auto [section_key_ptr, section_node_ptr] : InFileOrder(root)) {
     const toml::key& section_key = *section_key_ptr;
@@ -980,25 +991,11 @@ void ApplyFile(Config& config, const toml::table& root, std::string_view file, P
           continue;
         }
         for (auto [sk_ptr, sv_ptr] : InFileOrder(*sub)) {
-          const std::string sub_key = key + "." + std::string(sk_ptr->str());
-          const KeyDef* def = FindKey(sub_key);
-          if (def == nullptr) {
-            problems.Unknown(sub_key, FileWhere(file, sk_ptr->source()), AllKeys(), false,
-                             sk_ptr->source().begin.line);
-          } else if (Problem p = def->apply(config, Value::FromNode(*sv_ptr))) {
-            problems.BadValue(sub_key, FileWhere(file, sk_ptr->source()), *p, sk_ptr->source().begin.line);
-          }
+          ApplyFileKey(config, key + "." + std::string(sk_ptr->str()), *sk_ptr, *sv_ptr, file, problems);
         }
         continue;
       }
-      const KeyDef* def = FindKey(key);
-      if (def == nullptr) {
-        problems.Unknown(key, FileWhere(file, k.source()), AllKeys(), false, k.source().begin.line);
-        continue;
-      }
-      if (Problem p = def->apply(config, Value::FromNode(v))) {
-        problems.BadValue(key, FileWhere(file, k.source()), *p, k.source().begin.line);
-      }
+      ApplyFileKey(config, key, k, v, file, problems);
     }
   }
 }

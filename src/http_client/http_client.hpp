@@ -166,4 +166,10 @@ bool ParseHttpDate(std::string_view text, TimePoint* out);
 //! Percent-encodes everything but RFC 3986 unreserved characters; '/' too unless `keep_slash`.
 std::string UriEncode(std::string_view s, bool keep_slash);
 
+//! Decodes %XX escapes (a malformed escape is kept as it is); '+' stays '+'.
+std::string UriDecode(std::string_view s);
+
+//! ASCII lowercase.
+std::string AsciiLower(std::string_view s);
+
 }  // namespace imgpipe

@@ -62,6 +62,24 @@ Status CheckRangeAnswer(const std::optional<ByteRange>& range, int status, uint6
   return Ok();
 }
 
+Result<BlobInfo> BlobInfoFromHead(const HttpClientResponseHead& head, std::string_view container,
+                                  std::string_view key) {
+  BlobInfo info;
+  info.container = std::string(container);
+  info.key = std::string(key);
+  IMGPIPE_ASSIGN_OR_RETURN(info.size, ObjectSizeFromResponse(head));
+  info.etag = std::string(head.Header("ETag").value_or(""));
+  if (auto lm = head.Header("Last-Modified")) ParseHttpDate(*lm, &info.created);
+  return info;
+}
+
+Result<size_t> StreamBlobReader::Read(std::span<char> buf) {
+  if (!stream_) return size_t{0};
+  auto n = stream_->Read(buf);
+  if (!n.ok()) return MakeError(n.error().kind, "reading " + what_ + ": " + n.error().message, n.error().code);
+  return n;
+}
+
 std::string ReadErrorBody(HttpClientStream& stream) {
   auto body = stream.ReadAll(64 * 1024);
   return body.ok() ? std::move(body).value() : std::string();

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +32,23 @@ std::optional<uint64_t> ParseDecimal(std::string_view text);
 //! (some servers answer such a range with the whole object), kUnavailable if the server ignored a range that starts
 //! inside the object (a 200 would hand out the wrong bytes).
 Status CheckRangeAnswer(const std::optional<ByteRange>& range, int status, uint64_t size, std::string_view what);
+
+//! The facts of an object from a GET or HEAD answer: size (ObjectSizeFromResponse), ETag and Last-Modified.
+Result<BlobInfo> BlobInfoFromHead(const HttpClientResponseHead& head, std::string_view container, std::string_view key);
+
+//! A BlobReader over a response body (or over nothing, for an empty read). `what` names the object in errors.
+class StreamBlobReader final : public BlobReader {
+ public:
+  StreamBlobReader(std::unique_ptr<HttpClientStream> stream, BlobInfo info, std::string what)
+      : stream_(std::move(stream)), info_(std::move(info)), what_(std::move(what)) {}
+  Result<size_t> Read(std::span<char> buf) override;
+  const BlobInfo& Info() const override { return info_; }
+
+ private:
+  std::unique_ptr<HttpClientStream> stream_;  // null: nothing to read
+  BlobInfo info_;
+  std::string what_;
+};
 
 //! The rest of a (small) error body, or "" if it cannot be read: the status already says what went wrong.
 std::string ReadErrorBody(HttpClientStream& stream);

@@ -23,6 +23,11 @@ std::string Describe(std::string_view container, std::string_view key) {
   return "azure:" + std::string(container) + "/" + std::string(key);
 }
 
+std::unique_ptr<BlobReader> ReaderOf(std::unique_ptr<HttpClientStream> stream, BlobInfo info) {
+  std::string what = Describe(info.container, info.key);
+  return std::make_unique<StreamBlobReader>(std::move(stream), std::move(info), std::move(what));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -132,26 +137,6 @@ class AzureBlobStore::Writer final : public BlobWriter {
   std::vector<std::string> block_ids_;
   uint64_t size_ = 0;  // bytes in flushed blocks; the buffer is added on commit
   bool done_ = false;
-};
-
-class AzureBlobStore::Reader final : public BlobReader {
- public:
-  Reader(std::unique_ptr<HttpClientStream> stream, BlobInfo info)
-      : stream_(std::move(stream)), info_(std::move(info)) {}
-  Result<size_t> Read(std::span<char> buf) override {
-    if (!stream_) return size_t{0};
-    auto n = stream_->Read(buf);
-    if (!n.ok()) {
-      return MakeError(n.error().kind, "reading " + Describe(info_.container, info_.key) + ": " + n.error().message,
-                       n.error().code);
-    }
-    return n;
-  }
-  const BlobInfo& Info() const override { return info_; }
-
- private:
-  std::unique_ptr<HttpClientStream> stream_;  // null for an empty read
-  BlobInfo info_;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -275,7 +260,7 @@ Result<std::unique_ptr<BlobReader>> AzureBlobStore::OpenRead(std::string_view co
         return MakeError(ErrorKind::kRangeNotSatisfiable, Describe(container, key) + " has " +
                                                               std::to_string(info.size) + " bytes");
       }
-      return std::unique_ptr<BlobReader>(new Reader(nullptr, std::move(info)));
+      return ReaderOf(nullptr, std::move(info));
     }
     req.headers.emplace_back("x-ms-range", RangeHeaderValue(*range));
   }
@@ -284,20 +269,15 @@ Result<std::unique_ptr<BlobReader>> AzureBlobStore::OpenRead(std::string_view co
   if (head.status == 416 && range && range->offset == 0) {
     // The service refuses any range of an empty blob; our contract reads it as empty.
     IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, Stat(container, key));
-    if (info.size == 0) return std::unique_ptr<BlobReader>(new Reader(nullptr, std::move(info)));
+    if (info.size == 0) return ReaderOf(nullptr, std::move(info));
   }
   if (head.status != 200 && head.status != 206) {
     std::string body = ReadErrorBody(*stream);
     return ResponseError("reading " + Describe(container, key), head, body);
   }
-  BlobInfo info;
-  info.container = std::string(container);
-  info.key = std::string(key);
-  IMGPIPE_ASSIGN_OR_RETURN(info.size, ObjectSizeFromResponse(head));
-  info.etag = std::string(head.Header("ETag").value_or(""));
-  if (auto lm = head.Header("Last-Modified")) ParseHttpDate(*lm, &info.created);
+  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobInfoFromHead(head, container, key));
   IMGPIPE_TRY(CheckRangeAnswer(range, head.status, info.size, Describe(container, key)));
-  return std::unique_ptr<BlobReader>(new Reader(std::move(stream), std::move(info)));
+  return ReaderOf(std::move(stream), std::move(info));
 }
 
 Result<BlobInfo> AzureBlobStore::Stat(std::string_view container, std::string_view key) {
@@ -307,13 +287,7 @@ Result<BlobInfo> AzureBlobStore::Stat(std::string_view container, std::string_vi
   req.target = path;
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
   if (res.head.status != 200) return ResponseError("stat of " + Describe(container, key), res.head, "");
-  BlobInfo info;
-  info.container = std::string(container);
-  info.key = std::string(key);
-  IMGPIPE_ASSIGN_OR_RETURN(info.size, ObjectSizeFromResponse(res.head));
-  info.etag = std::string(res.head.Header("ETag").value_or(""));
-  if (auto lm = res.head.Header("Last-Modified")) ParseHttpDate(*lm, &info.created);
-  return info;
+  return BlobInfoFromHead(res.head, container, key);
 }
 
 Status AzureBlobStore::Delete(std::string_view container, std::string_view key) {

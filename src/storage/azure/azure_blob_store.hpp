@@ -58,7 +58,6 @@ class AzureBlobStore final : public BlobStore {
 
  private:
   class Writer;
-  class Reader;
 
   explicit AzureBlobStore(AzureBlobStoreOptions options, std::unique_ptr<HttpClient> client);
 

@@ -11,36 +11,10 @@ namespace imgpipe {
 
 namespace {
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-std::string PercentDecode(std::string_view s) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
 }
 
 std::string HeaderOrEmpty(const HttpHeaders& headers, std::string_view name) {
@@ -64,7 +38,7 @@ std::string AzureSharedKeyStringToSign(std::string_view method, std::string_view
 
   std::map<std::string, std::string> ms_headers;
   for (const auto& [k, v] : headers) {
-    std::string name = Lower(k);
+    std::string name = AsciiLower(k);
     if (name.starts_with("x-ms-")) ms_headers[name] = std::string(Trim(v));
   }
   for (const auto& [k, v] : ms_headers) out += k + ":" + v + "\n";
@@ -80,8 +54,8 @@ std::string AzureSharedKeyStringToSign(std::string_view method, std::string_view
       size_t amp = query.find('&');
       std::string_view pair = query.substr(0, amp);
       size_t eq = pair.find('=');
-      std::string name = Lower(PercentDecode(pair.substr(0, eq)));
-      std::string value = eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1));
+      std::string name = AsciiLower(UriDecode(pair.substr(0, eq)));
+      std::string value = eq == std::string_view::npos ? std::string() : UriDecode(pair.substr(eq + 1));
       if (!name.empty()) params[name].push_back(std::move(value));
       if (amp == std::string_view::npos) break;
       query.remove_prefix(amp + 1);

@@ -81,7 +81,6 @@ class S3BlobStore final : public BlobStore {
 
  private:
   class Writer;
-  class Reader;
 
   S3BlobStore(S3BlobStoreOptions options, std::unique_ptr<HttpClient> client, std::string bucket_path);
 

@@ -13,12 +13,6 @@ namespace imgpipe {
 
 namespace {
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Trims and collapses runs of spaces, as the canonical header form requires.
 std::string CanonicalValue(std::string_view v) {
   std::string out;
@@ -35,25 +29,6 @@ std::string CanonicalValue(std::string_view v) {
   return out;
 }
 
-std::string PercentDecode(std::string_view s) {
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
 std::string CanonicalQuery(std::string_view query) {
   std::vector<std::pair<std::string, std::string>> params;
   while (!query.empty()) {
@@ -61,8 +36,8 @@ std::string CanonicalQuery(std::string_view query) {
     std::string_view pair = query.substr(0, amp);
     if (!pair.empty()) {
       size_t eq = pair.find('=');
-      std::string name = UriEncode(PercentDecode(pair.substr(0, eq)), false);
-      std::string value = eq == std::string_view::npos ? "" : UriEncode(PercentDecode(pair.substr(eq + 1)), false);
+      std::string name = UriEncode(UriDecode(pair.substr(0, eq)), false);
+      std::string value = eq == std::string_view::npos ? "" : UriEncode(UriDecode(pair.substr(eq + 1)), false);
       params.emplace_back(std::move(name), std::move(value));
     }
     if (amp == std::string_view::npos) break;
@@ -94,7 +69,7 @@ SigV4Signature SignV4(std::string_view method, std::string_view target, const Ht
 
   std::map<std::string, std::string> canonical_headers;
   for (const auto& [k, v] : headers) {
-    std::string name = Lower(k);
+    std::string name = AsciiLower(k);
     std::string value = CanonicalValue(v);
     auto [it, inserted] = canonical_headers.emplace(name, value);
     if (!inserted) it->second += "," + value;
