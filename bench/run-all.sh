@@ -9,4 +9,5 @@ here=$(dirname "$0")
 "$here/ingest.sh" --reps 3
 "$here/memory.sh"
 python3 "$here/warehouse.py"
+"$here/scripts.sh" --reps 7
 python3 "$here/report.py"

@@ -1,11 +1,17 @@
 // `imgpipe scripts push NAME DIR | list | show NAME | rollback NAME`: processing scripts in blob storage
-// (docs/SCRIPTS.md). Wiring only: the work is in src/scripts/script_store.
+// (docs/SCRIPTS.md); `scripts run DIR FILE...` runs a script folder over local files (for trying a script before
+// pushing it, and for the scripts benchmark). Wiring only: the work is in src/scripts/.
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 #include <iostream>
 #include <sstream>
 
 #include "cli/common.hpp"
+#include "processing/image_probe.hpp"
+#include "scripts/script_runner.hpp"
 #include "scripts/script_store.hpp"
 
 namespace imgpipe {
@@ -13,7 +19,8 @@ namespace imgpipe {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: imgpipe scripts push NAME DIR | list | show NAME | rollback NAME  [--config FILE] [--data-dir DIR]\n";
+    "usage: imgpipe scripts push NAME DIR | list | show NAME | rollback NAME  [--config FILE] [--data-dir DIR]\n"
+    "       imgpipe scripts run DIR FILE... [--threads N] [--repeat R] [--out DIR] [--config FILE]\n";
 
 // Every regular file directly in `dir`; the store decides which are allowed.
 Result<std::map<std::string, std::string>> ReadFolder(const std::string& dir) {
@@ -42,21 +49,86 @@ void PrintSummary(const ScriptSummary& s) {
             << (s.description.empty() ? "" : "  " + s.description) << "\n";
 }
 
+// Runs the folder's script over `files` (--repeat times) on --threads threads, as a worker would, without storing
+// anything; prints {"files","ok","failed","rejected","labels","seconds","images_per_second"}.
+int RunLocal(const Args& args, const Config& config) {
+  const auto& pos = args.positional;
+  auto files = ReadFolder(pos[1]);
+  if (!files.ok()) {
+    std::cerr << "imgpipe: " << files.error().message << "\n";
+    return kExitUsage;
+  }
+  auto manifest = ValidateScriptFiles(*files);
+  if (!manifest.ok()) {
+    std::cerr << "imgpipe: " << manifest.error().message << "\n";
+    return kExitUsage;
+  }
+  ScriptBundle bundle;
+  bundle.name = std::filesystem::path(pos[1]).filename().string();
+  bundle.version = "local";
+  bundle.files = std::move(files).value();
+  bundle.manifest = std::move(manifest).value();
+  ScriptRunLimits limits;
+  limits.exec = ExecSandboxOptionsFrom(config);
+  const int threads = std::max(1, std::atoi(args.Get("threads").value_or("1").c_str()));
+  const int repeat = std::max(1, std::atoi(args.Get("repeat").value_or("1").c_str()));
+  const std::string out_dir = args.Get("out").value_or("");
+  if (!out_dir.empty()) std::filesystem::create_directories(out_dir);
+  InitVips(1);
+
+  const std::vector<std::string> inputs(pos.begin() + 2, pos.end());
+  const size_t total = inputs.size() * static_cast<size_t>(repeat);
+  std::atomic<size_t> next{0}, labels{0};
+  std::atomic<int> ok{0}, failed{0}, rejected{0};
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (size_t i = next++; i < total; i = next++) {
+        const std::string& file = inputs[i % inputs.size()];
+        auto out = RunScript(bundle, file, limits);
+        if (!out.ok()) {
+          ++failed;
+          std::cerr << file << ": " << out.error().message << "\n";
+          continue;
+        }
+        ++ok;
+        labels += out->labels.size();
+        if (out->rejected) ++rejected;
+        if (!out_dir.empty() && i < inputs.size()) {
+          const std::string stem = std::filesystem::path(file).stem().string();
+          for (const auto& r : out->renditions) {
+            std::ofstream(out_dir + "/" + stem + "." + r.name + "." + r.extension, std::ios::binary) << r.bytes;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  std::cout << "{\"files\": " << total << ", \"ok\": " << ok << ", \"failed\": " << failed << ", \"rejected\": "
+            << rejected << ", \"labels\": " << labels << ", \"seconds\": " << seconds
+            << ", \"images_per_second\": " << (seconds > 0 ? ok / seconds : 0) << "}\n";
+  return failed == 0 ? kExitOk : kExitFailure;
+}
+
 }  // namespace
 
 int RunScripts(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, {"config", "data-dir"});
+  auto args = ParseArgs(argc, argv, 2, {"config", "data-dir", "threads", "repeat", "out"});
   if (!args) return kExitUsage;
   const auto& pos = args->positional;
   const std::string verb = pos.empty() ? "" : pos[0];
   const bool shape_ok = (verb == "push" && pos.size() == 3) || (verb == "list" && pos.size() == 1) ||
-                        ((verb == "show" || verb == "rollback") && pos.size() == 2);
+                        ((verb == "show" || verb == "rollback") && pos.size() == 2) ||
+                        (verb == "run" && pos.size() >= 3);
   if (!shape_ok) {
     std::cerr << kUsage;
     return kExitUsage;
   }
   auto config = LoadConfigFromArgs(*args);
   if (!config) return kExitUsage;
+  if (verb == "run") return RunLocal(*args, *config);
   auto blobs = OpenBlobStore(*config);
   if (!blobs.ok()) {
     std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";

@@ -448,7 +448,7 @@ class Run final : public LuaHost {
     if (result->image) {
       auto next = LoadOutput(*folder, *result->image);
       if (!next.ok()) return prefixed(next.error());
-      image_ = std::move(next).value();
+      set_image(std::move(next).value());
     }
     return Ok();
   }
@@ -459,6 +459,22 @@ class Run final : public LuaHost {
     Result<ImagePtr> next = ImagePtr();
     if (step.op == "auto-orient") {
       next = Make([&](VipsImage** out) { return vips_autorot(in, out, nullptr); }, ErrorKind::kInternal, where);
+    } else if ((step.op == "thumbnail" || step.op == "resize") && !source_path_.empty()) {
+      // The image is still the file as opened: decode it straight at the box's size (shrink-on-load), as a
+      // script that starts with the step does. A Lua step's first image.apply("thumbnail") lands here.
+      const Box box = BoxOf(step);
+      next = Make(
+          [&](VipsImage** out) {
+            return vips_thumbnail(source_path_.c_str(), out, box.width, "height", box.height, "size", box.size,
+                                  "crop", box.crop, "no_rotate", TRUE, nullptr);
+          },
+          ErrorKind::kInvalidImage, where + ": image does not decode");
+      if (next.ok()) {
+        ImagePtr decoded(vips_image_copy_memory(next->get()));
+        if (!decoded) return MakeError(ErrorKind::kInvalidImage, where + ": image does not decode: " +
+                                                                     TakeVipsError(), "invalid_image");
+        next = std::move(decoded);
+      }
     } else if (step.op == "thumbnail" || step.op == "resize") {
       const Box box = BoxOf(step);
       next = Make(
@@ -513,7 +529,7 @@ class Run final : public LuaHost {
       return MakeError(ErrorKind::kInvalidArgument, where + " is not a built-in image operation");
     }
     if (!next.ok()) return next.error();
-    image_ = std::move(next).value();
+    set_image(std::move(next).value());
     return Ok();
   }
 
@@ -644,11 +660,16 @@ class Run final : public LuaHost {
   Status Freeze() {
     ImagePtr copy(vips_image_copy_memory(image_.get()));
     if (!copy) return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + TakeVipsError(), "invalid_image");
-    image_ = std::move(copy);
+    set_image(std::move(copy));
     return Ok();
   }
   VipsImage* image() const { return image_.get(); }
-  void set_image(ImagePtr image) { image_ = std::move(image); }
+  void set_image(ImagePtr image) {
+    image_ = std::move(image);
+    source_path_.clear();
+  }
+  //! The current image is the file at `path`, opened and untouched: a thumbnail may shrink on load.
+  void set_source_path(std::string path) { source_path_ = std::move(path); }
   ScriptRunOutput& output() { return output_; }
 
  private:
@@ -656,6 +677,7 @@ class Run final : public LuaHost {
   const ScriptRunLimits& limits_;
   ImageFormat format_;
   ImagePtr image_;
+  std::string source_path_;  // non-empty while image_ is the file as opened (no step changed it)
   ScriptRunOutput output_;
 };
 
@@ -704,6 +726,7 @@ Result<ScriptRunOutput> RunScript(const ScriptBundle& script, const std::string&
     }, ErrorKind::kInvalidImage, "image does not decode"));
   }
   Run run(script, limits, format, std::move(image));
+  if (first == 0) run.set_source_path(path);
   for (size_t i = first; i < steps.size(); ++i) {
     IMGPIPE_TRY(run.Step(steps[i]));
     if (run.output().rejected) {

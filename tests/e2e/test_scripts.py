@@ -4,6 +4,7 @@ labels, versions recorded on the runs; the HTTP API for scripts; bad scripts ref
 import base64
 import csv
 import io
+import json
 import os
 import subprocess
 import time
@@ -392,3 +393,56 @@ def test_reprocess_on_postgres_keeps_old_runs_and_labels_beside_new(start_server
                 "ORDER BY id")
     assert runs == [{"script_name": "pg-relabel", "script_version": v1, "status": "processed"},
                     {"script_name": "pg-relabel", "script_version": v2, "status": "processed"}]
+
+
+ESCAPES = {
+    "os-execute": ("os.execute('touch /tmp/imgpipe-pwned')", "attempt to index a nil value (global 'os')"),
+    "io-open": ("io.open('/etc/passwd')", "attempt to index a nil value (global 'io')"),
+    "require": ("require('os')", "attempt to call a nil value (global 'require')"),
+    "load-bytecode": ("local f, err = load('\\27Lua\\84\\0junk', 'x', 'b')\nerror(err)", "attempt to load a binary chunk"),
+    "string-dump": ("local d = string.dump(function() end)", "field 'dump'"),
+    "debug": ("debug.sethook()", "global 'debug'"),
+    "infinite-loop": ("while true do end", "ran more than 200000000 instructions"),
+    "memory-bomb": ("local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1000) .. i end", "bytes of memory"),
+    "deep-recursion": ("local function f(n) return 1 + f(n + 1) end f(1)", "stack overflow"),
+}
+
+
+def test_sandbox_escapes_fail_their_image_and_leave_the_worker_unharmed(server, tmp_path):
+    ids = {}
+    for name, (code, _) in ESCAPES.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "pipeline.toml").write_text('[[steps]]\nop = "lua"\nfile = "escape.lua"\n')
+        (folder / "escape.lua").write_text(code + "\n")
+        p = push(server, f"esc-{name}", folder)
+        assert p.returncode == 0, p.stderr.decode()
+        r = server.request("POST", f"/v1/images?pipeline=esc-{name}", data=PHOTO)
+        assert r.status_code == 201, r.text
+        ids[name] = r.json()["id"]
+    for name, image_id in ids.items():
+        failed = wait_failed(server, image_id, timeout=120)
+        assert "escape.lua" in failed["error"] and ESCAPES[name][1] in failed["error"], (name, failed["error"])
+    # Same process, same workers: the next upload is processed as ever, and nothing escaped onto the disk.
+    assert server.proc.poll() is None
+    assert server.wait_processed(server.upload_ok(PHOTO)["id"])["status"] == "processed"
+    assert not os.path.exists("/tmp/imgpipe-pwned")
+
+
+def test_scripts_run_tries_a_folder_on_local_files(tmp_path):
+    folder = tmp_path / "try"
+    folder.mkdir()
+    (folder / "pipeline.toml").write_text('[[steps]]\nop = "lua"\nfile = "t.lua"\n[[renditions]]\nname = "t"\n')
+    (folder / "t.lua").write_text('image.apply("thumbnail", {width = 100})\nrun.label("w", tostring(image.width()))\n')
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(PHOTO)
+    out = tmp_path / "out"
+    p = run_cli("scripts", "run", folder, photo, "--repeat", "3", "--out", out)
+    assert p.returncode == 0, p.stderr.decode()
+    report = json.loads(p.stdout.decode())
+    assert (report["files"], report["ok"], report["failed"], report["labels"]) == (3, 3, 0, 3)
+    assert (out / "photo.t.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+    (folder / "t.lua").write_text("error('nope')\n")
+    p = run_cli("scripts", "run", folder, photo)
+    assert p.returncode == 1 and "t.lua:1: nope" in p.stderr.decode()
