@@ -10,4 +10,5 @@ here=$(dirname "$0")
 "$here/memory.sh"
 python3 "$here/warehouse.py"
 "$here/scripts.sh" --reps 7
+python3 "$here/storage.py"
 python3 "$here/report.py"

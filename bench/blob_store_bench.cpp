@@ -1,0 +1,132 @@
+// Driver of bench/storage.py: upload and read throughput of one BlobStore backend, through the same classes imgpipe
+// uses. Prints one JSON object. Credentials come from the IMGPIPE_TEST_* variables that scripts/services/azurite and
+// scripts/services/s3 write.
+//   blob_store_bench --backend local|azure|s3 --size BYTES --count N --reps R [--dir DIR]
+//   blob_store_bench --azure-sas   (prints a container SAS token for the reference client)
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "core/ids.hpp"
+#include "storage/azure/azure_blob_store.hpp"
+#include "storage/azure/azure_signing.hpp"
+#include "storage/local/local_blob_store.hpp"
+#include "storage/s3/s3_blob_store.hpp"
+
+using namespace imgpipe;
+
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+[[noreturn]] void Die(const std::string& what) {
+  std::cerr << "blob_store_bench: " << what << "\n";
+  std::exit(1);
+}
+
+std::unique_ptr<BlobStore> Open(const std::string& backend, const std::string& dir, const std::string& unique) {
+  if (backend == "azure") {
+    AzureBlobStoreOptions o;
+    o.endpoint = Env("IMGPIPE_TEST_AZURE_ENDPOINT");
+    o.account = Env("IMGPIPE_TEST_AZURE_ACCOUNT");
+    o.key = Env("IMGPIPE_TEST_AZURE_KEY");
+    o.container_prefix = "b" + unique + "-";
+    auto s = AzureBlobStore::Open(o);
+    if (!s.ok()) Die(s.error().message);
+    return std::move(s).value();
+  }
+  if (backend == "s3") {
+    S3BlobStoreOptions o;
+    o.endpoint = Env("IMGPIPE_TEST_S3_ENDPOINT");
+    o.region = Env("IMGPIPE_TEST_S3_REGION");
+    o.access_key = Env("IMGPIPE_TEST_S3_ACCESS_KEY");
+    o.secret_key = Env("IMGPIPE_TEST_S3_SECRET_KEY");
+    o.bucket = "b" + unique;
+    auto s = S3BlobStore::Open(o);
+    if (!s.ok()) Die(s.error().message);
+    return std::move(s).value();
+  }
+  auto s = LocalBlobStore::Open(dir + "/" + unique);
+  if (!s.ok()) Die(s.error().message);
+  return std::move(s).value();
+}
+
+double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string backend = "local", dir = std::filesystem::temp_directory_path().string();
+  size_t size = 1 << 20, count = 10, reps = 3;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : (Die("missing value for " + a), ""); };
+    if (a == "--backend") backend = next();
+    else if (a == "--size") size = std::stoull(next());
+    else if (a == "--count") count = std::stoull(next());
+    else if (a == "--reps") reps = std::stoull(next());
+    else if (a == "--dir") dir = next();
+    else if (a == "--azure-sas") {
+      AzureServiceSas sas;
+      sas.permissions = "racwdl";
+      sas.expiry = "2099-01-01T00:00:00Z";
+      sas.account = Env("IMGPIPE_TEST_AZURE_ACCOUNT");
+      sas.container = next();
+      auto token = MakeAzureServiceSas(sas, Env("IMGPIPE_TEST_AZURE_KEY"));
+      if (!token.ok()) Die(token.error().message);
+      std::cout << *token << "\n";
+      return 0;
+    } else Die("unknown argument " + a);
+  }
+  const std::string unique = HexEncode(RandomBytes(4));
+  auto store = Open(backend, dir, unique);
+  std::string data(size, '\0');
+  for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
+  std::vector<double> up, down;
+  std::vector<char> buf(1 << 20);
+  for (size_t r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < count; ++i) {
+      auto w = store->OpenWrite(kOriginals, "r" + std::to_string(r) + "/o" + std::to_string(i));
+      if (!w.ok()) Die(w.error().message);
+      // 1 MiB writes, as the intake's spool copy does.
+      for (size_t at = 0; at < size; at += buf.size()) {
+        if (auto s = (*w)->Write(std::string_view(data).substr(at, buf.size())); !s.ok()) Die(s.error().message);
+      }
+      if (auto info = (*w)->Commit(); !info.ok()) Die(info.error().message);
+    }
+    auto t1 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < count; ++i) {
+      auto rd = store->OpenRead(kOriginals, "r" + std::to_string(r) + "/o" + std::to_string(i));
+      if (!rd.ok()) Die(rd.error().message);
+      size_t total = 0;
+      for (;;) {
+        auto n = (*rd)->Read(std::span<char>(buf.data(), buf.size()));
+        if (!n.ok()) Die(n.error().message);
+        if (*n == 0) break;
+        total += *n;
+      }
+      if (total != size) Die("short read");
+    }
+    auto t2 = std::chrono::steady_clock::now();
+    up.push_back(Seconds(t1 - t0));
+    down.push_back(Seconds(t2 - t1));
+    for (size_t i = 0; i < count; ++i) {
+      (void)store->Delete(kOriginals, "r" + std::to_string(r) + "/o" + std::to_string(i));
+    }
+  }
+  std::cout << "{\"backend\": \"" << backend << "\", \"size\": " << size << ", \"count\": " << count
+            << ", \"upload_seconds\": [";
+  for (size_t i = 0; i < up.size(); ++i) std::cout << (i ? ", " : "") << up[i];
+  std::cout << "], \"read_seconds\": [";
+  for (size_t i = 0; i < down.size(); ++i) std::cout << (i ? ", " : "") << down[i];
+  std::cout << "], \"namespace\": \"" << unique << "\"}\n";
+  if (backend == "local") std::filesystem::remove_all(dir + "/" + unique);
+  return 0;
+}
