@@ -230,8 +230,10 @@ Status AzureBlobStore::EnsureContainer(std::string_view container) {
   IMGPIPE_ASSIGN_OR_RETURN(req.target, ContainerPath(container));
   req.target += "?restype=container";
   IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
-  // 409 ContainerAlreadyExists is the normal answer after the first start.
-  if (res.head.status != 201 && res.head.status != 409) {
+  // 409 ContainerAlreadyExists is the normal answer after the first start. A SAS rarely allows creating
+  // containers (403): the operator made them, and a write into a missing one fails with a clear 404.
+  const bool sas_cannot_create = options_.key.empty() && res.head.status == 403;
+  if (res.head.status != 201 && res.head.status != 409 && !sas_cannot_create) {
     return ResponseError("creating container " + options_.container_prefix + std::string(container), res.head,
                          res.body);
   }
