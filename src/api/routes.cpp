@@ -5,6 +5,8 @@
 #include <boost/json/value_from.hpp>
 
 #include <array>
+#include <cstdlib>
+#include <map>
 
 #include "api/dashboard.hpp"
 #include "api/image_json.hpp"
@@ -217,6 +219,13 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
       r = ErrorResponse(MakeError(ErrorKind::kNotFound, "no such resource: " + std::string(req.path())),
                         req.request_id());
     }
+  } else if (segs.size() == 2 && segs[0] == "v1" && segs[1] == "audit") {
+    route = "/v1/audit";
+    if (!read) r = not_allowed("GET");
+    else if (!RoleAllowed(role, {})) r = forbid("read the audit log");
+    else if (!ctx_.audit) r = ErrorResponse(MakeError(ErrorKind::kNotFound, "the audit log is off (audit.enabled)"),
+                                            req.request_id());
+    else r = co_await RunBlocking(ctx_.blocking, [&] { return ListAudit(req); });
   } else if (segs.size() == 2 && segs[0] == "v1" && segs[1] == "holds") {
     route = "/v1/holds";
     if (!read) r = not_allowed("GET");
@@ -252,7 +261,66 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
   }
   if (!route.empty()) r.route = route;
   r.SetHeader("X-Imgpipe-Key-Id", key->id);
+  if (ctx_.audit) {
+    if (std::optional<AuditEvent> event = AuditOf(req, r, segs, key->id)) {
+      Status written = co_await RunBlocking(ctx_.blocking, [&] { return ctx_.audit->Append(*event); });
+      if (!written.ok()) {
+        // The action already happened; what failed is its record. Loud, and counted for alerting.
+        LogError("cannot write the audit log", {{"error", written.error().message}, {"action", event->action}});
+        ctx_.metrics.Add("imgpipe_audit_errors_total", {});
+      }
+    }
+  }
   co_return r;
+}
+
+std::optional<AuditEvent> Api::AuditOf(const HttpRequest& req, const HttpResponse& r,
+                                       const std::vector<std::string_view>& segs, const std::string& key_id) const {
+  // (method, route) -> action, for the actions docs/OPERATIONS.md lists; reads other than originals are not.
+  static const std::map<std::pair<http::verb, std::string_view>, std::string_view> kActions = {
+      {{http::verb::post, "/v1/images"}, "image.upload"},
+      {{http::verb::delete_, "/v1/images/{id}"}, "image.delete"},
+      {{http::verb::get, "/v1/images/{id}/original"}, "image.read_original"},
+      {{http::verb::head, "/v1/images/{id}/original"}, "image.read_original"},
+      {{http::verb::put, "/v1/images/{id}/hold"}, "hold.set"},
+      {{http::verb::delete_, "/v1/images/{id}/hold"}, "hold.release"},
+      {{http::verb::post, "/v1/query"}, "query"},
+      {{http::verb::post, "/v1/keys"}, "key.create"},
+      {{http::verb::delete_, "/v1/keys/{id}"}, "key.revoke"},
+      {{http::verb::post, "/v1/scripts"}, "script.push"},
+      {{http::verb::post, "/v1/scripts/{name}"}, "script.change"},
+      {{http::verb::put, "/v1/scripts/{name}"}, "script.change"},
+      {{http::verb::delete_, "/v1/scripts/{name}"}, "script.change"},
+  };
+  auto it = kActions.find({req.method(), r.route});
+  if (it == kActions.end()) return std::nullopt;
+  AuditEvent e;
+  e.at = ctx_.clock.Now();
+  e.actor = key_id;
+  e.action = std::string(it->second);
+  // The thing acted on: the id in the path, else what a create made (Location, or the new key's id).
+  if (segs.size() >= 3) {
+    e.target = std::string(segs[2]);
+  } else {
+    for (const auto& [name, value] : r.headers) {
+      if (name == "Location") e.target = value.substr(value.rfind('/') + 1);
+    }
+    if (e.target.empty() && r.status == http::status::created) {
+      json::error_code ec;
+      json::value body = json::parse(r.body, ec);
+      if (!ec && body.is_object()) {
+        if (const json::value* id = body.as_object().if_contains("id"); id && id->is_string()) {
+          e.target = std::string(id->as_string());
+        }
+      }
+    }
+  }
+  e.remote = std::string(req.remote());
+  const int status = static_cast<int>(r.status);
+  e.outcome = status < 400 ? "ok" : std::to_string(status);
+  e.details["status"] = status;
+  for (const auto& [name, value] : r.audit_details) e.details[name] = value;
+  return e;
 }
 
 HttpResponse Api::Ready(HttpRequest& req) {
@@ -593,6 +661,44 @@ asio::awaitable<HttpResponse> Api::Hold(HttpRequest& req, const std::string& id,
   co_return std::move(*result);
 }
 
+HttpResponse Api::ListAudit(HttpRequest& req) {
+  AuditFilter filter;
+  filter.limit = 100;
+  if (auto v = req.QueryParam("since")) {
+    TimePoint t;
+    if (!ParseRfc3339(*v, &t)) {
+      return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "since: \"" + *v + "\" is not an RFC 3339 time"),
+                           req.request_id());
+    }
+    filter.since = t;
+  }
+  if (auto v = req.QueryParam("action")) filter.action = *v;
+  if (auto v = req.QueryParam("actor")) filter.actor = *v;
+  if (auto v = req.QueryParam("limit")) {
+    char* end = nullptr;
+    long n = std::strtol(v->c_str(), &end, 10);
+    if (v->empty() || *end != '\0' || n < 1 || n > 10000) {
+      return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "limit must be 1 to 10000"), req.request_id());
+    }
+    filter.limit = static_cast<size_t>(n);
+  }
+  auto records = ctx_.audit->Read(filter);
+  if (!records.ok()) return ErrorResponse(records.error(), req.request_id());
+  json::array items;
+  for (const AuditRecord& rec : *records) {
+    items.push_back(json::object{{"seq", rec.seq},
+                                 {"at", FormatRfc3339(rec.event.at)},
+                                 {"actor", rec.event.actor},
+                                 {"action", rec.event.action},
+                                 {"target", rec.event.target},
+                                 {"remote", rec.event.remote},
+                                 {"outcome", rec.event.outcome},
+                                 {"details", rec.event.details},
+                                 {"hash", rec.hash}});
+  }
+  return JsonResponse(http::status::ok, json::object{{"items", std::move(items)}});
+}
+
 HttpResponse Api::ListHolds(HttpRequest& req) {
   auto holds = ctx_.store.ListLegalHolds();
   if (!holds.ok()) return ErrorResponse(holds.error(), req.request_id());
@@ -614,25 +720,32 @@ asio::awaitable<HttpResponse> Api::Query(HttpRequest& req) {
   }
   const json::object& o = v.as_object();
   std::string sql(o.at("sql").as_string());
+  // Every answer from here on carries the statement into the audit record.
+  auto audited = [&](HttpResponse r) {
+    r.audit_details.emplace_back("sql", sql);
+    return r;
+  };
   std::vector<std::string> params;
   if (o.contains("params")) {
     if (!o.at("params").is_array()) {
-      co_return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "params must be an array"), req.request_id());
+      co_return audited(ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "params must be an array"),
+                                      req.request_id()));
     }
     for (const auto& p : o.at("params").as_array()) params.push_back(json::serialize(p));
   }
   std::string format = o.contains("format") && o.at("format").is_string() ? std::string(o.at("format").as_string())
                                                                            : "json";
   if (format != "json" && format != "csv") {
-    co_return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "format must be \"json\" or \"csv\""),
-                            req.request_id());
+    co_return audited(ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "format must be \"json\" or \"csv\""),
+                                    req.request_id()));
   }
   LogInfo("analyst query", {{"request_id", req.request_id()}, {"sql", sql}});
   auto result = co_await RunBlocking(ctx_.blocking, [&] {
     return ctx_.store.Query(sql, params, 100000, std::chrono::milliseconds(10000));
   });
-  if (!result.ok()) co_return ErrorResponse(result.error(), req.request_id());
+  if (!result.ok()) co_return audited(ErrorResponse(result.error(), req.request_id()));
   HttpResponse r;
+  r.audit_details.emplace_back("sql", sql);
   if (format == "csv") {
     r.body = QueryResultCsv(*result, "\r\n");
     r.content_type = "text/csv; charset=utf-8";

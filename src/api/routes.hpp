@@ -3,6 +3,11 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "core/clock.hpp"
 #include "core/metrics.hpp"
@@ -28,6 +33,7 @@ struct ApiContext {
   Intake& intake;
   RetentionSweeper& retention;
   asio::thread_pool& blocking;  //!< for fsync, SQLite writes, libvips
+  AuditLog* audit = nullptr;     //!< where authenticated actions are recorded; none when audit.enabled is false
 };
 
 //! The HTTP API: routing, authentication and roles, and the handlers of docs/openapi.yaml.
@@ -54,6 +60,11 @@ class Api {
   asio::awaitable<HttpResponse> ListKeys(HttpRequest& req);
   asio::awaitable<HttpResponse> RevokeKey(HttpRequest& req, const std::string& id);
   HttpResponse Ready(HttpRequest& req);
+  //! GET /v1/audit: records newest first (admin).
+  HttpResponse ListAudit(HttpRequest& req);
+  //! The audit record of an authenticated request, if its route and method are an audited action.
+  std::optional<AuditEvent> AuditOf(const HttpRequest& req, const HttpResponse& r,
+                                    const std::vector<std::string_view>& segs, const std::string& key_id) const;
   HttpResponse MetricsText(HttpRequest& req);
 
   //! The live image with this id, or kNotFound if unknown, deleted or expired (read-time expiry: the clock decides,

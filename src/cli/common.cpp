@@ -103,6 +103,26 @@ std::string DatabasePath(const Config& config) { return config.data_dir + "/imgp
 std::string BlobRoot(const Config& config) { return config.data_dir + "/blobs"; }
 std::string SpoolDir(const Config& config) { return config.data_dir + "/spool"; }
 
+Result<std::unique_ptr<AuditLog>> OpenAudit(const Config& config, const Clock& clock) {
+  if (!config.audit_enabled) return std::unique_ptr<AuditLog>();
+  return AuditLog::Open(config.data_dir + "/audit", clock);
+}
+
+void AuditCli(AuditLog* audit, const Clock& clock, std::string action, std::string target, bool ok,
+              boost::json::object details) {
+  if (!audit) return;
+  AuditEvent e;
+  e.at = clock.Now();
+  e.actor = "cli";
+  e.action = std::move(action);
+  e.target = std::move(target);
+  e.outcome = ok ? "ok" : "error";
+  e.details = std::move(details);
+  if (Status s = audit->Append(e); !s.ok()) {
+    std::cerr << "imgpipe: warning: could not write the audit log: " << s.error().message << "\n";
+  }
+}
+
 Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock) {
   Warehouse w;
   if (config.database_backend == "postgres") {

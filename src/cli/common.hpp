@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "core/clock.hpp"
 #include "storage/blob_store.hpp"
@@ -54,6 +55,12 @@ Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock);
 //! The configured blob store: the local folder (storage.backend = "local"), Azure Blob Storage or an S3 bucket.
 //! With storage.s3.lifecycle, `install_lifecycle` makes it install the bucket's lifecycle rule first.
 Result<std::unique_ptr<BlobStore>> OpenBlobStore(const Config& config, bool install_lifecycle = false);
+//! The audit log in <data_dir>/audit, or nullptr when audit.enabled is false.
+Result<std::unique_ptr<AuditLog>> OpenAudit(const Config& config, const Clock& clock);
+//! Records an action done from the command line (actor "cli", no address). A failure is reported on stderr: the
+//! action itself already happened.
+void AuditCli(AuditLog* audit, const Clock& clock, std::string action, std::string target, bool ok,
+              boost::json::object details = {});
 
 std::string DatabasePath(const Config& config);
 std::string BlobRoot(const Config& config);
@@ -68,5 +75,6 @@ int RunScripts(int argc, char** argv);
 int RunReprocess(int argc, char** argv);
 int RunHold(int argc, char** argv);
 int RunStorage(int argc, char** argv);
+int RunAudit(int argc, char** argv);
 
 }  // namespace imgpipe

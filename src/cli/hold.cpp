@@ -30,6 +30,11 @@ int RunHold(int argc, char** argv) {
     return kExitFailure;
   }
   MetadataStore& store = *wh->store;
+  auto audit = OpenAudit(*config, clock);
+  if (!audit.ok()) {
+    std::cerr << "imgpipe: cannot open the audit log: " << audit.error().message << "\n";
+    return kExitFailure;
+  }
   if (sub == "set") {
     auto reason = args->Get("reason");
     if (!reason || reason->empty()) {
@@ -37,6 +42,7 @@ int RunHold(int argc, char** argv) {
       return kExitUsage;
     }
     auto hold = store.SetLegalHold(ImageId(args->positional[0]), *reason, "cli", clock.Now());
+    AuditCli(audit->get(), clock, "hold.set", args->positional[0], hold.ok(), {{"reason", *reason}});
     if (!hold.ok()) {
       std::cerr << "imgpipe: " << hold.error().message << "\n";
       return kExitFailure;
@@ -47,6 +53,7 @@ int RunHold(int argc, char** argv) {
   }
   if (sub == "release") {
     Status s = store.ReleaseLegalHold(ImageId(args->positional[0]), "cli", clock.Now());
+    AuditCli(audit->get(), clock, "hold.release", args->positional[0], s.ok());
     if (!s.ok()) {
       std::cerr << "imgpipe: " << s.error().message << "\n";
       return kExitFailure;

@@ -25,6 +25,11 @@ int RunKeys(int argc, char** argv) {
     return kExitFailure;
   }
   ApiKeys keys(*wh->store, clock);
+  auto audit = OpenAudit(*config, clock);
+  if (!audit.ok()) {
+    std::cerr << "imgpipe: cannot open the audit log: " << audit.error().message << "\n";
+    return kExitFailure;
+  }
   if (sub == "create") {
     Role role;
     auto role_text = args->Get("role");
@@ -33,6 +38,8 @@ int RunKeys(int argc, char** argv) {
       return kExitUsage;
     }
     auto created = keys.Create(role, args->Get("name").value_or(""));
+    AuditCli(audit->get(), clock, "key.create", created.ok() ? created->record.id : "", created.ok(),
+             {{"role", RoleName(role)}});
     if (!created.ok()) {
       std::cerr << "imgpipe: cannot create the key: " << created.error().message << "\n";
       return kExitFailure;
@@ -61,6 +68,7 @@ int RunKeys(int argc, char** argv) {
       return kExitUsage;
     }
     Status s = keys.Revoke(args->positional[0]);
+    AuditCli(audit->get(), clock, "key.revoke", args->positional[0], s.ok());
     if (!s.ok()) {
       std::cerr << "imgpipe: " << s.error().message << "\n";
       return kExitFailure;

@@ -20,6 +20,7 @@ void Usage(std::ostream& out) {
          "  reprocess  queue stored images again for a script: --script NAME --since TIME\n"
          "  hold       set | release | list legal holds (kept past retention until released)\n"
          "  storage    check | install-lifecycle: the configured blob store (local, azure, s3)\n"
+         "  audit      verify | list the hash-chained audit log of authenticated actions\n"
          "  version    print the version\n"
          "\n"
          "common options: --config FILE, --data-dir DIR; every config key can also be set with IMGPIPE_<SECTION>_<KEY>.\n"
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   if (cmd == "reprocess") return imgpipe::RunReprocess(argc, argv);
   if (cmd == "hold") return imgpipe::RunHold(argc, argv);
   if (cmd == "storage") return imgpipe::RunStorage(argc, argv);
+  if (cmd == "audit") return imgpipe::RunAudit(argc, argv);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "imgpipe " << IMGPIPE_VERSION << "\n";
     return 0;

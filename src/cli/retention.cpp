@@ -37,6 +37,12 @@ int RunRetention(int argc, char** argv) {
   policy.originals = config->retention_originals;
   policy.renditions = config->retention_renditions;
   RetentionSweeper sweeper(policy, **blobs, *wh->store, system_clock, nullptr);
+  auto audit = OpenAudit(*config, system_clock);
+  if (!audit.ok()) {
+    std::cerr << "imgpipe: cannot open the audit log: " << audit.error().message << "\n";
+    return kExitFailure;
+  }
+  sweeper.SetAudit(audit->get(), config->audit_retention);
   auto report = sweeper.RunOnce(now);
   if (!report.ok()) {
     std::cerr << "imgpipe: retention failed: " << report.error().message << "\n";

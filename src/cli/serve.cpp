@@ -163,6 +163,12 @@ int RunServe(int argc, char** argv) {
   policy.originals = cfg.retention_originals;
   policy.renditions = cfg.retention_renditions;
   RetentionSweeper sweeper(policy, **blobs, store, *clock, &metrics);
+  auto audit = OpenAudit(cfg, *clock);
+  if (!audit.ok()) {
+    LogError("cannot open the audit log", {{"error", audit.error().message}});
+    return kExitFailure;
+  }
+  sweeper.SetAudit(audit->get(), cfg.audit_retention);
 
   WorkerOptions wo;
   wo.threads = cfg.worker_threads > 0 ? cfg.worker_threads : Cores();
@@ -181,7 +187,7 @@ int RunServe(int argc, char** argv) {
   asio::steady_timer compaction_timer(io);
   // Blocking work is mostly waiting on fsync; many threads let the filesystem and SQLite commit them in groups.
   asio::thread_pool blocking(static_cast<size_t>(std::max(32, 4 * Cores())));
-  Api api(ApiContext{cfg, **blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking});
+  Api api(ApiContext{cfg, **blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking, audit->get()});
 
   ServerOptions so;
   so.max_header_bytes = cfg.max_header_bytes;

@@ -43,7 +43,7 @@ bool IsNonConfigEnv(std::string_view name) {
 }
 
 constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue",  "limits",
-                                          "retention",  "processing", "log",   "testing"};
+                                          "retention",  "audit", "processing", "log",   "testing"};
 // Tables inside a section ([storage.azure]); their keys are "section.table.key".
 constexpr std::string_view kSubTables[] = {"storage.azure", "storage.s3"};
 constexpr std::string_view kRenditionsKey = "processing.renditions";
@@ -590,6 +590,9 @@ const KeyDef kKeys[] = {
      [](Config& c, const Value& v) { return SetSeconds(&c.retention_renditions, v, /*allow_zero=*/true); }},
     {"retention.sweep_interval",
      [](Config& c, const Value& v) { return SetSeconds(&c.sweep_interval, v, /*allow_zero=*/false); }},
+    {"audit.enabled", [](Config& c, const Value& v) { return v.Bool(&c.audit_enabled); }},
+    {"audit.retention",
+     [](Config& c, const Value& v) { return SetSeconds(&c.audit_retention, v, /*allow_zero=*/true); }},
     {"processing.workers", [](Config& c, const Value& v) { return SetInt(&c.worker_threads, v, 0, 1024); }},
     {"processing.vips_concurrency", [](Config& c, const Value& v) { return SetInt(&c.vips_concurrency, v, 1, 256); }},
     {"processing.enabled", [](Config& c, const Value& v) { return v.Bool(&c.embedded_workers); }},

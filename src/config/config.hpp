@@ -94,6 +94,10 @@ struct Config {
   std::chrono::seconds retention_renditions{7 * 24 * 3600};  //!< retention.renditions
   std::chrono::seconds sweep_interval{600};                   //!< retention.sweep_interval
 
+  // [audit]  the hash-chained log of authenticated actions, in <data_dir>/audit (docs/OPERATIONS.md, "Audit log")
+  bool audit_enabled = true;                                  //!< audit.enabled
+  std::chrono::seconds audit_retention{365 * 24 * 3600};      //!< audit.retention: whole days older go; "0" = forever
+
   // [processing]
   int worker_threads = 0;                         //!< processing.workers; 0 = number of cores
   int vips_concurrency = 1;                       //!< processing.vips_concurrency: libvips threads per job

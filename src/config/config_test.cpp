@@ -92,6 +92,10 @@ originals = "36h"
 renditions = "0"
 sweep_interval = "15m"
 
+[audit]
+enabled = false
+retention = "90d"
+
 [processing]
 workers = 2
 vips_concurrency = 2
@@ -132,6 +136,8 @@ level = "debug"
   EXPECT_EQ(config->retention_originals, 36h);
   EXPECT_EQ(config->retention_renditions, 0s);
   EXPECT_EQ(config->sweep_interval, 15min);
+  EXPECT_FALSE(config->audit_enabled);
+  EXPECT_EQ(config->audit_retention, 90 * 24h);
   EXPECT_EQ(config->worker_threads, 2);
   EXPECT_EQ(config->vips_concurrency, 2);
   EXPECT_FALSE(config->embedded_workers);
@@ -507,7 +513,8 @@ TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
 
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 47u);
+  EXPECT_EQ(keys.size(), 49u);
+  EXPECT_NE(std::find(keys.begin(), keys.end(), "audit.retention"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.renditions"), keys.end());

@@ -80,6 +80,9 @@ struct HttpResponse {
   uint64_t stream_length = 0;
   //! The route label for metrics ("/v1/images/{id}"), set by the router.
   std::string route = "unmatched";
+  //! What a handler wants in the audit record of this request beside who, what and the outcome (e.g. the SQL of an
+  //! analyst query); the router writes the record.
+  std::vector<std::pair<std::string, std::string>> audit_details;
 
   void SetHeader(std::string name, std::string value) { headers.emplace_back(std::move(name), std::move(value)); }
 };

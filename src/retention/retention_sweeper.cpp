@@ -66,6 +66,7 @@ Result<SweepReport> RetentionSweeper::RunOnce(TimePoint now) {
         continue;
       }
       report.deleted_blobs += *deleted;
+      Audit(image.id.value(), *deleted);
       Status marked = store_.MarkExpired(image.id, now);
       if (!marked.ok()) {
         ++report.errors;
@@ -101,6 +102,7 @@ Result<SweepReport> RetentionSweeper::RunOnce(TimePoint now) {
       IMGPIPE_ASSIGN_OR_RETURN(int64_t purge_id, store_.BeginPurge(purge));
       IMGPIPE_ASSIGN_OR_RETURN(int64_t n, DeletePrefix(container, prefix, held));
       IMGPIPE_TRY(store_.FinishPurge(purge_id, n, clock_.Now()));
+      Audit(purge.what, n);
       report.deleted_blobs += n;
     }
     return Ok();
@@ -108,7 +110,26 @@ Result<SweepReport> RetentionSweeper::RunOnce(TimePoint now) {
   IMGPIPE_TRY(sweep_days(kOriginals, policy_.originals));
   IMGPIPE_TRY(sweep_days(kRenditions, policy_.renditions));
   if (metrics_) metrics_->Add("imgpipe_retention_expired_total", {}, static_cast<double>(report.expired_images));
+  if (audit_) {
+    if (auto pruned = audit_->Prune(audit_keep_); !pruned.ok()) {
+      LogWarn("cannot prune the audit log", {{"error", pruned.error().message}});
+    }
+  }
   return report;
+}
+
+void RetentionSweeper::Audit(const std::string& target, int64_t objects) {
+  if (!audit_) return;
+  AuditEvent e;
+  e.at = clock_.Now();
+  e.actor = "retention";
+  e.action = "retention.purge";
+  e.target = target;
+  e.outcome = "ok";
+  e.details["objects"] = objects;
+  if (Status s = audit_->Append(e); !s.ok()) {
+    LogError("cannot write the audit log", {{"error", s.error().message}, {"action", e.action}});
+  }
 }
 
 void RetentionSweeper::Start(std::chrono::milliseconds interval) {

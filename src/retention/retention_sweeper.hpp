@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "audit/audit_log.hpp"
 #include "core/clock.hpp"
 #include "core/result.hpp"
 #include "storage/blob_store.hpp"
@@ -44,6 +45,12 @@ class RetentionSweeper {
                    Metrics* metrics);
   ~RetentionSweeper();
 
+  //! Records each retention purge in `audit` and prunes its days older than `keep` at every sweep.
+  void SetAudit(AuditLog* audit, std::chrono::seconds keep) {
+    audit_ = audit;
+    audit_keep_ = keep;
+  }
+
   //! One sweep as of `now`.
   Result<SweepReport> RunOnce(TimePoint now);
   //! Sweeps every `interval` on a background thread until Stop().
@@ -60,12 +67,15 @@ class RetentionSweeper {
   Result<int64_t> DeletePrefix(std::string_view container, const std::string& prefix,
                                const std::set<std::string>& keep);
   static bool Kept(const std::string& key, const std::set<std::string>& keep);
+  void Audit(const std::string& target, int64_t objects);
 
   RetentionPolicy policy_;
   BlobStore& blobs_;
   MetadataStore& store_;
   const Clock& clock_;
   Metrics* metrics_;
+  AuditLog* audit_ = nullptr;
+  std::chrono::seconds audit_keep_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

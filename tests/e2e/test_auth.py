@@ -66,6 +66,7 @@ class World:
             ("DELETE /v1/keys/{id}", {"admin"}, 204, delete_key),
             ("PUT /v1/images/{id}/hold", {"admin"}, 200, hold_image),
             ("GET /v1/holds", {"admin"}, 200, lambda key, ok: s.get("/v1/holds", key=key)),
+            ("GET /v1/audit", {"admin"}, 200, lambda key, ok: s.get("/v1/audit", key=key)),
         ]
 
 
