@@ -42,6 +42,9 @@ struct Backend {
   bool required = false;
 };
 
+// gtest prints a parameter's bytes unless told otherwise.
+void PrintTo(const Backend& b, std::ostream* os) { *os << b.name; }
+
 Backend LocalBackend() {
   return {"local", [](const std::string& unique) -> Result<std::unique_ptr<BlobStore>> {
             auto dir = std::filesystem::temp_directory_path() / ("imgpipe-contract-" + unique);
