@@ -199,12 +199,13 @@ def storage_section(st):
             "rest is not in these numbers.", "",
             "Reading this: small objects (thumbnails and ~200 KB photos, the common case) move about as fast as curl "
             "or faster (imgpipe keeps one keep-alive connection per thread; curl pays its per-transfer setup). Large "
-            "objects are where imgpipe is behind: it uploads 4 MiB blocks (Azure) or 8 MiB parts (S3) one after the "
-            "other, each a round trip the emulator serves slowly, and hashes every S3 part for its signature, while "
-            "curl sends one single-shot PUT; the remedy is a few blocks in flight at once (memory stays bounded: 2-4 "
-            "buffers), not done yet. Large reads went from 0.22x (S3) and 0.31x (Azure) of curl to the numbers above "
-            "once bodies of known length were read straight into the caller's buffer instead of through Beast's "
-            "parser (64 KiB at a time, two copies).", ""]
+            "objects go up as 4 MiB blocks (Azure) or 8 MiB parts (S3), two in flight at once, then a commit, where "
+            "curl sends one single-shot PUT; on S3 every part is also hashed (SHA-256) for its signature, and this "
+            "server writes parts to files it joins on completion, so a multipart upload costs it more disk work than "
+            "one PUT. Large reads went from 0.22x (S3) and 0.31x (Azure) of curl to the numbers above once bodies of "
+            "known length were read straight into the caller's buffer instead of through Beast's parser (64 KiB at a "
+            "time, two copies). The machine was shared (load average 8-10), so single numbers swing by 2x between "
+            "runs; compare ratios.", ""]
     return out
 
 

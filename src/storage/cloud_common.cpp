@@ -80,6 +80,25 @@ Result<size_t> StreamBlobReader::Read(std::span<char> buf) {
   return n;
 }
 
+void PieceUploader::WaitOne() {
+  Status s = running_.front().get();
+  running_.pop_front();
+  if (!s.ok() && !error_) error_ = s.error();
+}
+
+Status PieceUploader::Submit(std::function<Status()> upload) {
+  while (running_.size() >= max_in_flight_) WaitOne();
+  if (error_) return *error_;
+  running_.push_back(std::async(std::launch::async, std::move(upload)));
+  return Ok();
+}
+
+Status PieceUploader::Drain() {
+  while (!running_.empty()) WaitOne();
+  if (error_) return *error_;
+  return Ok();
+}
+
 std::string ReadErrorBody(HttpClientStream& stream) {
   auto body = stream.ReadAll(64 * 1024);
   return body.ok() ? std::move(body).value() : std::string();

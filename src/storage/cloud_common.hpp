@@ -1,6 +1,10 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +52,30 @@ class StreamBlobReader final : public BlobReader {
   std::unique_ptr<HttpClientStream> stream_;  // null: nothing to read
   BlobInfo info_;
   std::string what_;
+};
+
+//! Uploads the pieces of one object (Azure blocks, S3 parts) in the background, at most `max_in_flight` at once, so
+//! a large object does not wait for one round trip per piece; each piece owns its buffer, so a writer holds at most
+//! max_in_flight + 1 pieces in memory. The first error sticks and is returned by the next Submit or by Drain.
+//! Destruction waits for the pieces still running. Used by one writer thread at a time.
+class PieceUploader {
+ public:
+  explicit PieceUploader(size_t max_in_flight) : max_in_flight_(std::max<size_t>(1, max_in_flight)) {}
+  ~PieceUploader() { (void)Drain(); }
+  PieceUploader(const PieceUploader&) = delete;
+  PieceUploader& operator=(const PieceUploader&) = delete;
+
+  //! Waits until fewer than max_in_flight pieces run, then starts `upload` on a thread of its own.
+  Status Submit(std::function<Status()> upload);
+  //! Waits for every piece; the first error of any.
+  Status Drain();
+
+ private:
+  void WaitOne();
+
+  size_t max_in_flight_;
+  std::deque<std::future<Status>> running_;
+  std::optional<Error> error_;
 };
 
 //! The rest of a (small) error body, or "" if it cannot be read: the status already says what went wrong.

@@ -67,6 +67,7 @@ class AzureBlobStore::Writer final : public BlobWriter {
       size_ = buffer_.size();
     } else {
       if (!buffer_.empty()) IMGPIPE_TRY(FlushBlock());
+      IMGPIPE_TRY(pieces_.Drain());
       list_xml = "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>";
       for (const auto& id : block_ids_) list_xml += "<Latest>" + id + "</Latest>";
       list_xml += "</BlockList>";
@@ -100,6 +101,7 @@ class AzureBlobStore::Writer final : public BlobWriter {
 
   void Abort() override {
     // Uncommitted blocks are invisible and expire on their own; there is nothing to undo.
+    (void)pieces_.Drain();
     done_ = true;
     buffer_.clear();
     buffer_.shrink_to_fit();
@@ -116,18 +118,25 @@ class AzureBlobStore::Writer final : public BlobWriter {
     char index[16];
     std::snprintf(index, sizeof index, "%06zu", block_ids_.size());
     std::string id = encoding::Base64Encode(id_prefix_ + "-" + index);
-    HttpClientRequest req;
-    req.method = "PUT";
-    req.target = path_ + "?comp=block&blockid=" + UriEncode(id, false);
-    req.body = buffer_;
-    IMGPIPE_ASSIGN_OR_RETURN(auto res, store_->SendWrite(std::move(req), container_, /*resend=*/block_ids_.empty()));
-    if (res.head.status != 201) {
-      return ResponseError("uploading a block of " + Describe(container_, key_), res.head, res.body);
-    }
+    const bool first = block_ids_.empty();
+    block_ids_.push_back(id);
     size_ += buffer_.size();
-    block_ids_.push_back(std::move(id));
-    buffer_.clear();
-    return Ok();
+    auto upload = [this, id = std::move(id), body = std::move(buffer_), first]() -> Status {
+      HttpClientRequest req;
+      req.method = "PUT";
+      req.target = path_ + "?comp=block&blockid=" + UriEncode(id, false);
+      req.body = body;
+      IMGPIPE_ASSIGN_OR_RETURN(auto res, store_->SendWrite(std::move(req), container_, /*resend=*/first));
+      if (res.head.status != 201) {
+        return ResponseError("uploading a block of " + Describe(container_, key_), res.head, res.body);
+      }
+      return Ok();
+    };
+    buffer_ = std::string();
+    buffer_.reserve(store_->options_.block_bytes);
+    // The first block goes alone: it may have to make the container again, which later blocks then find.
+    if (first) return upload();
+    return pieces_.Submit(std::move(upload));
   }
 
   AzureBlobStore* store_;
@@ -137,6 +146,7 @@ class AzureBlobStore::Writer final : public BlobWriter {
   std::vector<std::string> block_ids_;
   uint64_t size_ = 0;  // bytes in flushed blocks; the buffer is added on commit
   bool done_ = false;
+  PieceUploader pieces_{2};  // last member: destroyed first, so running uploads finish before the buffers go
 };
 
 // ---------------------------------------------------------------------------------------------------------------

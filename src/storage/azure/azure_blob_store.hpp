@@ -22,7 +22,7 @@ struct AzureBlobStoreOptions {
   //! one account. Lowercase letters, digits and '-'.
   std::string container_prefix;
   //! Objects up to this size are one Put Blob; larger ones go up in blocks of this size (Put Block, then Put Block
-  //! List), so a writer holds at most one block in memory.
+  //! List; two blocks in flight while the next fills), so a writer holds at most three blocks in memory.
   size_t block_bytes = 4 << 20;
   HttpClientOptions http;
 };

@@ -2,6 +2,8 @@
 
 #include <openssl/evp.h>
 
+#include <deque>
+
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "http_client/encoding.hpp"
@@ -72,6 +74,7 @@ class S3BlobStore::Writer final : public BlobWriter {
   }
 
   void Abort() override {
+    (void)pieces_.Drain();  // parts still going up would otherwise land after the abort
     done_ = true;
     buffer_.clear();
     buffer_.shrink_to_fit();
@@ -142,25 +145,33 @@ class S3BlobStore::Writer final : public BlobWriter {
       return MakeError(ErrorKind::kTooLarge, Describe(container_, key_) + " needs more than " +
                                                  std::to_string(kMaxParts) + " parts");
     }
-    HttpClientRequest req;
-    req.method = "PUT";
-    req.target = path_ + "?partNumber=" + std::to_string(etags_.size() + 1) +
-                 "&uploadId=" + UriEncode(upload_id_, false);
-    req.body = buffer_;
-    IMGPIPE_ASSIGN_OR_RETURN(auto res, store_->Send(std::move(req)));
-    if (res.head.status != 200) {
-      return ResponseError("uploading a part of " + Describe(container_, key_), res.head, res.body);
-    }
-    auto etag = res.head.Header("ETag");
-    if (!etag || etag->empty()) return BadAnswer("UploadPart without an ETag");
-    etags_.emplace_back(*etag);
+    // A deque keeps the slot's address while later parts are added.
+    std::string* etag_slot = &etags_.emplace_back();
+    const std::string target = path_ + "?partNumber=" + std::to_string(etags_.size()) +
+                               "&uploadId=" + UriEncode(upload_id_, false);
     size_ += buffer_.size();
-    buffer_.clear();
-    return Ok();
+    auto upload = [this, target, etag_slot, body = std::move(buffer_)]() -> Status {
+      HttpClientRequest req;
+      req.method = "PUT";
+      req.target = target;
+      req.body = body;
+      IMGPIPE_ASSIGN_OR_RETURN(auto res, store_->Send(std::move(req)));
+      if (res.head.status != 200) {
+        return ResponseError("uploading a part of " + Describe(container_, key_), res.head, res.body);
+      }
+      auto etag = res.head.Header("ETag");
+      if (!etag || etag->empty()) return BadAnswer("UploadPart without an ETag");
+      *etag_slot = std::string(*etag);
+      return Ok();
+    };
+    buffer_ = std::string();
+    buffer_.reserve(store_->options_.part_bytes);
+    return pieces_.Submit(std::move(upload));
   }
 
   Result<BlobInfo> CompleteMultipart() {
     if (!buffer_.empty()) IMGPIPE_TRY(FlushPart());
+    IMGPIPE_TRY(pieces_.Drain());
     std::string xml = "<CompleteMultipartUpload>";
     for (size_t i = 0; i < etags_.size(); ++i) {
       xml += "<Part><PartNumber>" + std::to_string(i + 1) + "</PartNumber><ETag>" + XmlEscape(etags_[i]) +
@@ -196,9 +207,10 @@ class S3BlobStore::Writer final : public BlobWriter {
   std::string container_, key_, path_;
   std::string buffer_;
   std::string upload_id_;
-  std::vector<std::string> etags_;
+  std::deque<std::string> etags_;
   uint64_t size_ = 0;
   bool done_ = false;
+  PieceUploader pieces_{2};  // last member: destroyed first, so running uploads finish before the buffers go
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -251,7 +263,7 @@ Result<std::string> S3BlobStore::ObjectPath(std::string_view container, std::str
 
 Status S3BlobStore::Sign(HttpClientRequest& req) const {
   const std::string date = AmzDate(std::chrono::system_clock::now());
-  // The body is in memory (one part at most), so it is hashed and the server checks it arrived intact.
+  // The body is in memory (one part or a small object), so it is hashed and the server checks it arrived intact.
   const std::string payload_hash = Sha256Hex(req.body);
   req.headers.emplace_back("x-amz-date", date);
   req.headers.emplace_back("x-amz-content-sha256", payload_hash);

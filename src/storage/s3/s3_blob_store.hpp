@@ -28,8 +28,8 @@ struct S3BlobStoreOptions {
   //! Send `If-None-Match: *` on every write so an existing object is never replaced (kConflict instead). Only for
   //! servers that implement conditional writes; imgpipe's keys are unique per image, so overwrites are not needed.
   bool create_only = false;
-  //! Objects up to this size are one PutObject; larger ones a multipart upload in parts of this size (>= 5 MiB), so
-  //! a writer holds at most one part in memory.
+  //! Objects up to this size are one PutObject; larger ones a multipart upload in parts of this size (>= 5 MiB);
+  //! two parts go up at once while the next fills, so a writer holds at most three parts in memory.
   size_t part_bytes = 8 << 20;
   HttpClientOptions http;
 };
