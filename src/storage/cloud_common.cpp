@@ -80,6 +80,33 @@ Result<size_t> StreamBlobReader::Read(std::span<char> buf) {
   return n;
 }
 
+Result<std::unique_ptr<BlobReader>> OpenRangedRead(const BlobInfo& id, const std::optional<ByteRange>& range,
+                                                   const RangedReadHooks& hooks) {
+  auto empty_reader = [&](BlobInfo info) -> std::unique_ptr<BlobReader> {
+    return std::make_unique<StreamBlobReader>(nullptr, std::move(info), hooks.what);
+  };
+  if (range && range->length == 0) {
+    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, hooks.stat());
+    if (range->offset >= info.size && !(range->offset == 0 && info.size == 0)) {
+      return MakeError(ErrorKind::kRangeNotSatisfiable, hooks.what + " has " + std::to_string(info.size) + " bytes");
+    }
+    return empty_reader(std::move(info));
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(auto stream, hooks.open());
+  const auto& head = stream->Head();
+  if (head.status == 416 && range && range->offset == 0) {
+    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, hooks.stat());
+    if (info.size == 0) return empty_reader(std::move(info));
+  }
+  if (head.status != 200 && head.status != 206) {
+    std::string body = ReadErrorBody(*stream);
+    return hooks.error(head, body);
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobInfoFromHead(head, id.container, id.key));
+  IMGPIPE_TRY(CheckRangeAnswer(range, head.status, info.size, hooks.what));
+  return std::unique_ptr<BlobReader>(std::make_unique<StreamBlobReader>(std::move(stream), std::move(info), hooks.what));
+}
+
 void PieceUploader::WaitOne() {
   Status s = running_.front().get();
   running_.pop_front();

@@ -54,6 +54,20 @@ class StreamBlobReader final : public BlobReader {
   std::string what_;
 };
 
+//! How a backend answers the parts of OpenRead that are the same for every service.
+struct RangedReadHooks {
+  std::string what;                                       //!< "s3:originals/key", for errors
+  std::function<Result<BlobInfo>()> stat;                 //!< the object's facts (HEAD)
+  std::function<Result<std::unique_ptr<HttpClientStream>>()> open;  //!< sends the GET (with the range header)
+  std::function<Error(const HttpClientResponseHead&, std::string_view body)> error;  //!< a failed answer's error
+};
+
+//! OpenRead over a REST service: an empty range reads nothing from a real object (a HEAD); a range of an empty object
+//! reads nothing (the services answer 416); any other answer but 200/206 is the service's error; a range that starts
+//! past the end is kRangeNotSatisfiable.
+Result<std::unique_ptr<BlobReader>> OpenRangedRead(const BlobInfo& id, const std::optional<ByteRange>& range,
+                                                   const RangedReadHooks& hooks);
+
 //! Uploads the pieces of one object (Azure blocks, S3 parts) in the background, at most `max_in_flight` at once, so
 //! a large object does not wait for one round trip per piece; each piece owns its buffer, so a writer holds at most
 //! max_in_flight + 1 pieces in memory. The first error sticks and is returned by the next Submit or by Drain.

@@ -23,11 +23,6 @@ std::string Describe(std::string_view container, std::string_view key) {
   return "azure:" + std::string(container) + "/" + std::string(key);
 }
 
-std::unique_ptr<BlobReader> ReaderOf(std::unique_ptr<HttpClientStream> stream, BlobInfo info) {
-  std::string what = Describe(info.container, info.key);
-  return std::make_unique<StreamBlobReader>(std::move(stream), std::move(info), std::move(what));
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -261,35 +256,23 @@ Result<std::unique_ptr<BlobWriter>> AzureBlobStore::OpenWrite(std::string_view c
 Result<std::unique_ptr<BlobReader>> AzureBlobStore::OpenRead(std::string_view container, std::string_view key,
                                                              std::optional<ByteRange> range) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, Path(container, key));
-  HttpClientRequest req;
-  req.method = "GET";
-  req.target = path;
-  if (range) {
-    if (range->length == 0) {
-      // An empty range reads nothing but must still name a real object inside its bounds.
-      IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, Stat(container, key));
-      if (range->offset >= info.size && !(range->offset == 0 && info.size == 0)) {
-        return MakeError(ErrorKind::kRangeNotSatisfiable, Describe(container, key) + " has " +
-                                                              std::to_string(info.size) + " bytes");
-      }
-      return ReaderOf(nullptr, std::move(info));
-    }
-    req.headers.emplace_back("x-ms-range", RangeHeaderValue(*range));
-  }
-  IMGPIPE_ASSIGN_OR_RETURN(auto stream, client_->Open(std::move(req), [this](HttpClientRequest& r) { return Sign(r); }));
-  const auto& head = stream->Head();
-  if (head.status == 416 && range && range->offset == 0) {
-    // The service refuses any range of an empty blob; our contract reads it as empty.
-    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, Stat(container, key));
-    if (info.size == 0) return ReaderOf(nullptr, std::move(info));
-  }
-  if (head.status != 200 && head.status != 206) {
-    std::string body = ReadErrorBody(*stream);
+  BlobInfo id;
+  id.container = std::string(container);
+  id.key = std::string(key);
+  RangedReadHooks hooks;
+  hooks.what = Describe(container, key);
+  hooks.stat = [&] { return Stat(container, key); };
+  hooks.open = [&] {
+    HttpClientRequest req;
+    req.method = "GET";
+    req.target = path;
+    if (range) req.headers.emplace_back("x-ms-range", RangeHeaderValue(*range));
+    return client_->Open(std::move(req), [this](HttpClientRequest& r) { return Sign(r); });
+  };
+  hooks.error = [&](const HttpClientResponseHead& head, std::string_view body) {
     return ResponseError("reading " + Describe(container, key), head, body);
-  }
-  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobInfoFromHead(head, container, key));
-  IMGPIPE_TRY(CheckRangeAnswer(range, head.status, info.size, Describe(container, key)));
-  return ReaderOf(std::move(stream), std::move(info));
+  };
+  return OpenRangedRead(id, range, hooks);
 }
 
 Result<BlobInfo> AzureBlobStore::Stat(std::string_view container, std::string_view key) {

@@ -26,11 +26,6 @@ Error BadAnswer(std::string what) {
   return MakeError(ErrorKind::kUnavailable, "unexpected S3 answer: " + std::move(what), "storage_unavailable");
 }
 
-std::unique_ptr<BlobReader> ReaderOf(std::unique_ptr<HttpClientStream> stream, BlobInfo info) {
-  std::string what = Describe(info.container, info.key);
-  return std::make_unique<StreamBlobReader>(std::move(stream), std::move(info), std::move(what));
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -314,32 +309,23 @@ Result<std::unique_ptr<BlobWriter>> S3BlobStore::OpenWrite(std::string_view cont
 Result<std::unique_ptr<BlobReader>> S3BlobStore::OpenRead(std::string_view container, std::string_view key,
                                                           std::optional<ByteRange> range) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string path, ObjectPath(container, key));
-  if (range && range->length == 0) {
-    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, Stat(container, key));
-    if (range->offset >= info.size && !(range->offset == 0 && info.size == 0)) {
-      return MakeError(ErrorKind::kRangeNotSatisfiable,
-                       Describe(container, key) + " has " + std::to_string(info.size) + " bytes");
-    }
-    return ReaderOf(nullptr, std::move(info));
-  }
-  HttpClientRequest req;
-  req.method = "GET";
-  req.target = path;
-  if (range) req.headers.emplace_back("Range", RangeHeaderValue(*range));
-  IMGPIPE_ASSIGN_OR_RETURN(auto stream, client_->Open(std::move(req), [this](HttpClientRequest& r) { return Sign(r); }));
-  const auto& head = stream->Head();
-  if (head.status == 416 && range && range->offset == 0) {
-    // Any range of an empty object is refused; our contract reads it as empty.
-    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, Stat(container, key));
-    if (info.size == 0) return ReaderOf(nullptr, std::move(info));
-  }
-  if (head.status != 200 && head.status != 206) {
-    std::string body = ReadErrorBody(*stream);
+  BlobInfo id;
+  id.container = std::string(container);
+  id.key = std::string(key);
+  RangedReadHooks hooks;
+  hooks.what = Describe(container, key);
+  hooks.stat = [&] { return Stat(container, key); };
+  hooks.open = [&] {
+    HttpClientRequest req;
+    req.method = "GET";
+    req.target = path;
+    if (range) req.headers.emplace_back("Range", RangeHeaderValue(*range));
+    return client_->Open(std::move(req), [this](HttpClientRequest& r) { return Sign(r); });
+  };
+  hooks.error = [&](const HttpClientResponseHead& head, std::string_view body) {
     return ResponseError("reading " + Describe(container, key), head, body);
-  }
-  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobInfoFromHead(head, container, key));
-  IMGPIPE_TRY(CheckRangeAnswer(range, head.status, info.size, Describe(container, key)));
-  return ReaderOf(std::move(stream), std::move(info));
+  };
+  return OpenRangedRead(id, range, hooks);
 }
 
 Result<BlobInfo> S3BlobStore::Stat(std::string_view container, std::string_view key) {
