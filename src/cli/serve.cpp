@@ -214,7 +214,7 @@ int RunServe(int argc, char** argv) {
     return kExitFailure;
   }
   if (cfg.embedded_workers) workers.Start();
-  sweeper.Start(cfg.sweep_interval);
+  if (cfg.sweeper_enabled) sweeper.Start(cfg.sweep_interval);
   // The PostgreSQL warehouse's rollups gain a row of differences per change; folding them often keeps the dashboard's
   // queries short (a no-op on SQLite). On the blocking pool: it is a few statements over small tables.
   std::function<void()> schedule_compaction = [&] {

@@ -590,6 +590,7 @@ const KeyDef kKeys[] = {
      [](Config& c, const Value& v) { return SetSeconds(&c.retention_renditions, v, /*allow_zero=*/true); }},
     {"retention.sweep_interval",
      [](Config& c, const Value& v) { return SetSeconds(&c.sweep_interval, v, /*allow_zero=*/false); }},
+    {"retention.sweeper", [](Config& c, const Value& v) { return v.Bool(&c.sweeper_enabled); }},
     {"audit.enabled", [](Config& c, const Value& v) { return v.Bool(&c.audit_enabled); }},
     {"audit.retention",
      [](Config& c, const Value& v) { return SetSeconds(&c.audit_retention, v, /*allow_zero=*/true); }},

@@ -93,6 +93,9 @@ struct Config {
   std::chrono::seconds retention_originals{7 * 24 * 3600};   //!< retention.originals
   std::chrono::seconds retention_renditions{7 * 24 * 3600};  //!< retention.renditions
   std::chrono::seconds sweep_interval{600};                   //!< retention.sweep_interval
+  //! retention.sweeper: run the sweeper inside `serve`; off where one sweeper serves many processes (a single
+  //! `imgpipe retention run` CronJob, deploy/k8s)
+  bool sweeper_enabled = true;
 
   // [audit]  the hash-chained log of authenticated actions, in <data_dir>/audit (docs/OPERATIONS.md, "Audit log")
   bool audit_enabled = true;                                  //!< audit.enabled

@@ -91,6 +91,7 @@ max_metadata_bytes = 4096
 originals = "36h"
 renditions = "0"
 sweep_interval = "15m"
+sweeper = false
 
 [audit]
 enabled = false
@@ -136,6 +137,7 @@ level = "debug"
   EXPECT_EQ(config->retention_originals, 36h);
   EXPECT_EQ(config->retention_renditions, 0s);
   EXPECT_EQ(config->sweep_interval, 15min);
+  EXPECT_FALSE(config->sweeper_enabled);
   EXPECT_FALSE(config->audit_enabled);
   EXPECT_EQ(config->audit_retention, 90 * 24h);
   EXPECT_EQ(config->worker_threads, 2);
@@ -513,7 +515,7 @@ TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
 
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 49u);
+  EXPECT_EQ(keys.size(), 50u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "audit.retention"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());

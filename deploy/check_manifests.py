@@ -1,0 +1,133 @@
+"""Checks deploy/k8s: every object against the Kubernetes API schema of a release (kubernetes-validate, strict:
+unknown fields are errors) or, for KEDA's kinds, against KEDA's own CRD schema; then the properties imgpipe's
+deployment promises (docs/OPERATIONS.md, "Kubernetes"): non-root, read-only root filesystem, no privilege
+escalation, probes on /livez and /readyz, memory limits, a default-deny NetworkPolicy, one sweeper at a time.
+
+    python3 deploy/check_manifests.py --k8s-version 1.33.0 --crd KEDA_CRD.yaml... deploy/k8s/*.yaml
+
+Exit 0 when everything holds; otherwise each problem on stderr ("file: kind/name: what") and exit 1. Run by
+scripts/check-deploy, which installs the validator and fetches KEDA's CRDs.
+"""
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def crd_schemas(paths):
+    """(apiVersion, kind) -> the openAPIV3Schema of each served version of the CRDs in `paths`."""
+    out = {}
+    for path in paths:
+        for crd in yaml.safe_load_all(Path(path).read_text()):
+            group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                out[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return out
+
+
+def pod_specs(doc):
+    kind = doc.get("kind")
+    if kind == "Deployment":
+        return [doc["spec"]["template"]["spec"]]
+    if kind == "CronJob":
+        return [doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
+    return []
+
+
+def check_pod(spec, where, kind):
+    problems = []
+    security = spec.get("securityContext", {})
+    if security.get("runAsNonRoot") is not True or not security.get("runAsUser"):
+        problems.append(f"{where}: pod must run as a non-root user (runAsNonRoot, runAsUser)")
+    if spec.get("automountServiceAccountToken") is not False:
+        problems.append(f"{where}: pod must not mount a service account token")
+    for c in spec.get("containers", []):
+        cs = c.get("securityContext", {})
+        if cs.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: container {c['name']} needs readOnlyRootFilesystem: true")
+        if cs.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: container {c['name']} needs allowPrivilegeEscalation: false")
+        if "ALL" not in cs.get("capabilities", {}).get("drop", []):
+            problems.append(f"{where}: container {c['name']} must drop ALL capabilities")
+        if not c.get("resources", {}).get("limits", {}).get("memory"):
+            problems.append(f"{where}: container {c['name']} needs a memory limit")
+        if kind == "Deployment":
+            for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
+                if c.get(probe, {}).get("httpGet", {}).get("path") != path:
+                    problems.append(f"{where}: container {c['name']} needs a {probe} on {path}")
+    return problems
+
+
+def config_keys():
+    """The config keys documented in docs/OPERATIONS.md's table ("section.key")."""
+    keys = set()
+    for line in (ROOT / "docs" / "OPERATIONS.md").read_text().splitlines():
+        if line.startswith("| `") and "." in line.split("`")[1]:
+            keys.add(line.split("`")[1])
+    return keys
+
+
+def flatten(table, prefix=""):
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--k8s-version", required=True)
+    ap.add_argument("--crd", action="append", default=[])
+    ap.add_argument("files", nargs="+")
+    args = ap.parse_args()
+    crds = crd_schemas(args.crd)
+    problems = []
+    docs = []
+    for name in args.files:
+        for doc in yaml.safe_load_all(Path(name).read_text()):
+            if doc:
+                docs.append((Path(name).name, doc))
+    for file, doc in docs:
+        where = f"{file}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        try:
+            if key in crds:
+                jsonschema.validate(doc.get("spec", {}), crds[key]["properties"]["spec"])
+            else:
+                kubernetes_validate.validate(doc, args.k8s_version, strict=True)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as e:
+            problems.append(f"{where}: {getattr(e, 'message', e)}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            problems.append(f"{where}: no schema for {key} in Kubernetes {args.k8s_version} ({e})")
+        for spec in pod_specs(doc):
+            problems += check_pod(spec, where, doc["kind"])
+        if doc.get("kind") == "ConfigMap" and "imgpipe.toml" in doc.get("data", {}):
+            known = config_keys()
+            for k in flatten(tomllib.loads(doc["data"]["imgpipe.toml"])):
+                if k not in known:
+                    problems.append(f"{where}: imgpipe.toml sets {k}, which docs/OPERATIONS.md does not list")
+    kinds = [(doc.get("kind"), doc) for _, doc in docs]
+    if not any(k == "NetworkPolicy" and d["spec"].get("podSelector") == {} and
+               set(d["spec"].get("policyTypes", [])) == {"Ingress", "Egress"} and
+               not d["spec"].get("ingress") and not d["spec"].get("egress") for k, d in kinds):
+        problems.append("no default-deny NetworkPolicy (empty podSelector, Ingress and Egress, no rules)")
+    sweepers = [d for k, d in kinds if k == "CronJob" and "retention" in str(d)]
+    if len(sweepers) != 1 or sweepers[0]["spec"].get("concurrencyPolicy") != "Forbid":
+        problems.append("exactly one retention CronJob with concurrencyPolicy: Forbid is expected")
+    for p in problems:
+        print(p, file=sys.stderr)
+    print(f"{len(docs)} objects checked against Kubernetes {args.k8s_version}"
+          f"{' and KEDA' if crds else ''}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
