@@ -743,26 +743,40 @@ std::vector<std::pair<const toml::key*, const toml::node*>> InFileOrder(const to
   return entries;
 }
 
-void ApplyRenditions(Config& config, const toml::node& node, std::string_view file, Problems& problems) {
-  const std::string where = FileWhere(file, node.source());
+// Calls `each(item, item_key, table)` for every table of the [[key]] array `node` ("processing.renditions[2]" is the
+// third's key); a value that is not an array is reported and false returned, an item that is not a table reported
+// and skipped.
+template <typename Each>
+bool ForEachTable(const toml::node& node, std::string_view key, std::string_view file, Problems& problems,
+                  Each&& each) {
   const toml::array* array = node.as_array();
   if (array == nullptr) {
-    problems.BadValue(kRenditionsKey, where,
-                      "expected [[processing.renditions]] tables, found " + std::string(TypeName(node.type())),
+    problems.BadValue(key, FileWhere(file, node.source()),
+                      "expected [[" + std::string(key) + "]] tables, found " + std::string(TypeName(node.type())),
                       node.source().begin.line);
-    return;
+    return false;
   }
-  static const std::vector<std::string> kFields = {"name", "width", "height", "fit", "format", "quality"};
-  std::vector<RenditionConfig> renditions;
   for (size_t i = 0; i < array->size(); ++i) {
     const toml::node& item = *array->get(i);
-    const std::string item_key = std::string(kRenditionsKey) + "[" + std::to_string(i) + "]";
+    const std::string item_key = std::string(key) + "[" + std::to_string(i) + "]";
     const toml::table* table = item.as_table();
     if (table == nullptr) {
       problems.BadValue(item_key, FileWhere(file, item.source()),
                         "expected a table, found " + std::string(TypeName(item.type())));
       continue;
     }
+    each(item, item_key, *table);
+  }
+  return true;
+}
+
+void ApplyRenditions(Config& config, const toml::node& node, std::string_view file, Problems& problems) {
+  static const std::vector<std::string> kFields = {"name", "width", "height", "fit", "format", "quality"};
+  std::vector<RenditionConfig> renditions;
+  const bool read = ForEachTable(node, kRenditionsKey, file, problems, [&](const toml::node& item,
+                                                                          const std::string& item_key,
+                                                                          const toml::table& table_ref) {
+    const toml::table* table = &table_ref;
     RenditionConfig r;
     bool ok = true;
     for (auto [k_ptr, v_ptr] : InFileOrder(*table)) {
@@ -815,7 +829,7 @@ void ApplyRenditions(Config& config, const toml::node& node, std::string_view fi
         ok = false;
       }
     }
-    if (!ok) continue;
+    if (!ok) return;
     for (const auto& earlier : renditions) {
       if (earlier.name == r.name) {
         problems.BadValue(item_key + ".name", FileWhere(file, item.source()),
@@ -825,8 +839,8 @@ void ApplyRenditions(Config& config, const toml::node& node, std::string_view fi
       }
     }
     if (ok) renditions.push_back(std::move(r));
-  }
-  config.renditions = std::move(renditions);
+  });
+  if (read) config.renditions = std::move(renditions);
 }
 
 bool IsScriptName(const std::string& s) {
@@ -835,25 +849,13 @@ bool IsScriptName(const std::string& s) {
 }
 
 void ApplyRoutes(Config& config, const toml::node& node, std::string_view file, Problems& problems) {
-  const toml::array* array = node.as_array();
-  if (array == nullptr) {
-    problems.BadValue(kRoutesKey, FileWhere(file, node.source()),
-                      "expected [[processing.routes]] tables, found " + std::string(TypeName(node.type())),
-                      node.source().begin.line);
-    return;
-  }
   static const std::vector<std::string> kFields = {"script",    "source",     "topic",      "format",  "min_bytes",
                                                    "max_bytes", "min_pixels", "max_pixels", "metadata"};
   std::vector<RouteConfig> routes;
-  for (size_t i = 0; i < array->size(); ++i) {
-    const toml::node& item = *array->get(i);
-    const std::string item_key = std::string(kRoutesKey) + "[" + std::to_string(i) + "]";
-    const toml::table* table = item.as_table();
-    if (table == nullptr) {
-      problems.BadValue(item_key, FileWhere(file, item.source()),
-                        "expected a table, found " + std::string(TypeName(item.type())));
-      continue;
-    }
+  const bool read = ForEachTable(node, kRoutesKey, file, problems, [&](const toml::node& item,
+                                                                      const std::string& item_key,
+                                                                      const toml::table& table_ref) {
+    const toml::table* table = &table_ref;
     RouteConfig r;
     bool ok = true;
     for (auto [k_ptr, v_ptr] : InFileOrder(*table)) {
@@ -934,8 +936,8 @@ void ApplyRoutes(Config& config, const toml::node& node, std::string_view file, 
       ok = false;
     }
     if (ok) routes.push_back(std::move(r));
-  }
-  config.routes = std::move(routes);
+  });
+  if (read) config.routes = std::move(routes);
 }
 
 //! One "section[.table].key = value" of the file.

@@ -58,17 +58,6 @@ Result<ImagePtr> Make(Op&& op, ErrorKind kind, const std::string& what) {
   return ImagePtr(out);
 }
 
-// The formats RunDefaultPipeline decodes: the ones with a trusted libvips loader. Anything else was refused at
-// upload; checking again keeps a stray file from reaching whatever loader libvips would pick for it.
-bool Decodable(ImageFormat f) {
-  switch (f) {
-    case ImageFormat::kJpeg: case ImageFormat::kPng: case ImageFormat::kWebp: case ImageFormat::kGif:
-    case ImageFormat::kTiff: case ImageFormat::kHeic: case ImageFormat::kAvif:
-      return true;
-    default:
-      return false;
-  }
-}
 
 // The libvips loader class for each decodable format, as vips_foreign_find_load() names it.
 const char* LoaderClass(ImageFormat f) {
@@ -121,7 +110,7 @@ Result<SourceInfo> ReadSourceInfo(const std::string& path) {
     head.resize(static_cast<size_t>(in.gcount()));
   }
   const ImageFormat format = DetectFormat(head);
-  if (!Decodable(format)) {
+  if (!IsDecodableFormat(format)) {
     return MakeError(ErrorKind::kUnsupportedFormat,
                      "image format '" + std::string(FormatName(format)) + "' cannot be processed",
                      "unsupported_format");
@@ -352,6 +341,16 @@ std::string DominantColour(const AnalysisPixels& in) {
 }
 
 }  // namespace
+
+bool IsDecodableFormat(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::kJpeg: case ImageFormat::kPng: case ImageFormat::kWebp: case ImageFormat::kGif:
+    case ImageFormat::kTiff: case ImageFormat::kHeic: case ImageFormat::kAvif:
+      return true;
+    default:
+      return false;
+  }
+}
 
 Result<ImageSignature> ComputeImageSignature(VipsImage* image) {
   IMGPIPE_ASSIGN_OR_RETURN(const AnalysisPixels analysis, ReadAnalysisPixels(image));

@@ -7,6 +7,7 @@
 
 #include "config/config.hpp"
 #include "core/result.hpp"
+#include "processing/image_format.hpp"
 
 struct _VipsImage;  // VipsImage, from <vips/vips.h>
 
@@ -48,6 +49,10 @@ struct ImageSignature {
 //! The perceptual hash and dominant colour of an 8-bit sRGB image with 3 or 4 bands (a `VipsImage*`), computed
 //! exactly as RunDefaultPipeline computes them. kInternal if libvips fails. Thread-safe.
 Result<ImageSignature> ComputeImageSignature(::_VipsImage* image);
+
+//! The formats the pipelines decode: the ones with a trusted libvips loader. Anything else was refused at upload;
+//! checking again keeps a stray file (or a script's output) from reaching whatever loader libvips would pick for it.
+bool IsDecodableFormat(ImageFormat format);
 
 //! Hamming distance between two perceptual hashes (0 = same picture).
 int PhashDistance(uint64_t a, uint64_t b);

@@ -195,16 +195,6 @@ Result<ImagePtr> Strip(VipsImage* in) {
   return copy;
 }
 
-bool Decodable(ImageFormat f) {
-  switch (f) {
-    case ImageFormat::kJpeg: case ImageFormat::kPng: case ImageFormat::kWebp: case ImageFormat::kGif:
-    case ImageFormat::kTiff: case ImageFormat::kHeic: case ImageFormat::kAvif:
-      return true;
-    default:
-      return false;
-  }
-}
-
 // Where the mark's top-left corner goes for a position like "bottom-right".
 std::pair<int, int> Place(const std::string& position, int width, int height, int mark_width, int mark_height,
                           int margin) {
@@ -251,7 +241,7 @@ Result<ImagePtr> MakeMark(const ScriptStep& step, const std::map<std::string, st
                        "script_error");
     }
     const std::string& bytes = file->second;
-    if (!Decodable(DetectFormat(std::string_view(bytes).substr(0, 512)))) {
+    if (!IsDecodableFormat(DetectFormat(std::string_view(bytes).substr(0, 512)))) {
       return MakeError(ErrorKind::kInvalidArgument, where + ": '" + step.image + "' is not an image imgpipe decodes",
                        "script_error");
     }
@@ -642,7 +632,7 @@ class Run final : public LuaHost {
     auto refuse = [&](const std::string& what) {
       return MakeError(ErrorKind::kInvalidArgument, "exec step: output image '" + name + "' " + what, "script_error");
     };
-    if (!Decodable(format)) return refuse("is not an image imgpipe decodes (" + std::string(FormatName(format)) + ")");
+    if (!IsDecodableFormat(format)) return refuse("is not an image imgpipe decodes (" + std::string(FormatName(format)) + ")");
     ImagePtr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "fail_on", VIPS_FAIL_ON_ERROR,
                                                nullptr));
     if (!header) return refuse("does not decode: " + TakeVipsError());
@@ -694,7 +684,7 @@ Result<ScriptRunOutput> RunScript(const ScriptBundle& script, const std::string&
     head.resize(static_cast<size_t>(in.gcount()));
   }
   const ImageFormat format = DetectFormat(head);
-  if (!Decodable(format)) {
+  if (!IsDecodableFormat(format)) {
     return MakeError(ErrorKind::kUnsupportedFormat,
                      "image format '" + std::string(FormatName(format)) + "' cannot be processed", "unsupported_format");
   }
