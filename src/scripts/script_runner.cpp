@@ -281,7 +281,10 @@ Result<ImagePtr> Watermark(VipsImage* in, const ScriptStep& step, const std::map
   const std::string where = StepWhere(step);
   IMGPIPE_ASSIGN_OR_RETURN(ImagePtr base, Normalize(Ref(in), false));
   IMGPIPE_ASSIGN_OR_RETURN(ImagePtr mark, MakeMark(step, files, base->Xsize, base->Ysize));
-  const auto [x, y] = Place(step.position, base->Xsize, base->Ysize, mark->Xsize, mark->Ysize, step.margin);
+  // Plain ints, not a structured binding: clang refuses to capture those in the lambda below.
+  const std::pair<int, int> at = Place(step.position, base->Xsize, base->Ysize, mark->Xsize, mark->Ysize, step.margin);
+  const int x = at.first;
+  const int y = at.second;
   const bool alpha = vips_image_hasalpha(base.get()) != 0;
   IMGPIPE_ASSIGN_OR_RETURN(ImagePtr out, Make([&](VipsImage** o) {
     return vips_composite2(base.get(), mark.get(), o, VIPS_BLEND_MODE_OVER, "x", x, "y", y, nullptr);
