@@ -10,7 +10,10 @@ scripts/check-deploy, which installs the validator and fetches KEDA's CRDs.
 """
 
 import argparse
+import os
+import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -82,10 +85,27 @@ def flatten(table, prefix=""):
             yield f"{prefix}{key}"
 
 
+def config_check(imgpipe, toml_text, docs, where):
+    """`imgpipe config check` on the ConfigMap's file, with the Secret's variables as the pods get them."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for _, doc in docs:
+        if doc.get("kind") == "Secret":
+            env.update(doc.get("stringData", {}))
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write(toml_text)
+        f.flush()
+        p = subprocess.run([imgpipe, "config", "check", "--config", f.name], env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        return [f"{where}: imgpipe config check refuses imgpipe.toml: {p.stderr.strip()}"]
+    return []
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--k8s-version", required=True)
     ap.add_argument("--crd", action="append", default=[])
+    ap.add_argument("--imgpipe", help="an imgpipe binary: the ConfigMap's imgpipe.toml is loaded with "
+                                      "`imgpipe config check`, with the example Secret's variables")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     crds = crd_schemas(args.crd)
@@ -114,6 +134,8 @@ def main():
             for k in flatten(tomllib.loads(doc["data"]["imgpipe.toml"])):
                 if k not in known:
                     problems.append(f"{where}: imgpipe.toml sets {k}, which docs/OPERATIONS.md does not list")
+            if args.imgpipe:
+                problems += config_check(args.imgpipe, doc["data"]["imgpipe.toml"], docs, where)
     kinds = [(doc.get("kind"), doc) for _, doc in docs]
     if not any(k == "NetworkPolicy" and d["spec"].get("podSelector") == {} and
                set(d["spec"].get("policyTypes", [])) == {"Ingress", "Egress"} and

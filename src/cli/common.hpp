@@ -76,5 +76,6 @@ int RunReprocess(int argc, char** argv);
 int RunHold(int argc, char** argv);
 int RunStorage(int argc, char** argv);
 int RunAudit(int argc, char** argv);
+int RunConfig(int argc, char** argv);
 
 }  // namespace imgpipe

@@ -21,6 +21,7 @@ void Usage(std::ostream& out) {
          "  hold       set | release | list legal holds (kept past retention until released)\n"
          "  storage    check | install-lifecycle: the configured blob store (local, azure, s3)\n"
          "  audit      verify | list the hash-chained audit log of authenticated actions\n"
+         "  config     check: load the config (file, environment, flags) and report whether it is valid\n"
          "  version    print the version\n"
          "\n"
          "common options: --config FILE, --data-dir DIR; every config key can also be set with IMGPIPE_<SECTION>_<KEY>.\n"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   if (cmd == "hold") return imgpipe::RunHold(argc, argv);
   if (cmd == "storage") return imgpipe::RunStorage(argc, argv);
   if (cmd == "audit") return imgpipe::RunAudit(argc, argv);
+  if (cmd == "config") return imgpipe::RunConfig(argc, argv);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "imgpipe " << IMGPIPE_VERSION << "\n";
     return 0;

@@ -26,14 +26,17 @@ def test_the_checker_refuses_broken_manifests(tmp_path):
     broken.write_text(gateway.replace("readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
                       .replace("terminationGracePeriodSeconds: 30", misspelt)
                       .replace("path: /readyz", "path: /ready"))
+    config = tmp_path / "configmap.yaml"
+    config.write_text((REPO / "deploy/k8s/configmap.yaml").read_text().replace('backend = "s3"', 'backend = "ftp"'))
     scaled = tmp_path / "worker-scaledobject.yaml"
     scaled.write_text((REPO / "deploy/k8s/worker-scaledobject.yaml").read_text()
                       .replace("minReplicaCount: 1", "minReplicaCount: one"))
     rest = [f for f in sorted((REPO / "deploy/k8s").glob("*.yaml"))
-            if f.name not in ("gateway.yaml", "worker-scaledobject.yaml")]
-    p = check(*rest, broken, scaled)
+            if f.name not in ("gateway.yaml", "worker-scaledobject.yaml", "configmap.yaml")]
+    p = check(*rest, broken, scaled, config)
     assert p.returncode != 0
     assert "readOnlyRootFilesystem" in p.stderr, p.stderr
     assert "hostNetwrok" in p.stderr, p.stderr                # strict: an unknown (misspelt) field
     assert "readinessProbe on /readyz" in p.stderr, p.stderr
     assert "ScaledObject/imgpipe-worker" in p.stderr, p.stderr  # KEDA's schema: an integer
+    assert "imgpipe config check refuses" in p.stderr and "storage.backend" in p.stderr, p.stderr
