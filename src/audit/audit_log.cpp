@@ -66,7 +66,9 @@ std::optional<SplitLine> Split(std::string_view line) {
   return SplitLine{std::string(line.substr(0, at)) + "}", std::string(line.substr(at + kHashMember.size(), 64))};
 }
 
-Result<AuditRecord> ParseRecord(std::string_view line) {
+}  // namespace
+
+Result<AuditRecord> ParseAuditLine(std::string_view line) {
   auto split = Split(line);
   if (!split) return MakeError(ErrorKind::kInvalidArgument, "not an audit record (no trailing \"hash\")");
   json::error_code ec;
@@ -92,6 +94,8 @@ Result<AuditRecord> ParseRecord(std::string_view line) {
   r.hash = split->hash;
   return r;
 }
+
+namespace {
 
 //! The last complete line of `path` ("" if none).
 Result<std::string> LastLine(const fs::path& path) {
@@ -144,7 +148,7 @@ Status AuditLog::AppendLocked(const AuditEvent& event) {
   for (auto it = files.rbegin(); it != files.rend(); ++it) {
     IMGPIPE_ASSIGN_OR_RETURN(std::string last, LastLine(*it));
     if (last.empty()) continue;
-    auto record = ParseRecord(last);
+    auto record = ParseAuditLine(last);
     if (!record.ok()) {
       return MakeError(ErrorKind::kInternal, "the audit log's last record in " + it->string() +
                                                  " is damaged (" + record.error().message +
@@ -213,7 +217,7 @@ Result<std::vector<AuditRecord>> AuditLog::Read(const AuditFilter& filter) const
       if (!line.empty()) lines.push_back(std::move(line));
     }
     for (auto l = lines.rbegin(); l != lines.rend() && out.size() < filter.limit; ++l) {
-      auto record = ParseRecord(*l);
+      auto record = ParseAuditLine(*l);
       if (!record.ok()) continue;  // Verify reports damage; reading shows what can be read
       if (filter.since && record->event.at < *filter.since) return out;
       if (!filter.action.empty() && record->event.action != filter.action) continue;
@@ -245,7 +249,7 @@ Result<int> AuditLog::Prune(std::chrono::seconds keep) {
   }
   auto last = LastLine(old.back());
   Result<AuditRecord> record = MakeError(ErrorKind::kInternal, "no last record");
-  if (last.ok() && !last->empty()) record = ParseRecord(*last);
+  if (last.ok() && !last->empty()) record = ParseAuditLine(*last);
   AuditEvent e;
   e.at = clock_.Now();
   e.actor = "retention";
@@ -273,31 +277,32 @@ Result<int> AuditLog::Prune(std::chrono::seconds keep) {
 }
 
 Result<AuditVerifyReport> AuditLog::Verify(const fs::path& dir) {
-  AuditVerifyReport report;
   IMGPIPE_ASSIGN_OR_RETURN(auto files, DayFiles(dir));
-  struct Line {
-    std::string where;
-    std::string text;
-  };
-  std::vector<Line> lines;
+  std::vector<AuditLine> lines;
   for (const fs::path& f : files) {
     std::ifstream in(f, std::ios::binary);
     if (!in) return MakeError(ErrorKind::kUnavailable, "cannot read " + f.string());
     int n = 0;
     for (std::string text; std::getline(in, text);) {
       ++n;
-      if (text.empty()) {
-        report.problems.push_back(f.filename().string() + ":" + std::to_string(n) + ": empty line");
-        continue;
-      }
       lines.push_back({f.filename().string() + ":" + std::to_string(n), std::move(text)});
     }
   }
+  return VerifyAuditLines(lines);
+}
+
+AuditVerifyReport VerifyAuditLines(const std::vector<AuditLine>& lines) {
+  AuditVerifyReport report;
   // Where a retention record says the removed files ended: the oldest kept record must continue from one of them.
   std::set<std::pair<int64_t, std::string>> pruned_ends;
   std::vector<std::optional<AuditRecord>> records;
-  for (const Line& l : lines) {
-    auto r = ParseRecord(l.text);
+  for (const AuditLine& l : lines) {
+    if (l.text.empty()) {
+      report.problems.push_back(l.where + ": empty line");
+      records.emplace_back();
+      continue;
+    }
+    auto r = ParseAuditLine(l.text);
     if (!r.ok()) {
       report.problems.push_back(l.where + ": " + r.error().message);
       records.emplace_back();

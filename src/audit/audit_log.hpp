@@ -83,6 +83,16 @@ class AuditLog {
   mutable std::mutex mu_;
 };
 
+//! One line of the log and where it is ("2026-01-10.jsonl:12"), for VerifyAuditLines.
+struct AuditLine {
+  std::string where;
+  std::string text;
+};
+//! Parses one line (kInvalidArgument naming what is wrong). Outside data: a file anyone with access may have edited.
+Result<AuditRecord> ParseAuditLine(std::string_view line);
+//! The checks of AuditLog::Verify over lines in log order: every hash, the sequence, the chain, the start.
+AuditVerifyReport VerifyAuditLines(const std::vector<AuditLine>& lines);
+
 //! The hash of a record: hex SHA-256 of `prev` + "\n" + the record's JSON without its "hash" member, serialized
 //! with members in the order written. Exposed for tests.
 std::string AuditHash(const std::string& prev, const boost::json::object& record_without_hash);

@@ -183,5 +183,23 @@ TEST_F(AuditLogTest, ConcurrentWritersInThreadsAndProcessesKeepOneChain) {
   EXPECT_EQ(report->records, 150);
 }
 
+TEST(AuditLinesTest, HostileFilesAreProblemsNeverRecords) {
+  // Files of the corrupt image corpus as audit day files: every line is refused with its place, nothing crashes.
+  const fs::path corrupt = fs::path(IMGPIPE_CORPORA_DIR) / "corrupt";
+  ASSERT_TRUE(fs::is_directory(corrupt)) << corrupt;
+  int files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(corrupt)) {
+    if (!entry.is_regular_file() || entry.file_size() > 1 << 20) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::vector<AuditLine> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back({"f:" + std::to_string(lines.size() + 1), l});
+    AuditVerifyReport report = VerifyAuditLines(lines);
+    EXPECT_EQ(report.records, 0) << entry.path();
+    if (!lines.empty()) EXPECT_FALSE(report.problems.empty()) << entry.path();
+    ++files;
+  }
+  EXPECT_GT(files, 10);
+}
+
 }  // namespace
 }  // namespace imgpipe
