@@ -76,6 +76,7 @@ Result<std::unique_ptr<BlobStore>> OpenBlobStore(const Config& config, bool inst
     o.key = config.azure_key;
     o.sas = config.azure_sas;
     o.container_prefix = config.azure_container_prefix;
+    o.http.ca_file = config.storage_ca_file;
     IMGPIPE_ASSIGN_OR_RETURN(auto store, AzureBlobStore::Open(std::move(o)));
     return std::unique_ptr<BlobStore>(std::move(store));
   }
@@ -88,6 +89,7 @@ Result<std::unique_ptr<BlobStore>> OpenBlobStore(const Config& config, bool inst
     o.secret_key = config.s3_secret_key;
     o.addressing = config.s3_addressing == "virtual" ? S3Addressing::kVirtual : S3Addressing::kPath;
     o.create_only = config.s3_create_only;
+    o.http.ca_file = config.storage_ca_file;
     IMGPIPE_ASSIGN_OR_RETURN(auto store, S3BlobStore::Open(std::move(o)));
     if (install_lifecycle && config.s3_lifecycle) {
       IMGPIPE_TRY(store->PutLifecycle(

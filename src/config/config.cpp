@@ -512,6 +512,14 @@ const KeyDef kKeys[] = {
      }},
     {"storage.backend",
      [](Config& c, const Value& v) { return SetBackend(&c.blob_backend, v, {"local", "azure", "s3"}, {}); }},
+    {"storage.ca_file",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (!s.empty() && s.front() != '/') return Quote(s) + " is not an absolute path";
+       c.storage_ca_file = s;
+       return std::nullopt;
+     }},
     {"storage.azure.endpoint", [](Config& c, const Value& v) { return SetEndpoint(&c.azure_endpoint, v); }},
     {"storage.azure.account",
      [](Config& c, const Value& v) { return SetName(&c.azure_account, v, 3, 24, "lowercase letters and digits"); }},

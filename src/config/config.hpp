@@ -49,6 +49,10 @@ struct Config {
   std::string data_dir = "./imgpipe-data";        //!< storage.data_dir: database, blobs, spool
   std::string blob_backend = "local";             //!< storage.backend: "local" | "azure" | "s3"
 
+  //! storage.ca_file: PEM file of extra CA certificates trusted for https storage endpoints (a private CA), on top
+  //! of the system's store; "" = the system's store only
+  std::string storage_ca_file;
+
   // [storage.azure]  (storage.backend = "azure"); the key and SAS are secrets: never logged or quoted back
   std::string azure_endpoint;                     //!< storage.azure.endpoint: https://<account>.blob.core.windows.net
   std::string azure_account;                      //!< storage.azure.account

@@ -500,6 +500,8 @@ TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
                   "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"http://h:1\"\nbucket = \"bkt\"\n",
                   "inline.toml")),
               HasSubstr("storage.s3.secret_key"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage]\nca_file = \"certs/ca.pem\"\n", "inline.toml")),
+              HasSubstr("not an absolute path"));
   EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\naddressing = \"sideways\"\n", "inline.toml")),
               HasSubstr("storage.s3.addressing"));
   EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nbuckett = \"x\"\n", "inline.toml")),
@@ -515,7 +517,7 @@ TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
 
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 50u);
+  EXPECT_EQ(keys.size(), 51u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "audit.retention"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());
