@@ -67,6 +67,7 @@ std::string BlobRoot(const Config& config);
 std::string SpoolDir(const Config& config);
 
 int RunServe(int argc, char** argv);
+int RunIngest(int argc, char** argv);
 int RunKeys(int argc, char** argv);
 int RunQuery(int argc, char** argv);
 int RunRetention(int argc, char** argv);

@@ -12,6 +12,7 @@ void Usage(std::ostream& out) {
          "\n"
          "commands:\n"
          "  serve      run everything in one process: HTTP API, workers, retention (embedded defaults)\n"
+         "  ingest     consume the Kafka ingest topics only (ingest.topics; serve does it too when they are set)\n"
          "  keys       create | list | revoke API keys\n"
          "  query      run read-only SQL on the warehouse\n"
          "  retention  run   one retention sweep now\n"
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   }
   std::string_view cmd = argv[1];
   if (cmd == "serve") return imgpipe::RunServe(argc, argv);
+  if (cmd == "ingest") return imgpipe::RunIngest(argc, argv);
   if (cmd == "keys") return imgpipe::RunKeys(argc, argv);
   if (cmd == "query") return imgpipe::RunQuery(argc, argv);
   if (cmd == "retention") return imgpipe::RunRetention(argc, argv);

@@ -1,4 +1,5 @@
-// `imgpipe serve`: the whole pipeline in one process. Wiring only.
+// `imgpipe serve`: the whole pipeline in one process; `imgpipe ingest`: the same process with only the Kafka stream
+// source (and the HTTP listener, for /metrics and the health checks). Wiring only.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include "core/log.hpp"
 #include "core/metrics.hpp"
 #include "api/image_json.hpp"
+#include "ingest/kafka/kafka_source.hpp"
 #include "processing/image_format.hpp"
 #include "processing/image_probe.hpp"
 #include "queue/embedded/embedded_job_queue.hpp"
@@ -66,14 +68,32 @@ ImageLimits LimitsFrom(const Config& cfg) {
   return l;
 }
 
-}  // namespace
+KafkaSourceOptions KafkaSourceOptionsFrom(const Config& cfg) {
+  KafkaSourceOptions o;
+  o.client = KafkaClientProperties(cfg);
+  o.topics = cfg.ingest_topics;
+  o.group_id = cfg.ingest_group_id;
+  o.group_instance_id = cfg.ingest_group_instance_id;
+  o.threads = cfg.ingest_threads;
+  o.max_in_flight = cfg.ingest_max_in_flight;
+  o.max_poll_interval = cfg.ingest_max_poll_interval;
+  o.record.max_metadata_bytes = cfg.max_metadata_bytes;
+  o.record.claim_containers = cfg.ingest_claim_containers;
+  return o;
+}
 
-int RunServe(int argc, char** argv) {
+enum class ServerRole { kServe, kIngest };
+
+int RunServer(int argc, char** argv, ServerRole role) {
   auto args = ParseArgs(argc, argv, 2, {"config", "listen", "data-dir"});
   if (!args) return kExitUsage;
   auto config = LoadConfigFromArgs(*args);
   if (!config) return kExitUsage;
   const Config& cfg = *config;
+  if (role == ServerRole::kIngest && cfg.ingest_topics.empty()) {
+    std::cerr << "imgpipe ingest: no topics to consume; set ingest.topics and kafka.brokers (docs/OPERATIONS.md)\n";
+    return kExitUsage;
+  }
   LogLevel level;
   if (ParseLogLevel(cfg.log_level, &level)) SetLogLevel(level);
 
@@ -159,6 +179,13 @@ int RunServe(int argc, char** argv) {
     LogInfo("recovered interrupted uploads", {{"originals_removed", *recovered}});
   }
 
+  // The stream source: the same intake as uploads, fed by Kafka.
+  std::unique_ptr<KafkaSource> stream;
+  if (!cfg.ingest_topics.empty()) {
+    KafkaSource::DeclareMetrics(metrics);
+    stream = std::make_unique<KafkaSource>(KafkaSourceOptionsFrom(cfg), intake, store, **blobs, *clock, &metrics);
+  }
+
   RetentionPolicy policy;
   policy.originals = cfg.retention_originals;
   policy.renditions = cfg.retention_renditions;
@@ -213,8 +240,9 @@ int RunServe(int argc, char** argv) {
     LogError("cannot listen", {{"error", bound.error().message}});
     return kExitFailure;
   }
-  if (cfg.embedded_workers) workers.Start();
-  if (cfg.sweeper_enabled) sweeper.Start(cfg.sweep_interval);
+  const bool run_workers = role == ServerRole::kServe && cfg.embedded_workers;
+  if (run_workers) workers.Start();
+  if (role == ServerRole::kServe && cfg.sweeper_enabled) sweeper.Start(cfg.sweep_interval);
   // The PostgreSQL warehouse's rollups gain a row of differences per change; folding them often keeps the dashboard's
   // queries short (a no-op on SQLite). On the blocking pool: it is a few statements over small tables.
   std::function<void()> schedule_compaction = [&] {
@@ -230,6 +258,12 @@ int RunServe(int argc, char** argv) {
     });
   };
   schedule_compaction();
+  if (stream) {
+    if (Status s = stream->Start(); !s.ok()) {
+      LogError("cannot start the Kafka stream source", {{"error", s.error().message}});
+      return kExitFailure;
+    }
+  }
   server.Start();
 
   std::string base = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
@@ -244,7 +278,8 @@ int RunServe(int argc, char** argv) {
                         {"port", *bound},
                         {"url", base},
                         {"data_dir", cfg.data_dir},
-                        {"workers", cfg.embedded_workers ? wo.threads : 0},
+                        {"workers", run_workers ? wo.threads : 0},
+                        {"role", role == ServerRole::kServe ? "serve" : "ingest"},
                         {"http_threads", io_threads}});
 
   asio::signal_set signals(io, SIGTERM, SIGINT);
@@ -270,6 +305,7 @@ int RunServe(int argc, char** argv) {
   io.run();
   for (auto& t : threads) t.join();
 
+  if (stream) stream->Stop();
   sweeper.Stop();
   workers.Stop(cfg.shutdown_grace);
   blocking.join();
@@ -277,5 +313,10 @@ int RunServe(int argc, char** argv) {
   ::close(lock_fd);
   return kExitOk;
 }
+
+}  // namespace
+
+int RunServe(int argc, char** argv) { return RunServer(argc, argv, ServerRole::kServe); }
+int RunIngest(int argc, char** argv) { return RunServer(argc, argv, ServerRole::kIngest); }
 
 }  // namespace imgpipe

@@ -42,8 +42,8 @@ bool IsNonConfigEnv(std::string_view name) {
          std::find(std::begin(kNonConfigEnv), std::end(kNonConfigEnv), name) != std::end(kNonConfigEnv);
 }
 
-constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue",  "limits",
-                                          "retention",  "audit", "processing", "log",   "testing"};
+constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue", "limits",  "retention",
+                                          "audit",      "processing", "kafka",  "ingest", "log",   "testing"};
 // Tables inside a section ([storage.azure]); their keys are "section.table.key".
 constexpr std::string_view kSubTables[] = {"storage.azure", "storage.s3"};
 constexpr std::string_view kRenditionsKey = "processing.renditions";
@@ -473,6 +473,25 @@ Problem CheckListen(const std::string& s) {
   return std::nullopt;
 }
 
+// A Kafka topic name as the broker accepts it: 1..249 of [A-Za-z0-9._-], not "." or "..".
+bool IsTopicName(std::string_view s) {
+  if (s.empty() || s.size() > 249 || s == "." || s == "..") return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+// A string without control characters (it goes into a librdkafka property or a file path).
+Problem SetPlainString(std::string* field, const Value& v, bool secret = false) {
+  std::string s;
+  if (auto p = v.String(&s)) return p;
+  if (std::any_of(s.begin(), s.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20; })) {
+    return secret ? std::string("the value contains control characters") : Quote(s) + " contains control characters";
+  }
+  *field = s;
+  return std::nullopt;
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // The keys
 
@@ -640,6 +659,77 @@ const KeyDef kKeys[] = {
        }
        c.exec_read_paths = std::move(paths);
        return std::nullopt;
+     }},
+    {"kafka.brokers",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       // host:port[,host:port...]; each part must look like an address so a typo fails here, not at connect time.
+       size_t start = 0;
+       while (!s.empty() && start <= s.size()) {
+         size_t comma = s.find(',', start);
+         std::string part(Trim(std::string_view(s).substr(start, comma == std::string::npos ? std::string::npos
+                                                                                                : comma - start)));
+         if (auto p = CheckListen(part)) return "broker " + *p;
+         if (comma == std::string::npos) break;
+         start = comma + 1;
+       }
+       c.kafka_brokers = s;
+       return std::nullopt;
+     }},
+    {"kafka.client_id", [](Config& c, const Value& v) { return SetPlainString(&c.kafka_client_id, v); }},
+    {"kafka.security_protocol",
+     [](Config& c, const Value& v) {
+       return SetChoice(&c.kafka_security_protocol, v, {"plaintext", "ssl", "sasl_plaintext", "sasl_ssl"});
+     }},
+    {"kafka.sasl_mechanism",
+     [](Config& c, const Value& v) {
+       return SetChoice(&c.kafka_sasl_mechanism, v, {"", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"});
+     }},
+    {"kafka.sasl_username", [](Config& c, const Value& v) { return SetPlainString(&c.kafka_sasl_username, v); }},
+    {"kafka.sasl_password",
+     [](Config& c, const Value& v) { return SetPlainString(&c.kafka_sasl_password, v, /*secret=*/true); }},
+    {"kafka.ssl_ca_location", [](Config& c, const Value& v) { return SetPlainString(&c.kafka_ssl_ca_location, v); }},
+    {"kafka.ssl_certificate_location",
+     [](Config& c, const Value& v) { return SetPlainString(&c.kafka_ssl_certificate_location, v); }},
+    {"kafka.ssl_key_location", [](Config& c, const Value& v) { return SetPlainString(&c.kafka_ssl_key_location, v); }},
+    {"ingest.topics",
+     [](Config& c, const Value& v) -> Problem {
+       std::vector<std::string> topics;
+       if (auto p = v.StringList(&topics)) return p;
+       for (const auto& t : topics) {
+         if (!IsTopicName(t)) return Quote(t) + " is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)";
+         if (t.ends_with(".dlq")) return Quote(t) + " is a dead-letter topic; imgpipe writes there, it does not read";
+       }
+       c.ingest_topics = std::move(topics);
+       return std::nullopt;
+     }},
+    {"ingest.group_id",
+     [](Config& c, const Value& v) -> Problem {
+       if (auto p = SetPlainString(&c.ingest_group_id, v)) return p;
+       if (c.ingest_group_id.empty()) return std::string("the consumer group must not be empty");
+       return std::nullopt;
+     }},
+    {"ingest.group_instance_id",
+     [](Config& c, const Value& v) { return SetPlainString(&c.ingest_group_instance_id, v); }},
+    {"ingest.threads", [](Config& c, const Value& v) { return SetInt(&c.ingest_threads, v, 1, 256); }},
+    {"ingest.max_in_flight", [](Config& c, const Value& v) { return SetInt(&c.ingest_max_in_flight, v, 1, 100000); }},
+    {"ingest.claim_containers",
+     [](Config& c, const Value& v) -> Problem {
+       std::vector<std::string> names;
+       if (auto p = v.StringList(&names)) return p;
+       for (const auto& n : names) {
+         const bool ok = n.size() >= 3 && n.size() <= 63 &&
+                         n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
+         if (!ok) return Quote(n) + " is not a container name (3-63 of a-z, 0-9, '-')";
+         if (n == "renditions" || n == "scripts") return Quote(n) + " holds imgpipe's own objects; name another";
+       }
+       c.ingest_claim_containers = std::move(names);
+       return std::nullopt;
+     }},
+    {"ingest.max_poll_interval",
+     [](Config& c, const Value& v) {
+       return SetDuration(&c.ingest_max_poll_interval, v, std::chrono::milliseconds(10000));
      }},
     {"log.level",
      [](Config& c, const Value& v) { return SetChoice(&c.log_level, v, {"debug", "info", "warn", "error"}); }},
@@ -1120,6 +1210,11 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
                       "postgresql://imgpipe@db.internal:5432/imgpipe (or IMGPIPE_DATABASE_URL)");
   }
   if (problems.empty()) CheckStorageBackend(config, problems);
+  if (problems.empty() && !config.ingest_topics.empty() && config.kafka_brokers.empty()) {
+    problems.BadValue("kafka.brokers", "(required with ingest.topics)",
+                      "missing; set the Kafka bootstrap servers, e.g. kafka-1:9092,kafka-2:9092 "
+                      "(or IMGPIPE_KAFKA_BROKERS)");
+  }
   if (!problems.empty()) return problems.ToError();
   return config;
 }

@@ -121,6 +121,26 @@ struct Config {
   };                                               //!< [[processing.renditions]]
   std::vector<RouteConfig> routes;                //!< [[processing.routes]]; file only
 
+  // [kafka]  the brokers and client security, shared by the stream source (and later the Kafka job queue)
+  std::string kafka_brokers;                      //!< kafka.brokers: "host:port,host:port"; "" = no Kafka
+  std::string kafka_client_id = "imgpipe";        //!< kafka.client_id
+  std::string kafka_security_protocol = "plaintext";  //!< kafka.security_protocol: plaintext|ssl|sasl_plaintext|sasl_ssl
+  std::string kafka_sasl_mechanism;               //!< kafka.sasl_mechanism: "" | PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+  std::string kafka_sasl_username;                //!< kafka.sasl_username
+  std::string kafka_sasl_password;                //!< kafka.sasl_password (never logged)
+  std::string kafka_ssl_ca_location;              //!< kafka.ssl_ca_location: PEM file of the CA(s) to trust
+  std::string kafka_ssl_certificate_location;     //!< kafka.ssl_certificate_location: client certificate (mTLS)
+  std::string kafka_ssl_key_location;             //!< kafka.ssl_key_location: its private key
+
+  // [ingest]  the Kafka stream source (docs/OPERATIONS.md, "Kafka stream source")
+  std::vector<std::string> ingest_topics;         //!< ingest.topics: topics to consume; empty = no stream source
+  std::string ingest_group_id = "imgpipe-ingest"; //!< ingest.group_id: the consumer group
+  std::string ingest_group_instance_id;           //!< ingest.group_instance_id: static membership; "" = dynamic
+  int ingest_threads = 4;                         //!< ingest.threads: records taken in at once
+  int ingest_max_in_flight = 64;                  //!< ingest.max_in_flight: records held before partitions pause
+  std::vector<std::string> ingest_claim_containers = {"incoming"};  //!< ingest.claim_containers: claim checks may name these
+  std::chrono::milliseconds ingest_max_poll_interval{300000};  //!< ingest.max_poll_interval
+
   // [testing]
   std::chrono::milliseconds clock_offset{0};      //!< testing.clock_offset: shifts the clock forward (retention tests)
 

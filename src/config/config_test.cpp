@@ -273,6 +273,49 @@ TEST(ConfigTest, BadValuesNameKeySourceAndProblem) {
   EXPECT_THAT(error_for("IMGPIPE_STORAGE_DATA_DIR", "\"\""), HasSubstr("must not be empty"));
 }
 
+TEST(ConfigTest, KafkaAndIngestKeys) {
+  auto defaults = LoadConfig({});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_TRUE(defaults->ingest_topics.empty());
+  EXPECT_EQ(defaults->ingest_group_id, "imgpipe-ingest");
+  EXPECT_EQ(defaults->ingest_claim_containers, std::vector<std::string>{"incoming"});
+
+  ConfigSources ok;
+  ok.env = {{"IMGPIPE_KAFKA_BROKERS", "127.0.0.1:9092, kafka-2:9093"},
+            {"IMGPIPE_KAFKA_SECURITY_PROTOCOL", "sasl_ssl"},
+            {"IMGPIPE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"},
+            {"IMGPIPE_KAFKA_SASL_PASSWORD", "hunter2"},
+            {"IMGPIPE_INGEST_TOPICS", "cams.raw,uploads"},
+            {"IMGPIPE_INGEST_GROUP_INSTANCE_ID", "ingest-1"},
+            {"IMGPIPE_INGEST_MAX_IN_FLIGHT", "8"}};
+  auto config = LoadConfig(ok);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->kafka_brokers, "127.0.0.1:9092, kafka-2:9093");
+  EXPECT_EQ(config->kafka_sasl_mechanism, "SCRAM-SHA-512");
+  EXPECT_EQ(config->ingest_topics, (std::vector<std::string>{"cams.raw", "uploads"}));
+  EXPECT_EQ(config->ingest_group_instance_id, "ingest-1");
+  EXPECT_EQ(config->ingest_max_in_flight, 8);
+
+  ConfigSources no_brokers;
+  no_brokers.env = {{"IMGPIPE_INGEST_TOPICS", "cams"}};
+  EXPECT_THAT(ErrorOf(LoadConfig(no_brokers)), HasSubstr("kafka.brokers"));
+  ConfigSources bad;
+  bad.env = {{"IMGPIPE_KAFKA_BROKERS", "kafka-1"},
+             {"IMGPIPE_INGEST_TOPICS", "ok,bad topic"},
+             {"IMGPIPE_KAFKA_SASL_MECHANISM", "GSSAPI"},
+             {"IMGPIPE_KAFKA_SASL_PASSWORD", "s3cret\x01"},
+             {"IMGPIPE_INGEST_CLAIM_CONTAINERS", "renditions"}};
+  const std::string message = ErrorOf(LoadConfig(bad));
+  EXPECT_THAT(message, HasSubstr("kafka.brokers"));
+  EXPECT_THAT(message, HasSubstr("\"bad topic\" is not a Kafka topic name"));
+  EXPECT_THAT(message, HasSubstr("kafka.sasl_mechanism"));
+  EXPECT_THAT(message, HasSubstr("ingest.claim_containers"));
+  EXPECT_EQ(message.find("s3cret"), std::string::npos) << message;
+  ConfigSources dlq;
+  dlq.env = {{"IMGPIPE_KAFKA_BROKERS", "k:9092"}, {"IMGPIPE_INGEST_TOPICS", "cams.dlq"}};
+  EXPECT_THAT(ErrorOf(LoadConfig(dlq)), HasSubstr("dead-letter"));
+}
+
 TEST(ConfigTest, PostgresNeedsItsUrlWhichIsNeverQuotedBack) {
   ConfigSources postgres;
   postgres.env = {{"IMGPIPE_DATABASE_BACKEND", "postgres"},
@@ -517,7 +560,7 @@ TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
 
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 51u);
+  EXPECT_EQ(keys.size(), 67u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "audit.retention"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());

@@ -179,7 +179,7 @@ Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) 
   image.original_key = OriginalBlobKey(image.id);
   image.status = ImageStatus::kQueued;
   image.expires_at = options_.retention_originals.count() > 0
-                         ? now + options_.retention_originals
+                         ? request.retention_start.value_or(now) + options_.retention_originals
                          : TimePoint::max() - std::chrono::hours(24 * 365 * 100);
 
   auto t1 = std::chrono::steady_clock::now();

@@ -86,6 +86,9 @@ struct IntakeRequest {
   std::optional<std::string> idempotency_key;
   std::string request_hash;                   //!< for idempotency: identifies the request's content
   std::optional<ImageId> id;                  //!< a deterministic id (stream sources); a fresh one when empty
+  //! When the retention window starts: the record's own time for stream sources (whose id, and so the day folder
+  //! of its blobs, carries that time); the intake's clock when empty.
+  std::optional<TimePoint> retention_start;
 };
 
 //! The outcome of Accept(): the stored image, or the first answer replayed for an idempotent retry.

@@ -1,0 +1,395 @@
+#include "kafka/kafka_client.hpp"
+
+#include <condition_variable>
+#include <mutex>
+
+#include "core/log.hpp"
+
+namespace imgpipe {
+
+namespace {
+
+constexpr size_t kErrorBuffer = 512;
+
+struct ConfDeleter {
+  void operator()(rd_kafka_conf_t* c) const { rd_kafka_conf_destroy(c); }
+};
+using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
+
+struct PartitionListDeleter {
+  void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
+};
+using PartitionListPtr = std::unique_ptr<rd_kafka_topic_partition_list_t, PartitionListDeleter>;
+
+PartitionListPtr ToList(const std::vector<TopicPartition>& partitions) {
+  PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size())));
+  for (const auto& tp : partitions) rd_kafka_topic_partition_list_add(list.get(), tp.topic.c_str(), tp.partition);
+  return list;
+}
+
+std::vector<TopicPartition> FromList(const rd_kafka_topic_partition_list_t* list) {
+  std::vector<TopicPartition> out;
+  for (int i = 0; i < list->cnt; ++i) out.push_back({list->elems[i].topic, list->elems[i].partition});
+  return out;
+}
+
+// Properties whose values must never reach a log line or an error message.
+bool IsSecret(std::string_view name) {
+  return name.find("password") != std::string_view::npos || name.find("secret") != std::string_view::npos ||
+         name.ends_with(".key.pem") || name == "ssl.key.password";
+}
+
+// librdkafka's own log lines go to ours; level is syslog's (3 error, 4 warning, 6 info, 7 debug).
+void LogCallback(const rd_kafka_t* rk, int level, const char* facility, const char* buf) {
+  boost::json::object fields{{"client", rd_kafka_name(rk)}, {"facility", facility}, {"detail", buf}};
+  if (level <= 3) {
+    LogError("kafka client", std::move(fields));
+  } else if (level <= 4) {
+    LogWarn("kafka client", std::move(fields));
+  } else {
+    LogDebug("kafka client", std::move(fields));
+  }
+}
+
+Result<ConfPtr> MakeConf(const KafkaProperties& properties) {
+  ConfPtr conf(rd_kafka_conf_new());
+  char err[kErrorBuffer];
+  for (const auto& [name, value] : properties) {
+    if (rd_kafka_conf_set(conf.get(), name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      return MakeError(ErrorKind::kInvalidArgument,
+                       "Kafka client property " + name + (IsSecret(name) ? "" : " = \"" + value + "\"") +
+                           " was refused: " + err + " (see the [kafka] section in docs/OPERATIONS.md)",
+                       "invalid_config");
+    }
+  }
+  rd_kafka_conf_set_log_cb(conf.get(), LogCallback);
+  return conf;
+}
+
+// The state of one Send(), shared with the delivery callback, which may run after Send() gave up waiting.
+struct Delivery {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+};
+
+void DeliveryCallback(rd_kafka_t*, const rd_kafka_message_t* msg, void*) {
+  auto* holder = static_cast<std::shared_ptr<Delivery>*>(msg->_private);
+  if (holder == nullptr) return;
+  {
+    std::lock_guard lock((*holder)->mu);
+    (*holder)->done = true;
+    (*holder)->err = msg->err;
+  }
+  (*holder)->cv.notify_all();
+  delete holder;
+}
+
+}  // namespace
+
+KafkaProperties KafkaClientProperties(const Config& config) {
+  KafkaProperties p;
+  p["bootstrap.servers"] = config.kafka_brokers;
+  p["client.id"] = config.kafka_client_id;
+  p["security.protocol"] = config.kafka_security_protocol;
+  if (!config.kafka_sasl_mechanism.empty()) p["sasl.mechanisms"] = config.kafka_sasl_mechanism;
+  if (!config.kafka_sasl_username.empty()) p["sasl.username"] = config.kafka_sasl_username;
+  if (!config.kafka_sasl_password.empty()) p["sasl.password"] = config.kafka_sasl_password;
+  if (!config.kafka_ssl_ca_location.empty()) p["ssl.ca.location"] = config.kafka_ssl_ca_location;
+  if (!config.kafka_ssl_certificate_location.empty()) {
+    p["ssl.certificate.location"] = config.kafka_ssl_certificate_location;
+  }
+  if (!config.kafka_ssl_key_location.empty()) p["ssl.key.location"] = config.kafka_ssl_key_location;
+  return p;
+}
+
+ErrorKind KafkaErrorKind(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+      return ErrorKind::kInternal;  // not an error; callers never map it
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+      return ErrorKind::kTooLarge;
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_INVALID_CONFIG:
+      return ErrorKind::kInvalidArgument;
+    case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+      return ErrorKind::kPermissionDenied;
+    case RD_KAFKA_RESP_ERR__FATAL:
+    case RD_KAFKA_RESP_ERR__FENCED:
+    case RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID:
+      return ErrorKind::kInternal;
+    default:
+      // Transport, timeouts, leader changes, coordinator moves, queue full: the broker or the network, for now.
+      return ErrorKind::kUnavailable;
+  }
+}
+
+Error KafkaError(rd_kafka_resp_err_t err, std::string_view what) {
+  std::string message = std::string(what) + ": " + rd_kafka_err2str(err);
+  if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+    message += "; raise message.max.bytes on the topic (and the broker's socket.request.max.bytes) or send the image "
+               "as a claim check (docs/OPERATIONS.md)";
+  }
+  return MakeError(KafkaErrorKind(err), std::move(message));
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// KafkaMessage
+
+std::string_view KafkaMessage::topic() const { return rd_kafka_topic_name(msg_->rkt); }
+
+int64_t KafkaMessage::timestamp_ms() const {
+  rd_kafka_timestamp_type_t type;
+  return rd_kafka_message_timestamp(msg_.get(), &type);
+}
+
+std::string_view KafkaMessage::value() const {
+  if (msg_->payload == nullptr) return {};
+  return {static_cast<const char*>(msg_->payload), msg_->len};
+}
+
+std::optional<std::string_view> KafkaMessage::key() const {
+  if (msg_->key == nullptr) return std::nullopt;
+  return std::string_view(static_cast<const char*>(msg_->key), msg_->key_len);
+}
+
+std::vector<KafkaHeader> KafkaMessage::headers() const {
+  std::vector<KafkaHeader> out;
+  rd_kafka_headers_t* hdrs = nullptr;
+  if (rd_kafka_message_headers(msg_.get(), &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return out;
+  const char* name = nullptr;
+  const void* value = nullptr;
+  size_t size = 0;
+  for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+    KafkaHeader h;
+    h.name = name;
+    if (value != nullptr) h.value = std::string(static_cast<const char*>(value), size);
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// KafkaProducer
+
+Result<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const KafkaProperties& properties) {
+  KafkaProperties p = properties;
+  // Safe defaults; a caller's explicit value wins.
+  p.emplace("acks", "all");
+  p.emplace("enable.idempotence", "true");
+  p.emplace("linger.ms", "5");
+  IMGPIPE_ASSIGN_OR_RETURN(ConfPtr conf, MakeConf(p));
+  rd_kafka_conf_set_dr_msg_cb(conf.get(), DeliveryCallback);
+  char err[kErrorBuffer];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err);
+  if (rk == nullptr) {
+    return MakeError(ErrorKind::kInvalidArgument, std::string("cannot create a Kafka producer: ") + err);
+  }
+  conf.release();  // owned by rk now
+  return std::unique_ptr<KafkaProducer>(new KafkaProducer(rk));
+}
+
+KafkaProducer::KafkaProducer(rd_kafka_t* rk) : rk_(rk) {}
+
+KafkaProducer::~KafkaProducer() {
+  rd_kafka_flush(rk_, 10000);
+  rd_kafka_destroy(rk_);
+}
+
+Status KafkaProducer::Send(const std::string& topic, std::optional<std::string_view> key, std::string_view value,
+                           const std::vector<KafkaHeader>& headers, std::chrono::milliseconds timeout) {
+  rd_kafka_headers_t* hdrs = rd_kafka_headers_new(headers.size());
+  for (const auto& h : headers) {
+    rd_kafka_header_add(hdrs, h.name.data(), static_cast<ssize_t>(h.name.size()),
+                        h.value ? h.value->data() : nullptr, h.value ? static_cast<ssize_t>(h.value->size()) : 0);
+  }
+  auto state = std::make_shared<Delivery>();
+  auto* holder = new std::shared_ptr<Delivery>(state);
+  // librdkafka's argument macros cast without parentheses: plain variables only.
+  const void* key_data = key ? key->data() : nullptr;
+  const size_t key_size = key ? key->size() : 0;
+  rd_kafka_resp_err_t err = rd_kafka_producev(
+      rk_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_KEY(key_data, key_size),
+      RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(holder), RD_KAFKA_V_END);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_headers_destroy(hdrs);  // not taken over on failure
+    delete holder;
+    return KafkaError(err, "cannot queue a record for topic " + topic);
+  }
+  // Serve delivery callbacks here until ours has run; other threads' Send()s may serve it too.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(state->mu);
+  while (!state->done) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return MakeError(ErrorKind::kUnavailable, "the Kafka broker did not acknowledge a record for topic " + topic +
+                                                    " within " + std::to_string(timeout.count()) + " ms");
+    }
+    lock.unlock();
+    rd_kafka_poll(rk_, 20);
+    lock.lock();
+  }
+  if (state->err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError(state->err, "cannot write to topic " + topic);
+  return Ok();
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// KafkaConsumer
+
+Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(const KafkaProperties& properties,
+                                                             RebalanceListener* listener) {
+  KafkaProperties p = properties;
+  // Offsets move only when the caller stores them; the stored ones are committed in the background.
+  p["enable.auto.offset.store"] = "false";
+  p.emplace("enable.auto.commit", "true");
+  p.emplace("auto.commit.interval.ms", "1000");
+  p.emplace("partition.assignment.strategy", "cooperative-sticky");
+  p.emplace("auto.offset.reset", "earliest");
+  IMGPIPE_ASSIGN_OR_RETURN(ConfPtr conf, MakeConf(p));
+  auto consumer = std::unique_ptr<KafkaConsumer>(new KafkaConsumer(nullptr, listener));
+  rd_kafka_conf_set_opaque(conf.get(), consumer.get());
+  rd_kafka_conf_set_rebalance_cb(conf.get(), RebalanceCallback);
+  char err[kErrorBuffer];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
+  if (rk == nullptr) {
+    return MakeError(ErrorKind::kInvalidArgument, std::string("cannot create a Kafka consumer: ") + err);
+  }
+  conf.release();
+  consumer->rk_ = rk;
+  rd_kafka_poll_set_consumer(rk);
+  return consumer;
+}
+
+KafkaConsumer::KafkaConsumer(rd_kafka_t* rk, RebalanceListener* listener) : rk_(rk), listener_(listener) {}
+
+KafkaConsumer::~KafkaConsumer() {
+  if (rk_ == nullptr) return;
+  Close();
+  rd_kafka_destroy(rk_);
+}
+
+void KafkaConsumer::RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                                      rd_kafka_topic_partition_list_t* parts, void* opaque) {
+  auto* self = static_cast<KafkaConsumer*>(opaque);
+  const bool cooperative = std::string_view(rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE";
+  auto partitions = FromList(parts);
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    if (cooperative) {
+      if (rd_kafka_error_t* e = rd_kafka_incremental_assign(rk, parts)) {
+        LogError("kafka: cannot take new partitions", {{"error", rd_kafka_error_string(e)}});
+        rd_kafka_error_destroy(e);
+      }
+    } else {
+      rd_kafka_assign(rk, parts);
+    }
+    if (self->listener_) self->listener_->OnAssigned(partitions);
+    LogInfo("kafka: partitions assigned", {{"count", static_cast<int>(partitions.size())}});
+    return;
+  }
+  // Revoked (or lost): the listener finishes their work and stores offsets while they are still ours.
+  if (self->listener_) self->listener_->OnRevoked(partitions);
+  if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && rd_kafka_assignment_lost(rk) == 0) {
+    rd_kafka_commit(rk, nullptr, /*async=*/0);
+  }
+  if (cooperative) {
+    if (rd_kafka_error_t* e = rd_kafka_incremental_unassign(rk, parts)) {
+      LogError("kafka: cannot give partitions back", {{"error", rd_kafka_error_string(e)}});
+      rd_kafka_error_destroy(e);
+    }
+  } else {
+    rd_kafka_assign(rk, nullptr);
+  }
+  LogInfo("kafka: partitions revoked", {{"count", static_cast<int>(partitions.size())}});
+}
+
+Status KafkaConsumer::Subscribe(const std::vector<std::string>& topics) {
+  PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(topics.size())));
+  for (const auto& t : topics) rd_kafka_topic_partition_list_add(list.get(), t.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t err = rd_kafka_subscribe(rk_, list.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError(err, "cannot subscribe to the ingest topics");
+  return Ok();
+}
+
+Result<std::optional<KafkaMessage>> KafkaConsumer::Poll(std::chrono::milliseconds timeout) {
+  rd_kafka_message_t* raw = rd_kafka_consumer_poll(rk_, static_cast<int>(timeout.count()));
+  if (raw == nullptr) return std::optional<KafkaMessage>();
+  KafkaMessage msg(raw);
+  if (raw->err == RD_KAFKA_RESP_ERR_NO_ERROR) return std::optional<KafkaMessage>(std::move(msg));
+  if (raw->err == RD_KAFKA_RESP_ERR__FATAL) {
+    char reason[kErrorBuffer];
+    rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(rk_, reason, sizeof reason);
+    return MakeError(KafkaErrorKind(fatal), std::string("the Kafka consumer failed for good: ") + reason);
+  }
+  if (raw->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    LogWarn("kafka: consumer error (librdkafka retries by itself)",
+            {{"error", rd_kafka_message_errstr(raw)},
+             {"topic", raw->rkt ? rd_kafka_topic_name(raw->rkt) : ""},
+             {"partition", raw->partition}});
+  }
+  return std::optional<KafkaMessage>();
+}
+
+Status KafkaConsumer::StoreOffset(const TopicPartition& tp, int64_t next_offset) {
+  PartitionListPtr list(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(list.get(), tp.topic.c_str(), tp.partition)->offset = next_offset;
+  rd_kafka_resp_err_t err = rd_kafka_offsets_store(rk_, list.get());
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = list->elems[0].err;
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return KafkaError(err, "cannot store the offset of " + tp.topic + "/" + std::to_string(tp.partition));
+  }
+  return Ok();
+}
+
+Status KafkaConsumer::CommitStored() {
+  rd_kafka_resp_err_t err = rd_kafka_commit(rk_, nullptr, /*async=*/0);
+  // Nothing stored since the last commit is not a failure.
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+    return KafkaError(err, "cannot commit the consumer's offsets");
+  }
+  return Ok();
+}
+
+Status KafkaConsumer::Pause(const std::vector<TopicPartition>& partitions) {
+  auto list = ToList(partitions);
+  rd_kafka_resp_err_t err = rd_kafka_pause_partitions(rk_, list.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError(err, "cannot pause partitions");
+  return Ok();
+}
+
+Status KafkaConsumer::Resume(const std::vector<TopicPartition>& partitions) {
+  auto list = ToList(partitions);
+  rd_kafka_resp_err_t err = rd_kafka_resume_partitions(rk_, list.get());
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError(err, "cannot resume partitions");
+  return Ok();
+}
+
+std::optional<int64_t> KafkaConsumer::HighWatermark(const TopicPartition& tp) {
+  int64_t low = 0, high = 0;
+  if (rd_kafka_get_watermark_offsets(rk_, tp.topic.c_str(), tp.partition, &low, &high) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR ||
+      high < 0) {
+    return std::nullopt;
+  }
+  return high;
+}
+
+void KafkaConsumer::Close() {
+  if (closed_ || rk_ == nullptr) return;
+  closed_ = true;
+  rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk_);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    LogWarn("kafka: the consumer did not leave its group cleanly", {{"error", rd_kafka_err2str(err)}});
+  }
+}
+
+}  // namespace imgpipe

@@ -1,0 +1,136 @@
+#pragma once
+
+#include <librdkafka/rdkafka.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "config/config.hpp"
+#include "core/result.hpp"
+
+namespace imgpipe {
+
+//! librdkafka properties by name ("bootstrap.servers", "security.protocol", ...), passed through unchanged.
+using KafkaProperties = std::map<std::string, std::string>;
+
+//! The client properties every imgpipe Kafka client shares: brokers, client id and the security settings of the
+//! [kafka] section (SASL_SSL with SCRAM, a TLS CA, a client certificate).
+KafkaProperties KafkaClientProperties(const Config& config);
+
+//! Maps a librdkafka error to the ErrorKind a caller branches on: broker or network trouble is kUnavailable (retry
+//! later), a message over the broker's size limit kTooLarge, bad configuration or arguments kInvalidArgument,
+//! authentication and authorization failures kPermissionDenied.
+ErrorKind KafkaErrorKind(rd_kafka_resp_err_t err);
+//! An Error with `what` and librdkafka's description of `err`.
+Error KafkaError(rd_kafka_resp_err_t err, std::string_view what);
+
+//! One record header. A header may be present without a value (null), which is not the same as an empty value.
+struct KafkaHeader {
+  std::string name;
+  std::optional<std::string> value;
+};
+
+//! A consumed record. Owns librdkafka's message; its views are valid while this lives.
+class KafkaMessage {
+ public:
+  explicit KafkaMessage(rd_kafka_message_t* msg) : msg_(msg) {}
+  KafkaMessage(KafkaMessage&&) noexcept = default;
+  KafkaMessage& operator=(KafkaMessage&&) noexcept = default;
+
+  std::string_view topic() const;
+  int32_t partition() const { return msg_->partition; }
+  int64_t offset() const { return msg_->offset; }
+  //! The record's timestamp in ms since the epoch (producer's CreateTime or the broker's LogAppendTime); -1 if none.
+  int64_t timestamp_ms() const;
+  std::string_view value() const;
+  std::optional<std::string_view> key() const;
+  //! Every header in order (names may repeat).
+  std::vector<KafkaHeader> headers() const;
+
+ private:
+  struct Free {
+    void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
+  };
+  std::unique_ptr<rd_kafka_message_t, Free> msg_;
+};
+
+struct TopicPartition {
+  std::string topic;
+  int32_t partition = 0;
+  auto operator<=>(const TopicPartition&) const = default;
+};
+
+//! A producer whose every send is confirmed by the broker before it returns (acks=all, idempotent). Thread-safe.
+class KafkaProducer {
+ public:
+  //! kInvalidArgument naming the bad property.
+  static Result<std::unique_ptr<KafkaProducer>> Create(const KafkaProperties& properties);
+  ~KafkaProducer();
+  KafkaProducer(const KafkaProducer&) = delete;
+  KafkaProducer& operator=(const KafkaProducer&) = delete;
+
+  //! Sends one record and waits for the broker's acknowledgement (at most `timeout`). Ok means the record is in the
+  //! topic's log (acks=all); an error means it may or may not be (kUnavailable when the broker could not be reached
+  //! in time, kTooLarge over message.max.bytes).
+  Status Send(const std::string& topic, std::optional<std::string_view> key, std::string_view value,
+              const std::vector<KafkaHeader>& headers, std::chrono::milliseconds timeout);
+
+ private:
+  explicit KafkaProducer(rd_kafka_t* rk);
+  rd_kafka_t* rk_;
+};
+
+//! A group consumer with manual offset storage: offsets move only when StoreOffset() is called (librdkafka commits
+//! stored offsets in the background and on close). Cooperative-sticky assignment; optional static membership via
+//! "group.instance.id" in the properties. Poll() and Close() belong to one thread; StoreOffset, Pause and Resume
+//! may be called from it too (the rebalance listener runs inside Poll on that thread).
+class KafkaConsumer {
+ public:
+  //! Called inside Poll() when partitions are added to or taken from this consumer. Revoked: the listener must
+  //! finish or drop the work of those partitions and store their offsets before returning; it is the last chance.
+  struct RebalanceListener {
+    virtual ~RebalanceListener() = default;
+    virtual void OnAssigned(const std::vector<TopicPartition>& partitions) = 0;
+    virtual void OnRevoked(const std::vector<TopicPartition>& partitions) = 0;
+  };
+
+  static Result<std::unique_ptr<KafkaConsumer>> Create(const KafkaProperties& properties,
+                                                       RebalanceListener* listener);
+  ~KafkaConsumer();
+  KafkaConsumer(const KafkaConsumer&) = delete;
+  KafkaConsumer& operator=(const KafkaConsumer&) = delete;
+
+  Status Subscribe(const std::vector<std::string>& topics);
+  //! The next record, nullopt when none came within `timeout`. Consumer errors that librdkafka recovers from by
+  //! itself (a broker going away, end of partition) are logged and give nullopt; fatal ones are returned.
+  Result<std::optional<KafkaMessage>> Poll(std::chrono::milliseconds timeout);
+  //! Marks everything before `next_offset` on the partition as done; committed with the next auto-commit.
+  Status StoreOffset(const TopicPartition& tp, int64_t next_offset);
+  //! Commits the stored offsets now and waits for the broker (used before giving partitions away).
+  Status CommitStored();
+  Status Pause(const std::vector<TopicPartition>& partitions);
+  Status Resume(const std::vector<TopicPartition>& partitions);
+  //! The broker's high watermark for the partition as last seen by fetches (no request); nullopt if not known yet.
+  std::optional<int64_t> HighWatermark(const TopicPartition& tp);
+  //! Leaves the group cleanly (commits stored offsets, revokes through the listener).
+  void Close();
+
+ private:
+  KafkaConsumer(rd_kafka_t* rk, RebalanceListener* listener);
+  static void RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
+                                void* opaque);
+
+  rd_kafka_t* rk_;
+  RebalanceListener* listener_;
+  bool closed_ = false;
+};
+
+}  // namespace imgpipe
