@@ -8,6 +8,7 @@ here=$(dirname "$0")
 "$here/processing.sh" --reps 5
 "$here/ingest.sh" --reps 3
 "$here/memory.sh"
+"$here/kafka_ingest.sh"
 python3 "$here/warehouse.py"
 "$here/scripts.sh" --reps 7
 python3 "$here/storage.py"
