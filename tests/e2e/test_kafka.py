@@ -91,6 +91,18 @@ class Stream:
         assert left == 0 and not self.failed, f"{left} records not acknowledged; errors {self.failed[:3]}"
 
 
+def send_images(stream, files, indices, source_id, stride=1, pause=0):
+    """Sends files[(i * stride) % len] for each i with imgpipe-source-id source_id(i); returns {source id: sha256}."""
+    sent = {}
+    for i in indices:
+        data = files[(i * stride) % len(files)].read_bytes()
+        sent[source_id(i)] = sha256(data)
+        stream.send(data, headers=[("imgpipe-source-id", source_id(i)), ("imgpipe-meta-seq", str(i))])
+        if pause:
+            time.sleep(pause)
+    return sent
+
+
 def kafka_env(brokers, topic, group=None, **extra):
     env = {"IMGPIPE_KAFKA_BROKERS": brokers, "IMGPIPE_INGEST_TOPICS": topic,
            "IMGPIPE_INGEST_GROUP_ID": group or "g-" + topic}
@@ -157,12 +169,7 @@ def test_500_inline_images_stored_and_processed_exactly_once(brokers, start_serv
     topic = new_topic(brokers)
     files = good_files()
     stream = Stream(brokers, topic)
-    sent = {}
-    for i in range(500):
-        data = files[i % len(files)].read_bytes()
-        source_id = f"cam-{i % 7}/{i:05d}"
-        sent[source_id] = sha256(data)
-        stream.send(data, headers=[("imgpipe-source-id", source_id), ("imgpipe-meta-seq", str(i))])
+    sent = send_images(stream, files, range(500), lambda i: f"cam-{i % 7}/{i:05d}")
     stream.flush()
 
     server = start_server(env=kafka_env(brokers, topic))
@@ -173,9 +180,13 @@ def test_500_inline_images_stored_and_processed_exactly_once(brokers, start_serv
     assert len({r["id"] for r in rows}) == 500
     assert metric(server, "imgpipe_kafka_records_total", outcome="stored") == 500
     assert metric(server, "imgpipe_kafka_dead_letters_total") == 0
-    wait_for("lag 0", lambda: metric(server, "imgpipe_kafka_consumer_lag", topic=topic) == 0, server=server)
-    lag_series = re.findall(rf'imgpipe_kafka_consumer_lag{{[^}}]*topic="{topic}"', server.get("/metrics").text)
-    assert len(lag_series) == 3, "one lag series per partition"
+
+    def caught_up():
+        # One lag series per partition (set about once a second), each 0.
+        series = re.findall(rf'^imgpipe_kafka_consumer_lag{{[^}}]*topic="{topic}"[^}}]*}} (\S+)$',
+                            server.get("/metrics").text, re.M)
+        return len(series) == 3 and all(float(v) == 0 for v in series)
+    wait_for("a lag of 0 on each of the 3 partitions", caught_up, server=server)
 
     # The whole topic again under a new consumer group: every record is redelivered and finds its row.
     server.stop()
@@ -302,11 +313,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(brokers, st
     topic = new_topic(brokers)
     files = good_files()
     stream = Stream(brokers, topic)
-    sent = {}
-    for i in range(300):
-        data = files[(i * 7) % len(files)].read_bytes()
-        sent[f"k9-{i}"] = sha256(data)
-        stream.send(data, headers=[("imgpipe-source-id", f"k9-{i}")])
+    sent = send_images(stream, files, range(300), lambda i: f"k9-{i}", stride=7)
     stream.flush()
     # Static membership: the restarted process takes its partitions back at once instead of waiting for the
     # group to notice (session timeout) that the killed one is gone.
@@ -331,22 +338,14 @@ def test_broker_restart_mid_stream(brokers, start_server):
     topic = new_topic(brokers)
     files = good_files()
     server = start_server(env=kafka_env(brokers, topic))
-    sent = {}
     stream = Stream(brokers, topic)
-    for i in range(150):
-        data = files[(i * 3) % len(files)].read_bytes()
-        sent[f"br-{i}"] = sha256(data)
-        stream.send(data, headers=[("imgpipe-source-id", f"br-{i}")])
+    sent = send_images(stream, files, range(150), lambda i: f"br-{i}", stride=3)
     stream.flush()
     wait_for("some records in", lambda: len(kafka_rows(server)) >= 10, server=server)
     # The broker goes down and comes back while the producer keeps sending (it buffers and retries) and the
     # server is consuming.
     restart = subprocess.Popen([str(REPO_ROOT / "scripts" / "services" / "kafka"), "restart"])
-    for i in range(150, 300):
-        data = files[(i * 3) % len(files)].read_bytes()
-        sent[f"br-{i}"] = sha256(data)
-        stream.send(data, headers=[("imgpipe-source-id", f"br-{i}")])
-        time.sleep(0.02)
+    sent.update(send_images(stream, files, range(150, 300), lambda i: f"br-{i}", stride=3, pause=0.02))
     assert restart.wait(timeout=180) == 0, "scripts/services/kafka restart failed"
     stream.flush()
     wait_for("all 300 processed", lambda: count_status(server, "processed") == 300, server=server)
