@@ -367,7 +367,8 @@ def kafka_missed(k):
     return [f"- Kafka stream ingest: imgpipe {fmt(m['imgpipe'], 1)} records/s against kcat -C {fmt(m['kcat'], 0)} "
             f"records/s, {fmt(k['ratio'], 3)}x; the target is 0.8x. kcat only copies each value to /dev/null; imgpipe "
             "decodes every image strictly, fsyncs the original and its folder, and commits a row and a job per record "
-            "(the same work as an upload, whose rate it matches), so the ratio is bounded by the intake, not by Kafka."]
+            "(the same work as an upload), so the ratio is bounded by the intake, not by Kafka: compare the upload ingest "
+            "figure above."]
 
 
 def machine_section(results):
