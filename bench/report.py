@@ -356,6 +356,9 @@ def kafka_section(k):
             f"End-to-end latency, produce to `processed`, at {fmt(lat['rate'], 1)} records/s (half the processed "
             f"rate) for {lat['records']} records: p50 **{fmt(lat['p50_seconds'], 3)} s**, p99 "
             f"**{fmt(lat['p99_seconds'], 3)} s** (max {fmt(lat['max_seconds'], 3)} s; {lat['processed']} processed).",
+            "", f"Run at commit {k['machine']['git_commit']} on {k['machine']['nproc']} cores, finished "
+            f"{k['finished_at']}, 1-minute load average {k.get('loadavg_start')} -> {k.get('loadavg_end')} (the "
+            "machine was shared: other work skews both sides).",
             "", "Commands:", "", "```"] + [f"{a}: {b}" for a, b in k["commands"].items()] + ["```", ""]
     return out
 
