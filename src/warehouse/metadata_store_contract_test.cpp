@@ -1206,6 +1206,11 @@ TEST_P(MetadataStoreContractTest, RollupsAgreeWithTheRowsThroughEveryChange) {
                       ", " + cast("coalesce(sum(r.bytes), 0)") +
                       " FROM renditions AS r JOIN images AS i ON i.id = r.image_id WHERE " + live + " ORDER BY 1")
                 .rows_json);
+  EXPECT_EQ(MustQuery("SELECT " + cast("sum(images)") + ", " + cast("sum(bytes)") + " FROM upcoming_expirations")
+                .rows_json,
+            MustQuery("SELECT " + cast("count(*)") + ", " + cast("sum(bytes)") + " FROM images AS i WHERE " + live)
+                .rows_json);
+  EXPECT_EQ(MustQuery("SELECT count(*) FROM upcoming_expirations").rows_json[0][0], "2");  // 2026-01-05, 2099-01-01
   // blob_state_counts: the same numbers as counting images_with_blob_state row by row (the clock of the database is
   // now, after every expires_at of 2026 and before 2099).
   EXPECT_EQ(MustQuery("SELECT blob_state, " + cast("images") + ", " + cast("bytes") +

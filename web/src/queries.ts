@@ -13,8 +13,6 @@
 export type Dialect = 'sqlite' | 'postgres';
 export type Bucket = 'hour' | 'day';
 
-const live = "status NOT IN ('expired', 'deleted')";
-
 /** The bucket of a time column as text: "2026-01-10T12" (hour) or "2026-01-10" (day), UTC, in both dialects. */
 function bucketExpr(d: Dialect, column: string, bucket: Bucket): string {
   if (d === 'postgres') {
@@ -65,16 +63,23 @@ ORDER BY 1`);
 }
 
 /**
- * Successful runs finished per bucket in the whole hours [?1, ?2) and their p50/p95/max total seconds, from the
- * latency histogram: a percentile is the longest run of the 5%-wide bucket holding the nearest-rank run.
+ * Successful runs finished per bucket and their p50/p95/max total seconds, from the latency histogram: a percentile
+ * is the longest run of the 5%-wide bucket holding the nearest-rank run. Hourly buckets cover the whole hours
+ * [?1, ?2); daily ones read the daily rollup and count whole UTC days, from the day of ?1 to the day of ?2.
  */
 export function latencySql(d: Dialect, bucket: Bucket): string {
-  const b = bucketExpr(d, 'hour', bucket);
-  return finish(d, `WITH histogram AS (
-  SELECT ${b} AS period, bucket, sum(runs) AS runs, max(max_seconds) AS max_seconds
+  const source = bucket === 'hour'
+    ? `SELECT ${bucketExpr(d, 'hour', 'hour')} AS period, bucket, sum(runs) AS runs, max(max_seconds) AS max_seconds
   FROM processing_latency_hourly
   WHERE hour >= ?1 AND hour < ?2
-  GROUP BY 1, 2
+  GROUP BY 1, 2`
+    : `SELECT ${d === 'postgres' ? "to_char(day, 'YYYY-MM-DD')" : 'day'} AS period, bucket, sum(runs) AS runs,
+    max(max_seconds) AS max_seconds
+  FROM processing_latency_daily
+  WHERE day >= ${dayOf(d, '?1')} AND day <= ${dayOf(d, '?2')}
+  GROUP BY 1, 2`;
+  return finish(d, `WITH histogram AS (
+  ${source}
 ), cumulative AS (
   SELECT period, max_seconds,
     sum(runs) OVER (PARTITION BY period ORDER BY bucket ROWS UNBOUNDED PRECEDING) AS below,
@@ -89,6 +94,11 @@ FROM cumulative
 GROUP BY period
 HAVING max(n) > 0
 ORDER BY period`);
+}
+
+/** The UTC day of a bound time parameter, comparable with a rollup's `day`. */
+function dayOf(d: Dialect, param: string): string {
+  return d === 'postgres' ? `(${param}::timestamptz AT TIME ZONE 'UTC')::date` : `substr(${param}, 1, 10)`;
 }
 
 /** p95 over all successful runs finished in the whole hours [?1, ?2), from the latency histogram. */
@@ -113,13 +123,14 @@ export function storedSql(d: Dialect): string {
   return finish(d, `SELECT container, objects, bytes FROM stored_bytes`);
 }
 
-/** Images whose blobs retention will remove, per UTC day of expires_at, from ?1 (now) on. */
+/** Images whose blobs retention will remove, per UTC day of expires_at, from the day of ?1 (now) on. */
 export function expirationsSql(d: Dialect): string {
-  return finish(d, `SELECT ${bucketExpr(d, 'expires_at', 'day')} AS day, count(*) AS images,
-  coalesce(sum(bytes), 0) AS bytes
-FROM images
-WHERE ${live} AND expires_at > ?1
+  return finish(d, `SELECT ${d === 'postgres' ? "to_char(day, 'YYYY-MM-DD')" : 'day'} AS day, sum(images) AS images,
+  sum(bytes) AS bytes
+FROM expirations_daily
+WHERE day >= ${dayOf(d, '?1')}
 GROUP BY 1
+HAVING sum(images) > 0
 ORDER BY 1
 LIMIT 60`);
 }

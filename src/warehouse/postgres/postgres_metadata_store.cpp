@@ -560,6 +560,11 @@ Status PostgresMetadataStore::CompactRollups() {
       "WITH gone AS (DELETE FROM processing_latency_hourly RETURNING *) "
       "INSERT INTO processing_latency_hourly SELECT hour, pipeline, bucket, sum(runs), sum(total_seconds), "
       "max(max_seconds) FROM gone GROUP BY hour, pipeline, bucket",
+      "WITH gone AS (DELETE FROM processing_latency_daily RETURNING *) "
+      "INSERT INTO processing_latency_daily SELECT day, pipeline, bucket, sum(runs), sum(total_seconds), "
+      "max(max_seconds) FROM gone GROUP BY day, pipeline, bucket",
+      "WITH gone AS (DELETE FROM expirations_daily RETURNING *) "
+      "INSERT INTO expirations_daily SELECT day, sum(images), sum(bytes) FROM gone GROUP BY day",
   };
   for (std::string_view sql : kCompactions) {
     IMGPIPE_TRY(db_.Transaction([&](PgConnection& conn) -> Status {
@@ -570,7 +575,8 @@ Status PostgresMetadataStore::CompactRollups() {
   // Each compaction leaves the old rows dead: without a vacuum the views would still read past them (a bulk load
   // leaves a million). The tables are small once folded, so this is quick; autovacuum may be slower to come.
   return db_.Run([](PgConnection& conn) -> Status {
-    IMGPIPE_TRY(conn.Exec("VACUUM (ANALYZE) images_hourly, images_by_shape, processing_latency_hourly"));
+    IMGPIPE_TRY(conn.Exec("VACUUM (ANALYZE) images_hourly, images_by_shape, processing_latency_hourly, "
+                          "processing_latency_daily, expirations_daily"));
     return Ok();
   });
 }

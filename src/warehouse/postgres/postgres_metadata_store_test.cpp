@@ -162,6 +162,7 @@ TEST_F(PostgresMetadataStoreTest, MigrationsCreateTheAnalystRoleWithSelectOnlyOn
             (std::vector<std::vector<std::string>>{
                 {"blob_state_counts", "SELECT"},
                 {"daily_ingest", "SELECT"},
+                {"expirations_daily", "SELECT"},
                 {"failures_by_error", "SELECT"},
                 {"format_mix", "SELECT"},
                 {"hourly_ingest", "SELECT"},
@@ -176,6 +177,7 @@ TEST_F(PostgresMetadataStoreTest, MigrationsCreateTheAnalystRoleWithSelectOnlyOn
                 {"latency_buckets", "SELECT"},
                 {"legal_holds", "SELECT"},
                 {"processing_latency", "SELECT"},
+                {"processing_latency_daily", "SELECT"},
                 {"processing_latency_hourly", "SELECT"},
                 {"processing_runs", "SELECT"},
                 {"purges", "SELECT"},

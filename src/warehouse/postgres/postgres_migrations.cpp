@@ -672,6 +672,94 @@ ALTER TABLE processing_runs ADD COLUMN script_version text NOT NULL DEFAULT '';
 GRANT SELECT ON image_labels TO imgpipe_analyst;
 )sql";
 
+// SQLite's migration 8, with rows of differences as in migration 5.
+constexpr std::string_view kMigration8 = R"sql(
+CREATE TABLE processing_latency_daily (
+  day           date NOT NULL,
+  pipeline      text NOT NULL,
+  bucket        integer NOT NULL,
+  runs          bigint NOT NULL DEFAULT 0,
+  total_seconds double precision NOT NULL DEFAULT 0,
+  max_seconds   double precision NOT NULL DEFAULT 0
+);
+CREATE INDEX processing_latency_daily_by_day ON processing_latency_daily (day, pipeline, bucket);
+INSERT INTO processing_latency_daily (day, pipeline, bucket, runs, total_seconds, max_seconds)
+SELECT (hour AT TIME ZONE 'UTC')::date, pipeline, bucket, sum(runs), sum(total_seconds), max(max_seconds)
+FROM processing_latency_hourly
+GROUP BY 1, 2, 3;
+CREATE OR REPLACE FUNCTION imgpipe_processing_runs_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  b integer := imgpipe_latency_bucket(NEW.total_seconds);
+BEGIN
+  INSERT INTO processing_latency_hourly (hour, pipeline, bucket, runs, total_seconds, max_seconds)
+  VALUES (date_trunc('hour', NEW.finished_at, 'UTC'), NEW.pipeline, b, 1, NEW.total_seconds, NEW.total_seconds);
+  INSERT INTO processing_latency_daily (day, pipeline, bucket, runs, total_seconds, max_seconds)
+  VALUES ((NEW.finished_at AT TIME ZONE 'UTC')::date, NEW.pipeline, b, 1, NEW.total_seconds, NEW.total_seconds);
+  RETURN NULL;
+END $$;
+
+CREATE TABLE expirations_daily (
+  day    date NOT NULL,
+  images bigint NOT NULL DEFAULT 0,
+  bytes  bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX expirations_daily_by_day ON expirations_daily (day);
+INSERT INTO expirations_daily (day, images, bytes)
+SELECT (expires_at AT TIME ZONE 'UTC')::date, count(*), sum(bytes)
+FROM images
+WHERE status NOT IN ('expired', 'deleted')
+GROUP BY 1;
+CREATE FUNCTION imgpipe_images_expirations() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' AND NEW.expires_at IS DISTINCT FROM OLD.expires_at THEN
+    RAISE EXCEPTION 'the expires_at of an image never changes';
+  END IF;
+  IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status NOT IN ('expired', 'deleted') THEN
+    INSERT INTO expirations_daily (day, images, bytes)
+    VALUES ((OLD.expires_at AT TIME ZONE 'UTC')::date, -1, -OLD.bytes);
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status NOT IN ('expired', 'deleted') THEN
+    INSERT INTO expirations_daily (day, images, bytes)
+    VALUES ((NEW.expires_at AT TIME ZONE 'UTC')::date, 1, NEW.bytes);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER images_expirations_insert_delete AFTER INSERT OR DELETE ON images
+  FOR EACH ROW EXECUTE FUNCTION imgpipe_images_expirations();
+CREATE TRIGGER images_expirations_update AFTER UPDATE OF status, expires_at ON images
+  FOR EACH ROW EXECUTE FUNCTION imgpipe_images_expirations();
+
+CREATE OR REPLACE VIEW processing_latency AS
+WITH daily AS (
+  SELECT day, pipeline, bucket, sum(runs) AS runs, sum(total_seconds) AS total_seconds,
+         max(max_seconds) AS max_seconds
+  FROM processing_latency_daily
+  GROUP BY 1, 2, 3
+), cumulative AS (
+  SELECT day, pipeline, runs, total_seconds, max_seconds,
+         sum(runs) OVER (PARTITION BY day, pipeline ORDER BY bucket ROWS UNBOUNDED PRECEDING) AS below,
+         sum(runs) OVER (PARTITION BY day, pipeline) AS n
+  FROM daily
+)
+SELECT day, pipeline, max(n)::bigint AS runs,
+       sum(total_seconds) / max(n) AS avg_seconds,
+       min(CASE WHEN below * 100 >= n * 50 THEN max_seconds END) AS p50_seconds,
+       min(CASE WHEN below * 100 >= n * 95 THEN max_seconds END) AS p95_seconds,
+       max(max_seconds) AS max_seconds,
+       min(CASE WHEN below * 100 >= n * 99 THEN max_seconds END) AS p99_seconds
+FROM cumulative
+GROUP BY day, pipeline
+HAVING max(n) > 0;
+
+CREATE OR REPLACE VIEW upcoming_expirations AS
+SELECT day, sum(images)::bigint AS images, sum(bytes)::bigint AS bytes
+FROM expirations_daily
+GROUP BY day
+HAVING sum(images) > 0;
+
+GRANT SELECT ON processing_latency_daily, expirations_daily TO imgpipe_analyst;
+)sql";
+
 }  // namespace
 
 const std::vector<PostgresMigration>& PostgresMigrations() {
@@ -683,6 +771,7 @@ const std::vector<PostgresMigration>& PostgresMigrations() {
       {5, "hourly rollups kept by triggers; views over them; blob_state_counts", kMigration5},
       {6, "legal holds, the purge log, blob_state 'held', images_on_hold", kMigration6},
       {7, "a partial covering index of failed runs for failures_by_error", kMigration7},
+      {8, "daily latency and expiration rollups; processing_latency and upcoming_expirations read them", kMigration8},
   };
   return kMigrations;
 }

@@ -707,6 +707,97 @@ CREATE INDEX processing_runs_failed ON processing_runs (pipeline, error, image_i
 WHERE status <> 'processed';
 )sql";
 
+// Two more rollups for what still read many rows at 1M images (docs/BENCHMARKS.md): the latency histogram per UTC
+// day (processing_latency and the dashboard's daily latency read it instead of 24 hourly rows per day), and live
+// images per UTC day of expires_at (upcoming_expirations and the dashboard's expirations panel).
+constexpr std::string_view kMigration8 = R"sql(
+CREATE TABLE processing_latency_daily (
+  day           TEXT NOT NULL,
+  pipeline      TEXT NOT NULL,
+  bucket        INTEGER NOT NULL,
+  runs          INTEGER NOT NULL DEFAULT 0,
+  total_seconds REAL NOT NULL DEFAULT 0,
+  max_seconds   REAL NOT NULL DEFAULT 0,
+  PRIMARY KEY (day, pipeline, bucket)
+) WITHOUT ROWID;
+INSERT INTO processing_latency_daily (day, pipeline, bucket, runs, total_seconds, max_seconds)
+SELECT substr(hour, 1, 10), pipeline, bucket, sum(runs), sum(total_seconds), max(max_seconds)
+FROM processing_latency_hourly
+GROUP BY 1, 2, 3;
+CREATE TRIGGER processing_runs_rollup_daily AFTER INSERT ON processing_runs WHEN NEW.status = 'processed'
+BEGIN
+  INSERT INTO processing_latency_daily (day, pipeline, bucket, runs, total_seconds, max_seconds)
+  VALUES (substr(NEW.finished_at, 1, 10), NEW.pipeline,
+          coalesce((SELECT bucket FROM latency_buckets WHERE lower_seconds <= NEW.total_seconds
+                    ORDER BY lower_seconds DESC LIMIT 1), 0),
+          1, NEW.total_seconds, NEW.total_seconds)
+  ON CONFLICT (day, pipeline, bucket) DO UPDATE SET
+    runs = runs + 1, total_seconds = total_seconds + excluded.total_seconds,
+    max_seconds = max(max_seconds, excluded.max_seconds);
+END;
+
+-- Live images (status neither expired nor deleted) per UTC day of expires_at.
+CREATE TABLE expirations_daily (
+  day    TEXT PRIMARY KEY,
+  images INTEGER NOT NULL DEFAULT 0,
+  bytes  INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO expirations_daily (day, images, bytes)
+SELECT substr(expires_at, 1, 10), count(*), sum(bytes)
+FROM images
+WHERE status NOT IN ('expired', 'deleted')
+GROUP BY 1;
+CREATE TRIGGER images_immutable_expiry BEFORE UPDATE OF expires_at ON images
+WHEN NEW.expires_at IS NOT OLD.expires_at
+BEGIN
+  SELECT RAISE(ABORT, 'the expires_at of an image never changes');
+END;
+CREATE TRIGGER images_expirations_insert AFTER INSERT ON images WHEN NEW.status NOT IN ('expired', 'deleted')
+BEGIN
+  INSERT INTO expirations_daily (day, images, bytes) VALUES (substr(NEW.expires_at, 1, 10), 1, NEW.bytes)
+  ON CONFLICT (day) DO UPDATE SET images = images + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER images_expirations_update AFTER UPDATE OF status ON images
+WHEN (NEW.status NOT IN ('expired', 'deleted')) <> (OLD.status NOT IN ('expired', 'deleted'))
+BEGIN
+  INSERT INTO expirations_daily (day, images, bytes)
+  VALUES (substr(NEW.expires_at, 1, 10),
+          CASE WHEN NEW.status NOT IN ('expired', 'deleted') THEN 1 ELSE -1 END,
+          CASE WHEN NEW.status NOT IN ('expired', 'deleted') THEN NEW.bytes ELSE -NEW.bytes END)
+  ON CONFLICT (day) DO UPDATE SET images = images + excluded.images, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER images_expirations_delete AFTER DELETE ON images WHEN OLD.status NOT IN ('expired', 'deleted')
+BEGIN
+  UPDATE expirations_daily SET images = images - 1, bytes = bytes - OLD.bytes
+  WHERE day = substr(OLD.expires_at, 1, 10);
+END;
+
+DROP VIEW processing_latency;
+CREATE VIEW processing_latency AS
+WITH cumulative AS (
+  SELECT day, pipeline, runs, total_seconds, max_seconds,
+         sum(runs) OVER (PARTITION BY day, pipeline ORDER BY bucket ROWS UNBOUNDED PRECEDING) AS below,
+         sum(runs) OVER (PARTITION BY day, pipeline) AS n
+  FROM processing_latency_daily
+)
+SELECT day, pipeline, max(n) AS runs,
+       sum(total_seconds) / max(n) AS avg_seconds,
+       min(CASE WHEN below * 100 >= n * 50 THEN max_seconds END) AS p50_seconds,
+       min(CASE WHEN below * 100 >= n * 95 THEN max_seconds END) AS p95_seconds,
+       max(max_seconds) AS max_seconds,
+       min(CASE WHEN below * 100 >= n * 99 THEN max_seconds END) AS p99_seconds
+FROM cumulative
+GROUP BY day, pipeline
+HAVING max(n) > 0;
+
+DROP VIEW upcoming_expirations;
+CREATE VIEW upcoming_expirations AS
+SELECT day, sum(images) AS images, sum(bytes) AS bytes
+FROM expirations_daily
+GROUP BY day
+HAVING sum(images) > 0;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& SqliteMigrations() {
@@ -719,6 +810,7 @@ const std::vector<Migration>& SqliteMigrations() {
       {5, "hourly rollups kept by triggers; views over them; blob_state_counts", kMigration5},
       {6, "legal holds, the purge log, blob_state 'held', images_on_hold", kMigration6},
       {7, "a partial covering index of failed runs for failures_by_error", kMigration7},
+      {8, "daily latency and expiration rollups; processing_latency and upcoming_expirations read them", kMigration8},
   };
   return kMigrations;
 }
