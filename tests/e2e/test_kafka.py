@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORPORA, REPO_ROOT, sha256
+from support import CORPORA, REPO_ROOT, run_cli, sha256
 
 try:
     import confluent_kafka as ck
@@ -352,3 +352,35 @@ def test_broker_restart_mid_stream(brokers, start_server):
     rows = kafka_rows(server)
     assert len(rows) == 300
     assert {r["source_ref"]: r["sha256"] for r in rows} == sent
+
+
+def test_routes_choose_the_script_by_kafka_topic(brokers, start_server, tmp_path):
+    """[[processing.routes]] by topic: each stream's images run the script its topic names; a record's own
+    imgpipe-pipeline header still wins, and the run records which script version ran."""
+    cameras, scans = new_topic(brokers, partitions=1), new_topic(brokers, partitions=1)
+    config = tmp_path / "routes.toml"
+    config.write_text(f'[[processing.routes]]\nscript = "cams"\ntopic = "{cameras}"\n\n'
+                      f'[[processing.routes]]\nscript = "scans"\ntopic = "{scans}"\n')
+    server = start_server(env=kafka_env(brokers, f"{cameras},{scans}"), args=("--config", str(config)))
+    for name in ("cams", "scans", "chosen"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "pipeline.toml").write_text(f'[[renditions]]\nname = "{name}"\n')
+        p = run_cli("scripts", "push", name, str(folder), "--data-dir", str(server.data_dir))
+        assert p.returncode == 0, p.stderr.decode()
+    photo = (CORPORA / "valid/libjpeg-turbo-testimages/testorig.jpg").read_bytes()
+    for topic, source_id, headers in ((cameras, "cam-1", []), (scans, "scan-1", []),
+                                      (cameras, "cam-2", [("imgpipe-pipeline", "chosen")])):
+        stream = Stream(brokers, topic)
+        stream.send(photo, headers=[("imgpipe-source-id", source_id), *headers])
+        stream.flush()
+
+    def routed():
+        rows = server.query_rows("SELECT source_ref, pipeline, status FROM images WHERE source = 'kafka'")
+        return rows if len(rows) == 3 and all(r["status"] == "processed" for r in rows) else None
+
+    rows = wait_for("three routed records processed", routed, server=server)
+    assert {r["source_ref"].rsplit("/", 1)[-1] if "/" in r["source_ref"] else r["source_ref"]: r["pipeline"]
+            for r in rows} == {"cam-1": "cams", "scan-1": "scans", "cam-2": "chosen"}
+    runs = server.query_rows("SELECT DISTINCT script_name FROM processing_runs ORDER BY 1")
+    assert [r["script_name"] for r in runs] == ["cams", "chosen", "scans"]
