@@ -15,6 +15,7 @@ std::string_view ErrorKindName(ErrorKind kind) {
     case ErrorKind::kRangeNotSatisfiable: return "range_not_satisfiable";
     case ErrorKind::kUnavailable: return "unavailable";
     case ErrorKind::kRetry: return "retry";
+    case ErrorKind::kIntegrity: return "integrity_error";
     case ErrorKind::kInternal: return "internal";
   }
   return "internal";

@@ -20,6 +20,7 @@ enum class ErrorKind {
   kRangeNotSatisfiable,//!< a byte range outside the object (416)
   kUnavailable,        //!< a dependency is down; retrying later may work (503)
   kRetry,              //!< a transient failure inside a backend; the caller may retry now (503 if surfaced)
+  kIntegrity,          //!< stored data failed its integrity check (tampered, truncated, wrong key): never served (500)
   kInternal,           //!< a bug or an environment failure we cannot classify (500)
 };
 

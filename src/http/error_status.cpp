@@ -17,6 +17,7 @@ http::status ToHttpStatus(ErrorKind kind) {
     case ErrorKind::kRangeNotSatisfiable: return http::status::range_not_satisfiable;
     case ErrorKind::kUnavailable: return http::status::service_unavailable;
     case ErrorKind::kRetry: return http::status::service_unavailable;
+    case ErrorKind::kIntegrity: return http::status::internal_server_error;
     case ErrorKind::kInternal: return http::status::internal_server_error;
   }
   return http::status::internal_server_error;

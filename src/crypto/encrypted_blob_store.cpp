@@ -1,0 +1,343 @@
+#include "crypto/encrypted_blob_store.hpp"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace imgpipe {
+
+namespace {
+
+std::string Where(std::string_view container, std::string_view key) {
+  return std::string(container) + "/" + std::string(key);
+}
+
+// Reads until `want` bytes or the end of the reader; returns how many were read.
+Result<size_t> ReadFully(BlobReader& reader, char* out, size_t want) {
+  size_t got = 0;
+  while (got < want) {
+    IMGPIPE_ASSIGN_OR_RETURN(size_t n, reader.Read(std::span<char>(out + got, want - got)));
+    if (n == 0) break;
+    got += n;
+  }
+  return got;
+}
+
+Error Truncated(std::string_view container, std::string_view key, uint64_t index) {
+  return MakeError(ErrorKind::kIntegrity,
+                   Where(container, key) + ": segment " + std::to_string(index) +
+                       " is cut short (the stored object is shorter than its size says)",
+                   "integrity_error");
+}
+
+}  // namespace
+
+Result<EnvelopeHeader> NewEnvelopeHeader(KeyProvider& provider, const DataKey& key, std::string_view container,
+                                         std::string_view object_key) {
+  EnvelopeHeader header;
+  if (RAND_bytes(header.nonce_prefix.data(), static_cast<int>(header.nonce_prefix.size())) != 1) {
+    return MakeError(ErrorKind::kInternal, "no randomness for a nonce prefix (RAND_bytes failed)");
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(header.wrapped, provider.Wrap(key, WrapAad(header, container, object_key)));
+  return header;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+class EncryptedBlobStore::Writer final : public BlobWriter {
+ public:
+  Writer(std::unique_ptr<BlobWriter> inner, std::unique_ptr<SegmentCipher> cipher)
+      : inner_(std::move(inner)), cipher_(std::move(cipher)) {
+    plain_.reserve(kSegmentBytes);
+    sealed_.reserve(kSealedSegmentBytes);
+  }
+  ~Writer() override {
+    if (!done_) inner_->Abort();
+  }
+
+  Status Write(std::string_view data) override {
+    if (done_) return MakeError(ErrorKind::kInternal, "write after commit or abort");
+    while (!data.empty()) {
+      if (plain_.size() == kSegmentBytes) IMGPIPE_TRY(Flush(plain_, /*last=*/false));
+      // More data follows a full segment taken straight from `data`, so it cannot be the last: seal it in place.
+      if (plain_.empty() && data.size() > kSegmentBytes) {
+        IMGPIPE_TRY(Flush(data.substr(0, kSegmentBytes), false));
+        data.remove_prefix(kSegmentBytes);
+        continue;
+      }
+      size_t take = std::min<size_t>(kSegmentBytes - plain_.size(), data.size());
+      plain_.append(data.substr(0, take));
+      data.remove_prefix(take);
+    }
+    return Ok();
+  }
+
+  Result<BlobInfo> Commit() override {
+    if (done_) return MakeError(ErrorKind::kInternal, "commit after commit or abort");
+    if (Status s = Flush(plain_, /*last=*/true); !s.ok()) {
+      Abort();
+      return s.error();
+    }
+    done_ = true;
+    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, inner_->Commit());
+    info.size = plaintext_;
+    return info;
+  }
+
+  void Abort() override {
+    if (done_) return;
+    done_ = true;
+    inner_->Abort();
+  }
+
+ private:
+  Status Flush(std::string_view plaintext, bool last) {
+    sealed_.clear();
+    IMGPIPE_TRY(cipher_->Seal(index_, last, plaintext, &sealed_));
+    ++index_;
+    plaintext_ += plaintext.size();
+    if (plaintext.data() == plain_.data()) plain_.clear();
+    return inner_->Write(sealed_);
+  }
+
+  std::unique_ptr<BlobWriter> inner_;
+  std::unique_ptr<SegmentCipher> cipher_;
+  std::string plain_;
+  std::string sealed_;
+  uint64_t index_ = 0;
+  uint64_t plaintext_ = 0;
+  bool done_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+//! Decrypts segments [first, stop] of an object from an inner reader positioned at segment `first`.
+class EncryptedBlobStore::Reader final : public BlobReader {
+ public:
+  struct Plan {
+    uint64_t first = 0;        //!< first segment to read
+    uint64_t last_index = 0;   //!< the object's last segment (n - 1)
+    uint64_t stored = 0;       //!< the stored object's size
+    uint64_t skip = 0;         //!< plaintext bytes to drop from the first segment
+    uint64_t length = 0;       //!< plaintext bytes to return
+    //! Open every segment through the last even when the bytes wanted end earlier (or are none), so a whole read
+    //! also proves the object's end: an object cut to look empty or shorter fails instead of reading short.
+    bool to_end = false;
+  };
+  Reader(std::unique_ptr<BlobReader> inner, std::unique_ptr<SegmentCipher> cipher, Plan plan, BlobInfo info,
+         std::string container, std::string key)
+      : inner_(std::move(inner)), cipher_(std::move(cipher)), plan_(plan), next_(plan.first),
+        remaining_(plan.length), info_(std::move(info)), container_(std::move(container)), key_(std::move(key)),
+        buf_(kSealedSegmentBytes) {}
+
+  Result<size_t> Read(std::span<char> out) override {
+    if (failed_) return *failed_;
+    while (pos_ == len_) {
+      if (remaining_ == 0 && (!plan_.to_end || next_ > plan_.last_index)) return size_t{0};
+      if (Status s = Load(); !s.ok()) {
+        failed_ = s.error();
+        return s.error();
+      }
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>({out.size(), len_ - pos_, remaining_}));
+    std::copy_n(buf_.data() + pos_, n, out.data());
+    pos_ += n;
+    remaining_ -= n;
+    return n;
+  }
+
+  const BlobInfo& Info() const override { return info_; }
+
+ private:
+  Status Load() {
+    const bool last = next_ == plan_.last_index;
+    const uint64_t want =
+        last ? plan_.stored - kHeaderBytes - plan_.last_index * kSealedSegmentBytes : kSealedSegmentBytes;
+    IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*inner_, buf_.data(), static_cast<size_t>(want)));
+    if (got != want) return Truncated(container_, key_, next_);
+    IMGPIPE_ASSIGN_OR_RETURN(size_t text, cipher_->Open(next_, last, buf_.data(), got));
+    pos_ = next_ == plan_.first ? static_cast<size_t>(std::min<uint64_t>(plan_.skip, text)) : 0;
+    len_ = text;
+    ++next_;
+    return Ok();
+  }
+
+  std::unique_ptr<BlobReader> inner_;
+  std::unique_ptr<SegmentCipher> cipher_;
+  Plan plan_;
+  uint64_t next_;
+  uint64_t remaining_;
+  BlobInfo info_;
+  std::string container_;
+  std::string key_;
+  std::vector<char> buf_;
+  size_t pos_ = 0;
+  size_t len_ = 0;
+  std::optional<Error> failed_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+EncryptedBlobStore::EncryptedBlobStore(BlobStore& inner, KeyProvider& provider, const Clock& clock, Options options)
+    : inner_(inner), provider_(provider), cache_(clock, options.key_cache_age, options.key_cache_entries) {}
+
+Result<std::unique_ptr<BlobWriter>> EncryptedBlobStore::OpenWrite(std::string_view container, std::string_view key) {
+  IMGPIPE_TRY(ValidateBlobKey(key));
+  DataKey data_key = DataKey::Random();
+  // The key is wrapped before the inner store sees anything: no vault, no object.
+  IMGPIPE_ASSIGN_OR_RETURN(EnvelopeHeader header, NewEnvelopeHeader(provider_, data_key, container, key));
+  IMGPIPE_ASSIGN_OR_RETURN(std::string header_bytes, SerializeHeader(header));
+  IMGPIPE_ASSIGN_OR_RETURN(auto cipher, SegmentCipher::Create(data_key, header, container, key));
+  IMGPIPE_ASSIGN_OR_RETURN(auto inner, inner_.OpenWrite(container, key));
+  if (Status s = inner->Write(header_bytes); !s.ok()) {
+    inner->Abort();
+    return s.error();
+  }
+  cache_.Put(DataKeyCache::CacheKey(header.wrapped, WrapAad(header, container, key)), data_key);
+  return std::unique_ptr<BlobWriter>(new Writer(std::move(inner), std::move(cipher)));
+}
+
+Result<DataKey> EncryptedBlobStore::OpenDataKey(const EnvelopeHeader& header, std::string_view container,
+                                                std::string_view key) {
+  std::string aad = WrapAad(header, container, key);
+  std::string cache_key = DataKeyCache::CacheKey(header.wrapped, aad);
+  if (auto cached = cache_.Get(cache_key)) return *cached;
+  auto opened = provider_.Unwrap(header.wrapped, aad);
+  if (!opened.ok()) {
+    Error e = opened.error();
+    e.message = Where(container, key) + ": cannot open its data key: " + e.message;
+    // A key the vault does not have (another keyring, a retired or forged version) is this object's problem, not a
+    // missing object: never a 404.
+    if (e.kind == ErrorKind::kNotFound) {
+      e.kind = ErrorKind::kIntegrity;
+      e.code = "integrity_error";
+    }
+    return e;
+  }
+  cache_.Put(cache_key, *opened);
+  return opened;
+}
+
+Result<std::pair<EnvelopeHeader, BlobInfo>> EncryptedBlobStore::ReadHeader(std::string_view container,
+                                                                           std::string_view key) {
+  IMGPIPE_ASSIGN_OR_RETURN(auto reader, inner_.OpenRead(container, key, ByteRange{0, kHeaderBytes}));
+  std::string bytes(kHeaderBytes, '\0');
+  IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*reader, bytes.data(), bytes.size()));
+  bytes.resize(got);
+  auto header = ParseHeader(bytes);
+  if (!header.ok()) {
+    Error e = header.error();
+    e.message = Where(container, key) + ": " + e.message;
+    return e;
+  }
+  return std::make_pair(std::move(header).value(), reader->Info());
+}
+
+Result<std::unique_ptr<BlobReader>> EncryptedBlobStore::OpenRead(std::string_view container, std::string_view key,
+                                                                 std::optional<ByteRange> range) {
+  if (range) return OpenRange(container, key, *range, /*whole=*/false);
+  return OpenRange(container, key, ByteRange{0, UINT64_MAX}, /*whole=*/true);
+}
+
+Result<std::unique_ptr<BlobReader>> EncryptedBlobStore::OpenRange(std::string_view container, std::string_view key,
+                                                                  ByteRange range, bool whole) {
+  // A whole read streams header and segments from one inner reader. A ranged read reads the header first, then the
+  // segments covering the range; if the object is replaced in between (the etags differ), it starts over once.
+  for (int attempt = 0;; ++attempt) {
+    std::unique_ptr<BlobReader> inner;
+    EnvelopeHeader header;
+    BlobInfo stored;
+    if (whole) {
+      IMGPIPE_ASSIGN_OR_RETURN(inner, inner_.OpenRead(container, key));
+      std::string bytes(kHeaderBytes, '\0');
+      IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*inner, bytes.data(), bytes.size()));
+      bytes.resize(got);
+      auto parsed = ParseHeader(bytes);
+      if (!parsed.ok()) {
+        Error e = parsed.error();
+        e.message = Where(container, key) + ": " + e.message;
+        return e;
+      }
+      header = std::move(parsed).value();
+      stored = inner->Info();
+    } else {
+      IMGPIPE_ASSIGN_OR_RETURN(auto head, ReadHeader(container, key));
+      header = std::move(head.first);
+      stored = std::move(head.second);
+    }
+    auto plain_size = PlaintextSize(stored.size);
+    if (!plain_size.ok()) {
+      Error e = plain_size.error();
+      e.message = Where(container, key) + ": " + e.message;
+      return e;
+    }
+    const uint64_t size = *plain_size;
+    if (range.offset >= size && !(size == 0 && range.offset == 0)) {
+      return MakeError(ErrorKind::kRangeNotSatisfiable, "range starts at byte " + std::to_string(range.offset) +
+                                                            " but " + Where(container, key) + " is " +
+                                                            std::to_string(size) + " bytes");
+    }
+    const uint64_t length = std::min(range.length, size - range.offset);
+    Reader::Plan plan;
+    plan.last_index = SegmentCount(size) - 1;
+    plan.first = range.offset / kSegmentBytes;
+    plan.stored = stored.size;
+    plan.skip = range.offset - plan.first * kSegmentBytes;
+    plan.length = length;
+    plan.to_end = whole;
+    if (!whole) {
+      const uint64_t stop = length == 0 ? plan.first : (range.offset + length - 1) / kSegmentBytes;
+      const uint64_t begin = kHeaderBytes + plan.first * kSealedSegmentBytes;
+      const uint64_t end = std::min(stored.size, kHeaderBytes + (stop + 1) * kSealedSegmentBytes);
+      IMGPIPE_ASSIGN_OR_RETURN(inner, inner_.OpenRead(container, key, ByteRange{begin, end - begin}));
+      if (inner->Info().etag != stored.etag || inner->Info().size != stored.size) {
+        if (attempt == 0) continue;
+        return MakeError(ErrorKind::kRetry, Where(container, key) + " changed twice while it was being opened");
+      }
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(DataKey data_key, OpenDataKey(header, container, key));
+    IMGPIPE_ASSIGN_OR_RETURN(auto cipher, SegmentCipher::Create(data_key, header, container, key));
+    BlobInfo info = stored;
+    info.size = size;
+    return std::unique_ptr<BlobReader>(new Reader(std::move(inner), std::move(cipher), plan, std::move(info),
+                                                  std::string(container), std::string(key)));
+  }
+}
+
+Result<BlobInfo> EncryptedBlobStore::Stat(std::string_view container, std::string_view key) {
+  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, inner_.Stat(container, key));
+  auto size = PlaintextSize(info.size);
+  if (!size.ok()) {
+    Error e = size.error();
+    e.message = Where(container, key) + ": " + e.message;
+    return e;
+  }
+  info.size = *size;
+  return info;
+}
+
+Status EncryptedBlobStore::Delete(std::string_view container, std::string_view key) {
+  return inner_.Delete(container, key);
+}
+
+Result<ListPage> EncryptedBlobStore::List(std::string_view container, std::string_view prefix,
+                                          std::string_view continuation, size_t max_items) {
+  IMGPIPE_ASSIGN_OR_RETURN(ListPage page, inner_.List(container, prefix, continuation, max_items));
+  for (BlobInfo& item : page.items) {
+    if (auto size = PlaintextSize(item.size); size.ok()) item.size = *size;
+  }
+  return page;
+}
+
+Status EncryptedBlobStore::Ping() {
+  IMGPIPE_TRY(inner_.Ping());
+  if (Status s = provider_.Ping(); !s.ok()) {
+    Error e = s.error();
+    e.message = "key provider \"" + std::string(provider_.Name()) + "\" unavailable, writes are refused: " + e.message;
+    return e;
+  }
+  return Ok();
+}
+
+}  // namespace imgpipe

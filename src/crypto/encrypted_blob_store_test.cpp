@@ -1,0 +1,304 @@
+#include "crypto/encrypted_blob_store.hpp"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "crypto/local/local_key_provider.hpp"
+#include "storage/local/local_blob_store.hpp"
+
+namespace imgpipe {
+namespace {
+
+namespace fs = std::filesystem;
+
+//! The local provider, with a switch that makes it unreachable and a count of unwraps (our own logic under test is
+//! the decorator's; the provider is real).
+class SwitchableProvider final : public KeyProvider {
+ public:
+  explicit SwitchableProvider(KeyProvider& real) : real_(real) {}
+  std::string_view Name() const override { return "switchable"; }
+  Result<WrappedKey> Wrap(const DataKey& key, std::string_view aad) override {
+    if (down) return Down();
+    return real_.Wrap(key, aad);
+  }
+  Result<DataKey> Unwrap(const WrappedKey& wrapped, std::string_view aad) override {
+    if (down) return Down();
+    ++unwraps;
+    return real_.Unwrap(wrapped, aad);
+  }
+  Result<std::vector<KekVersion>> Versions() override { return real_.Versions(); }
+  Result<KekVersion> Rotate() override { return real_.Rotate(); }
+  Status Retire(uint32_t version) override { return real_.Retire(version); }
+  Status Ping() override { return down ? Status(Down()) : real_.Ping(); }
+
+  std::atomic<bool> down{false};
+  std::atomic<int> unwraps{0};
+
+ private:
+  static Error Down() { return MakeError(ErrorKind::kUnavailable, "the vault is down (test)"); }
+  KeyProvider& real_;
+};
+
+std::string Pattern(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+class EncryptedBlobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "imgpipe-enc-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    inner_ = std::move(LocalBlobStore::Open(dir_ + "/blobs").value());
+    local_ = std::move(LocalKeyProvider::Open(dir_ + "/keyring.json", clock_).value());
+    provider_ = std::make_unique<SwitchableProvider>(*local_);
+    store_ = std::make_unique<EncryptedBlobStore>(*inner_, *provider_, clock_);
+  }
+  void TearDown() override {
+    store_.reset();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  std::string RawPath(std::string_view key, std::string_view container = kOriginals) {
+    return dir_ + "/blobs/" + std::string(container) + "/" + std::string(key);
+  }
+  std::string ReadRaw(std::string_view key, std::string_view container = kOriginals) {
+    std::ifstream in(RawPath(key, container), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  void WriteRaw(std::string_view key, const std::string& bytes, std::string_view container = kOriginals) {
+    std::ofstream out(RawPath(key, container), std::ios::binary | std::ios::trunc);
+    out << bytes;
+  }
+  //! The whole object, or the error kind of the first failure.
+  Result<std::string> ReadAll(std::string_view key, std::optional<ByteRange> range = std::nullopt,
+                              std::string_view container = kOriginals) {
+    IMGPIPE_ASSIGN_OR_RETURN(auto reader, store_->OpenRead(container, key, range));
+    std::string out;
+    char buf[10007];  // not a divisor of the segment size, so reads end mid-segment
+    for (;;) {
+      IMGPIPE_ASSIGN_OR_RETURN(size_t n, reader->Read(std::span<char>(buf, sizeof buf)));
+      if (n == 0) break;
+      out.append(buf, n);
+    }
+    return out;
+  }
+  void PutInChunks(std::string_view key, const std::string& data, size_t chunk) {
+    auto writer = store_->OpenWrite(kOriginals, key);
+    ASSERT_TRUE(writer.ok()) << writer.error().message;
+    for (size_t at = 0; at < data.size(); at += chunk) {
+      ASSERT_TRUE((*writer)->Write(std::string_view(data).substr(at, chunk)).ok());
+    }
+    auto info = (*writer)->Commit();
+    ASSERT_TRUE(info.ok()) << info.error().message;
+    EXPECT_EQ(info->size, data.size());
+  }
+  void ExpectIntegrityError(std::string_view key, std::optional<ByteRange> range = std::nullopt) {
+    auto r = ReadAll(key, range);
+    ASSERT_FALSE(r.ok()) << "tampered object read back " << r->size() << " bytes";
+    EXPECT_EQ(r.error().kind, ErrorKind::kIntegrity) << r.error().message;
+  }
+
+  std::string dir_;
+  SystemClock clock_;
+  std::unique_ptr<LocalBlobStore> inner_;
+  std::unique_ptr<LocalKeyProvider> local_;
+  std::unique_ptr<SwitchableProvider> provider_;
+  std::unique_ptr<EncryptedBlobStore> store_;
+};
+
+TEST_F(EncryptedBlobStoreTest, RoundTripsAtSegmentEdges) {
+  const size_t sizes[] = {0, 1, kSegmentBytes - 1, kSegmentBytes, kSegmentBytes + 1, 3 * kSegmentBytes,
+                          (5 << 20) + 777};
+  uint32_t seed = 1;
+  for (size_t size : sizes) {
+    for (size_t chunk : {size_t{1000}, size_t{kSegmentBytes}, size_t{3 << 20}}) {
+      if (size > 200000 && chunk == 1000) continue;  // slow and adds nothing
+      std::string key = "rt/" + std::to_string(size) + "-" + std::to_string(chunk);
+      std::string data = Pattern(size, seed++);
+      PutInChunks(key, data, chunk);
+      auto back = ReadAll(key);
+      ASSERT_TRUE(back.ok()) << key << ": " << back.error().message;
+      EXPECT_TRUE(*back == data) << key;
+      auto stat = store_->Stat(kOriginals, key);
+      ASSERT_TRUE(stat.ok());
+      EXPECT_EQ(stat->size, size);
+      EXPECT_EQ(ReadRaw(key).size(), CiphertextSize(size));
+    }
+  }
+  auto page = store_->List(kOriginals, "rt/");
+  ASSERT_TRUE(page.ok());
+  for (const BlobInfo& item : page->items) {
+    EXPECT_EQ(std::to_string(item.size), item.key.substr(3, item.key.find('-') - 3)) << item.key;
+  }
+}
+
+TEST_F(EncryptedBlobStoreTest, StoredBytesShowNoPlaintext) {
+  std::string data = "\xff\xd8\xff\xe0JFIF Canon EOS 5D Mark IV " + Pattern(200000, 9) + " secret trailer";
+  ASSERT_TRUE(store_->Put(kOriginals, "p/img", data).ok());
+  std::string raw = ReadRaw("p/img");
+  EXPECT_TRUE(HasEnvelopeMagic(raw));
+  EXPECT_EQ(raw.find("JFIF"), std::string::npos);
+  EXPECT_EQ(raw.find("Canon EOS"), std::string::npos);
+  EXPECT_EQ(raw.find("secret trailer"), std::string::npos);
+  EXPECT_EQ(raw.find(data.substr(1000, 64)), std::string::npos);
+  EXPECT_FALSE(store_->LocalPath(kOriginals, "p/img").has_value());
+  // The same plaintext twice gives different ciphertexts (a fresh key and nonce prefix per object).
+  ASSERT_TRUE(store_->Put(kOriginals, "p/img2", data).ok());
+  EXPECT_NE(ReadRaw("p/img2").substr(kHeaderBytes, 64), raw.substr(kHeaderBytes, 64));
+}
+
+TEST_F(EncryptedBlobStoreTest, RangesReadOnlyWhatTheyCover) {
+  const std::string data = Pattern(4 * kSegmentBytes + 100, 3);
+  ASSERT_TRUE(store_->Put(kOriginals, "r/obj", data).ok());
+  const uint64_t S = kSegmentBytes;
+  struct Case {
+    uint64_t offset, length;
+  };
+  for (Case c : {Case{0, 1}, Case{0, S}, Case{S - 1, 2}, Case{S, S}, Case{S - 5, 2 * S + 10}, Case{3 * S + 7, 93},
+                 Case{4 * S, 100}, Case{4 * S + 99, 1}, Case{10, UINT64_MAX}, Case{4 * S + 50, 1000}}) {
+    auto got = ReadAll("r/obj", ByteRange{c.offset, c.length});
+    ASSERT_TRUE(got.ok()) << c.offset << "+" << c.length << ": " << got.error().message;
+    EXPECT_TRUE(*got == data.substr(c.offset, c.length)) << c.offset << "+" << c.length;
+  }
+  auto past = store_->OpenRead(kOriginals, "r/obj", ByteRange{data.size(), 1});
+  ASSERT_FALSE(past.ok());
+  EXPECT_EQ(past.error().kind, ErrorKind::kRangeNotSatisfiable);
+  auto reader = store_->OpenRead(kOriginals, "r/obj", ByteRange{S, 10});
+  ASSERT_TRUE(reader.ok());
+  EXPECT_EQ((*reader)->Info().size, data.size());  // the whole object's plaintext size, as for the inner store
+
+  // Segment 3 damaged: ranges inside other segments still read (they never touch it), ranges over it fail.
+  std::string raw = ReadRaw("r/obj");
+  raw[kHeaderBytes + 3 * kSealedSegmentBytes + 10] ^= 0x40;
+  WriteRaw("r/obj", raw);
+  EXPECT_TRUE(ReadAll("r/obj", ByteRange{S, S}).ok());
+  ExpectIntegrityError("r/obj", ByteRange{3 * S + 5, 10});
+  ExpectIntegrityError("r/obj");
+}
+
+TEST_F(EncryptedBlobStoreTest, EveryKindOfTamperingFails) {
+  const std::string data = Pattern(3 * kSegmentBytes + 500, 4);
+  ASSERT_TRUE(store_->Put(kOriginals, "t/a", data).ok());
+  ASSERT_TRUE(store_->Put(kOriginals, "t/b", Pattern(data.size(), 5)).ok());
+  const std::string a = ReadRaw("t/a");
+  const std::string b = ReadRaw("t/b");
+  auto segment = [](const std::string& raw, uint64_t i) {
+    return raw.substr(kHeaderBytes + i * kSealedSegmentBytes, kSealedSegmentBytes);
+  };
+  auto tampered = [&](const std::string& raw) {
+    WriteRaw("t/a", raw);
+    store_->key_cache().Clear();  // the provider must judge every header, not a cached key
+    ExpectIntegrityError("t/a");
+  };
+  // One flipped bit anywhere: header fields, wrapped key, ciphertext, tag.
+  // Key id (20) and KEK version (50) name a key that does not exist; the nonce prefix (55) and wrapped key (70)
+  // fail the unwrap; the rest fail a segment.
+  for (size_t at : {size_t{3}, size_t{20}, size_t{50}, size_t{55}, size_t{70}, kHeaderBytes + 5,
+                    kHeaderBytes + kSegmentBytes + 3, a.size() - 1}) {
+    std::string bad = a;
+    bad[at] ^= 0x01;
+    SCOPED_TRACE("flipped byte " + std::to_string(at));
+    tampered(bad);
+  }
+  tampered(a.substr(0, a.size() - 1));                                   // truncated by a byte
+  tampered(a.substr(0, a.size() - 16 - 500));                            // the last segment dropped
+  tampered(a.substr(0, kHeaderBytes + kTagBytes));                       // cut to look like an empty object
+  tampered(a.substr(0, kHeaderBytes + 2 * kSealedSegmentBytes));         // cut at a segment boundary
+  tampered(a + std::string(16, '\0'));                                   // padded
+  tampered(a.substr(0, kHeaderBytes) + segment(a, 0) + segment(a, 2) +   // a middle segment dropped
+           a.substr(kHeaderBytes + 3 * kSealedSegmentBytes));
+  tampered(a.substr(0, kHeaderBytes) + segment(a, 1) + segment(a, 0) +   // two segments swapped
+           a.substr(kHeaderBytes + 2 * kSealedSegmentBytes));
+  tampered(a.substr(0, kHeaderBytes) + segment(a, 0) + segment(b, 1) +   // a segment from another object
+           a.substr(kHeaderBytes + 2 * kSealedSegmentBytes));
+  tampered(b.substr(0, kHeaderBytes) + a.substr(kHeaderBytes));          // another object's header
+  tampered(b);                                                           // another object moved here whole
+  WriteRaw("t/a", a);
+  auto restored = ReadAll("t/a");
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  EXPECT_TRUE(*restored == data);
+}
+
+TEST_F(EncryptedBlobStoreTest, LegacyPlaintextIsRefusedWithAHint) {
+  ASSERT_TRUE(inner_->Put(kOriginals, "legacy/img", "\x89PNG\r\n\x1a\n plain old bytes").ok());
+  auto r = ReadAll("legacy/img");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::kIntegrity);
+  EXPECT_NE(r.error().message.find("kek rewrap"), std::string::npos) << r.error().message;
+}
+
+TEST_F(EncryptedBlobStoreTest, ProviderDownRefusesWritesAndWritesNothing) {
+  provider_->down = true;
+  auto writer = store_->OpenWrite(kOriginals, "down/x");
+  ASSERT_FALSE(writer.ok());
+  EXPECT_EQ(writer.error().kind, ErrorKind::kUnavailable);
+  auto put = store_->Put(kOriginals, "down/y", "data");
+  ASSERT_FALSE(put.ok());
+  EXPECT_EQ(put.error().kind, ErrorKind::kUnavailable);
+  auto listed = inner_->List(kOriginals, "down/");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->items.empty());
+  EXPECT_TRUE(fs::is_empty(dir_ + "/blobs/.tmp"));
+  Status ping = store_->Ping();
+  ASSERT_FALSE(ping.ok());
+  EXPECT_NE(ping.error().message.find("key provider"), std::string::npos);
+
+  provider_->down = false;
+  EXPECT_TRUE(store_->Ping().ok());
+  ASSERT_TRUE(store_->Put(kOriginals, "down/y", "data").ok());
+  EXPECT_EQ(*ReadAll("down/y"), "data");
+}
+
+TEST_F(EncryptedBlobStoreTest, DataKeysAreCachedForABoundedAge) {
+  FakeClock clock(TimePoint(std::chrono::hours(1000)));
+  EncryptedBlobStore::Options options;
+  options.key_cache_age = std::chrono::minutes(5);
+  EncryptedBlobStore store(*inner_, *provider_, clock, options);
+  ASSERT_TRUE(store.Put(kOriginals, "c/x", "cached").ok());
+  store.key_cache().Clear();
+  auto read = [&] {
+    auto reader = store.OpenRead(kOriginals, "c/x");
+    ASSERT_TRUE(reader.ok()) << reader.error().message;
+  };
+  read();
+  read();
+  EXPECT_EQ(provider_->unwraps, 1);
+  clock.Advance(std::chrono::minutes(5));
+  read();
+  EXPECT_EQ(provider_->unwraps, 2);
+  // A cached key does not keep a downed vault's objects readable past the age either.
+  provider_->down = true;
+  read();
+  clock.Advance(std::chrono::minutes(6));
+  EXPECT_FALSE(store.OpenRead(kOriginals, "c/x").ok());
+}
+
+TEST_F(EncryptedBlobStoreTest, AbortedAndFailedWritersLeaveNothing) {
+  {
+    auto writer = store_->OpenWrite(kOriginals, "ab/x");
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Write(Pattern(100000, 1)).ok());
+    (*writer)->Abort();
+  }
+  {
+    auto writer = store_->OpenWrite(kOriginals, "ab/y");
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Write("dropped").ok());
+  }  // destroyed uncommitted
+  EXPECT_FALSE(inner_->Stat(kOriginals, "ab/x").ok());
+  EXPECT_FALSE(inner_->Stat(kOriginals, "ab/y").ok());
+  EXPECT_EQ(store_->Stat(kOriginals, "ab/x").error().kind, ErrorKind::kNotFound);
+}
+
+}  // namespace
+}  // namespace imgpipe
