@@ -9,6 +9,7 @@ here=$(dirname "$0")
 "$here/ingest.sh" --reps 3
 "$here/memory.sh"
 "$here/kafka_ingest.sh"
+"$here/encryption.sh" --reps 3
 python3 "$here/warehouse.py"
 "$here/scripts.sh" --reps 7
 python3 "$here/storage.py"

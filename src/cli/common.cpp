@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <iostream>
 
+#include "crypto/local/local_key_provider.hpp"
+#include "crypto/pkcs11/pkcs11_key_provider.hpp"
 #include "storage/azure/azure_blob_store.hpp"
 #include "storage/local/local_blob_store.hpp"
 #include "storage/s3/s3_blob_store.hpp"
@@ -123,6 +125,36 @@ void AuditCli(AuditLog* audit, const Clock& clock, std::string action, std::stri
   if (Status s = audit->Append(e); !s.ok()) {
     std::cerr << "imgpipe: warning: could not write the audit log: " << s.error().message << "\n";
   }
+}
+
+std::string KeyringPath(const Config& config) {
+  return config.keyring_path.empty() ? config.data_dir + "/keyring.json" : config.keyring_path;
+}
+
+Result<std::unique_ptr<KeyProvider>> OpenKeyProvider(const Config& config, const Clock& clock, bool wait_for_keys) {
+  if (config.encryption_provider == "pkcs11") {
+    Pkcs11KeyProvider::Options options;
+    options.module = config.pkcs11_module;
+    options.token_label = config.pkcs11_token;
+    options.pin = config.pkcs11_pin;
+    options.key_label = config.pkcs11_key_label;
+    IMGPIPE_ASSIGN_OR_RETURN(auto p, Pkcs11KeyProvider::Open(std::move(options), clock, wait_for_keys));
+    return std::unique_ptr<KeyProvider>(std::move(p));
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(auto p, LocalKeyProvider::Open(KeyringPath(config), clock));
+  return std::unique_ptr<KeyProvider>(std::move(p));
+}
+
+Result<BlobStack> OpenBlobStack(const Config& config, const Clock& clock, bool wait_for_keys,
+                                bool install_lifecycle) {
+  BlobStack stack;
+  IMGPIPE_ASSIGN_OR_RETURN(stack.backend, OpenBlobStore(config, install_lifecycle));
+  if (!config.encryption_enabled) return stack;
+  IMGPIPE_ASSIGN_OR_RETURN(stack.keys, OpenKeyProvider(config, clock, wait_for_keys));
+  EncryptedBlobStore::Options options;
+  options.key_cache_age = config.key_cache_age;
+  stack.encrypted = std::make_unique<EncryptedBlobStore>(*stack.backend, *stack.keys, clock, options);
+  return stack;
 }
 
 Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock) {

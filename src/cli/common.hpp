@@ -9,6 +9,8 @@
 #include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "core/clock.hpp"
+#include "crypto/encrypted_blob_store.hpp"
+#include "crypto/key_provider.hpp"
 #include "storage/blob_store.hpp"
 #include "warehouse/metadata_store.hpp"
 #include "warehouse/postgres/postgres_database.hpp"
@@ -61,6 +63,23 @@ Result<std::unique_ptr<AuditLog>> OpenAudit(const Config& config, const Clock& c
 //! action itself already happened.
 void AuditCli(AuditLog* audit, const Clock& clock, std::string action, std::string target, bool ok,
               boost::json::object details = {});
+//! The configured blob store (OpenBlobStore), encrypted when encryption.enabled (docs/ENCRYPTION.md): `backend` is where the bytes go,
+//! `keys` the key provider, `encrypted` the decorator every caller must use. store() is what to hand to the rest of
+//! imgpipe. Lifetimes: members are destroyed in reverse order, so the decorator goes before what it uses.
+struct BlobStack {
+  std::unique_ptr<BlobStore> backend;
+  std::unique_ptr<KeyProvider> keys;
+  std::unique_ptr<EncryptedBlobStore> encrypted;
+  BlobStore& store() { return encrypted ? static_cast<BlobStore&>(*encrypted) : *backend; }
+};
+//! `wait_for_keys`: when the key provider cannot be reached now, fail (commands) or, when false (serve), start
+//! anyway: writes then fail with 503 and /readyz says why until the provider is back. A keyring that exists but is
+//! broken fails either way. `clock` must outlive the stack.
+Result<BlobStack> OpenBlobStack(const Config& config, const Clock& clock, bool wait_for_keys,
+                                bool install_lifecycle = false);
+//! The configured key provider (encryption.provider); see OpenBlobStack for `wait_for_keys`.
+Result<std::unique_ptr<KeyProvider>> OpenKeyProvider(const Config& config, const Clock& clock, bool wait_for_keys);
+std::string KeyringPath(const Config& config);
 
 std::string DatabasePath(const Config& config);
 std::string BlobRoot(const Config& config);
@@ -78,5 +97,6 @@ int RunHold(int argc, char** argv);
 int RunStorage(int argc, char** argv);
 int RunAudit(int argc, char** argv);
 int RunConfig(int argc, char** argv);
+int RunKek(int argc, char** argv);
 
 }  // namespace imgpipe

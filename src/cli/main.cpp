@@ -14,6 +14,7 @@ void Usage(std::ostream& out) {
          "  serve      run everything in one process: HTTP API, workers, retention (embedded defaults)\n"
          "  ingest     consume the Kafka ingest topics only (ingest.topics; serve does it too when they are set)\n"
          "  keys       create | list | revoke API keys\n"
+         "  kek        list | usage | rotate | rewrap | retire key-encryption keys (encryption at rest)\n"
          "  query      run read-only SQL on the warehouse\n"
          "  retention  run   one retention sweep now\n"
          "  process    run the default pipeline on local files (preview, benchmark)\n"
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   if (cmd == "serve") return imgpipe::RunServe(argc, argv);
   if (cmd == "ingest") return imgpipe::RunIngest(argc, argv);
   if (cmd == "keys") return imgpipe::RunKeys(argc, argv);
+  if (cmd == "kek") return imgpipe::RunKek(argc, argv);
   if (cmd == "query") return imgpipe::RunQuery(argc, argv);
   if (cmd == "retention") return imgpipe::RunRetention(argc, argv);
   if (cmd == "process") return imgpipe::RunProcess(argc, argv);

@@ -38,12 +38,12 @@ int RunReprocess(int argc, char** argv) {
   if (!config) return kExitUsage;
   SystemClock clock;
   if (*script != "default") {
-    auto blobs = OpenBlobStore(*config);
+    auto blobs = OpenBlobStack(*config, clock, /*wait_for_keys=*/true);
     if (!blobs.ok()) {
       std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";
       return kExitFailure;
     }
-    auto current = ScriptStore(**blobs, clock).CurrentVersion(*script);
+    auto current = ScriptStore(blobs->store(), clock).CurrentVersion(*script);
     if (!current.ok()) {
       std::cerr << "imgpipe: " << current.error().message << "\n";
       return kExitUsage;

@@ -28,7 +28,8 @@ int RunRetention(int argc, char** argv) {
     std::cerr << "imgpipe: cannot open the warehouse: " << wh.error().message << "\n";
     return kExitFailure;
   }
-  auto blobs = OpenBlobStore(*config);
+  // Deleting needs no key; the key provider is only checked to be configured consistently.
+  auto blobs = OpenBlobStack(*config, system_clock, /*wait_for_keys=*/false);
   if (!blobs.ok()) {
     std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";
     return kExitFailure;
@@ -36,7 +37,7 @@ int RunRetention(int argc, char** argv) {
   RetentionPolicy policy;
   policy.originals = config->retention_originals;
   policy.renditions = config->retention_renditions;
-  RetentionSweeper sweeper(policy, **blobs, *wh->store, system_clock, nullptr);
+  RetentionSweeper sweeper(policy, blobs->store(), *wh->store, system_clock, nullptr);
   auto audit = OpenAudit(*config, system_clock);
   if (!audit.ok()) {
     std::cerr << "imgpipe: cannot open the audit log: " << audit.error().message << "\n";

@@ -129,13 +129,13 @@ int RunScripts(int argc, char** argv) {
   auto config = LoadConfigFromArgs(*args);
   if (!config) return kExitUsage;
   if (verb == "run") return RunLocal(*args, *config);
-  auto blobs = OpenBlobStore(*config);
+  SystemClock clock;
+  auto blobs = OpenBlobStack(*config, clock, /*wait_for_keys=*/true);
   if (!blobs.ok()) {
     std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";
     return kExitFailure;
   }
-  SystemClock clock;
-  ScriptStore store(**blobs, clock, ExecSandboxOptionsFrom(*config));
+  ScriptStore store(blobs->store(), clock, ExecSandboxOptionsFrom(*config));
   auto fail = [](const Error& e) {
     std::cerr << "imgpipe: " << e.message << "\n";
     return e.kind == ErrorKind::kInvalidArgument ? kExitUsage : kExitFailure;

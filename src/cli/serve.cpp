@@ -147,10 +147,21 @@ int RunServer(int argc, char** argv, ServerRole role) {
     }
   }
   JobQueue& queue = *queue_backend;
-  auto blobs = OpenBlobStore(cfg, /*install_lifecycle=*/true);
-  if (!blobs.ok()) {
-    LogError("cannot open blob storage", {{"error", blobs.error().message}});
+  // Every blob goes through the encryption decorator when encryption is on. If the key provider is away now the
+  // server starts anyway and refuses writes (503) until it is back; /readyz says why.
+  auto blob_stack = OpenBlobStack(cfg, *clock, /*wait_for_keys=*/false, /*install_lifecycle=*/true);
+  if (!blob_stack.ok()) {
+    LogError("cannot open blob storage", {{"error", blob_stack.error().message}});
     return kExitFailure;
+  }
+  BlobStore& blobs = blob_stack->store();
+  if (blob_stack->keys) {
+    Status keys_ok = blob_stack->keys->Ping();
+    LogInfo("encryption at rest", {{"provider", blob_stack->keys->Name()},
+                                   {"ready", keys_ok.ok()},
+                                   {"error", keys_ok.ok() ? std::string() : keys_ok.error().message}});
+  } else {
+    LogWarn("encryption at rest is off (encryption.enabled = false): blobs are stored in plaintext", {});
   }
 
   Metrics metrics;
@@ -170,7 +181,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
   intake_options.retention_originals = cfg.retention_originals;
   if (!cfg.default_script.empty()) intake_options.default_pipeline = cfg.default_script;
   intake_options.routes = cfg.routes;
-  Intake intake(intake_options, **blobs, store, queue, *clock, &metrics, AcceptedJson);
+  Intake intake(intake_options, blobs, store, queue, *clock, &metrics, AcceptedJson);
 
   if (auto recovered = intake.RecoverSpool(); !recovered.ok()) {
     LogError("cannot recover the upload spool", {{"error", recovered.error().message}});
@@ -183,13 +194,13 @@ int RunServer(int argc, char** argv, ServerRole role) {
   std::unique_ptr<KafkaSource> stream;
   if (!cfg.ingest_topics.empty()) {
     KafkaSource::DeclareMetrics(metrics);
-    stream = std::make_unique<KafkaSource>(KafkaSourceOptionsFrom(cfg), intake, store, **blobs, *clock, &metrics);
+    stream = std::make_unique<KafkaSource>(KafkaSourceOptionsFrom(cfg), intake, store, blobs, *clock, &metrics);
   }
 
   RetentionPolicy policy;
   policy.originals = cfg.retention_originals;
   policy.renditions = cfg.retention_renditions;
-  RetentionSweeper sweeper(policy, **blobs, store, *clock, &metrics);
+  RetentionSweeper sweeper(policy, blobs, store, *clock, &metrics);
   auto audit = OpenAudit(cfg, *clock);
   if (!audit.ok()) {
     LogError("cannot open the audit log", {{"error", audit.error().message}});
@@ -206,7 +217,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
   wo.spool_dir = SpoolDir(cfg);
   wo.owner = "serve-" + std::to_string(::getpid()) + "-" + HexEncode(RandomBytes(4));
   wo.exec = ExecSandboxOptionsFrom(cfg);
-  WorkerPool workers(wo, **blobs, store, queue, *clock, &metrics);
+  WorkerPool workers(wo, blobs, store, queue, *clock, &metrics);
 
   int io_threads = cfg.http_threads > 0 ? cfg.http_threads : Cores();
   asio::io_context io(io_threads);
@@ -214,7 +225,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
   asio::steady_timer compaction_timer(io);
   // Blocking work is mostly waiting on fsync; many threads let the filesystem and SQLite commit them in groups.
   asio::thread_pool blocking(static_cast<size_t>(std::max(32, 4 * Cores())));
-  Api api(ApiContext{cfg, **blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking, audit->get()});
+  Api api(ApiContext{cfg, blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking, audit->get()});
 
   ServerOptions so;
   so.max_header_bytes = cfg.max_header_bytes;

@@ -43,7 +43,7 @@ bool IsNonConfigEnv(std::string_view name) {
 }
 
 constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue", "limits",  "retention",
-                                          "audit",      "processing", "kafka",  "ingest", "log",   "testing"};
+                                          "audit",      "processing", "kafka",  "ingest", "encryption", "log", "testing"};
 // Tables inside a section ([storage.azure]); their keys are "section.table.key".
 constexpr std::string_view kSubTables[] = {"storage.azure", "storage.s3"};
 constexpr std::string_view kRenditionsKey = "processing.renditions";
@@ -369,6 +369,18 @@ Problem SetSeconds(std::chrono::seconds* field, const Value& v, bool allow_zero)
   if (d.count() % 1000 != 0) return v.Show() + " is not a whole number of seconds";
   if (d.count() == 0 && !allow_zero) return "0 is not allowed here; the minimum is 1s";
   *field = std::chrono::duration_cast<std::chrono::seconds>(d);
+  return std::nullopt;
+}
+
+//! A file path; no control characters.
+Problem SetPath(std::string* field, const Value& v, bool allow_empty) {
+  std::string s;
+  if (auto p = v.String(&s)) return p;
+  if (s.empty() && !allow_empty) return std::string("the path must not be empty");
+  if (std::any_of(s.begin(), s.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20; })) {
+    return Quote(s) + " contains control characters";
+  }
+  *field = s;
   return std::nullopt;
 }
 
@@ -733,6 +745,42 @@ const KeyDef kKeys[] = {
      }},
     {"log.level",
      [](Config& c, const Value& v) { return SetChoice(&c.log_level, v, {"debug", "info", "warn", "error"}); }},
+    {"encryption.enabled", [](Config& c, const Value& v) { return v.Bool(&c.encryption_enabled); }},
+    {"encryption.provider",
+     [](Config& c, const Value& v) { return SetBackend(&c.encryption_provider, v, {"local", "pkcs11"}, {}); }},
+    {"encryption.keyring", [](Config& c, const Value& v) { return SetPath(&c.keyring_path, v, /*allow_empty=*/true); }},
+    {"encryption.key_cache_age",
+     [](Config& c, const Value& v) { return SetDuration(&c.key_cache_age, v, std::chrono::milliseconds(0)); }},
+    {"encryption.pkcs11_module",
+     [](Config& c, const Value& v) { return SetPath(&c.pkcs11_module, v, /*allow_empty=*/true); }},
+    {"encryption.pkcs11_token",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (s.size() > 32) return Quote(s) + " is longer than a PKCS#11 token label (32 bytes)";
+       c.pkcs11_token = s;
+       return std::nullopt;
+     }},
+    {"encryption.pkcs11_pin",
+     [](Config& c, const Value& v) -> Problem {
+       // A secret: never quoted back in messages.
+       std::string s;
+       if (auto p = v.String(&s)) return std::string("the PIN must be a string");
+       c.pkcs11_pin = s;
+       return std::nullopt;
+     }},
+    {"encryption.pkcs11_key_label",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       // The label is the key id in every object's header: the same rules.
+       const bool ok = !s.empty() && s.size() <= 28 &&
+                       s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+                           std::string::npos;
+       if (!ok) return Quote(s) + " is not a key label (1..28 of A-Z a-z 0-9 . _ -)";
+       c.pkcs11_key_label = s;
+       return std::nullopt;
+     }},
     {"testing.clock_offset",
      [](Config& c, const Value& v) { return SetDuration(&c.clock_offset, v, std::chrono::milliseconds(0)); }},
 };
@@ -1214,6 +1262,16 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
     problems.BadValue("kafka.brokers", "(required with ingest.topics)",
                       "missing; set the Kafka bootstrap servers, e.g. kafka-1:9092,kafka-2:9092 "
                       "(or IMGPIPE_KAFKA_BROKERS)");
+  }
+  if (problems.empty() && config.encryption_enabled && config.encryption_provider == "pkcs11") {
+    for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"encryption.pkcs11_module", &config.pkcs11_module},
+                                     {"encryption.pkcs11_token", &config.pkcs11_token},
+                                     {"encryption.pkcs11_pin", &config.pkcs11_pin}}) {
+      if (value->empty()) {
+        problems.BadValue(key, "(required with encryption.provider = \"pkcs11\")",
+                          "missing; see docs/OPERATIONS.md, encryption at rest");
+      }
+    }
   }
   if (!problems.empty()) return problems.ToError();
   return config;

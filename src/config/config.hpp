@@ -140,6 +140,15 @@ struct Config {
   int ingest_max_in_flight = 64;                  //!< ingest.max_in_flight: records held before partitions pause
   std::vector<std::string> ingest_claim_containers = {"incoming"};  //!< ingest.claim_containers: claim checks may name these
   std::chrono::milliseconds ingest_max_poll_interval{300000};  //!< ingest.max_poll_interval
+  // [encryption]  envelope encryption of every blob (docs/ENCRYPTION.md); the key provider holds the KEKs
+  bool encryption_enabled = true;                 //!< encryption.enabled
+  std::string encryption_provider = "local";      //!< encryption.provider: "local" | "pkcs11"
+  std::string keyring_path;                       //!< encryption.keyring: local keyring file; "" = <data_dir>/keyring.json
+  std::chrono::milliseconds key_cache_age{300000};//!< encryption.key_cache_age: unwrapped data keys kept at most this long
+  std::string pkcs11_module;                      //!< encryption.pkcs11_module: path of the PKCS#11 module (.so)
+  std::string pkcs11_token;                       //!< encryption.pkcs11_token: token label
+  std::string pkcs11_pin;                         //!< encryption.pkcs11_pin: user PIN (prefer IMGPIPE_ENCRYPTION_PKCS11_PIN; never logged)
+  std::string pkcs11_key_label = "imgpipe-kek";   //!< encryption.pkcs11_key_label: KEK objects are "<label>.v<N>"
 
   // [testing]
   std::chrono::milliseconds clock_offset{0};      //!< testing.clock_offset: shifts the clock forward (retention tests)

@@ -13,6 +13,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace std::chrono_literals;
 
 class ConfigFileTest : public ::testing::Test {
@@ -558,9 +559,38 @@ TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
   EXPECT_EQ(error.find("top secret"), std::string::npos) << error;
 }
 
+TEST(ConfigTest, EncryptionIsOnByDefaultAndPkcs11NeedsItsSettings) {
+  auto defaults = LoadConfigFromString("", "inline.toml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_TRUE(defaults->encryption_enabled);
+  EXPECT_EQ(defaults->encryption_provider, "local");
+  EXPECT_EQ(defaults->key_cache_age, 5min);
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[encryption]\nprovider = \"vault\"\n", "inline.toml")),
+              HasSubstr("encryption.provider"));
+  auto missing = ErrorOf(LoadConfigFromString("[encryption]\nprovider = \"pkcs11\"\n", "inline.toml"));
+  EXPECT_THAT(missing, HasSubstr("encryption.pkcs11_module"));
+  EXPECT_THAT(missing, HasSubstr("encryption.pkcs11_pin"));
+  ConfigSources env;
+  env.env["IMGPIPE_ENCRYPTION_PKCS11_PIN"] = "s3cret-pin";
+  env.env["IMGPIPE_ENCRYPTION_PKCS11_MODULE"] = "/usr/lib/softhsm/libsofthsm2.so";
+  env.env["IMGPIPE_ENCRYPTION_PKCS11_TOKEN"] = "imgpipe";
+  auto hsm = LoadConfigFromString("[encryption]\nprovider = \"pkcs11\"\n", "inline.toml", env);
+  ASSERT_TRUE(hsm.ok()) << hsm.error().message;
+  EXPECT_EQ(hsm->pkcs11_pin, "s3cret-pin");
+  EXPECT_EQ(hsm->pkcs11_key_label, "imgpipe-kek");
+  // A bad PIN value is refused without echoing it.
+  auto bad_pin = ErrorOf(LoadConfigFromString("[encryption]\nprovider = \"pkcs11\"\npkcs11_pin = 1234\n", "inline.toml"));
+  EXPECT_THAT(bad_pin, HasSubstr("encryption.pkcs11_pin"));
+  EXPECT_THAT(bad_pin, Not(HasSubstr("1234")));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[encryption]\npkcs11_key_label = \"a b\"\n", "inline.toml")),
+              HasSubstr("pkcs11_key_label"));
+  auto off = LoadConfigFromString("[encryption]\nenabled = false\nprovider = \"pkcs11\"\n", "inline.toml");
+  EXPECT_TRUE(off.ok());  // pkcs11 settings are only needed when encryption is on
+}
+
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 67u);
+  EXPECT_EQ(keys.size(), 75u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "audit.retention"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());

@@ -1,6 +1,7 @@
 #include "crypto/encrypted_blob_store.hpp"
 
 #include <openssl/rand.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <vector>
@@ -11,6 +12,12 @@ namespace {
 
 std::string Where(std::string_view container, std::string_view key) {
   return std::string(container) + "/" + std::string(key);
+}
+
+// `e`, its message prefixed with the object it is about.
+Error About(std::string_view container, std::string_view key, Error e) {
+  e.message = Where(container, key) + ": " + e.message;
+  return e;
 }
 
 // Reads until `want` bytes or the end of the reader; returns how many were read.
@@ -226,11 +233,7 @@ Result<std::pair<EnvelopeHeader, BlobInfo>> EncryptedBlobStore::ReadHeader(std::
   IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*reader, bytes.data(), bytes.size()));
   bytes.resize(got);
   auto header = ParseHeader(bytes);
-  if (!header.ok()) {
-    Error e = header.error();
-    e.message = Where(container, key) + ": " + e.message;
-    return e;
-  }
+  if (!header.ok()) return About(container, key, header.error());
   return std::make_pair(std::move(header).value(), reader->Info());
 }
 
@@ -254,11 +257,7 @@ Result<std::unique_ptr<BlobReader>> EncryptedBlobStore::OpenRange(std::string_vi
       IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*inner, bytes.data(), bytes.size()));
       bytes.resize(got);
       auto parsed = ParseHeader(bytes);
-      if (!parsed.ok()) {
-        Error e = parsed.error();
-        e.message = Where(container, key) + ": " + e.message;
-        return e;
-      }
+      if (!parsed.ok()) return About(container, key, parsed.error());
       header = std::move(parsed).value();
       stored = inner->Info();
     } else {
@@ -267,11 +266,7 @@ Result<std::unique_ptr<BlobReader>> EncryptedBlobStore::OpenRange(std::string_vi
       stored = std::move(head.second);
     }
     auto plain_size = PlaintextSize(stored.size);
-    if (!plain_size.ok()) {
-      Error e = plain_size.error();
-      e.message = Where(container, key) + ": " + e.message;
-      return e;
-    }
+    if (!plain_size.ok()) return About(container, key, plain_size.error());
     const uint64_t size = *plain_size;
     if (range.offset >= size && !(size == 0 && range.offset == 0)) {
       return MakeError(ErrorKind::kRangeNotSatisfiable, "range starts at byte " + std::to_string(range.offset) +
@@ -308,12 +303,15 @@ Result<std::unique_ptr<BlobReader>> EncryptedBlobStore::OpenRange(std::string_vi
 Result<BlobInfo> EncryptedBlobStore::Stat(std::string_view container, std::string_view key) {
   IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, inner_.Stat(container, key));
   auto size = PlaintextSize(info.size);
-  if (!size.ok()) {
-    Error e = size.error();
-    e.message = Where(container, key) + ": " + e.message;
-    return e;
-  }
+  if (!size.ok()) return About(container, key, size.error());
   info.size = *size;
+  return info;
+}
+
+Result<BlobInfo> EncryptedBlobStore::PutFile(std::string_view container, std::string_view key,
+                                             const std::string& path) {
+  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobStore::PutFile(container, key, path));
+  ::unlink(path.c_str());
   return info;
 }
 

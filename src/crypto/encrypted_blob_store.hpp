@@ -47,6 +47,9 @@ class EncryptedBlobStore final : public BlobStore {
   //! Objects whose stored size no encrypted object can have (legacy plaintext) are listed with their stored size.
   Result<ListPage> List(std::string_view container, std::string_view prefix, std::string_view continuation = {},
                         size_t max_items = 1000) override;
+  //! Encrypts the file into the store through OpenWrite, then removes the file (it is plaintext): on success the
+  //! file is consumed, as with the local backend's rename; on failure it is left to the caller.
+  Result<BlobInfo> PutFile(std::string_view container, std::string_view key, const std::string& path) override;
   std::optional<std::string> LocalPath(std::string_view, std::string_view) override { return std::nullopt; }
   //! The inner store's Ping, then the key provider's: not ready when either is down.
   Status Ping() override;

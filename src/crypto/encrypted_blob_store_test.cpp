@@ -237,6 +237,32 @@ TEST_F(EncryptedBlobStoreTest, LegacyPlaintextIsRefusedWithAHint) {
   EXPECT_NE(r.error().message.find("kek rewrap"), std::string::npos) << r.error().message;
 }
 
+// Whatever an attacker puts in the store reads as an integrity error, never as bytes and never as a crash: the
+// hostile corpus stored as objects, whole and as the part after a genuine header.
+TEST_F(EncryptedBlobStoreTest, HostileStoredBytesAreIntegrityErrors) {
+  const char* env = std::getenv("IMGPIPE_CORPORA_DIR");
+  fs::path corrupt = fs::path(env ? env : IMGPIPE_CORPORA_DIR) / "corrupt";
+  ASSERT_TRUE(fs::is_directory(corrupt)) << corrupt;
+  ASSERT_TRUE(store_->Put(kOriginals, "h/genuine", Pattern(kSegmentBytes + 10, 2)).ok());
+  const std::string genuine_header = ReadRaw("h/genuine").substr(0, kHeaderBytes);
+  int files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(corrupt)) {
+    if (!entry.is_regular_file() || entry.file_size() > (4 << 20)) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    for (const std::string& stored : {bytes, genuine_header + bytes}) {
+      ASSERT_TRUE(inner_->Put(kOriginals, "h/hostile", stored).ok());
+      auto r = ReadAll("h/hostile");
+      ASSERT_FALSE(r.ok()) << entry.path();
+      EXPECT_EQ(r.error().kind, ErrorKind::kIntegrity) << entry.path() << ": " << r.error().message;
+      auto ranged = ReadAll("h/hostile", ByteRange{kSegmentBytes, 10});
+      EXPECT_FALSE(ranged.ok() && !ranged->empty()) << entry.path();
+    }
+    ++files;
+  }
+  EXPECT_GT(files, 10);
+}
+
 TEST_F(EncryptedBlobStoreTest, ProviderDownRefusesWritesAndWritesNothing) {
   provider_->down = true;
   auto writer = store_->OpenWrite(kOriginals, "down/x");
@@ -281,6 +307,22 @@ TEST_F(EncryptedBlobStoreTest, DataKeysAreCachedForABoundedAge) {
   read();
   clock.Advance(std::chrono::minutes(6));
   EXPECT_FALSE(store.OpenRead(kOriginals, "c/x").ok());
+}
+
+TEST_F(EncryptedBlobStoreTest, PutFileEncryptsAndConsumesThePlaintextFile) {
+  std::string path = dir_ + "/spooled";
+  std::string data = Pattern(3 * kSegmentBytes + 11, 8);
+  std::ofstream(path, std::ios::binary) << data;
+  auto info = store_->PutFile(kOriginals, "pf/x", path);
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  EXPECT_EQ(info->size, data.size());
+  EXPECT_FALSE(fs::exists(path)) << "the plaintext spool file must not stay behind";
+  EXPECT_TRUE(HasEnvelopeMagic(ReadRaw("pf/x")));
+  EXPECT_TRUE(*ReadAll("pf/x") == data);
+  provider_->down = true;
+  std::ofstream(path, std::ios::binary) << data;
+  EXPECT_FALSE(store_->PutFile(kOriginals, "pf/y", path).ok());
+  EXPECT_TRUE(fs::exists(path));  // a failed put leaves the file to its owner
 }
 
 TEST_F(EncryptedBlobStoreTest, AbortedAndFailedWritersLeaveNothing) {

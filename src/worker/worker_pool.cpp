@@ -85,8 +85,19 @@ void WorkerPool::Stop(std::chrono::milliseconds grace) {
   threads_.clear();
 }
 
+void WorkerPool::WaitForStorage() {
+  while (storage_down_ && !stopping_) {
+    if (blobs_.Ping().ok()) {
+      storage_down_ = false;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
 void WorkerPool::Loop() {
   while (!stopping_) {
+    WaitForStorage();
     auto jobs = queue_.Lease(options_.owner, 1, options_.lease, std::chrono::milliseconds(1000));
     if (!jobs.ok()) {
       LogWarn("cannot lease jobs", {{"error", jobs.error().message}});
@@ -94,6 +105,7 @@ void WorkerPool::Loop() {
       continue;
     }
     for (const Job& job : *jobs) {
+      WaitForStorage();  // a lease taken just before another thread found storage down waits here too
       ++busy_;
       ProcessJob(job);
       --busy_;
@@ -236,6 +248,7 @@ void WorkerPool::ProcessJob(const Job& job) {
     LogInfo("image went away while processing; results dropped", {{"image_id", image->id.value()}});
     return;
   }
+  if (err.kind == ErrorKind::kUnavailable) storage_down_ = true;
   int attempt = job.attempts + 1;
   // A script's own errors and rejections (kInvalidArgument, kNotFound for a script that no longer exists) would
   // repeat on every attempt.

@@ -54,6 +54,8 @@ class WorkerPool {
 
  private:
   void Loop();
+  //! Returns once storage answers Ping, or at once if no job found it down (or when stopping).
+  void WaitForStorage();
   //! `script` is null for the built-in default pipeline.
   Status RunPipeline(const ImageRecord& image, const Job& job, TimePoint started, const ScriptBundle* script);
 
@@ -66,6 +68,10 @@ class WorkerPool {
   ScriptCache scripts_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> busy_{0};
+  //! Set when a job failed because storage (or the key vault behind it) was unavailable: workers then wait for
+  //! blobs_.Ping() before leasing or processing more, so an outage costs an image one or two attempts (the failed
+  //! one, and a lease another thread took meanwhile), not all of them.
+  std::atomic<bool> storage_down_{false};
   std::vector<std::thread> threads_;
 };
 

@@ -237,6 +237,63 @@ TEST_F(WorkerTest, RefusedUploadStoresNothing) {
   EXPECT_TRUE(std::filesystem::is_empty(dir_ / "spool"));
 }
 
+//! The local store, with a switch that makes writes and Ping fail as unavailable (a key vault that went away).
+class SwitchedOffStore final : public BlobStore {
+ public:
+  explicit SwitchedOffStore(BlobStore& real) : real_(real) {}
+  Result<std::unique_ptr<BlobWriter>> OpenWrite(std::string_view c, std::string_view k) override {
+    if (down) return Down();
+    return real_.OpenWrite(c, k);
+  }
+  Result<std::unique_ptr<BlobReader>> OpenRead(std::string_view c, std::string_view k,
+                                               std::optional<ByteRange> r = std::nullopt) override {
+    return real_.OpenRead(c, k, r);
+  }
+  Result<BlobInfo> Stat(std::string_view c, std::string_view k) override { return real_.Stat(c, k); }
+  Status Delete(std::string_view c, std::string_view k) override { return real_.Delete(c, k); }
+  Result<ListPage> List(std::string_view c, std::string_view p, std::string_view cont = {},
+                        size_t max = 1000) override {
+    return real_.List(c, p, cont, max);
+  }
+  Status Ping() override { return down ? Status(Down()) : real_.Ping(); }
+  std::string_view Name() const override { return "switched"; }
+  std::atomic<bool> down{false};
+
+ private:
+  static Error Down() { return MakeError(ErrorKind::kUnavailable, "key provider unavailable (test)"); }
+  BlobStore& real_;
+};
+
+TEST_F(WorkerTest, AStorageOutageCostsAnImageOneAttemptNotAll) {
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(accepted.ok());
+  const ImageId id = accepted->image.id;
+  SwitchedOffStore switched(*blobs_);
+  switched.down = true;
+  WorkerOptions wo;
+  wo.renditions = Config{}.renditions;
+  wo.spool_dir = (dir_ / "spool").string();
+  wo.owner = "outage";
+  wo.max_attempts = 2;
+  wo.retry_backoff = std::chrono::milliseconds(0);  // without the pause, the second attempt would come at once
+  wo.threads = 2;
+  WorkerPool pool(wo, switched, *store_, *queue_, clock_, nullptr);
+  pool.Start();
+  for (int i = 0; i < 600 && store_->ListRuns(id)->empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(store_->ListRuns(id)->size(), 1u);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  EXPECT_NE(store_->GetImage(id)->status, ImageStatus::kFailed) << "the outage used up the image's attempts";
+  EXPECT_EQ(store_->ListRuns(id)->size(), 1u);
+  switched.down = false;
+  for (int i = 0; i < 600 && store_->GetImage(id)->status != ImageStatus::kProcessed; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  pool.Stop(std::chrono::seconds(30));
+  EXPECT_EQ(store_->GetImage(id)->status, ImageStatus::kProcessed);
+}
+
 TEST_F(WorkerTest, ThreadsDrainTheQueue) {
   std::vector<ImageId> ids;
   std::string bytes = ReadFile(kCorpora + "/valid/kodak/kodim23.png");

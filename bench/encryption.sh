@@ -1,0 +1,6 @@
+#!/bin/sh
+# Encryption at rest: upload, read and processing throughput with encryption on vs off in the same run, and the
+# rewrap rate of `imgpipe kek rewrap`. Usage: bench/encryption.sh [--help for options]. Writes
+# build/bench/encryption.json; bench/report.py turns it into docs/BENCHMARKS.md. Never part of the test command.
+set -eu
+exec python3 "$(dirname "$0")/encryption.py" "$@"
