@@ -215,6 +215,12 @@ TEST_F(EncryptedBlobStoreTest, EveryKindOfTamperingFails) {
   tampered(a.substr(0, kHeaderBytes + kTagBytes));                       // cut to look like an empty object
   tampered(a.substr(0, kHeaderBytes + 2 * kSealedSegmentBytes));         // cut at a segment boundary
   tampered(a + std::string(16, '\0'));                                   // padded
+  {
+    // Padding a whole-segment object by one tag's length used to look like a valid size.
+    ASSERT_TRUE(store_->Put(kOriginals, "t/full", Pattern(2 * kSegmentBytes, 6)).ok());
+    WriteRaw("t/full", ReadRaw("t/full") + std::string(kTagBytes, '\0'));
+    ExpectIntegrityError("t/full");
+  }
   tampered(a.substr(0, kHeaderBytes) + segment(a, 0) + segment(a, 2) +   // a middle segment dropped
            a.substr(kHeaderBytes + 3 * kSealedSegmentBytes));
   tampered(a.substr(0, kHeaderBytes) + segment(a, 1) + segment(a, 0) +   // two segments swapped

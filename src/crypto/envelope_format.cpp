@@ -183,7 +183,8 @@ Result<uint64_t> PlaintextSize(uint64_t ciphertext) {
   uint64_t full = body / kSealedSegmentBytes;
   uint64_t rest = body % kSealedSegmentBytes;
   if (rest == 0) return full * kSegmentBytes;  // full >= 1 here, since body >= kTagBytes
-  if (rest < kTagBytes) return bad();
+  // An empty last segment exists only in an empty object: after full segments it would be padding.
+  if (rest < kTagBytes || (rest == kTagBytes && full > 0)) return bad();
   return full * kSegmentBytes + (rest - kTagBytes);
 }
 
