@@ -62,6 +62,12 @@ int RunKek(int argc, char** argv) {
   }
   KeyProvider& keys = *stack->keys;
   EncryptedBlobStore& store = *stack->encrypted;
+  // Changes to the keys are security events: rotate, rewrap and retire go to the audit log.
+  auto audit = OpenAudit(*config, clock);
+  if (!audit.ok()) {
+    std::cerr << "imgpipe: cannot open the audit log: " << audit.error().message << "\n";
+    return kExitFailure;
+  }
   auto fail = [](const Error& e) {
     std::cerr << "imgpipe: " << e.message << "\n";
     return kExitFailure;
@@ -85,6 +91,8 @@ int RunKek(int argc, char** argv) {
   }
   if (verb == "rotate") {
     auto added = keys.Rotate();
+    AuditCli(audit->get(), clock, "kek.rotate", std::string(keys.Name()), added.ok(),
+             {{"version", added.ok() ? added->version : 0}});
     if (!added.ok()) return fail(added.error());
     std::cerr << "added KEK version " << added->version << " (" << keys.Name()
               << "); new objects use it within seconds; run `imgpipe kek rewrap` to move the others\n";
@@ -95,6 +103,11 @@ int RunKek(int argc, char** argv) {
     auto report = RewrapAll(store, kAllContainers, [](const KeyScanReport& r) {
       std::cerr << "rewrap: " << r.objects << " objects seen, " << r.rewrapped << " rewrapped\n";
     });
+    AuditCli(audit->get(), clock, "kek.rewrap", std::string(keys.Name()), report.ok() && report->unreadable == 0,
+             report.ok() ? boost::json::object{{"rewrapped", report->rewrapped},
+                                               {"encrypted", report->encrypted},
+                                               {"unreadable", report->unreadable}}
+                         : boost::json::object{{"error", report.error().message}});
     if (!report.ok()) {
       std::cerr << "imgpipe: rewrap stopped: " << report.error().message
                 << "\nrun it again to resume (objects already rewrapped are skipped)\n";
@@ -125,7 +138,9 @@ int RunKek(int argc, char** argv) {
       PrintReport(*report);
       return kExitFailure;
     }
-    if (Status s = keys.Retire(version); !s.ok()) return fail(s.error());
+    Status retired = keys.Retire(version);
+    AuditCli(audit->get(), clock, "kek.retire", std::string(keys.Name()), retired.ok(), {{"version", version}});
+    if (!retired.ok()) return fail(retired.error());
     std::cerr << "retired KEK version " << version << "\n";
     return kExitOk;
   }
