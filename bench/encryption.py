@@ -7,7 +7,7 @@ and false, repetitions interleaved, medians reported with the ratio on/off:
 
   upload     POST /v1/images of the ingest benchmark's ~200 KB JPEG, 32 connections (wrk, bench/upload.lua),
              processing off: receive, validate, encrypt + store, commit.
-  read       GET /v1/images/{id}/original of one 5 MB original, 8 connections (wrk): decrypt + send. The data key
+  read       GET /v1/images/{id}/original of one 2.4 MB original, 8 connections (wrk): decrypt + send. The data key
              is cached after the first read, as in production.
   process    N uploaded images (processing off), then the server restarted with its workers on: seconds until all
              are processed. With encryption the worker copies each original out of the store through OpenRead
@@ -31,11 +31,14 @@ import ingest
 READ_SOURCE = "exif/metadata-extractor-images/jpg/Apple iPhone 5.jpg"
 
 
-def serve(binary, root, encrypted, processing=False):
+def serve(binary, root, encrypted, processing=False, key=None):
+    """imgpipe serve on root/data; `key`: the admin key of an earlier start on the same folder (printed only once)."""
     env = {"IMGPIPE_ENCRYPTION_ENABLED": "true" if encrypted else "false"}
     if not processing:
         env["IMGPIPE_PROCESSING_ENABLED"] = "false"
-    return bl.Server(binary, root / "data", env).start()
+    server = bl.Server(binary, root / "data", env)
+    server.key = key
+    return server.start()
 
 
 def run_wrk_get(url, key, seconds, connections, threads):
@@ -104,7 +107,7 @@ def process_run(binary, body, args, encrypted):
                 bl.die(f"upload: {status} {answer[:200]}")
     finally:
         server.stop()
-    server = serve(binary, root, encrypted, processing=True)
+    server = serve(binary, root, encrypted, processing=True, key=server.key)
     t0 = time.monotonic()
     try:
         while count_processed(binary, root / "data") < args.drain_images:
