@@ -141,11 +141,25 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
 
   // Everything that touches SQLite or the disk runs on the blocking pool: an I/O thread that waits stalls all of its
   // connections.
+  // Per address before authenticating, so guessing keys costs the guesser too; per key after.
+  if (ctx_.address_rate) {
+    const std::string address(req.remote());
+    if (auto wait = ctx_.address_rate->Take(address)) {
+      const std::string who = "address " + address;
+      co_return RateLimited(req, *wait, who);
+    }
+  }
   std::string_view authorization = req.Header("Authorization");
   auto key = co_await RunBlocking(ctx_.blocking, [&] { return ctx_.keys.Authenticate(authorization); });
   if (!key.ok()) {
     HttpResponse r = ErrorResponse(key.error(), req.request_id());
     co_return r;
+  }
+  if (ctx_.key_rate) {
+    if (auto wait = ctx_.key_rate->Take(key->id)) {
+      const std::string who = "API key " + key->id;
+      co_return RateLimited(req, *wait, who);
+    }
   }
   Role role = key->role;
   auto forbid = [&](std::string_view what) {
@@ -321,6 +335,19 @@ std::optional<AuditEvent> Api::AuditOf(const HttpRequest& req, const HttpRespons
   e.details["status"] = status;
   for (const auto& [name, value] : r.audit_details) e.details[name] = value;
   return e;
+}
+
+HttpResponse Api::RateLimited(const HttpRequest& req, std::chrono::milliseconds wait, const std::string& who) {
+  const int64_t seconds = std::max<int64_t>(1, (wait.count() + 999) / 1000);
+  ctx_.metrics.Add("imgpipe_rate_limited_total", {{"by", who.starts_with("API key") ? "key" : "address"}});
+  HttpResponse r = ErrorResponse(MakeError(ErrorKind::kRateLimited,
+                                           "too many requests from " + who + "; retry in " +
+                                               std::to_string(seconds) + " s (limits.rate_per_key, "
+                                               "limits.rate_per_address)"),
+                                 req.request_id());
+  r.SetHeader("Retry-After", std::to_string(seconds));
+  r.route = "rate_limited";
+  return r;
 }
 
 HttpResponse Api::Ready(HttpRequest& req) {

@@ -16,6 +16,7 @@
 #include "queue/job_queue.hpp"
 #include "retention/retention_sweeper.hpp"
 #include "security/api_keys.hpp"
+#include "security/rate_limiter.hpp"
 #include "storage/blob_store.hpp"
 #include "warehouse/metadata_store.hpp"
 
@@ -34,6 +35,8 @@ struct ApiContext {
   RetentionSweeper& retention;
   asio::thread_pool& blocking;  //!< for fsync, SQLite writes, libvips
   AuditLog* audit = nullptr;     //!< where authenticated actions are recorded; none when audit.enabled is false
+  RateLimiter* key_rate = nullptr;      //!< per API key (limits.rate_per_key), none when off
+  RateLimiter* address_rate = nullptr;  //!< per client address (limits.rate_per_address), none when off
 };
 
 //! The HTTP API: routing, authentication and roles, and the handlers of docs/openapi.yaml.
@@ -60,6 +63,8 @@ class Api {
   asio::awaitable<HttpResponse> ListKeys(HttpRequest& req);
   asio::awaitable<HttpResponse> RevokeKey(HttpRequest& req, const std::string& id);
   HttpResponse Ready(HttpRequest& req);
+  //! 429 with Retry-After (whole seconds, at least 1) for a caller over its rate.
+  HttpResponse RateLimited(const HttpRequest& req, std::chrono::milliseconds wait, const std::string& who);
   //! GET /v1/audit: records newest first (admin).
   HttpResponse ListAudit(HttpRequest& req);
   //! The audit record of an authenticated request, if its route and method are an audited action.

@@ -225,7 +225,14 @@ int RunServer(int argc, char** argv, ServerRole role) {
   asio::steady_timer compaction_timer(io);
   // Blocking work is mostly waiting on fsync; many threads let the filesystem and SQLite commit them in groups.
   asio::thread_pool blocking(static_cast<size_t>(std::max(32, 4 * Cores())));
-  Api api(ApiContext{cfg, blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking, audit->get()});
+  std::optional<RateLimiter> key_rate, address_rate;
+  auto rate = [&](int per_second) {
+    return RateLimiter::Options{.per_second = double(per_second), .burst = double(cfg.rate_burst)};
+  };
+  if (cfg.rate_per_key > 0) key_rate.emplace(rate(cfg.rate_per_key), *clock);
+  if (cfg.rate_per_address > 0) address_rate.emplace(rate(cfg.rate_per_address), *clock);
+  Api api(ApiContext{cfg, blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking, audit->get(),
+                     key_rate ? &*key_rate : nullptr, address_rate ? &*address_rate : nullptr});
 
   ServerOptions so;
   so.max_header_bytes = cfg.max_header_bytes;

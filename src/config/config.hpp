@@ -92,6 +92,9 @@ struct Config {
   int max_dimension = 65500;                      //!< limits.max_dimension (either side)
   std::vector<std::string> allowed_formats = {"jpeg", "png", "webp", "gif", "tiff", "heic", "avif"};  //!< limits.allowed_formats
   uint64_t max_metadata_bytes = 8 * 1024;         //!< limits.max_metadata_bytes
+  int rate_per_key = 0;                           //!< limits.rate_per_key: requests/s per API key; 0 = no limit
+  int rate_per_address = 0;                       //!< limits.rate_per_address: requests/s per client address; 0 = none
+  int rate_burst = 50;                            //!< limits.rate_burst: requests allowed at once above the rate
 
   // [retention]  durations like "7d", "36h", "0" (= keep forever)
   std::chrono::seconds retention_originals{7 * 24 * 3600};   //!< retention.originals

@@ -590,7 +590,7 @@ TEST(ConfigTest, EncryptionIsOnByDefaultAndPkcs11NeedsItsSettings) {
 
 TEST(ConfigTest, ConfigKeysListsEveryKey) {
   auto keys = ConfigKeys();
-  EXPECT_EQ(keys.size(), 75u);
+  EXPECT_EQ(keys.size(), 78u);
   EXPECT_NE(std::find(keys.begin(), keys.end(), "audit.retention"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "limits.max_bytes"), keys.end());
   EXPECT_NE(std::find(keys.begin(), keys.end(), "processing.default_script"), keys.end());

@@ -16,6 +16,7 @@ std::string_view ErrorKindName(ErrorKind kind) {
     case ErrorKind::kUnavailable: return "unavailable";
     case ErrorKind::kRetry: return "retry";
     case ErrorKind::kIntegrity: return "integrity_error";
+    case ErrorKind::kRateLimited: return "rate_limited";
     case ErrorKind::kInternal: return "internal";
   }
   return "internal";

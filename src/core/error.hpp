@@ -18,6 +18,7 @@ enum class ErrorKind {
   kUnsupportedFormat,  //!< a format outside the allow-list (415)
   kInvalidImage,       //!< an allowed format that does not decode strictly (422)
   kRangeNotSatisfiable,//!< a byte range outside the object (416)
+  kRateLimited,        //!< too many requests from one API key or address; retry after a while (429)
   kUnavailable,        //!< a dependency is down; retrying later may work (503)
   kRetry,              //!< a transient failure inside a backend; the caller may retry now (503 if surfaced)
   kIntegrity,          //!< stored data failed its integrity check (tampered, truncated, wrong key): never served (500)

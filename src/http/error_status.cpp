@@ -18,6 +18,7 @@ http::status ToHttpStatus(ErrorKind kind) {
     case ErrorKind::kUnavailable: return http::status::service_unavailable;
     case ErrorKind::kRetry: return http::status::service_unavailable;
     case ErrorKind::kIntegrity: return http::status::internal_server_error;
+    case ErrorKind::kRateLimited: return http::status::too_many_requests;
     case ErrorKind::kInternal: return http::status::internal_server_error;
   }
   return http::status::internal_server_error;

@@ -30,7 +30,7 @@ PROCESSING_TIMEOUT = 60    # seconds for one upload to reach "processed"; the co
 ERROR_CODES = {
     "invalid_argument": 400, "unauthenticated": 401, "permission_denied": 403, "not_found": 404,
     "method_not_allowed": 405, "conflict": 409, "too_large": 413, "unsupported_format": 415,
-    "range_not_satisfiable": 416, "invalid_image": 422, "unavailable": 503, "internal": 500,
+    "range_not_satisfiable": 416, "invalid_image": 422, "rate_limited": 429, "unavailable": 503, "internal": 500,
 }
 
 

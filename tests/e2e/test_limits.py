@@ -86,3 +86,24 @@ def test_small_upload_still_accepted_under_the_limit(limited):
     assert_error(r, 413, "too_large")
     assert limited.scalar("SELECT count(*) FROM images") == "1"
     assert limited.get("/livez", key=False).status_code == 200
+
+
+def test_rate_limits_per_key_and_per_address_answer_429_with_retry_after(start_server):
+    server = start_server(env={"IMGPIPE_LIMITS_RATE_PER_KEY": "1", "IMGPIPE_LIMITS_RATE_BURST": "3"})
+    codes = [server.get("/v1/images").status_code for _ in range(4)]
+    assert codes[:3] == [200, 200, 200]
+    refused = server.get("/v1/images")
+    assert_error(refused, 429, "rate_limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 2
+    # Another key has its own bucket; health checks are never limited.
+    reader = server.create_key("reader")
+    assert server.get("/v1/images", key=reader).status_code == 200
+    assert all(server.get("/readyz").status_code == 200 for _ in range(10))
+    assert server.stop() == 0
+
+    server = start_server(data_dir=server.data_dir, admin_key=server.admin_key,
+                          env={"IMGPIPE_LIMITS_RATE_PER_ADDRESS": "1", "IMGPIPE_LIMITS_RATE_BURST": "2"})
+    # Per address, before authentication: wrong keys count too, and a good key from that address then waits.
+    assert server.get("/v1/images", key="imgp_not_a_key").status_code == 401
+    assert server.get("/v1/images", key="imgp_not_a_key").status_code == 401
+    assert_error(server.get("/v1/images"), 429, "rate_limited")
