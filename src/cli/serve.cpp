@@ -236,6 +236,8 @@ int RunServer(int argc, char** argv, ServerRole role) {
 
   ServerOptions so;
   so.max_header_bytes = cfg.max_header_bytes;
+  for (const std::string& block : cfg.allow) so.allow.push_back(*ParseCidr(block));  // validated with the config
+  for (const std::string& block : cfg.trusted_proxies) so.trusted_proxies.push_back(*ParseCidr(block));
   so.max_body_bytes = cfg.max_bytes + cfg.max_metadata_bytes + 64 * 1024;
   so.request_timeout = cfg.request_timeout;
   HttpServer server(

@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/cidr.hpp"
+
 extern char** environ;
 
 namespace imgpipe {
@@ -336,6 +338,16 @@ Problem SetInt(int* field, const Value& v, int64_t lo, int64_t hi) {
   return std::nullopt;
 }
 
+Problem SetCidrs(std::vector<std::string>* field, const Value& v) {
+  std::vector<std::string> blocks;
+  if (auto p = v.StringList(&blocks)) return p;
+  for (const std::string& b : blocks) {
+    if (auto parsed = ParseCidr(b); !parsed.ok()) return parsed.error().message;
+  }
+  *field = std::move(blocks);
+  return std::nullopt;
+}
+
 Problem SetCount(uint64_t* field, const Value& v, uint64_t lo) {
   int64_t i = 0;
   if (auto p = v.Integer(&i)) return p;
@@ -523,6 +535,8 @@ const KeyDef kKeys[] = {
        c.listen = s;
        return std::nullopt;
      }},
+    {"server.allow", [](Config& c, const Value& v) { return SetCidrs(&c.allow, v); }},
+    {"server.trusted_proxies", [](Config& c, const Value& v) { return SetCidrs(&c.trusted_proxies, v); }},
     {"server.threads", [](Config& c, const Value& v) { return SetInt(&c.http_threads, v, 0, 1024); }},
     {"server.max_header_bytes",
      [](Config& c, const Value& v) { return SetSize(&c.max_header_bytes, v, 1024, 1024 * 1024); }},

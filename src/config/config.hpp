@@ -44,6 +44,10 @@ struct Config {
   uint64_t max_header_bytes = 16 * 1024;          //!< server.max_header_bytes
   std::chrono::milliseconds shutdown_grace{10000};//!< server.shutdown_grace ("10s")
   std::chrono::milliseconds request_timeout{60000};//!< server.request_timeout ("60s"): whole request deadline
+  //! server.allow: address blocks that may connect ("10.0.0.0/8", "192.168.1.7"); empty = any. Others are closed.
+  std::vector<std::string> allow;
+  //! server.trusted_proxies: load balancers whose X-Forwarded-For names the client (rate limits, audit, logs)
+  std::vector<std::string> trusted_proxies;
 
   // [storage]
   std::string data_dir = "./imgpipe-data";        //!< storage.data_dir: database, blobs, spool

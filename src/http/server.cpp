@@ -176,6 +176,14 @@ asio::awaitable<void> HttpServer::AcceptLoop() {
       LogWarn("accept failed", {{"error", ec.message()}});
       continue;
     }
+    if (!options_.allow.empty()) {
+      auto peer = socket.remote_endpoint(ec);
+      if (ec || !AnyCidrContains(options_.allow, peer.address())) {
+        LogWarn("connection refused by server.allow", {{"remote", ec ? std::string("?") : peer.address().to_string()}});
+        socket.close(ec);
+        continue;
+      }
+    }
     socket.set_option(tcp::no_delay(true), ec);
     auto executor = socket.get_executor();
     asio::co_spawn(executor, Session(std::move(socket)), asio::detached);
@@ -245,15 +253,38 @@ asio::awaitable<beast::error_code> WriteResponse(beast::tcp_stream& stream, Http
 
 }  // namespace
 
+std::string HttpServer::ForwardedClient(std::string_view header, const std::string& peer) const {
+  std::string client = peer;
+  while (!header.empty()) {
+    const size_t comma = header.rfind(',');
+    std::string_view entry = comma == std::string_view::npos ? header : header.substr(comma + 1);
+    header = comma == std::string_view::npos ? std::string_view() : header.substr(0, comma);
+    while (!entry.empty() && entry.front() == ' ') entry.remove_prefix(1);
+    while (!entry.empty() && entry.back() == ' ') entry.remove_suffix(1);
+    boost::system::error_code ec;
+    auto address = boost::asio::ip::make_address(std::string(entry), ec);
+    if (ec) break;  // not an address: trust nothing further left
+    client = address.to_string();
+    if (!AnyCidrContains(options_.trusted_proxies, address)) break;
+  }
+  return client;
+}
+
 asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
-  std::string remote;
+  std::string peer;
+  boost::asio::ip::address peer_address;
   {
     beast::error_code ec;
     auto ep = stream.socket().remote_endpoint(ec);
-    if (!ec) remote = ep.address().to_string();
+    if (!ec) {
+      peer_address = ep.address();
+      peer = peer_address.to_string();
+    }
   }
+  const bool from_proxy = !options_.trusted_proxies.empty() && !peer.empty() &&
+                          AnyCidrContains(options_.trusted_proxies, peer_address);
   for (;;) {
     HttpRequest::Parser parser;
     parser.header_limit(static_cast<uint32_t>(options_.max_header_bytes));
@@ -280,6 +311,10 @@ asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
     auto started = std::chrono::steady_clock::now();
     stream.expires_after(options_.request_timeout);
     std::string request_id = NewRequestId();
+    // Behind a trusted load balancer the client is the right-most X-Forwarded-For entry that is not itself a
+    // trusted proxy; from anyone else the header is the client's own claim and is ignored.
+    std::string remote = peer;
+    if (from_proxy) remote = ForwardedClient(parser.get()["X-Forwarded-For"], peer);
     HttpRequest request(stream, buffer, parser, request_id, remote);
     HttpResponse response;
     bool head_only = request.method() == http::verb::head;

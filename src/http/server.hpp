@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/cidr.hpp"
 #include "core/result.hpp"
 #include "storage/blob_store.hpp"
 
@@ -91,6 +92,8 @@ struct HttpResponse {
 HttpResponse ErrorResponse(const Error& error, const std::string& request_id);
 
 struct ServerOptions {
+  std::vector<Cidr> allow;            //!< peers that may connect; empty = any
+  std::vector<Cidr> trusted_proxies;  //!< peers whose X-Forwarded-For names the client
   size_t max_header_bytes = 16 * 1024;
   uint64_t max_body_bytes = 64ull * 1024 * 1024;  //!< a hard cap above the upload limit; handlers enforce theirs
   std::chrono::milliseconds idle_timeout{30000};
@@ -117,6 +120,8 @@ class HttpServer {
   int inflight() const { return inflight_.load(); }
 
  private:
+  //! The client named by X-Forwarded-For from a trusted proxy `peer` (see ServerOptions::trusted_proxies).
+  std::string ForwardedClient(std::string_view header, const std::string& peer) const;
   asio::awaitable<void> AcceptLoop();
   asio::awaitable<void> Session(asio::ip::tcp::socket socket);
 

@@ -107,3 +107,35 @@ def test_rate_limits_per_key_and_per_address_answer_429_with_retry_after(start_s
     assert server.get("/v1/images", key="imgp_not_a_key").status_code == 401
     assert server.get("/v1/images", key="imgp_not_a_key").status_code == 401
     assert_error(server.get("/v1/images"), 429, "rate_limited")
+
+
+def test_allow_list_refuses_other_addresses_and_trusted_proxies_name_the_client(start_server):
+    import socket
+
+    server = start_server(env={"IMGPIPE_SERVER_ALLOW": '["127.0.0.1/32"]',
+                               "IMGPIPE_SERVER_TRUSTED_PROXIES": '["127.0.0.1"]'})
+    assert server.get("/readyz").status_code == 200
+    # From 127.0.0.2 (another loopback address): disconnected before any answer.
+    s = socket.socket()
+    s.bind(("127.0.0.2", 0))
+    s.settimeout(10)
+    s.connect(("127.0.0.1", server.port))
+    s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        assert s.recv(1024) == b"", "a refused address must get no answer"
+    except ConnectionResetError:
+        pass
+    s.close()
+
+    # From the trusted proxy, X-Forwarded-For names the client: the audit log records it (the right-most entry
+    # that is not itself a trusted proxy), so a client cannot forge an earlier hop.
+    r = server.request("POST", "/v1/query", json={"sql": "SELECT 1 AS one"},
+                       headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9, 127.0.0.1"})
+    assert r.status_code == 200
+    assert server.get("/v1/audit", params={"action": "query"}).json()["items"][0]["remote"] == "203.0.113.9"
+    assert server.stop() == 0
+
+    # Without trusted proxies the header is the client's own claim, and ignored.
+    server = start_server(data_dir=server.data_dir, admin_key=server.admin_key)
+    server.request("POST", "/v1/query", json={"sql": "SELECT 2 AS two"}, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert server.get("/v1/audit", params={"action": "query"}).json()["items"][0]["remote"] == "127.0.0.1"
