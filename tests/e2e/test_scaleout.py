@@ -64,6 +64,9 @@ def test_gateways_and_workers_survive_kill_9_and_lose_nothing(start_server, tmp_
         "IMGPIPE_QUEUE_LEASE": "5s",  # a killed worker's jobs go to the other one after this
         "IMGPIPE_QUEUE_RETRY_BACKOFF": "200ms",
         "IMGPIPE_RETENTION_SWEEPER": "false",
+        # Encryption is on: every process must unwrap the others' data keys, so they share one keyring (in
+        # production: an HSM through PKCS#11, or the keyring from a secret).
+        "IMGPIPE_ENCRYPTION_KEYRING": str(tmp_path / "shared-keyring.json"),
     })
     gateway_env = dict(shared, IMGPIPE_PROCESSING_ENABLED="false")
     worker_env = dict(shared, IMGPIPE_PROCESSING_ENABLED="true", IMGPIPE_PROCESSING_WORKERS="2")
