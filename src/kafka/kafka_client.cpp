@@ -206,20 +206,22 @@ KafkaProducer::~KafkaProducer() {
   rd_kafka_destroy(rk_);
 }
 
-Status KafkaProducer::Send(const std::string& topic, std::optional<std::string_view> key, std::string_view value,
-                           const std::vector<KafkaHeader>& headers, std::chrono::milliseconds timeout) {
+namespace {
+
+// Queues one record whose delivery callback fills `state`; an error if librdkafka refused it at once.
+Status Enqueue(rd_kafka_t* rk, const std::string& topic, std::optional<std::string_view> key, std::string_view value,
+               const std::vector<KafkaHeader>& headers, const std::shared_ptr<Delivery>& state) {
   rd_kafka_headers_t* hdrs = rd_kafka_headers_new(headers.size());
   for (const auto& h : headers) {
     rd_kafka_header_add(hdrs, h.name.data(), static_cast<ssize_t>(h.name.size()),
                         h.value ? h.value->data() : nullptr, h.value ? static_cast<ssize_t>(h.value->size()) : 0);
   }
-  auto state = std::make_shared<Delivery>();
   auto* holder = new std::shared_ptr<Delivery>(state);
   // librdkafka's argument macros cast without parentheses: plain variables only.
   const void* key_data = key ? key->data() : nullptr;
   const size_t key_size = key ? key->size() : 0;
   rd_kafka_resp_err_t err = rd_kafka_producev(
-      rk_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_KEY(key_data, key_size),
+      rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_KEY(key_data, key_size),
       RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
       RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(holder), RD_KAFKA_V_END);
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -227,20 +229,51 @@ Status KafkaProducer::Send(const std::string& topic, std::optional<std::string_v
     delete holder;
     return KafkaError(err, "cannot queue a record for topic " + topic);
   }
-  // Serve delivery callbacks here until ours has run; other threads' Send()s may serve it too.
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::unique_lock lock(state->mu);
-  while (!state->done) {
+  return Ok();
+}
+
+// Serves delivery callbacks until `state` is done or `deadline` passes; other threads' sends may serve it too.
+Status AwaitDelivery(rd_kafka_t* rk, Delivery& state, const std::string& topic,
+                     std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(state.mu);
+  while (!state.done) {
     if (std::chrono::steady_clock::now() >= deadline) {
       return MakeError(ErrorKind::kUnavailable, "the Kafka broker did not acknowledge a record for topic " + topic +
                                                     " within " + std::to_string(timeout.count()) + " ms");
     }
     lock.unlock();
-    rd_kafka_poll(rk_, 20);
+    rd_kafka_poll(rk, 20);
     lock.lock();
   }
-  if (state->err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError(state->err, "cannot write to topic " + topic);
+  if (state.err != RD_KAFKA_RESP_ERR_NO_ERROR) return KafkaError(state.err, "cannot write to topic " + topic);
   return Ok();
+}
+
+}  // namespace
+
+Status KafkaProducer::Send(const std::string& topic, std::optional<std::string_view> key, std::string_view value,
+                           const std::vector<KafkaHeader>& headers, std::chrono::milliseconds timeout) {
+  auto state = std::make_shared<Delivery>();
+  IMGPIPE_TRY(Enqueue(rk_, topic, key, value, headers, state));
+  return AwaitDelivery(rk_, *state, topic, std::chrono::steady_clock::now() + timeout, timeout);
+}
+
+std::vector<Status> KafkaProducer::SendMany(const std::vector<Record>& records, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<std::shared_ptr<Delivery>> states;
+  std::vector<Status> out;
+  states.reserve(records.size());
+  out.reserve(records.size());
+  for (const Record& r : records) {
+    states.push_back(std::make_shared<Delivery>());
+    std::optional<std::string_view> key;
+    if (r.key) key = *r.key;
+    out.push_back(Enqueue(rk_, r.topic, key, r.value, r.headers, states.back()));
+  }
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (out[i].ok()) out[i] = AwaitDelivery(rk_, *states[i], records[i].topic, deadline, timeout);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

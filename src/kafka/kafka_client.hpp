@@ -83,6 +83,17 @@ class KafkaProducer {
   Status Send(const std::string& topic, std::optional<std::string_view> key, std::string_view value,
               const std::vector<KafkaHeader>& headers, std::chrono::milliseconds timeout);
 
+  //! One record of a SendMany() batch.
+  struct Record {
+    std::string topic;
+    std::optional<std::string> key;
+    std::string value;
+    std::vector<KafkaHeader> headers;
+  };
+  //! Sends every record and waits (at most `timeout` in all) for each acknowledgement; one round trip for the batch
+  //! instead of one per record. The result has one Status per record, in order, with the meaning of Send()'s.
+  std::vector<Status> SendMany(const std::vector<Record>& records, std::chrono::milliseconds timeout);
+
  private:
   explicit KafkaProducer(rd_kafka_t* rk);
   rd_kafka_t* rk_;

@@ -167,6 +167,27 @@ TEST_F(KafkaBrokerTest, RoundTripWithHeadersAndStoredOffsets) {
   EXPECT_EQ(rest[1].value(), "value-5");
 }
 
+TEST_F(KafkaBrokerTest, SendManyAcknowledgesEachRecordInOrder) {
+  auto producer = KafkaProducer::Create({{"bootstrap.servers", brokers_}});
+  ASSERT_TRUE(producer.ok());
+  std::vector<KafkaProducer::Record> batch;
+  for (int i = 0; i < 5; ++i) batch.push_back({topic_, "one-key", "v" + std::to_string(i), {{"n", std::to_string(i)}}});
+  batch.push_back({std::string(300, 'x'), std::nullopt, "bad topic name", {}});
+  auto results = (*producer)->SendMany(batch, 30s);
+  ASSERT_EQ(results.size(), batch.size());
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(results[i].ok()) << results[i].error().message;
+  EXPECT_FALSE(results[5].ok()) << "a refused record fails alone";
+  Recorder recorder;
+  auto consumer = NewConsumer("g-" + topic_, &recorder);
+  auto got = Take(*consumer, 5);
+  ASSERT_EQ(got.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(got[i].value(), "v" + std::to_string(i));
+    ASSERT_EQ(got[i].headers().size(), 1u);
+    EXPECT_EQ(got[i].headers()[0].value, std::to_string(i));
+  }
+}
+
 TEST_F(KafkaBrokerTest, PausedPartitionsDeliverNothingUntilResumed) {
   auto producer = KafkaProducer::Create({{"bootstrap.servers", brokers_}});
   ASSERT_TRUE(producer.ok());
