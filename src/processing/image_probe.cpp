@@ -15,36 +15,17 @@
 #include <stdexcept>
 
 #include "processing/exif.hpp"
+#include "processing/vips_util.hpp"
 
 namespace imgpipe {
 namespace {
 
-struct GObjectUnref {
-  void operator()(VipsImage* image) const { g_object_unref(image); }
-};
-//! Owns one reference to a VipsImage.
-using ImagePtr = std::unique_ptr<VipsImage, GObjectUnref>;
+using vips::ImagePtr;
+
+std::string DecoderError(const std::string& path) { return vips::TakeError(path, "no detail from the decoder"); }
 
 // The ISO-BMFF brand list can run past 64 bytes; 512 covers any real ftyp box.
 constexpr size_t kHeadBytes = 512;
-
-// libvips keeps one error buffer per process; take what is there and clear it. With several threads failing at once
-// a message may belong to another thread's file, so it is detail for the reader, never something to branch on.
-// Messages often start with the file's path: a server-side spool path, which is replaced by "image".
-std::string TakeVipsError(const std::string& path) {
-  char* raw = vips_error_buffer_copy();
-  std::string text = raw != nullptr ? raw : "";
-  g_free(raw);
-  for (size_t at = 0; !path.empty() && (at = text.find(path, at)) != std::string::npos;) {
-    text.replace(at, path.size(), "image");
-    at += 5;
-  }
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  while (!text.empty() && text.back() == ' ') text.pop_back();
-  // Loader messages can quote file contents; keep them short.
-  if (text.size() > 300) text = text.substr(0, 300) + "...";
-  return text.empty() ? "no detail from the decoder" : text;
-}
 
 Error InvalidImage(const std::string& what) {
   return MakeError(ErrorKind::kInvalidImage, what + "; the file is corrupt, truncated or not really an image",
@@ -171,7 +152,7 @@ Result<ImagePtr> OpenWithLoader(ImageFormat format, const std::string& path, int
   }
   if (rc != 0) {
     if (out != nullptr) g_object_unref(out);
-    return InvalidImage(std::string(FormatName(format)) + " header does not parse (" + TakeVipsError(path) + ")");
+    return InvalidImage(std::string(FormatName(format)) + " header does not parse (" + DecoderError(path) + ")");
   }
   return ImagePtr(out);
 }
@@ -242,7 +223,7 @@ int DiscardPixels(VipsRegion*, VipsRect*, void*) { return 0; }
 // the image size (except for formats whose decoder itself needs the whole image, e.g. interlaced PNG).
 Status DecodeAll(VipsImage* image, ImageFormat format, const std::string& path) {
   if (vips_sink_disc(image, DiscardPixels, nullptr) != 0) {
-    return InvalidImage(std::string(FormatName(format)) + " data does not decode (" + TakeVipsError(path) + ")");
+    return InvalidImage(std::string(FormatName(format)) + " data does not decode (" + DecoderError(path) + ")");
   }
   return Ok();
 }
@@ -427,7 +408,7 @@ void DropVipsWarning(const gchar*, GLogLevelFlags, const gchar*, gpointer) {}
 void InitVips(int concurrency) {
   static std::once_flag once;
   std::call_once(once, [] {
-    if (VIPS_INIT("imgpipe") != 0) throw std::runtime_error("libvips failed to initialise: " + TakeVipsError({}));
+    if (VIPS_INIT("imgpipe") != 0) throw std::runtime_error("libvips failed to initialise: " + vips::TakeError());
     // Loaders libvips marks untrusted (ImageMagick, PDF, SVG, JPEG XL, FITS, ...) are never reachable, whatever
     // a file claims to be.
     vips_block_untrusted_set(TRUE);

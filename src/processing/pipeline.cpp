@@ -11,51 +11,19 @@
 #include <memory>
 
 #include "processing/image_format.hpp"
+#include "processing/vips_util.hpp"
 
 namespace imgpipe {
 namespace {
 
-struct GObjectUnref {
-  void operator()(VipsImage* image) const { g_object_unref(image); }
-};
-//! Owns one reference to a VipsImage.
-using ImagePtr = std::unique_ptr<VipsImage, GObjectUnref>;
-
-struct GFree {
-  void operator()(void* p) const { g_free(p); }
-};
+using vips::GFree;
+using vips::ImagePtr;
+using vips::Make;
 
 using SteadyClock = std::chrono::steady_clock;
 
 double SecondsSince(SteadyClock::time_point start) {
   return std::chrono::duration<double>(SteadyClock::now() - start).count();
-}
-
-// As in image_probe.cpp: a best-effort message, with the file's path (a server-side path) left out.
-std::string TakeVipsError(const std::string& path = {}) {
-  char* raw = vips_error_buffer_copy();
-  std::string text = raw != nullptr ? raw : "";
-  g_free(raw);
-  for (size_t at = 0; !path.empty() && (at = text.find(path, at)) != std::string::npos;) {
-    text.replace(at, path.size(), "image");
-    at += 5;
-  }
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  while (!text.empty() && text.back() == ' ') text.pop_back();
-  if (text.size() > 300) text = text.substr(0, 300) + "...";
-  return text.empty() ? "no detail from libvips" : text;
-}
-
-// Runs `op(&out)`, a libvips call that makes one image, and takes ownership of that image.
-template <typename Op>
-Result<ImagePtr> Make(Op&& op, ErrorKind kind, const std::string& what) {
-  VipsImage* out = nullptr;
-  if (op(&out) != 0) {
-    if (out != nullptr) g_object_unref(out);
-    return MakeError(kind, what + ": " + TakeVipsError(),
-                     kind == ErrorKind::kInvalidImage ? "invalid_image" : std::string());
-  }
-  return ImagePtr(out);
 }
 
 
@@ -227,7 +195,7 @@ Result<Encoded> Encode(VipsImage* image, const RenditionConfig& config) {
   std::unique_ptr<void, GFree> buffer(raw);
   if (rc != 0) {
     return MakeError(ErrorKind::kInternal,
-                     "encoding rendition '" + config.name + "' as " + format + " failed: " + TakeVipsError());
+                     "encoding rendition '" + config.name + "' as " + format + " failed: " + vips::TakeError());
   }
   out.bytes.assign(static_cast<const char*>(buffer.get()), length);
   return out;
@@ -249,7 +217,7 @@ Result<AnalysisPixels> ReadAnalysisPixels(VipsImage* image) {
   IMGPIPE_ASSIGN_OR_RETURN(ImagePtr small, Make(resize, ErrorKind::kInternal, "resizing for analysis failed"));
   size_t size = 0;
   std::unique_ptr<void, GFree> memory(vips_image_write_to_memory(small.get(), &size));
-  if (!memory) return MakeError(ErrorKind::kInternal, "reading analysis pixels failed: " + TakeVipsError());
+  if (!memory) return MakeError(ErrorKind::kInternal, "reading analysis pixels failed: " + vips::TakeError());
   AnalysisPixels out;
   out.bands = small->Bands;
   if (small->Xsize != AnalysisPixels::kSize || small->Ysize != AnalysisPixels::kSize || out.bands < 3 ||
@@ -416,7 +384,7 @@ Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::ve
   // Runs the whole decode pipeline once; what follows reads pixels from memory.
   ImagePtr upright(vips_image_copy_memory(base.get()));
   if (!upright) {
-    return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + TakeVipsError(), "invalid_image");
+    return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + vips::TakeError(), "invalid_image");
   }
   base.reset();
   output.decode_seconds = SecondsSince(decode_start);
@@ -442,7 +410,7 @@ Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::ve
         ImagePtr kept(vips_image_copy_memory(image.get()));
         if (!kept) {
           return MakeError(ErrorKind::kInternal,
-                           "resizing rendition '" + renditions[i].name + "' failed: " + TakeVipsError());
+                           "resizing rendition '" + renditions[i].name + "' failed: " + vips::TakeError());
         }
         image = std::move(kept);
         analysis_source.reset(static_cast<VipsImage*>(g_object_ref(image.get())));

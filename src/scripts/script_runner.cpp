@@ -12,42 +12,18 @@
 #include <memory>
 
 #include "processing/image_format.hpp"
+#include "processing/vips_util.hpp"
 #include "scripts/exec_protocol.hpp"
 
 namespace imgpipe {
 namespace {
 
-struct GObjectUnref {
-  void operator()(VipsImage* image) const { g_object_unref(image); }
-};
-using ImagePtr = std::unique_ptr<VipsImage, GObjectUnref>;
-
-struct GFree {
-  void operator()(void* p) const { g_free(p); }
-};
+using vips::GFree;
+using vips::ImagePtr;
+using vips::Make;
 
 // libvips' size bound for "no limit on this side".
 constexpr int kUnbounded = VIPS_MAX_COORD;
-
-std::string TakeVipsError() {
-  char* raw = vips_error_buffer_copy();
-  std::string text = raw != nullptr ? raw : "";
-  g_free(raw);
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  while (!text.empty() && text.back() == ' ') text.pop_back();
-  if (text.size() > 300) text = text.substr(0, 300) + "...";
-  return text.empty() ? "no detail from libvips" : text;
-}
-
-template <typename Op>
-Result<ImagePtr> Make(Op&& op, ErrorKind kind, const std::string& what) {
-  VipsImage* out = nullptr;
-  if (op(&out) != 0) {
-    if (out != nullptr) g_object_unref(out);
-    return MakeError(kind, what + ": " + TakeVipsError(), kind == ErrorKind::kInvalidImage ? "invalid_image" : "");
-  }
-  return ImagePtr(out);
-}
 
 ImagePtr Ref(VipsImage* image) { return ImagePtr(static_cast<VipsImage*>(g_object_ref(image))); }
 
@@ -146,7 +122,7 @@ Result<RenditionOutput> Encode(VipsImage* in, const std::string& name, const std
                                                 "x265; use avif where it is missing)"
                                               : "";
     return MakeError(ErrorKind::kInternal, "encoding rendition '" + name + "' as " + format + " failed: " +
-                                               TakeVipsError() + hint);
+                                               vips::TakeError() + hint);
   }
   out.width = vips_image_get_width(image.get());
   out.height = vips_image_get_height(image.get());
@@ -167,14 +143,14 @@ Result<double> Sharpness(VipsImage* in) {
       ImagePtr luma, Make([&](VipsImage** out) { return vips_extract_band(grey.get(), out, 0, nullptr); },
                           ErrorKind::kInternal, "greyscale for sharpness failed"));
   ImagePtr mask(vips_image_new_matrixv(3, 3, 0.0, 1.0, 0.0, 1.0, -4.0, 1.0, 0.0, 1.0, 0.0));
-  if (!mask) return MakeError(ErrorKind::kInternal, "Laplacian mask: " + TakeVipsError());
+  if (!mask) return MakeError(ErrorKind::kInternal, "Laplacian mask: " + vips::TakeError());
   IMGPIPE_ASSIGN_OR_RETURN(
       ImagePtr edges,
       Make([&](VipsImage** out) { return vips_conv(luma.get(), out, mask.get(), "precision", VIPS_PRECISION_FLOAT, nullptr); },
            ErrorKind::kInternal, "Laplacian for sharpness failed"));
   double deviation = 0;
   if (vips_deviate(edges.get(), &deviation, nullptr) != 0) {
-    return MakeError(ErrorKind::kInternal, "sharpness statistics failed: " + TakeVipsError());
+    return MakeError(ErrorKind::kInternal, "sharpness statistics failed: " + vips::TakeError());
   }
   return deviation * deviation;
 }
@@ -227,7 +203,7 @@ Result<ImagePtr> MakeMark(const ScriptStep& step, const std::map<std::string, st
     const double rgb[3] = {static_cast<double>((colour >> 16) & 0xFF), static_cast<double>((colour >> 8) & 0xFF),
                            static_cast<double>(colour & 0xFF)};
     ImagePtr fill(vips_image_new_from_image(mask.get(), rgb, 3));
-    if (!fill) return MakeError(ErrorKind::kInternal, where + ": " + TakeVipsError());
+    if (!fill) return MakeError(ErrorKind::kInternal, where + ": " + vips::TakeError());
     VipsImage* parts[2] = {fill.get(), mask.get()};
     IMGPIPE_ASSIGN_OR_RETURN(mark, Make([&](VipsImage** out) { return vips_bandjoin(parts, out, 2, nullptr); },
                                         ErrorKind::kInternal, where + ": building the text mark failed"));
@@ -325,13 +301,13 @@ Result<std::string> EncodeInput(VipsImage* in, const std::string& format) {
     size_t size = 0;
     const auto* pixels = static_cast<const char*>(vips_image_get_data(memory.get()));
     size = VIPS_IMAGE_SIZEOF_IMAGE(memory.get());
-    if (pixels == nullptr) return MakeError(ErrorKind::kInternal, "exec step input: " + TakeVipsError());
+    if (pixels == nullptr) return MakeError(ErrorKind::kInternal, "exec step input: " + vips::TakeError());
     pnm.append(pixels, size);
     return pnm;
   }
   std::unique_ptr<void, GFree> buffer(raw);
   if (rc != 0) return MakeError(ErrorKind::kInternal, "writing the exec step's input as " + format + " failed: " +
-                                                          TakeVipsError());
+                                                          vips::TakeError());
   return std::string(static_cast<const char*>(buffer.get()), length);
 }
 
@@ -465,7 +441,7 @@ class Run final : public LuaHost {
       if (next.ok()) {
         ImagePtr decoded(vips_image_copy_memory(next->get()));
         if (!decoded) return MakeError(ErrorKind::kInvalidImage, where + ": image does not decode: " +
-                                                                     TakeVipsError(), "invalid_image");
+                                                                     vips::TakeError(), "invalid_image");
         next = std::move(decoded);
       }
     } else if (step.op == "thumbnail" || step.op == "resize") {
@@ -638,7 +614,7 @@ class Run final : public LuaHost {
     if (!IsDecodableFormat(format)) return refuse("is not an image imgpipe decodes (" + std::string(FormatName(format)) + ")");
     ImagePtr header(vips_image_new_from_buffer(bytes.data(), bytes.size(), "", "fail_on", VIPS_FAIL_ON_ERROR,
                                                nullptr));
-    if (!header) return refuse("does not decode: " + TakeVipsError());
+    if (!header) return refuse("does not decode: " + vips::TakeError());
     const uint64_t pixels = static_cast<uint64_t>(header->Xsize) * static_cast<uint64_t>(header->Ysize);
     if (pixels > limits_.max_output_pixels) {
       return refuse("has " + std::to_string(pixels) + " pixels; the limit is " +
@@ -646,13 +622,13 @@ class Run final : public LuaHost {
     }
     // Decoded now, while `bytes` is alive: libvips reads the buffer lazily.
     ImagePtr decoded(vips_image_copy_memory(header.get()));
-    if (!decoded) return refuse("does not decode: " + TakeVipsError());
+    if (!decoded) return refuse("does not decode: " + vips::TakeError());
     return decoded;
   }
 
   Status Freeze() {
     ImagePtr copy(vips_image_copy_memory(image_.get()));
-    if (!copy) return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + TakeVipsError(), "invalid_image");
+    if (!copy) return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + vips::TakeError(), "invalid_image");
     set_image(std::move(copy));
     return Ok();
   }
@@ -708,7 +684,7 @@ Result<ScriptRunOutput> RunScript(const ScriptBundle& script, const std::string&
     // vips_thumbnail reads the file sequentially, once; the steps after may read the pixels several times.
     ImagePtr decoded(vips_image_copy_memory(image.get()));
     if (!decoded) {
-      return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + TakeVipsError(), "invalid_image");
+      return MakeError(ErrorKind::kInvalidImage, "image does not decode: " + vips::TakeError(), "invalid_image");
     }
     image = std::move(decoded);
     first = thumb_at + 1;
