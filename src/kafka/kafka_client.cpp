@@ -1,5 +1,6 @@
 #include "kafka/kafka_client.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <mutex>
 
@@ -414,6 +415,38 @@ std::optional<int64_t> KafkaConsumer::HighWatermark(const TopicPartition& tp) {
     return std::nullopt;
   }
   return high;
+}
+
+Result<int64_t> KafkaConsumer::StartOffset(const TopicPartition& tp, std::chrono::milliseconds timeout) {
+  auto list = ToList({tp});
+  rd_kafka_resp_err_t err = rd_kafka_committed(rk_, list.get(), static_cast<int>(timeout.count()));
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) err = list->elems[0].err;
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return KafkaError(err, "cannot read the committed offset of " + tp.topic + "/" + std::to_string(tp.partition));
+  }
+  const int64_t committed = list->elems[0].offset;  // RD_KAFKA_OFFSET_INVALID (negative) when none
+  int64_t low = 0, high = 0;
+  err = rd_kafka_query_watermark_offsets(rk_, tp.topic.c_str(), tp.partition, &low, &high,
+                                         static_cast<int>(timeout.count()));
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return KafkaError(err, "cannot read the log start offset of " + tp.topic + "/" + std::to_string(tp.partition));
+  }
+  return std::max(committed, low);
+}
+
+Status KafkaConsumer::Seek(const TopicPartition& tp, int64_t offset, std::chrono::milliseconds timeout) {
+  auto list = ToList({tp});
+  list->elems[0].offset = offset;
+  rd_kafka_error_t* error = rd_kafka_seek_partitions(rk_, list.get(), static_cast<int>(timeout.count()));
+  if (error != nullptr) {
+    Error e = KafkaError(rd_kafka_error_code(error), "cannot seek " + tp.topic + "/" + std::to_string(tp.partition));
+    rd_kafka_error_destroy(error);
+    return e;
+  }
+  if (list->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return KafkaError(list->elems[0].err, "cannot seek " + tp.topic + "/" + std::to_string(tp.partition));
+  }
+  return Ok();
 }
 
 void KafkaConsumer::Close() {

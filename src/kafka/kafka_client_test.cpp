@@ -208,5 +208,31 @@ TEST_F(KafkaBrokerTest, PausedPartitionsDeliverNothingUntilResumed) {
   EXPECT_EQ(after[0].value(), "two");
 }
 
+TEST_F(KafkaBrokerTest, StartOffsetIsTheCommittedOneAndSeekRereads) {
+  auto producer = KafkaProducer::Create({{"bootstrap.servers", brokers_}});
+  ASSERT_TRUE(producer.ok());
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*producer)->Send(topic_, "k", "r" + std::to_string(i), {}, 30s).ok());
+  Recorder recorder;
+  auto consumer = NewConsumer("g-" + topic_, &recorder);
+  auto got = Take(*consumer, 4);
+  ASSERT_EQ(got.size(), 4u);
+  TopicPartition tp{topic_, got[0].partition()};
+  // Nothing committed yet: the log's first offset.
+  auto start = consumer->StartOffset(tp, 10s);
+  ASSERT_TRUE(start.ok()) << start.error().message;
+  EXPECT_EQ(*start, got[0].offset());
+  ASSERT_TRUE(consumer->StoreOffset(tp, got[2].offset()).ok());
+  ASSERT_TRUE(consumer->CommitStored().ok());
+  start = consumer->StartOffset(tp, 10s);
+  ASSERT_TRUE(start.ok()) << start.error().message;
+  EXPECT_EQ(*start, got[2].offset());
+  // Back to the second record: it and everything after it come again.
+  ASSERT_TRUE(consumer->Seek(tp, got[1].offset(), 10s).ok());
+  auto again = Take(*consumer, 3);
+  ASSERT_EQ(again.size(), 3u);
+  EXPECT_EQ(again[0].value(), "r1");
+  EXPECT_EQ(again[2].value(), "r3");
+}
+
 }  // namespace
 }  // namespace imgpipe
