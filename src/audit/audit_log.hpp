@@ -3,6 +3,7 @@
 #include <boost/json/object.hpp>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
@@ -50,7 +51,8 @@ struct AuditFilter {
 //! The audit log: append-only JSON lines, one file per UTC day (`<dir>/YYYY-MM-DD.jsonl`), hash-chained so that
 //! editing, removing, inserting or reordering a line is detected by Verify. Several processes may append to one
 //! folder (serve and the CLI): an exclusive lock on `<dir>/.lock` orders them, and each append reads the last
-//! record's hash under that lock. Every append is written and fdatasync'ed before Append returns. Thread-safe.
+//! record's hash under that lock. Every append is written and fdatasync'ed before Append returns; appends from
+//! concurrent threads are written and synced together (group commit). Thread-safe.
 //!
 //! Retention: files of days older than `retention` are deleted by Prune, which first appends an
 //! "audit.retention" record naming the files removed and the hash of their last record, so Verify can check that
@@ -74,13 +76,24 @@ class AuditLog {
  private:
   AuditLog(std::filesystem::path dir, const Clock& clock, int lock_fd)
       : dir_(std::move(dir)), clock_(clock), lock_fd_(lock_fd) {}
-  //! Appends with the folder lock held.
-  Status AppendLocked(const AuditEvent& event);
+  //! Appends `events` in order, with one write and one fdatasync; the folder lock is held.
+  Status AppendLocked(const std::vector<const AuditEvent*>& events);
+
+  //! An Append waiting for the batch that carries its event.
+  struct Pending {
+    const AuditEvent* event;
+    Status result = Ok();
+    bool done = false;
+  };
 
   std::filesystem::path dir_;
   const Clock& clock_;
   int lock_fd_;
-  mutable std::mutex mu_;
+  mutable std::mutex mu_;  //!< the files: one batch writer or Prune at a time in this process
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::vector<Pending*> queue_;  //!< events waiting for the next batch
+  bool writing_ = false;         //!< a leader is writing a batch
 };
 
 //! One line of the log and where it is ("2026-01-10.jsonl:12"), for VerifyAuditLines.

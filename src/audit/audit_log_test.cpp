@@ -183,6 +183,24 @@ TEST_F(AuditLogTest, ConcurrentWritersInThreadsAndProcessesKeepOneChain) {
   EXPECT_EQ(report->records, 150);
 }
 
+TEST_F(AuditLogTest, ARecordLongerThanTheTailChunkStillContinuesTheChain) {
+  // The last line is found by reading the file's end in growing chunks; a long query text spans several.
+  AuditEvent long_one = Event("query");
+  long_one.details["sql"] = std::string(100000, 'x');
+  ASSERT_TRUE(log_->Append(Event("image.upload")).ok());
+  ASSERT_TRUE(log_->Append(long_one).ok());
+  ASSERT_TRUE(log_->Append(Event("image.delete")).ok());
+  auto report = AuditLog::Verify(dir_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(report->problems.empty()) << report->problems[0];
+  EXPECT_EQ(report->records, 3);
+  auto records = log_->Read({});
+  ASSERT_TRUE(records.ok());
+  ASSERT_EQ(records->size(), 3u);
+  EXPECT_EQ((*records)[0].seq, 3);
+  EXPECT_EQ((*records)[1].event.details.at("sql").as_string().size(), 100000u);
+}
+
 TEST(AuditLinesTest, HostileFilesAreProblemsNeverRecords) {
   // Files of the corrupt image corpus as audit day files: every line is refused with its place, nothing crashes.
   const fs::path corrupt = fs::path(IMGPIPE_CORPORA_DIR) / "corrupt";
