@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <iostream>
 
+#include <unistd.h>
+
 #include "crypto/local/local_key_provider.hpp"
 #include "crypto/pkcs11/pkcs11_key_provider.hpp"
 #include "storage/azure/azure_blob_store.hpp"
@@ -131,6 +133,12 @@ std::string KeyringPath(const Config& config) {
   return config.keyring_path.empty() ? config.data_dir + "/keyring.json" : config.keyring_path;
 }
 
+std::string LeaseOwner(const std::string& role) {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return role + "-" + (host[0] ? host : "unknown") + "-" + std::to_string(::getpid());
+}
+
 Result<std::unique_ptr<KeyProvider>> OpenKeyProvider(const Config& config, const Clock& clock, bool wait_for_keys) {
   if (config.encryption_provider == "pkcs11") {
     Pkcs11KeyProvider::Options options;
@@ -157,7 +165,7 @@ Result<BlobStack> OpenBlobStack(const Config& config, const Clock& clock, bool w
   return stack;
 }
 
-Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock) {
+Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock, bool migrate) {
   Warehouse w;
   if (config.database_backend == "postgres") {
     PostgresDatabase::Options options;
@@ -169,7 +177,7 @@ Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock) {
     IMGPIPE_ASSIGN_OR_RETURN(w.db, SqliteDatabase::Open(DatabasePath(config)));
     w.store = std::make_unique<SqliteMetadataStore>(*w.db, clock);
   }
-  IMGPIPE_TRY(w.store->Migrate());
+  if (migrate) IMGPIPE_TRY(w.store->Migrate());
   return w;
 }
 

@@ -52,7 +52,8 @@ struct Warehouse {
   std::unique_ptr<PostgresDatabase> pg;
   std::unique_ptr<MetadataStore> store;
 };
-Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock);
+//! `migrate` false: opened as it is (for `imgpipe migrate --check` and `imgpipe doctor`).
+Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock, bool migrate = true);
 
 //! The configured blob store: the local folder (storage.backend = "local"), Azure Blob Storage or an S3 bucket.
 //! With storage.s3.lifecycle, `install_lifecycle` makes it install the bucket's lifecycle rule first.
@@ -80,6 +81,8 @@ Result<BlobStack> OpenBlobStack(const Config& config, const Clock& clock, bool w
 //! The configured key provider (encryption.provider); see OpenBlobStack for `wait_for_keys`.
 Result<std::unique_ptr<KeyProvider>> OpenKeyProvider(const Config& config, const Clock& clock, bool wait_for_keys);
 std::string KeyringPath(const Config& config);
+//! A name for this process in leases and logs: "<role>-<host>-<pid>" (in Kubernetes the host is the pod's name).
+std::string LeaseOwner(const std::string& role);
 
 std::string DatabasePath(const Config& config);
 std::string BlobRoot(const Config& config);
@@ -98,5 +101,6 @@ int RunStorage(int argc, char** argv);
 int RunAudit(int argc, char** argv);
 int RunConfig(int argc, char** argv);
 int RunKek(int argc, char** argv);
+int RunMigrate(int argc, char** argv);
 
 }  // namespace imgpipe

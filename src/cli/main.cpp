@@ -24,6 +24,7 @@ void Usage(std::ostream& out) {
          "  storage    check | install-lifecycle: the configured blob store (local, azure, s3)\n"
          "  audit      verify | list the hash-chained audit log of authenticated actions\n"
          "  config     check: load the config (file, environment, flags) and report whether it is valid\n"
+         "  migrate    apply the warehouse's schema migrations now (--check: only report the versions)\n"
          "  version    print the version\n"
          "\n"
          "common options: --config FILE, --data-dir DIR; every config key can also be set with IMGPIPE_<SECTION>_<KEY>.\n"
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
   if (cmd == "storage") return imgpipe::RunStorage(argc, argv);
   if (cmd == "audit") return imgpipe::RunAudit(argc, argv);
   if (cmd == "config") return imgpipe::RunConfig(argc, argv);
+  if (cmd == "migrate") return imgpipe::RunMigrate(argc, argv);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "imgpipe " << IMGPIPE_VERSION << "\n";
     return 0;

@@ -44,11 +44,20 @@ int RunRetention(int argc, char** argv) {
     return kExitFailure;
   }
   sweeper.SetAudit(audit->get(), config->audit_retention);
-  auto report = sweeper.RunOnce(now);
-  if (!report.ok()) {
-    std::cerr << "imgpipe: retention failed: " << report.error().message << "\n";
+  // The same lease as the sweepers inside `serve`: a scheduled run never overlaps one of them (or another run).
+  sweeper.SetLease(LeaseOwner("retention-run"), config->sweeper_lease);
+  auto swept = sweeper.RunIfLeader(now);
+  sweeper.Stop();
+  if (!swept.ok()) {
+    std::cerr << "imgpipe: retention failed: " << swept.error().message << "\n";
     return kExitFailure;
   }
+  if (!*swept) {
+    std::cout << "{\"skipped\": \"another process holds the retention sweeper lease (retention.sweeper = true "
+                 "somewhere); it sweeps\"}\n";
+    return kExitOk;
+  }
+  const SweepReport* report = &**swept;
   std::cout << "{\"expired\": " << report->expired_images << ", \"deleted_blobs\": " << report->deleted_blobs
             << ", \"errors\": " << report->errors << ", \"now\": \"" << FormatRfc3339(now) << "\"}\n";
   return report->errors == 0 ? kExitOk : kExitFailure;

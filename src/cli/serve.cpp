@@ -207,6 +207,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
     return kExitFailure;
   }
   sweeper.SetAudit(audit->get(), cfg.audit_retention);
+  sweeper.SetLease(LeaseOwner("serve"), cfg.sweeper_lease);
 
   WorkerOptions wo;
   wo.threads = cfg.worker_threads > 0 ? cfg.worker_threads : Cores();

@@ -648,6 +648,8 @@ const KeyDef kKeys[] = {
     {"retention.sweep_interval",
      [](Config& c, const Value& v) { return SetSeconds(&c.sweep_interval, v, /*allow_zero=*/false); }},
     {"retention.sweeper", [](Config& c, const Value& v) { return v.Bool(&c.sweeper_enabled); }},
+    {"retention.lease",
+     [](Config& c, const Value& v) { return SetSeconds(&c.sweeper_lease, v, /*allow_zero=*/false); }},
     {"audit.enabled", [](Config& c, const Value& v) { return v.Bool(&c.audit_enabled); }},
     {"audit.retention",
      [](Config& c, const Value& v) { return SetSeconds(&c.audit_retention, v, /*allow_zero=*/true); }},

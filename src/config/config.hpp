@@ -107,6 +107,9 @@ struct Config {
   //! retention.sweeper: run the sweeper inside `serve`; off where one sweeper serves many processes (a single
   //! `imgpipe retention run` CronJob, deploy/k8s)
   bool sweeper_enabled = true;
+  //! retention.lease: how long a sweeper holds the warehouse's sweeper lease without renewing it; processes sharing
+  //! a warehouse sweep one at a time, and another takes over this long after the holder died
+  std::chrono::seconds sweeper_lease{900};
 
   // [audit]  the hash-chained log of authenticated actions, in <data_dir>/audit (docs/OPERATIONS.md, "Audit log")
   bool audit_enabled = true;                                  //!< audit.enabled

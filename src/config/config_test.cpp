@@ -94,6 +94,7 @@ originals = "36h"
 renditions = "0"
 sweep_interval = "15m"
 sweeper = false
+lease = "40m"
 
 [audit]
 enabled = false
@@ -140,6 +141,7 @@ level = "debug"
   EXPECT_EQ(config->retention_renditions, 0s);
   EXPECT_EQ(config->sweep_interval, 15min);
   EXPECT_FALSE(config->sweeper_enabled);
+  EXPECT_EQ(config->sweeper_lease, 40min);
   EXPECT_FALSE(config->audit_enabled);
   EXPECT_EQ(config->audit_retention, 90 * 24h);
   EXPECT_EQ(config->worker_threads, 2);

@@ -139,6 +139,9 @@ void DeclareImgpipeMetrics(Metrics& m) {
   m.DeclareCounter("imgpipe_jobs_total", "Processing attempts by outcome: processed, retried, failed.");
   m.DeclareGauge("imgpipe_queue_depth", "Jobs waiting or leased in the queue.");
   m.DeclareCounter("imgpipe_retention_expired_total", "Images whose blobs retention removed.");
+  m.DeclareCounter("imgpipe_retention_sweeps_total", "Retention sweeps this process ran.");
+  m.DeclareGauge("imgpipe_retention_sweeper_active",
+                 "1 while this process holds the retention sweeper lease (sweeps), 0 while another does.");
   m.DeclareGauge("imgpipe_build_info", "Always 1; the labels carry the version.");
   m.DeclareGauge("imgpipe_inflight_requests", "Requests being handled now.");
 }

@@ -76,6 +76,12 @@ Result<SweepReport> RetentionSweeper::RunOnce(TimePoint now) {
       LogInfo("image expired", {{"image_id", image.id.value()}, {"blobs", *deleted}});
     }
     if (report.errors > 0) break;  // do not spin on the same failing rows
+    // A long sweep keeps its lease, and stops if another process took it meanwhile (this one stalled past it).
+    IMGPIPE_ASSIGN_OR_RETURN(bool still_leader, HoldLease(clock_.Now()));
+    if (!still_leader) {
+      return MakeError(ErrorKind::kUnavailable, "lost the retention sweeper lease in the middle of a sweep (stalled "
+                                                "longer than retention.lease?); another process sweeps now");
+    }
   }
   // Whole days past each container's retention (leftovers without a live row), except the folders of images on
   // legal hold.
@@ -132,12 +138,37 @@ void RetentionSweeper::Audit(const std::string& target, int64_t objects) {
   }
 }
 
+Result<bool> RetentionSweeper::HoldLease(TimePoint now) {
+  if (lease_owner_.empty()) return true;
+  IMGPIPE_ASSIGN_OR_RETURN(bool held, store_.AcquireLease(kSweeperLease, lease_owner_, now, lease_ttl_));
+  if (leader_ != held) {
+    if (held) {
+      LogInfo("this process holds the retention sweeper lease and sweeps", {{"owner", lease_owner_}});
+    } else {
+      LogInfo("another process holds the retention sweeper lease; this one does not sweep", {{"owner", lease_owner_}});
+    }
+    leader_ = held;
+  }
+  if (metrics_) metrics_->Set("imgpipe_retention_sweeper_active", {}, held ? 1 : 0);
+  return held;
+}
+
+Result<std::optional<SweepReport>> RetentionSweeper::RunIfLeader(TimePoint now) {
+  // The lease runs on the clock, not on `now`: a sweep "as of" a later time (`retention run --now`) must not hold
+  // the lease until then.
+  IMGPIPE_ASSIGN_OR_RETURN(bool leader, HoldLease(clock_.Now()));
+  if (!leader) return std::optional<SweepReport>();
+  IMGPIPE_ASSIGN_OR_RETURN(SweepReport report, RunOnce(now));
+  if (metrics_) metrics_->Add("imgpipe_retention_sweeps_total", {});
+  return std::optional<SweepReport>(report);
+}
+
 void RetentionSweeper::Start(std::chrono::milliseconds interval) {
   thread_ = std::thread([this, interval] {
     std::unique_lock lock(mu_);
     while (!stop_) {
       lock.unlock();
-      auto r = RunOnce(clock_.Now());
+      auto r = RunIfLeader(clock_.Now());
       if (!r.ok()) LogWarn("retention sweep failed", {{"error", r.error().message}});
       lock.lock();
       cv_.wait_for(lock, interval, [this] { return stop_; });
@@ -152,6 +183,14 @@ void RetentionSweeper::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (leader_.value_or(false)) {
+    leader_ = false;
+    // Another process may take over at once rather than after the lease ran out.
+    if (Status s = store_.ReleaseLease(kSweeperLease, lease_owner_); !s.ok()) {
+      LogWarn("cannot release the retention sweeper lease; another process takes over when it runs out",
+              {{"error", s.error().message}});
+    }
+  }
 }
 
 }  // namespace imgpipe

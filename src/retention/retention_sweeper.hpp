@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -51,11 +52,27 @@ class RetentionSweeper {
     audit_keep_ = keep;
   }
 
-  //! One sweep as of `now`.
+  //! Makes RunIfLeader (and so Start) sweep only while this process holds the warehouse's lease kSweeperLease as
+  //! `owner`, taken or renewed for `ttl` before each sweep and between its batches: of all the processes sharing a
+  //! warehouse, one sweeps at a time, and another takes over `ttl` after the holder died. Stop() gives it up.
+  //! Call before Start.
+  void SetLease(std::string owner, std::chrono::milliseconds ttl) {
+    lease_owner_ = std::move(owner);
+    lease_ttl_ = ttl;
+  }
+
+  //! One sweep as of `now`, lease or not.
   Result<SweepReport> RunOnce(TimePoint now);
-  //! Sweeps every `interval` on a background thread until Stop().
+  //! One sweep as of `now` if this process holds the lease (or none is set); nullopt, sweeping nothing, when
+  //! another process holds it.
+  Result<std::optional<SweepReport>> RunIfLeader(TimePoint now);
+  //! Sweeps (RunIfLeader) every `interval` on a background thread until Stop().
   void Start(std::chrono::milliseconds interval);
+  //! Stops the thread and releases the lease.
   void Stop();
+
+  //! The lease's name in the warehouse's `leases` table.
+  static constexpr const char* kSweeperLease = "retention-sweeper";
 
   //! Deletes every blob of one image (original and renditions) and records the purge (what, when, why, who) in the
   //! warehouse; returns how many objects went. kConflict, deleting nothing, if the image is on legal hold. Used by
@@ -68,6 +85,8 @@ class RetentionSweeper {
                                const std::set<std::string>& keep);
   static bool Kept(const std::string& key, const std::set<std::string>& keep);
   void Audit(const std::string& target, int64_t objects);
+  //! Takes or renews the lease; true when there is none to take (SetLease not called).
+  Result<bool> HoldLease(TimePoint now);
 
   RetentionPolicy policy_;
   BlobStore& blobs_;
@@ -76,6 +95,9 @@ class RetentionSweeper {
   Metrics* metrics_;
   AuditLog* audit_ = nullptr;
   std::chrono::seconds audit_keep_{0};
+  std::string lease_owner_;  // empty: no lease
+  std::chrono::milliseconds lease_ttl_{0};
+  std::optional<bool> leader_;  // held the lease at the last look (none yet: nullopt); the sweeping thread's
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

@@ -192,5 +192,34 @@ TEST_F(RetentionTest, LeftoverPurgesAreRecordedOnlyWhenSomethingWent) {
             (std::vector<std::string>{"- originals/" + day + " leftovers past retention retention 1 finished"}));
 }
 
+TEST_F(RetentionTest, OnlyTheLeaseHolderSweepsAndTheLeasePassesOnWhenItRunsOutOrIsReleased) {
+  using std::chrono::seconds;
+  RetentionSweeper other(RetentionPolicy{}, *blobs_, *store_, clock_, nullptr);
+  sweeper_->SetLease("first", seconds(30));
+  other.SetLease("second", seconds(30));
+  ImageRecord image = AddImage();
+  clock_.Advance(hours(24 * 8));
+
+  auto skipped = other.RunIfLeader(clock_.Now());
+  ASSERT_TRUE(skipped.ok()) << skipped.error().message;
+  ASSERT_TRUE(skipped->has_value()) << "nobody held the lease: the first to ask sweeps";
+  EXPECT_EQ((*skipped)->expired_images, 1);
+  auto refused = sweeper_->RunIfLeader(clock_.Now());
+  ASSERT_TRUE(refused.ok()) << refused.error().message;
+  EXPECT_FALSE(refused->has_value()) << "another process holds the lease";
+
+  // The holder stops renewing (killed): once the lease runs out, the other takes over.
+  clock_.Advance(seconds(29));
+  EXPECT_FALSE(sweeper_->RunIfLeader(clock_.Now())->has_value());
+  clock_.Advance(seconds(2));
+  EXPECT_TRUE(sweeper_->RunIfLeader(clock_.Now())->has_value());
+  EXPECT_FALSE(other.RunIfLeader(clock_.Now())->has_value());
+
+  // A holder that stops cleanly releases it at once.
+  sweeper_->Stop();
+  EXPECT_TRUE(other.RunIfLeader(clock_.Now())->has_value());
+  (void)image;
+}
+
 }  // namespace
 }  // namespace imgpipe

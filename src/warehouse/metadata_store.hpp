@@ -19,6 +19,9 @@ class MetadataStore {
 
   //! Applies numbered migrations not yet applied. Idempotent.
   virtual Status Migrate() = 0;
+  //! The newest migration applied to the database (0 for an empty one), and the newest this binary knows.
+  virtual Result<int> SchemaVersion() = 0;
+  virtual int KnownSchemaVersion() const = 0;
   virtual Status Ping() = 0;
 
   //! Inserts the image row and its processing job in one transaction, plus `idempotency` when given. The job is
@@ -93,6 +96,15 @@ class MetadataStore {
   virtual Result<std::vector<ApiKeyRecord>> ListApiKeys() = 0;
   virtual Status RevokeApiKey(const std::string& id, TimePoint when) = 0;
   virtual Result<int64_t> CountApiKeys() = 0;
+
+  //! Takes or renews the lease `name` for `owner` until `now + ttl`; true if `owner` holds it when this returns,
+  //! false if another owner holds it and it has not run out at `now`. Two callers asking at once never both get
+  //! true. Times are the callers' clocks: processes sharing a lease need synchronised clocks (NTP; `imgpipe doctor`
+  //! checks the skew). Used for work only one process may do at a time (the retention sweep).
+  virtual Result<bool> AcquireLease(const std::string& name, const std::string& owner, TimePoint now,
+                                    std::chrono::milliseconds ttl) = 0;
+  //! Gives the lease up if `owner` holds it, so another process can take it at once; a no-op otherwise.
+  virtual Status ReleaseLease(const std::string& name, const std::string& owner) = 0;
 
   //! Runs `sql` read-only (enforced by the database: a query_only connection and an authorizer, not by parsing), with
   //! positional `params` (JSON scalars), at most `max_rows` rows and `timeout`. kInvalidArgument with the database's

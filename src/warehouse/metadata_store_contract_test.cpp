@@ -9,6 +9,7 @@
 #include <boost/json/parse.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -246,6 +247,7 @@ class MetadataStoreContractTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetadataStoreContractTest, MigrateIsIdempotentAndKeepsData) {
   const auto applied = static_cast<int64_t>(backend_->MigrationCount());
   EXPECT_EQ(Count("SELECT count(*) FROM schema_migrations"), applied);
+  EXPECT_EQ(store_->SchemaVersion().value(), store_->KnownSchemaVersion());
   ImageRecord image = BareImage(clock_.Now());
   ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
   auto first = MustQuery("SELECT version, applied_at FROM schema_migrations ORDER BY version");
@@ -274,7 +276,58 @@ TEST_P(MetadataStoreContractTest, MigrateRefusesADatabaseFromANewerVersion) {
   Status s = store_->Migrate();
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::kUnavailable);
+  // Both versions, so the operator knows which binary the database needs.
   EXPECT_NE(s.error().message.find("999"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("only up to " + std::to_string(backend_->MigrationCount())), std::string::npos)
+      << s.error().message;
+  EXPECT_EQ(store_->SchemaVersion().value(), 999);
+  EXPECT_EQ(store_->KnownSchemaVersion(), static_cast<int>(backend_->MigrationCount()));
+}
+
+TEST_P(MetadataStoreContractTest, ALeaseHasOneHolderUntilReleasedOrRunOut) {
+  const TimePoint t0 = clock_.Now();
+  auto other = backend_->OpenAnother(clock_);
+  ASSERT_TRUE(other);
+  auto a = store_->AcquireLease("sweeper", "a", t0, 10s);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_TRUE(*a);
+  // Another process is refused while the lease runs; the holder renews it.
+  EXPECT_FALSE(other->AcquireLease("sweeper", "b", t0 + 9s, 10s).value());
+  EXPECT_TRUE(store_->AcquireLease("sweeper", "a", t0 + 9s, 10s).value());
+  EXPECT_FALSE(other->AcquireLease("sweeper", "b", t0 + 18s, 10s).value()) << "the renewal moved the expiry";
+  // Other names are independent.
+  EXPECT_TRUE(other->AcquireLease("compactor", "b", t0, 10s).value());
+  // A holder that stops renewing (killed) loses the lease when it runs out.
+  EXPECT_TRUE(other->AcquireLease("sweeper", "b", t0 + 19s, 10s).value());
+  EXPECT_FALSE(store_->AcquireLease("sweeper", "a", t0 + 20s, 10s).value());
+  // Releasing by a non-holder changes nothing; by the holder, frees it at once.
+  ASSERT_TRUE(store_->ReleaseLease("sweeper", "a").ok());
+  EXPECT_FALSE(store_->AcquireLease("sweeper", "a", t0 + 21s, 10s).value());
+  ASSERT_TRUE(other->ReleaseLease("sweeper", "b").ok());
+  EXPECT_TRUE(store_->AcquireLease("sweeper", "a", t0 + 21s, 10s).value());
+  EXPECT_EQ(Count("SELECT count(*) FROM leases"), 2);
+}
+
+TEST_P(MetadataStoreContractTest, ConcurrentLeaseRequestsHaveOneWinner) {
+  constexpr int kProcesses = 6;
+  std::vector<std::unique_ptr<MetadataStore>> stores;
+  for (int i = 0; i < kProcesses; ++i) {
+    stores.push_back(backend_->OpenAnother(clock_));
+    ASSERT_TRUE(stores.back());
+  }
+  std::atomic<int> winners{0};
+  std::atomic<int> errors{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kProcesses; ++i) {
+    threads.emplace_back([&, i] {
+      auto held = stores[i]->AcquireLease("sweeper", "owner-" + std::to_string(i), clock_.Now(), 60s);
+      if (!held.ok()) ++errors;
+      else if (*held) ++winners;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(winners.load(), 1);
 }
 
 TEST_P(MetadataStoreContractTest, InsertAndGetRoundTripEveryField) {

@@ -539,6 +539,20 @@ Status PostgresMetadataStore::Migrate() {
   return Ok();
 }
 
+Result<int> PostgresMetadataStore::SchemaVersion() {
+  int version = 0;
+  IMGPIPE_TRY(db_.Run([&](PgConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto exists, conn.Exec("SELECT to_regclass('schema_migrations') IS NOT NULL"));
+    if (exists.Text(0, 0) != "t") return Ok();
+    IMGPIPE_ASSIGN_OR_RETURN(auto result, conn.Exec("SELECT coalesce(max(version), 0) FROM schema_migrations"));
+    version = std::stoi(std::string(result.Text(0, 0)));
+    return Ok();
+  }));
+  return version;
+}
+
+int PostgresMetadataStore::KnownSchemaVersion() const { return PostgresMigrations().back().version; }
+
 Status PostgresMetadataStore::Ping() {
   return db_.Run([](PgConnection& conn) -> Status {
     IMGPIPE_TRY(conn.Exec("SELECT 1 FROM schema_migrations LIMIT 1"));
@@ -1162,6 +1176,31 @@ Result<int64_t> PostgresMetadataStore::CountApiKeys() {
     return row.status();
   }));
   return count;
+}
+
+Result<bool> PostgresMetadataStore::AcquireLease(const std::string& name, const std::string& owner, TimePoint now,
+                                                 std::chrono::milliseconds ttl) {
+  bool held = false;
+  IMGPIPE_TRY(db_.Run([&](PgConnection& conn) -> Status {
+    // ON CONFLICT locks the existing row, so of two processes asking at once the second sees the first's update and
+    // its WHERE is false: no row comes back.
+    IMGPIPE_ASSIGN_OR_RETURN(
+        auto result,
+        conn.Exec("INSERT INTO leases (name, owner, expires_at) VALUES ($1, $2, $3) "
+                  "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+                  "WHERE leases.owner = excluded.owner OR leases.expires_at <= $4 RETURNING owner",
+                  PgParams().Text(name).Text(owner).Time(now + ttl).Time(now)));
+    held = result.Rows() == 1;
+    return Ok();
+  }));
+  return held;
+}
+
+Status PostgresMetadataStore::ReleaseLease(const std::string& name, const std::string& owner) {
+  return db_.Run([&](PgConnection& conn) -> Status {
+    IMGPIPE_TRY(conn.Exec("DELETE FROM leases WHERE name = $1 AND owner = $2", PgParams().Text(name).Text(owner)));
+    return Ok();
+  });
 }
 
 Result<QueryResult> PostgresMetadataStore::Query(const std::string& sql, const std::vector<std::string>& params_json,

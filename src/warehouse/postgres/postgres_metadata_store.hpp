@@ -36,6 +36,8 @@ class PostgresMetadataStore final : public MetadataStore {
   PostgresMetadataStore(PostgresDatabase& db, const Clock& clock) : db_(db), clock_(clock) {}
 
   Status Migrate() override;
+  Result<int> SchemaVersion() override;
+  int KnownSchemaVersion() const override;
   Status Ping() override;
   Status CompactRollups() override;
 
@@ -74,6 +76,9 @@ class PostgresMetadataStore final : public MetadataStore {
   Result<std::vector<ApiKeyRecord>> ListApiKeys() override;
   Status RevokeApiKey(const std::string& id, TimePoint when) override;
   Result<int64_t> CountApiKeys() override;
+  Result<bool> AcquireLease(const std::string& name, const std::string& owner, TimePoint now,
+                            std::chrono::milliseconds ttl) override;
+  Status ReleaseLease(const std::string& name, const std::string& owner) override;
 
   Result<QueryResult> Query(const std::string& sql, const std::vector<std::string>& params_json, size_t max_rows,
                             std::chrono::milliseconds timeout) override;

@@ -760,6 +760,17 @@ HAVING sum(images) > 0;
 GRANT SELECT ON processing_latency_daily, expirations_daily TO imgpipe_analyst;
 )sql";
 
+// One row per lease: the process that holds `name` (e.g. the retention sweeper's) until expires_at. Taken and renewed
+// by an upsert that succeeds only for the holder or once the lease ran out (ON CONFLICT locks the row, so two
+// processes asking at once cannot both win).
+constexpr std::string_view kMigration9 = R"sql(
+CREATE TABLE leases (
+  name       text PRIMARY KEY,
+  owner      text NOT NULL,
+  expires_at timestamptz NOT NULL
+);
+)sql";
+
 }  // namespace
 
 const std::vector<PostgresMigration>& PostgresMigrations() {
@@ -772,6 +783,7 @@ const std::vector<PostgresMigration>& PostgresMigrations() {
       {6, "legal holds, the purge log, blob_state 'held', images_on_hold", kMigration6},
       {7, "a partial covering index of failed runs for failures_by_error", kMigration7},
       {8, "daily latency and expiration rollups; processing_latency and upcoming_expirations read them", kMigration8},
+      {9, "leases: one holder at a time for work like the retention sweep", kMigration9},
   };
   return kMigrations;
 }

@@ -798,6 +798,16 @@ GROUP BY day
 HAVING sum(images) > 0;
 )sql";
 
+// One row per lease: the process that holds `name` (e.g. the retention sweeper's) until expires_at. Taken and renewed
+// by an upsert that succeeds only for the holder or once the lease ran out.
+constexpr std::string_view kMigration9 = R"sql(
+CREATE TABLE leases (
+  name       TEXT PRIMARY KEY,
+  owner      TEXT NOT NULL,
+  expires_at TEXT NOT NULL
+);
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& SqliteMigrations() {
@@ -811,6 +821,7 @@ const std::vector<Migration>& SqliteMigrations() {
       {6, "legal holds, the purge log, blob_state 'held', images_on_hold", kMigration6},
       {7, "a partial covering index of failed runs for failures_by_error", kMigration7},
       {8, "daily latency and expiration rollups; processing_latency and upcoming_expirations read them", kMigration8},
+      {9, "leases: one holder at a time for work like the retention sweep", kMigration9},
   };
   return kMigrations;
 }

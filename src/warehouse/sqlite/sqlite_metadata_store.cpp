@@ -522,6 +522,22 @@ std::string CellJson(sqlite3_stmt* stmt, int column) {
 
 Status SqliteMetadataStore::Migrate() { return ApplySqliteMigrations(db_, clock_); }
 
+Result<int> SqliteMetadataStore::SchemaVersion() {
+  int version = 0;
+  IMGPIPE_TRY(db_.Read([&](SqliteConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT count(*) FROM sqlite_master WHERE name = 'schema_migrations'"));
+    IMGPIPE_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row || stmt.Int(0) == 0) return Ok();
+    IMGPIPE_ASSIGN_OR_RETURN(auto newest, conn.Prepare("SELECT coalesce(max(version), 0) FROM schema_migrations"));
+    IMGPIPE_ASSIGN_OR_RETURN(row, newest.Step());
+    if (row) version = static_cast<int>(newest.Int(0));
+    return Ok();
+  }));
+  return version;
+}
+
+int SqliteMetadataStore::KnownSchemaVersion() const { return SqliteMigrations().back().version; }
+
 Status SqliteMetadataStore::Ping() {
   return db_.Read([](SqliteConnection& conn) -> Status {
     IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT count(*) FROM schema_migrations"));
@@ -1073,6 +1089,31 @@ Result<int64_t> SqliteMetadataStore::CountApiKeys() {
     return Ok();
   }));
   return count;
+}
+
+Result<bool> SqliteMetadataStore::AcquireLease(const std::string& name, const std::string& owner, TimePoint now,
+                                               std::chrono::milliseconds ttl) {
+  bool held = false;
+  IMGPIPE_TRY(db_.Write([&](SqliteConnection& conn) -> Status {
+    // The update happens (and a row comes back) only for the holder or once the lease ran out; times are
+    // FormatRfc3339's fixed format, whose string order is time order.
+    IMGPIPE_ASSIGN_OR_RETURN(
+        auto stmt, conn.Prepare("INSERT INTO leases (name, owner, expires_at) VALUES (?1, ?2, ?3) "
+                                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+                                "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4 RETURNING owner"));
+    stmt.BindText(1, name).BindText(2, owner).BindText(3, FormatRfc3339(now + ttl)).BindText(4, FormatRfc3339(now));
+    IMGPIPE_ASSIGN_OR_RETURN(held, stmt.Step());
+    return Ok();
+  }));
+  return held;
+}
+
+Status SqliteMetadataStore::ReleaseLease(const std::string& name, const std::string& owner) {
+  return db_.Write([&](SqliteConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("DELETE FROM leases WHERE name = ?1 AND owner = ?2"));
+    stmt.BindText(1, name).BindText(2, owner);
+    return stmt.Run();
+  });
 }
 
 Result<QueryResult> SqliteMetadataStore::Query(const std::string& sql, const std::vector<std::string>& params_json,

@@ -23,6 +23,8 @@ class SqliteMetadataStore final : public MetadataStore {
   SqliteMetadataStore(SqliteDatabase& db, const Clock& clock) : db_(db), clock_(clock) {}
 
   Status Migrate() override;
+  Result<int> SchemaVersion() override;
+  int KnownSchemaVersion() const override;
   Status Ping() override;
 
   Status InsertImage(const ImageRecord& image, const std::optional<IdempotencyRecord>& idempotency) override;
@@ -60,6 +62,9 @@ class SqliteMetadataStore final : public MetadataStore {
   Result<std::vector<ApiKeyRecord>> ListApiKeys() override;
   Status RevokeApiKey(const std::string& id, TimePoint when) override;
   Result<int64_t> CountApiKeys() override;
+  Result<bool> AcquireLease(const std::string& name, const std::string& owner, TimePoint now,
+                            std::chrono::milliseconds ttl) override;
+  Status ReleaseLease(const std::string& name, const std::string& owner) override;
 
   Result<QueryResult> Query(const std::string& sql, const std::vector<std::string>& params_json, size_t max_rows,
                             std::chrono::milliseconds timeout) override;
