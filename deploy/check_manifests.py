@@ -44,8 +44,18 @@ def pod_specs(doc):
     return []
 
 
-def check_pod(spec, where, kind):
+def check_pod(spec, where, kind, keyring_dir):
     problems = []
+    # Every pod must see the same keyring: one of its own could not unwrap the data keys the others wrote.
+    secret_volumes = {v["name"] for v in spec.get("volumes", []) if "secret" in v}
+    for c in spec.get("containers", []):
+        if keyring_dir is None:
+            problems.append(f"{where}: imgpipe.toml sets no encryption.keyring (nor provider pkcs11): each pod would "
+                            "make a keyring of its own")
+        elif keyring_dir and not any(m.get("mountPath") == keyring_dir and m.get("readOnly") is True and
+                                     m.get("name") in secret_volumes for m in c.get("volumeMounts", [])):
+            problems.append(f"{where}: container {c['name']} must mount the shared keyring Secret read-only at "
+                            f"{keyring_dir} (encryption.keyring)")
     security = spec.get("securityContext", {})
     if security.get("runAsNonRoot") is not True or not security.get("runAsUser"):
         problems.append(f"{where}: pod must run as a non-root user (runAsNonRoot, runAsUser)")
@@ -66,6 +76,18 @@ def check_pod(spec, where, kind):
                 if c.get(probe, {}).get("httpGet", {}).get("path") != path:
                     problems.append(f"{where}: container {c['name']} needs a {probe} on {path}")
     return problems
+
+
+def keyring_dir(docs):
+    """The folder of encryption.keyring in the ConfigMap's imgpipe.toml; "" when keys come from an HSM or encryption
+    is off (nothing to share), None when the local keyring is in its per-pod default place."""
+    for _, doc in docs:
+        if doc.get("kind") == "ConfigMap" and "imgpipe.toml" in doc.get("data", {}):
+            encryption = tomllib.loads(doc["data"]["imgpipe.toml"]).get("encryption", {})
+            if encryption.get("enabled") is False or encryption.get("provider") == "pkcs11":
+                return ""
+            return os.path.dirname(encryption["keyring"]) if "keyring" in encryption else None
+    return ""
 
 
 def config_keys():
@@ -128,7 +150,7 @@ def main():
         except kubernetes_validate.SchemaNotFoundError as e:
             problems.append(f"{where}: no schema for {key} in Kubernetes {args.k8s_version} ({e})")
         for spec in pod_specs(doc):
-            problems += check_pod(spec, where, doc["kind"])
+            problems += check_pod(spec, where, doc["kind"], keyring_dir(docs))
         if doc.get("kind") == "ConfigMap" and "imgpipe.toml" in doc.get("data", {}):
             known = config_keys()
             for k in flatten(tomllib.loads(doc["data"]["imgpipe.toml"])):

@@ -213,10 +213,12 @@ Result<std::unique_ptr<LocalKeyProvider>> LocalKeyProvider::Open(std::string pat
     if (::stat(p->path_.c_str(), &st) != 0) {
       IMGPIPE_TRY(WriteFileAtomically(p->path_, SerializeKeyring(NewKeyring(clock.Now()))));
     }
-  } else if ((st.st_mode & 077) != 0) {
+  } else if ((st.st_mode & 037) != 0 || ((st.st_mode & 040) != 0 && st.st_gid != ::getegid())) {
+    // Read by our own group is allowed: Kubernetes makes a Secret's files group-readable by the pod's fsGroup
+    // (deploy/k8s mounts the shared keyring that way), and that group is this process's.
     char mode[8];
     std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
-    return MakeError(ErrorKind::kPermissionDenied, "keyring " + p->path_ + " is readable by group or others (mode " +
+    return MakeError(ErrorKind::kPermissionDenied, "keyring " + p->path_ + " is readable by others or by a group not this process's (mode " +
                                                        mode + "); it holds the keys to every object: chmod 600 it");
   }
   IMGPIPE_TRY(p->Refresh(/*force=*/true));

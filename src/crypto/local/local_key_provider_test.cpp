@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -123,6 +124,13 @@ TEST_F(LocalKeyProviderTest, RefusesKeyringsOthersCanReadOrThatAreNotKeyrings) {
   auto open = LocalKeyProvider::Open(path_, clock_);
   ASSERT_FALSE(open.ok());
   EXPECT_EQ(open.error().kind, ErrorKind::kPermissionDenied);
+  ASSERT_EQ(::chmod(path_.c_str(), 0660), 0);
+  EXPECT_FALSE(LocalKeyProvider::Open(path_, clock_).ok()) << "writable by the group";
+  // Readable by this process's own group: how Kubernetes mounts a Secret for a pod's fsGroup.
+  ASSERT_EQ(::chown(path_.c_str(), static_cast<uid_t>(-1), ::getegid()), 0);
+  ASSERT_EQ(::chmod(path_.c_str(), 0440), 0);
+  auto group_read = LocalKeyProvider::Open(path_, clock_);
+  EXPECT_TRUE(group_read.ok()) << group_read.error().message;
   ASSERT_EQ(::chmod(path_.c_str(), 0600), 0);
   for (const char* junk : {"", "not json", "[]", "{\"format\":2}", "{\"format\":1,\"key_id\":\"a b\",\"versions\":[]}",
                            "{\"format\":1,\"key_id\":\"k\",\"versions\":[]}",
