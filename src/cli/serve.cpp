@@ -35,6 +35,7 @@ namespace imgpipe {
 namespace {
 
 constexpr std::chrono::seconds kRollupCompactionInterval{30};
+constexpr std::string_view kRollupCompactionLease = "rollup-compaction";
 
 int Cores() { return std::max(1u, std::thread::hardware_concurrency()); }
 
@@ -265,20 +266,31 @@ int RunServer(int argc, char** argv, ServerRole role) {
   if (run_workers) workers.Start();
   if (role == ServerRole::kServe && cfg.sweeper_enabled) sweeper.Start(cfg.sweep_interval);
   // The PostgreSQL warehouse's rollups gain a row of differences per change; folding them often keeps the dashboard's
-  // queries short (a no-op on SQLite). On the blocking pool: it is a few statements over small tables.
-  std::function<void()> schedule_compaction = [&] {
-    compaction_timer.expires_after(kRollupCompactionInterval);
+  // queries short (a no-op on SQLite). On the blocking pool: it is a few statements over small tables. With several
+  // servers on one warehouse, the one holding the compaction lease does it: concurrent folds are correct but only
+  // block each other, and each would VACUUM the same tables.
+  const std::string compaction_owner = LeaseOwner("serve");
+  std::function<void(std::chrono::seconds)> schedule_compaction = [&](std::chrono::seconds after) {
+    compaction_timer.expires_after(after);
     compaction_timer.async_wait([&](const boost::system::error_code& ec) {
       if (ec) return;
       asio::post(blocking, [&] {
-        if (Status s = store.CompactRollups(); !s.ok()) {
-          LogWarn("cannot compact the warehouse's rollups", {{"error", s.error().message}});
+        auto held = store.AcquireLease(std::string(kRollupCompactionLease), compaction_owner, clock->Now(),
+                                       3 * kRollupCompactionInterval);
+        if (!held.ok()) {
+          LogWarn("cannot take the rollup compaction lease", {{"error", held.error().message}});
+        } else if (*held) {
+          if (Status s = store.CompactRollups(); !s.ok()) {
+            LogWarn("cannot compact the warehouse's rollups", {{"error", s.error().message}});
+          } else {
+            metrics.Add("imgpipe_rollup_compactions_total", {});
+          }
         }
-        schedule_compaction();
+        schedule_compaction(kRollupCompactionInterval);
       });
     });
   };
-  schedule_compaction();
+  schedule_compaction(std::chrono::seconds(0));  // at once: fold what piled up while no server ran
   if (stream) {
     if (Status s = stream->Start(); !s.ok()) {
       LogError("cannot start the Kafka stream source", {{"error", s.error().message}});
@@ -330,6 +342,10 @@ int RunServer(int argc, char** argv, ServerRole role) {
   sweeper.Stop();
   workers.Stop(cfg.shutdown_grace);
   blocking.join();
+  // So another server takes the compaction over at its next tick rather than when the lease runs out.
+  if (Status s = store.ReleaseLease(std::string(kRollupCompactionLease), compaction_owner); !s.ok()) {
+    LogWarn("cannot release the rollup compaction lease", {{"error", s.error().message}});
+  }
   LogInfo("stopped", {});
   ::close(lock_fd);
   return kExitOk;

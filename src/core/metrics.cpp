@@ -140,6 +140,8 @@ void DeclareImgpipeMetrics(Metrics& m) {
   m.DeclareGauge("imgpipe_queue_depth", "Jobs waiting or leased in the queue.");
   m.DeclareCounter("imgpipe_retention_expired_total", "Images whose blobs retention removed.");
   m.DeclareCounter("imgpipe_retention_sweeps_total", "Retention sweeps this process ran.");
+  m.DeclareCounter("imgpipe_rollup_compactions_total",
+                   "Warehouse rollup compactions this process ran (one server at a time holds the compaction lease).");
   m.DeclareGauge("imgpipe_retention_sweeper_active",
                  "1 while this process holds the retention sweeper lease (sweeps), 0 while another does.");
   m.DeclareGauge("imgpipe_build_info", "Always 1; the labels carry the version.");

@@ -29,8 +29,8 @@ def wait_until(what, predicate, servers):
         time.sleep(0.2)
 
 
-def lease_owner(url):
-    p = subprocess.run(["psql", url, "-At", "-c", "SELECT owner FROM leases WHERE name = 'retention-sweeper'"],
+def lease_owner(url, name="retention-sweeper"):
+    p = subprocess.run(["psql", url, "-At", "-c", f"SELECT owner FROM leases WHERE name = '{name}'"],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     return p.stdout.strip()
@@ -47,6 +47,9 @@ def test_one_of_two_servers_sweeps_and_the_other_takes_over_when_it_is_killed(st
     }
     first = start_server(env=env)
     wait_until("the first server sweeps", lambda: metric(first, "imgpipe_retention_sweeps_total") >= 1, [first])
+    # Rollup compaction runs at start, then every 30 s, in the server holding its own lease.
+    wait_until("the first server compacts the rollups",
+               lambda: metric(first, "imgpipe_rollup_compactions_total") >= 1, [first])
     second = start_server(env=env, admin_key=first.admin_key)
     servers = [first, second]
     wait_until("the second server reports that another holds the lease",
@@ -60,6 +63,9 @@ def test_one_of_two_servers_sweeps_and_the_other_takes_over_when_it_is_killed(st
     assert metric(first, "imgpipe_retention_sweeper_active") == 1
     assert metric(second, "imgpipe_retention_sweeper_active") == 0
     assert lease_owner(url).endswith(f"-{first.proc.pid}")
+    # The second server's compaction at its start found the lease held: only one server folds the rollups.
+    assert metric(second, "imgpipe_rollup_compactions_total") == 0
+    assert lease_owner(url, "rollup-compaction").endswith(f"-{first.proc.pid}")
 
     # A scheduled run beside them does not sweep either.
     p = run_cli("retention", "run", "--data-dir", first.data_dir,
