@@ -90,6 +90,8 @@ std::string SpoolDir(const Config& config);
 
 int RunServe(int argc, char** argv);
 int RunIngest(int argc, char** argv);
+int RunGateway(int argc, char** argv);
+int RunWorker(int argc, char** argv);
 int RunKeys(int argc, char** argv);
 int RunQuery(int argc, char** argv);
 int RunRetention(int argc, char** argv);

@@ -13,6 +13,9 @@ void Usage(std::ostream& out) {
          "commands:\n"
          "  serve      run everything in one process: HTTP API, workers, retention (embedded defaults)\n"
          "  ingest     consume the Kafka ingest topics only (ingest.topics; serve does it too when they are set)\n"
+         "  gateway    the HTTP API and the job producer only: no workers, no sweeper (scale-out)\n"
+         "  worker     processing workers only (with queue.backend = \"kafka\": a consumer group member); HTTP for\n"
+         "             /livez, /readyz and /metrics; drains on SIGTERM\n"
          "  keys       create | list | revoke API keys\n"
          "  kek        list | usage | rotate | rewrap | retire key-encryption keys (encryption at rest)\n"
          "  query      run read-only SQL on the warehouse\n"
@@ -41,6 +44,8 @@ int main(int argc, char** argv) {
   std::string_view cmd = argv[1];
   if (cmd == "serve") return imgpipe::RunServe(argc, argv);
   if (cmd == "ingest") return imgpipe::RunIngest(argc, argv);
+  if (cmd == "gateway") return imgpipe::RunGateway(argc, argv);
+  if (cmd == "worker") return imgpipe::RunWorker(argc, argv);
   if (cmd == "keys") return imgpipe::RunKeys(argc, argv);
   if (cmd == "kek") return imgpipe::RunKek(argc, argv);
   if (cmd == "query") return imgpipe::RunQuery(argc, argv);

@@ -1,5 +1,7 @@
 // `imgpipe serve`: the whole pipeline in one process; `imgpipe ingest`: the same process with only the Kafka stream
-// source (and the HTTP listener, for /metrics and the health checks). Wiring only.
+// source (and the HTTP listener, for /metrics and the health checks); `imgpipe gateway`: the HTTP API and the job
+// producer (with queue.backend = "kafka", the outbox relay), no workers, no sweeper; `imgpipe worker`: processing
+// workers only, with an HTTP listener for /livez, /readyz and /metrics. Wiring only.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -23,6 +25,9 @@
 #include "processing/image_format.hpp"
 #include "processing/image_probe.hpp"
 #include "queue/embedded/embedded_job_queue.hpp"
+#include "queue/kafka/kafka_image_events.hpp"
+#include "queue/kafka/kafka_job_queue.hpp"
+#include "queue/kafka/outbox_relay.hpp"
 #include "queue/postgres/postgres_job_queue.hpp"
 #include "retention/retention_sweeper.hpp"
 #include "security/api_keys.hpp"
@@ -83,7 +88,42 @@ KafkaSourceOptions KafkaSourceOptionsFrom(const Config& cfg) {
   return o;
 }
 
-enum class ServerRole { kServe, kIngest };
+enum class ServerRole { kServe, kIngest, kGateway, kWorker };
+
+const char* RoleName(ServerRole role) {
+  switch (role) {
+    case ServerRole::kServe: return "serve";
+    case ServerRole::kIngest: return "ingest";
+    case ServerRole::kGateway: return "gateway";
+    case ServerRole::kWorker: return "worker";
+  }
+  return "serve";
+}
+
+// A worker answers the health checks and /metrics only: it serves no API (and needs no API keys).
+asio::awaitable<HttpResponse> HealthAndMetricsOnly(Api& api, HttpRequest& req) {
+  const std::string_view path = req.path();
+  if (path == "/livez" || path == "/readyz" || path == "/metrics") co_return co_await api.Handle(req);
+  HttpResponse r = ErrorResponse(
+      MakeError(ErrorKind::kNotFound, "imgpipe worker serves /livez, /readyz and /metrics only; the API is on the "
+                                      "gateways"),
+      req.request_id());
+  r.route = "other";
+  co_return r;
+}
+
+KafkaJobQueueOptions KafkaJobQueueOptionsFrom(const Config& cfg, int workers) {
+  KafkaJobQueueOptions o;
+  o.client = KafkaClientProperties(cfg);
+  o.topic = cfg.kafka_jobs_topic;
+  o.group_id = cfg.kafka_jobs_group_id;
+  o.max_in_flight = cfg.kafka_jobs_max_in_flight > 0 ? cfg.kafka_jobs_max_in_flight : 2 * workers;
+  o.revoke_grace = cfg.lease;
+  o.session_timeout = cfg.kafka_jobs_session_timeout;
+  // A rebalance may wait for jobs up to revoke_grace inside a poll: the poll interval must allow it.
+  o.max_poll_interval = std::max(std::chrono::milliseconds(300000), 2 * cfg.lease);
+  return o;
+}
 
 int RunServer(int argc, char** argv, ServerRole role) {
   auto args = ParseArgs(argc, argv, 2, {"config", "listen", "data-dir"});
@@ -147,7 +187,10 @@ int RunServer(int argc, char** argv, ServerRole role) {
       LogWarn("cannot release old leases", {{"error", s.error().message}});
     }
   }
-  JobQueue& queue = *queue_backend;
+  // With queue.backend = "kafka" that same jobs table is the outbox: the relay publishes its rows to the jobs topic,
+  // and workers consume the topic (src/queue/kafka).
+  JobQueue& outbox = *queue_backend;
+  const bool kafka_jobs = cfg.queue_backend == "kafka";
   // Every blob goes through the encryption decorator when encryption is on. If the key provider is away now the
   // server starts anyway and refuses writes (503) until it is back; /readyz says why.
   auto blob_stack = OpenBlobStack(cfg, *clock, /*wait_for_keys=*/false, /*install_lifecycle=*/true);
@@ -182,7 +225,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
   intake_options.retention_originals = cfg.retention_originals;
   if (!cfg.default_script.empty()) intake_options.default_pipeline = cfg.default_script;
   intake_options.routes = cfg.routes;
-  Intake intake(intake_options, blobs, store, queue, *clock, &metrics, AcceptedJson);
+  Intake intake(intake_options, blobs, store, outbox, *clock, &metrics, AcceptedJson);
 
   if (auto recovered = intake.RecoverSpool(); !recovered.ok()) {
     LogError("cannot recover the upload spool", {{"error", recovered.error().message}});
@@ -193,7 +236,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
 
   // The stream source: the same intake as uploads, fed by Kafka.
   std::unique_ptr<KafkaSource> stream;
-  if (!cfg.ingest_topics.empty()) {
+  if (!cfg.ingest_topics.empty() && (role == ServerRole::kServe || role == ServerRole::kIngest)) {
     KafkaSource::DeclareMetrics(metrics);
     stream = std::make_unique<KafkaSource>(KafkaSourceOptionsFrom(cfg), intake, store, blobs, *clock, &metrics);
   }
@@ -210,16 +253,62 @@ int RunServer(int argc, char** argv, ServerRole role) {
   sweeper.SetAudit(audit->get(), cfg.audit_retention);
   sweeper.SetLease(LeaseOwner("serve"), cfg.sweeper_lease);
 
+  const bool run_workers =
+      role == ServerRole::kWorker || (role == ServerRole::kServe && cfg.embedded_workers);
+  const int worker_threads = cfg.worker_threads > 0 ? cfg.worker_threads : Cores();
+  // The Kafka job queue's parts: the events sink (every role that changes an image), the outbox relay (every role
+  // that accepts images) and the consumer (where workers run).
+  std::unique_ptr<KafkaImageEvents> events;
+  std::unique_ptr<OutboxRelay> relay;
+  std::unique_ptr<KafkaJobQueue> kafka_queue;
+  const std::string owner = std::string(RoleName(role)) + "-" + std::to_string(::getpid()) + "-" +
+                            HexEncode(RandomBytes(4));
+  if (kafka_jobs) {
+    KafkaImageEvents::DeclareMetrics(metrics);
+    OutboxRelay::DeclareMetrics(metrics);
+    KafkaJobQueue::DeclareMetrics(metrics);
+    auto producer = [&]() -> std::unique_ptr<KafkaProducer> {
+      auto p = KafkaProducer::Create(KafkaClientProperties(cfg));
+      if (!p.ok()) {
+        LogError("cannot create a Kafka producer", {{"error", p.error().message}});
+        return nullptr;
+      }
+      return std::move(p).value();
+    };
+    if (!cfg.kafka_events_topic.empty()) {
+      auto p = producer();
+      if (!p) return kExitFailure;
+      events = std::make_unique<KafkaImageEvents>(cfg.kafka_events_topic, std::move(p), &metrics);
+      sweeper.SetEvents(events.get());
+    }
+    if (role != ServerRole::kWorker) {
+      OutboxRelayOptions ro;
+      ro.jobs_topic = cfg.kafka_jobs_topic;
+      ro.events_topic = cfg.kafka_events_topic;
+      ro.owner = "relay-" + owner;
+      auto p = producer();
+      if (!p) return kExitFailure;
+      relay = std::make_unique<OutboxRelay>(ro, outbox, store, std::move(p), *clock, &metrics);
+    }
+    if (run_workers) {
+      kafka_queue = std::make_unique<KafkaJobQueue>(KafkaJobQueueOptionsFrom(cfg, worker_threads), *clock, &metrics);
+    }
+  }
+  // What workers lease from, and what /readyz and imgpipe_queue_depth report: the Kafka topic for a Kafka worker,
+  // the warehouse's jobs table (the outbox, with Kafka) otherwise.
+  JobQueue& queue = kafka_queue ? static_cast<JobQueue&>(*kafka_queue) : outbox;
+
   WorkerOptions wo;
-  wo.threads = cfg.worker_threads > 0 ? cfg.worker_threads : Cores();
+  wo.threads = worker_threads;
   wo.lease = cfg.lease;
   wo.max_attempts = cfg.max_attempts;
   wo.retry_backoff = cfg.retry_backoff;
   wo.renditions = cfg.renditions;
   wo.spool_dir = SpoolDir(cfg);
-  wo.owner = "serve-" + std::to_string(::getpid()) + "-" + HexEncode(RandomBytes(4));
+  wo.owner = owner;
   wo.exec = ExecSandboxOptionsFrom(cfg);
   WorkerPool workers(wo, blobs, store, queue, *clock, &metrics);
+  workers.SetEvents(events.get());
 
   int io_threads = cfg.http_threads > 0 ? cfg.http_threads : Cores();
   asio::io_context io(io_threads);
@@ -243,7 +332,10 @@ int RunServer(int argc, char** argv, ServerRole role) {
   so.max_body_bytes = cfg.max_bytes + cfg.max_metadata_bytes + 64 * 1024;
   so.request_timeout = cfg.request_timeout;
   HttpServer server(
-      io, so, [&api](HttpRequest& req) { return api.Handle(req); },
+      io, so,
+      [&api, role](HttpRequest& req) {
+        return role == ServerRole::kWorker ? HealthAndMetricsOnly(api, req) : api.Handle(req);
+      },
       [&metrics](const HttpRequest& req, const HttpResponse& res, double seconds) {
         std::string status = std::to_string(static_cast<int>(res.status));
         metrics.Add("imgpipe_http_requests_total",
@@ -262,7 +354,13 @@ int RunServer(int argc, char** argv, ServerRole role) {
     LogError("cannot listen", {{"error", bound.error().message}});
     return kExitFailure;
   }
-  const bool run_workers = role == ServerRole::kServe && cfg.embedded_workers;
+  if (kafka_queue) {
+    if (Status s = kafka_queue->Start(); !s.ok()) {
+      LogError("cannot start the Kafka job consumer", {{"error", s.error().message}});
+      return kExitFailure;
+    }
+  }
+  if (relay) relay->Start();
   if (run_workers) workers.Start();
   if (role == ServerRole::kServe && cfg.sweeper_enabled) sweeper.Start(cfg.sweep_interval);
   // The PostgreSQL warehouse's rollups gain a row of differences per change; folding them often keeps the dashboard's
@@ -312,7 +410,8 @@ int RunServer(int argc, char** argv, ServerRole role) {
                         {"url", base},
                         {"data_dir", cfg.data_dir},
                         {"workers", run_workers ? wo.threads : 0},
-                        {"role", role == ServerRole::kServe ? "serve" : "ingest"},
+                        {"role", RoleName(role)},
+                        {"queue", cfg.queue_backend},
                         {"http_threads", io_threads}});
 
   asio::signal_set signals(io, SIGTERM, SIGINT);
@@ -340,7 +439,12 @@ int RunServer(int argc, char** argv, ServerRole role) {
 
   if (stream) stream->Stop();
   sweeper.Stop();
+  // The drain: workers finish their jobs (or, past the grace, hand them back); then the Kafka consumer stores the
+  // finished jobs' offsets, commits and leaves its group, so the others take its partitions at once.
   workers.Stop(cfg.shutdown_grace);
+  if (kafka_queue) kafka_queue->Close();
+  if (relay) relay->Stop();
+  if (events) events->Stop(cfg.shutdown_grace);
   blocking.join();
   // So another server takes the compaction over at its next tick rather than when the lease runs out.
   if (Status s = store.ReleaseLease(std::string(kRollupCompactionLease), compaction_owner); !s.ok()) {
@@ -355,5 +459,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
 
 int RunServe(int argc, char** argv) { return RunServer(argc, argv, ServerRole::kServe); }
 int RunIngest(int argc, char** argv) { return RunServer(argc, argv, ServerRole::kIngest); }
+int RunGateway(int argc, char** argv) { return RunServer(argc, argv, ServerRole::kGateway); }
+int RunWorker(int argc, char** argv) { return RunServer(argc, argv, ServerRole::kWorker); }
 
 }  // namespace imgpipe

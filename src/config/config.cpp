@@ -608,7 +608,7 @@ const KeyDef kKeys[] = {
      }},
     {"database.pool_size", [](Config& c, const Value& v) { return SetInt(&c.database_pool_size, v, 1, 1000); }},
     {"queue.backend",
-     [](Config& c, const Value& v) { return SetBackend(&c.queue_backend, v, {"embedded"}, {"kafka"}); }},
+     [](Config& c, const Value& v) { return SetBackend(&c.queue_backend, v, {"embedded", "kafka"}, {}); }},
     {"queue.max_attempts", [](Config& c, const Value& v) { return SetInt(&c.max_attempts, v, 1, 100); }},
     {"queue.retry_backoff",
      [](Config& c, const Value& v) { return SetDuration(&c.retry_backoff, v, std::chrono::milliseconds(0)); }},
@@ -725,6 +725,35 @@ const KeyDef kKeys[] = {
     {"kafka.ssl_certificate_location",
      [](Config& c, const Value& v) { return SetPlainString(&c.kafka_ssl_certificate_location, v); }},
     {"kafka.ssl_key_location", [](Config& c, const Value& v) { return SetPlainString(&c.kafka_ssl_key_location, v); }},
+    {"kafka.jobs_topic",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       // "<topic>.retry" and "<topic>.dlq" must be topic names too.
+       if (!IsTopicName(s) || s.size() > 240) return Quote(s) + " is not a Kafka topic name (1-240 of A-Z a-z 0-9 . _ -)";
+       c.kafka_jobs_topic = s;
+       return std::nullopt;
+     }},
+    {"kafka.jobs_group_id",
+     [](Config& c, const Value& v) -> Problem {
+       if (auto p = SetPlainString(&c.kafka_jobs_group_id, v)) return p;
+       if (c.kafka_jobs_group_id.empty()) return std::string("the consumer group must not be empty");
+       return std::nullopt;
+     }},
+    {"kafka.jobs_session_timeout",
+     [](Config& c, const Value& v) {
+       return SetDuration(&c.kafka_jobs_session_timeout, v, std::chrono::milliseconds(1000));
+     }},
+    {"kafka.jobs_max_in_flight",
+     [](Config& c, const Value& v) { return SetInt(&c.kafka_jobs_max_in_flight, v, 0, 100000); }},
+    {"kafka.events_topic",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (!s.empty() && !IsTopicName(s)) return Quote(s) + " is not a Kafka topic name (1-249 of A-Z a-z 0-9 . _ -)";
+       c.kafka_events_topic = s;
+       return std::nullopt;
+     }},
     {"ingest.topics",
      [](Config& c, const Value& v) -> Problem {
        std::vector<std::string> topics;
@@ -1280,6 +1309,11 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
   if (problems.empty()) CheckStorageBackend(config, problems);
   if (problems.empty() && !config.ingest_topics.empty() && config.kafka_brokers.empty()) {
     problems.BadValue("kafka.brokers", "(required with ingest.topics)",
+                      "missing; set the Kafka bootstrap servers, e.g. kafka-1:9092,kafka-2:9092 "
+                      "(or IMGPIPE_KAFKA_BROKERS)");
+  }
+  if (problems.empty() && config.queue_backend == "kafka" && config.kafka_brokers.empty()) {
+    problems.BadValue("kafka.brokers", "(required with queue.backend = \"kafka\")",
                       "missing; set the Kafka bootstrap servers, e.g. kafka-1:9092,kafka-2:9092 "
                       "(or IMGPIPE_KAFKA_BROKERS)");
   }

@@ -84,7 +84,9 @@ struct Config {
   int database_pool_size = 8;                     //!< database.pool_size: PostgreSQL connections for imgpipe itself
 
   // [queue]
-  std::string queue_backend = "embedded";         //!< queue.backend: "embedded"
+  //! queue.backend: "embedded" (the warehouse's jobs table) | "kafka" (the jobs table becomes the outbox of a
+  //! Kafka jobs topic; docs/OPERATIONS.md, "Kafka job queue")
+  std::string queue_backend = "embedded";
   int max_attempts = 5;                           //!< queue.max_attempts: then the image is failed
   std::chrono::milliseconds retry_backoff{1000};  //!< queue.retry_backoff: first retry delay, doubled each time
   std::chrono::milliseconds lease{60000};         //!< queue.lease: a job not finished by then is retried
@@ -141,6 +143,17 @@ struct Config {
   std::string kafka_ssl_ca_location;              //!< kafka.ssl_ca_location: PEM file of the CA(s) to trust
   std::string kafka_ssl_certificate_location;     //!< kafka.ssl_certificate_location: client certificate (mTLS)
   std::string kafka_ssl_key_location;             //!< kafka.ssl_key_location: its private key
+  //! kafka.jobs_topic: the job queue's topic with queue.backend = "kafka"; retries go to "<topic>.retry", given-up
+  //! jobs to "<topic>.dlq"
+  std::string kafka_jobs_topic = "imgpipe.jobs";
+  std::string kafka_jobs_group_id = "imgpipe-workers";  //!< kafka.jobs_group_id: the workers' consumer group
+  //! kafka.jobs_session_timeout: a worker that stops heartbeating (killed) loses its partitions after this; the
+  //! broker allows 6s..30min by default
+  std::chrono::milliseconds kafka_jobs_session_timeout{45000};
+  int kafka_jobs_max_in_flight = 0;               //!< kafka.jobs_max_in_flight: held before pausing; 0 = 2 x workers
+  //! kafka.events_topic: image.stored/processed/failed/expired events (docs/EVENTS.md); "" = none. Written when
+  //! queue.backend = "kafka"
+  std::string kafka_events_topic = "imgpipe.events";
 
   // [ingest]  the Kafka stream source (docs/OPERATIONS.md, "Kafka stream source")
   std::vector<std::string> ingest_topics;         //!< ingest.topics: topics to consume; empty = no stream source

@@ -268,13 +268,41 @@ TEST(ConfigTest, BadValuesNameKeySourceAndProblem) {
               HasSubstr("\"exe\" is not a format imgpipe knows"));
   EXPECT_THAT(error_for("IMGPIPE_LIMITS_ALLOWED_FORMATS", ""), HasSubstr("the list is empty"));
   EXPECT_THAT(error_for("IMGPIPE_LOG_LEVEL", "verbose"), HasSubstr("\"verbose\" is not one of debug, info, warn, error"));
-  EXPECT_THAT(error_for("IMGPIPE_QUEUE_BACKEND", "kafka"),
-              HasSubstr("bad value for queue.backend from IMGPIPE_QUEUE_BACKEND: \"kafka\" is not supported yet; "
-                        "supported: embedded"));
+  EXPECT_THAT(error_for("IMGPIPE_QUEUE_BACKEND", "rabbitmq"),
+              HasSubstr("bad value for queue.backend from IMGPIPE_QUEUE_BACKEND: \"rabbitmq\" is not a backend; "
+                        "supported: embedded, kafka"));
+  EXPECT_THAT(error_for("IMGPIPE_QUEUE_BACKEND", "kafka"), HasSubstr("kafka.brokers"));
+  EXPECT_THAT(error_for("IMGPIPE_KAFKA_JOBS_TOPIC", "a/b"), HasSubstr("not a Kafka topic name"));
+  EXPECT_THAT(error_for("IMGPIPE_KAFKA_EVENTS_TOPIC", "x y"), HasSubstr("not a Kafka topic name"));
+  EXPECT_THAT(error_for("IMGPIPE_KAFKA_JOBS_GROUP_ID", "\"\""), HasSubstr("must not be empty"));
   EXPECT_THAT(error_for("IMGPIPE_STORAGE_BACKEND", "gcs"), HasSubstr("supported: local, azure, s3"));
   EXPECT_THAT(error_for("IMGPIPE_DATABASE_BACKEND", "mysql"), HasSubstr("\"mysql\" is not a backend; supported: sqlite"));
   EXPECT_THAT(error_for("IMGPIPE_PROCESSING_RENDITIONS", "x"), HasSubstr("only in the config file"));
   EXPECT_THAT(error_for("IMGPIPE_STORAGE_DATA_DIR", "\"\""), HasSubstr("must not be empty"));
+}
+
+TEST(ConfigTest, KafkaJobQueueKeys) {
+  auto defaults = LoadConfig({});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->queue_backend, "embedded");
+  EXPECT_EQ(defaults->kafka_jobs_topic, "imgpipe.jobs");
+  EXPECT_EQ(defaults->kafka_events_topic, "imgpipe.events");
+  ConfigSources ok;
+  ok.env = {{"IMGPIPE_QUEUE_BACKEND", "kafka"},
+            {"IMGPIPE_KAFKA_BROKERS", "127.0.0.1:9092"},
+            {"IMGPIPE_KAFKA_JOBS_TOPIC", "team.jobs"},
+            {"IMGPIPE_KAFKA_JOBS_GROUP_ID", "team-workers"},
+            {"IMGPIPE_KAFKA_JOBS_MAX_IN_FLIGHT", "4"},
+            {"IMGPIPE_KAFKA_JOBS_SESSION_TIMEOUT", "6s"},
+            {"IMGPIPE_KAFKA_EVENTS_TOPIC", "\"\""}};
+  auto config = LoadConfig(ok);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->queue_backend, "kafka");
+  EXPECT_EQ(config->kafka_jobs_topic, "team.jobs");
+  EXPECT_EQ(config->kafka_jobs_group_id, "team-workers");
+  EXPECT_EQ(config->kafka_jobs_max_in_flight, 4);
+  EXPECT_EQ(config->kafka_jobs_session_timeout, std::chrono::seconds(6));
+  EXPECT_EQ(config->kafka_events_topic, "");
 }
 
 TEST(ConfigTest, KafkaAndIngestKeys) {

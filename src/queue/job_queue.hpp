@@ -24,6 +24,13 @@ class JobQueue {
                                          std::chrono::milliseconds wait) = 0;
   //! The job is done; it will not be leased again.
   virtual Status Ack(const Job& job) = 0;
+  //! The job is given up (a permanent failure, or queue.max_attempts reached) and the image marked failed: it will
+  //! not be leased again. Backends with a dead-letter place (Kafka's jobs .dlq topic) put it there with `reason`;
+  //! the others just ack.
+  virtual Status DeadLetter(const Job& job, const std::string& reason) {
+    (void)reason;
+    return Ack(job);
+  }
   //! The attempt failed; the job becomes ready again at `retry_at` (its lease already counted the attempt).
   virtual Status Retry(const Job& job, TimePoint retry_at, const std::string& error) = 0;
   //! Returns the leases of `owner` to the queue on a graceful shutdown, uncounting their attempts; with an empty

@@ -73,6 +73,12 @@ Result<SweepReport> RetentionSweeper::RunOnce(TimePoint now) {
         continue;
       }
       ++report.expired_images;
+      if (events_) {
+        ImageEvent e{"image.expired", image.id, now, {}};
+        e.details["expires_at"] = FormatRfc3339(image.expires_at);
+        e.details["blobs_deleted"] = *deleted;
+        events_->Publish(std::move(e));
+      }
       LogInfo("image expired", {{"image_id", image.id.value()}, {"blobs", *deleted}});
     }
     if (report.errors > 0) break;  // do not spin on the same failing rows

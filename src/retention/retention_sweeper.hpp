@@ -11,6 +11,7 @@
 
 #include "audit/audit_log.hpp"
 #include "core/clock.hpp"
+#include "core/image_events.hpp"
 #include "core/result.hpp"
 #include "storage/blob_store.hpp"
 #include "warehouse/metadata_store.hpp"
@@ -47,6 +48,8 @@ class RetentionSweeper {
   ~RetentionSweeper();
 
   //! Records each retention purge in `audit` and prunes its days older than `keep` at every sweep.
+  //! Where "image.expired" events go; none by default. Call before Start().
+  void SetEvents(ImageEvents* events) { events_ = events; }
   void SetAudit(AuditLog* audit, std::chrono::seconds keep) {
     audit_ = audit;
     audit_keep_ = keep;
@@ -94,6 +97,7 @@ class RetentionSweeper {
   const Clock& clock_;
   Metrics* metrics_;
   AuditLog* audit_ = nullptr;
+  ImageEvents* events_ = nullptr;
   std::chrono::seconds audit_keep_{0};
   std::string lease_owner_;  // empty: no lease
   std::chrono::milliseconds lease_ttl_{0};

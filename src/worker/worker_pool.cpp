@@ -183,6 +183,15 @@ Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoi
   return store_.RecordProcessed(image.id, out->phash, out->dominant_colour, records, run);
 }
 
+void WorkerPool::PublishFailed(const ProcessingRun& run) {
+  if (!events_) return;
+  ImageEvent e{"image.failed", run.image_id, clock_.Now(), {}};
+  e.details["pipeline"] = run.pipeline;
+  e.details["attempt"] = run.attempt;
+  e.details["error"] = run.error.value_or("");
+  events_->Publish(std::move(e));
+}
+
 void WorkerPool::ProcessJob(const Job& job) {
   TimePoint started = clock_.Now();
   auto image = store_.GetImage(job.image_id);
@@ -196,8 +205,10 @@ void WorkerPool::ProcessJob(const Job& job) {
     return;
   }
   if (image->status == ImageStatus::kExpired || image->status == ImageStatus::kDeleted ||
-      image->status == ImageStatus::kProcessed || image->expires_at <= started) {
-    // Nothing to do: already done by an earlier run, or gone.
+      image->status == ImageStatus::kProcessed || image->status == ImageStatus::kFailed ||
+      image->expires_at <= started) {
+    // Nothing to do: already done (or given up) by an earlier run, or gone. A queue that delivers at least once
+    // (Kafka) brings such jobs again after a crash; reprocessing sets the status back to queued first.
     (void)queue_.Ack(job);
     return;
   }
@@ -213,7 +224,8 @@ void WorkerPool::ProcessJob(const Job& job) {
     run.error = "gave up after " + std::to_string(job.attempts) +
                 " attempts that did not finish (the worker stopped or crashed while processing this image)";
     (void)store_.RecordFailure(image->id, run, /*final=*/true);
-    (void)queue_.Ack(job);
+    (void)queue_.DeadLetter(job, run.error.value_or(""));
+    PublishFailed(run);
     if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "failed"}});
     LogWarn("processing given up", {{"image_id", image->id.value()}, {"attempts", job.attempts}});
     return;
@@ -231,6 +243,17 @@ void WorkerPool::ProcessJob(const Job& job) {
   }
   if (result.ok()) result = RunPipeline(*image, job, started, script.get());
   if (result.ok()) {
+    // Published before the ack: a crash in between publishes again (at least once), never loses the event.
+    if (events_) {
+      ImageEvent e{"image.processed", image->id, clock_.Now(), {}};
+      e.details["pipeline"] = image->pipeline;
+      e.details["attempt"] = job.attempts + 1;
+      if (script) {
+        e.details["script_name"] = script->name;
+        e.details["script_version"] = script->version;
+      }
+      events_->Publish(std::move(e));
+    }
     Status acked = queue_.Ack(job);
     if (!acked.ok()) LogWarn("ack failed; the job will re-run harmlessly", {{"error", acked.error().message}});
     if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "processed"}});
@@ -276,7 +299,9 @@ void WorkerPool::ProcessJob(const Job& job) {
   LogWarn(final ? "processing failed" : "processing failed; will retry",
           {{"image_id", image->id.value()}, {"attempt", attempt}, {"error", err.message}});
   if (final) {
-    (void)queue_.Ack(job);
+    Status dead = queue_.DeadLetter(job, err.message);
+    if (!dead.ok()) LogWarn("cannot dead-letter a failed job yet", {{"error", dead.error().message}});
+    PublishFailed(run);
     if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "failed"}});
     return;
   }

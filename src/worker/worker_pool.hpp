@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "core/image_events.hpp"
 #include "core/clock.hpp"
 #include "core/result.hpp"
 #include "queue/job_queue.hpp"
@@ -44,6 +45,9 @@ class WorkerPool {
              Metrics* metrics);
   ~WorkerPool();
 
+  //! Where "image.processed" and "image.failed" events go; none by default. Call before Start().
+  void SetEvents(ImageEvents* events) { events_ = events; }
+
   void Start();
   //! Stops leasing; waits up to `grace` for jobs in flight, then returns the leases of unfinished ones to the queue.
   void Stop(std::chrono::milliseconds grace);
@@ -58,6 +62,7 @@ class WorkerPool {
   void WaitForStorage();
   //! `script` is null for the built-in default pipeline.
   Status RunPipeline(const ImageRecord& image, const Job& job, TimePoint started, const ScriptBundle* script);
+  void PublishFailed(const ProcessingRun& run);
 
   WorkerOptions options_;
   BlobStore& blobs_;
@@ -65,6 +70,7 @@ class WorkerPool {
   JobQueue& queue_;
   const Clock& clock_;
   Metrics* metrics_;
+  ImageEvents* events_ = nullptr;
   ScriptCache scripts_;
   std::atomic<bool> stopping_{false};
   std::atomic<int> busy_{0};

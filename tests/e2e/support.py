@@ -56,7 +56,8 @@ class Server:
     """One `imgpipe serve` process on 127.0.0.1 and a free port, with its data folder. Can be stopped, killed and
     started again on the same folder; the admin key printed on the first start is remembered."""
 
-    def __init__(self, data_dir, log_dir, env=None, args=(), admin_key=None):
+    def __init__(self, data_dir, log_dir, env=None, args=(), admin_key=None, command="serve"):
+        self.command = command  # or "gateway", "worker", "ingest": the same process with fewer roles
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.env = dict(env or {})
@@ -90,7 +91,7 @@ class Server:
         self.stderr_lines, self.stdout_lines = [], []
         self._listening.clear()
         self.port = None
-        cmd = [str(IMGPIPE_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.args]
+        cmd = [str(IMGPIPE_BIN), self.command, "--listen", "127.0.0.1:0", "--data-dir", str(self.data_dir), *self.args]
         self.proc = subprocess.Popen(cmd, env=child_env(self.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
         log_path = self.log_dir / f"serve-{self.starts}.log"

@@ -1,0 +1,64 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "core/clock.hpp"
+#include "kafka/kafka_client.hpp"
+#include "queue/job_queue.hpp"
+#include "warehouse/metadata_store.hpp"
+
+namespace imgpipe {
+
+class Metrics;
+
+struct OutboxRelayOptions {
+  std::string jobs_topic = "imgpipe.jobs";  //!< kafka.jobs_topic
+  std::string events_topic;                 //!< kafka.events_topic; "" = no image.stored events
+  std::string owner;                        //!< lease owner in the outbox, unique per process
+  size_t batch = 64;                        //!< jobs relayed per round trip
+  std::chrono::milliseconds send_timeout{30000};
+  std::chrono::milliseconds retry_delay{2000};  //!< when jobs the broker did not take are tried again
+};
+
+//! The gateway side of the Kafka job queue: the transactional outbox. An upload's job is written to the warehouse's
+//! jobs table in the image row's own transaction (as with the embedded queue), so the upload is answered 201 once
+//! that commits, broker or no broker. This relay leases outbox rows like a worker would, produces each as a job
+//! record (idempotent producer, acks=all, keyed by image id) to the jobs topic, with an "image.stored" event for a
+//! new image, and deletes the row (Ack) only after the broker acknowledged it. A crash between the two produces the
+//! job again later: workers find the image processed and skip it. While the broker is down rows stay and are
+//! retried with backoff (the outbox grows: imgpipe_outbox_depth). Several gateways may relay the same PostgreSQL
+//! outbox (leases keep them apart).
+class OutboxRelay {
+ public:
+  OutboxRelay(OutboxRelayOptions options, JobQueue& outbox, MetadataStore& store,
+              std::unique_ptr<KafkaProducer> producer, const Clock& clock, Metrics* metrics);
+  ~OutboxRelay();
+  //! Declares imgpipe_outbox_*; once per registry.
+  static void DeclareMetrics(Metrics& metrics);
+
+  void Start();
+  //! Stops after the round in progress and returns this relay's leases to the outbox.
+  void Stop();
+
+ private:
+  void Loop();
+  void DepthLoop();
+  //! Relays one leased batch; false if the broker refused or did not answer.
+  bool Relay(const std::vector<Job>& jobs);
+
+  OutboxRelayOptions options_;
+  JobQueue& outbox_;
+  MetadataStore& store_;
+  std::unique_ptr<KafkaProducer> producer_;
+  const Clock& clock_;
+  Metrics* metrics_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+  std::thread depth_thread_;  // measures the outbox every second, also while a round waits for the broker
+};
+
+}  // namespace imgpipe
