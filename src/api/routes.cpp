@@ -110,6 +110,13 @@ bool ValidIdempotencyKey(std::string_view key) {
 
 }  // namespace
 
+bool IsAdminPath(const std::vector<std::string_view>& segs) {
+  if (segs.size() == 1) return segs[0] == "metrics";
+  if (segs.size() < 2 || segs[0] != "v1") return false;
+  if (segs[1] == "audit" || segs[1] == "holds" || segs[1] == "keys" || segs[1] == "scripts") return true;
+  return segs[1] == "images" && segs.size() == 4 && segs[3] == "hold";
+}
+
 asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
   auto segs = Segments(req.path());
   auto method = req.method();
@@ -133,6 +140,18 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
   if (segs.size() == 1 && segs[0] == "readyz") {
     HttpResponse r = co_await RunBlocking(ctx_.blocking, [&] { return Ready(req); });
     r.route = "/readyz";
+    co_return r;
+  }
+
+  // With a private listener, each path is served on one listener only; the other answers as if it did not exist,
+  // before authentication, so the public side reveals nothing of the admin surface but this hint.
+  if (!ctx_.config.admin_listen.empty() && IsAdminPath(segs) != (req.listener() == Listener::kPrivate)) {
+    HttpResponse r = ErrorResponse(
+        MakeError(ErrorKind::kNotFound, std::string(req.path()) +
+                                            (IsAdminPath(segs) ? " is served on the private listener only (admin.listen)"
+                                                               : " is served on the public listener only (server.listen)")),
+        req.request_id());
+    r.route = "wrong_listener";
     co_return r;
   }
 
@@ -408,6 +427,22 @@ asio::awaitable<HttpResponse> Api::Upload(HttpRequest& req, const ApiKeyRecord& 
                                "upload is " + std::to_string(*len) + " bytes; the limit is " +
                                    std::to_string(cfg.max_bytes) + " bytes (limits.max_bytes)",
                                "too_large"));
+  }
+  // Per key, so one client's parallel uploads cannot take every spool and blocking thread; 429 since it is that
+  // client's own doing, and the other keys are served meanwhile.
+  CallerSlots::Slot upload_slot = upload_slots_ ? upload_slots_->TryTake(key.id) : CallerSlots::Slot();
+  if (upload_slots_) {
+    if (!upload_slot) {
+      ctx_.metrics.Add("imgpipe_rate_limited_total", {{"by", "uploads_per_key"}});
+      HttpResponse r = ErrorResponse(MakeError(ErrorKind::kRateLimited,
+                                               "API key " + key.id + " already has " +
+                                                   std::to_string(cfg.uploads_per_key) +
+                                                   " uploads in progress; retry when one has finished "
+                                                   "(limits.uploads_per_key)"),
+                                     req.request_id());
+      r.SetHeader("Retry-After", "1");
+      co_return r;
+    }
   }
   IntakeRequest ir;
   ir.uploader_key_id = key.id;

@@ -16,6 +16,7 @@
 #include "queue/job_queue.hpp"
 #include "retention/retention_sweeper.hpp"
 #include "security/api_keys.hpp"
+#include "security/caller_slots.hpp"
 #include "security/rate_limiter.hpp"
 #include "storage/blob_store.hpp"
 #include "warehouse/metadata_store.hpp"
@@ -42,7 +43,9 @@ struct ApiContext {
 //! The HTTP API: routing, authentication and roles, and the handlers of docs/openapi.yaml.
 class Api {
  public:
-  explicit Api(ApiContext ctx) : ctx_(ctx) {}
+  explicit Api(ApiContext ctx) : ctx_(ctx) {
+    if (ctx_.config.uploads_per_key > 0) upload_slots_.emplace(ctx_.config.uploads_per_key);
+  }
   asio::awaitable<HttpResponse> Handle(HttpRequest& request);
 
  private:
@@ -77,6 +80,11 @@ class Api {
   Result<ImageRecord> LiveImage(const std::string& id);
 
   ApiContext ctx_;
+  std::optional<CallerSlots> upload_slots_;  //!< concurrent uploads per API key (limits.uploads_per_key)
 };
+
+//! Whether `path` (split into segments) is an admin endpoint, served only on the private listener when one is
+//! configured (admin.listen): /metrics, /v1/audit, /v1/holds, /v1/images/{id}/hold, /v1/keys..., /v1/scripts...
+bool IsAdminPath(const std::vector<std::string_view>& segments);
 
 }  // namespace imgpipe

@@ -20,6 +20,7 @@
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "core/metrics.hpp"
+#include "http/tls_context.hpp"
 #include "api/image_json.hpp"
 #include "ingest/kafka/kafka_source.hpp"
 #include "processing/image_format.hpp"
@@ -123,6 +124,55 @@ KafkaJobQueueOptions KafkaJobQueueOptionsFrom(const Config& cfg, int workers) {
   // A rebalance may wait for jobs up to revoke_grace inside a poll: the poll interval must allow it.
   o.max_poll_interval = std::max(std::chrono::milliseconds(300000), 2 * cfg.lease);
   return o;
+}
+
+TlsSettings TlsSettingsFrom(std::string prefix, const std::string& cert, const std::string& key,
+                            const std::string& client_ca, const std::string& client_auth) {
+  TlsSettings t;
+  t.cert_file = cert;
+  t.key_file = key;
+  t.client_ca_file = client_ca;
+  t.client_auth = client_auth == "required"   ? ClientAuth::kRequired
+                  : client_auth == "optional" ? ClientAuth::kOptional
+                                              : ClientAuth::kNone;
+  t.config_prefix = std::move(prefix);
+  return t;
+}
+
+// Loads every listener's certificate files again (SIGHUP); a listener whose files fail keeps its current ones. The
+// outcome is logged and audited as "config.reload"; the audit write goes to the blocking pool (it syncs a file).
+void ReloadCertificates(const std::vector<std::shared_ptr<TlsContextHolder>>& holders, AuditLog* audit,
+                        const Clock& clock, asio::thread_pool& blocking) {
+  boost::json::object details;
+  boost::json::array failed;
+  boost::json::array reloaded;
+  for (const auto& holder : holders) {
+    if (!holder) continue;
+    const std::string& listener = holder->settings().config_prefix;
+    if (Status s = holder->Load(); !s.ok()) {
+      LogError("certificate reload failed; the listener keeps its current certificate",
+               {{"listener", listener}, {"error", s.error().message}});
+      failed.push_back(boost::json::value(s.error().message));
+    } else {
+      LogInfo("certificate reloaded", {{"listener", listener}, {"cert", holder->settings().cert_file}});
+      reloaded.push_back(boost::json::value(listener));
+    }
+  }
+  if (reloaded.empty() && failed.empty()) LogInfo("SIGHUP: no TLS listener, nothing to reload", {});
+  if (audit == nullptr) return;
+  AuditEvent e;
+  e.at = clock.Now();
+  e.actor = "signal";
+  e.action = "config.reload";
+  e.target = "tls";
+  e.outcome = failed.empty() ? "ok" : "error";
+  e.details["reloaded"] = std::move(reloaded);
+  if (!failed.empty()) e.details["errors"] = std::move(failed);
+  asio::post(blocking, [audit, e = std::move(e)] {
+    if (Status s = audit->Append(e); !s.ok()) {
+      LogError("cannot write the audit log", {{"error", s.error().message}, {"action", e.action}});
+    }
+  });
 }
 
 int RunServer(int argc, char** argv, ServerRole role) {
@@ -325,30 +375,78 @@ int RunServer(int argc, char** argv, ServerRole role) {
   Api api(ApiContext{cfg, blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking, audit->get(),
                      key_rate ? &*key_rate : nullptr, address_rate ? &*address_rate : nullptr});
 
+  // The public listener (the API) and, when admin.listen is set, the private one (admin endpoints, /metrics);
+  // docs/OPERATIONS.md, "Listeners and TLS".
+  std::shared_ptr<TlsContextHolder> public_tls, admin_tls;
+  if (!cfg.tls_cert.empty()) {
+    public_tls = std::make_shared<TlsContextHolder>(
+        TlsSettingsFrom("server", cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, cfg.tls_client_auth));
+  }
+  if (!cfg.admin_listen.empty() && !cfg.admin_tls_cert.empty()) {
+    admin_tls = std::make_shared<TlsContextHolder>(TlsSettingsFrom(
+        "admin", cfg.admin_tls_cert, cfg.admin_tls_key, cfg.admin_tls_client_ca, cfg.admin_tls_client_auth));
+  }
+  for (const auto& holder : {public_tls, admin_tls}) {
+    if (!holder) continue;
+    if (Status loaded = holder->Load(); !loaded.ok()) {
+      LogError("cannot load the TLS certificate", {{"error", loaded.error().message}});
+      return kExitFailure;
+    }
+  }
+  std::optional<ConcurrencyLimiter> in_flight;
+  if (cfg.max_in_flight > 0) in_flight.emplace(cfg.max_in_flight);
   ServerOptions so;
   so.max_header_bytes = cfg.max_header_bytes;
   for (const std::string& block : cfg.allow) so.allow.push_back(*ParseCidr(block));  // validated with the config
   for (const std::string& block : cfg.trusted_proxies) so.trusted_proxies.push_back(*ParseCidr(block));
   so.max_body_bytes = cfg.max_bytes + cfg.max_metadata_bytes + 64 * 1024;
   so.request_timeout = cfg.request_timeout;
-  HttpServer server(
-      io, so,
-      [&api, role](HttpRequest& req) {
-        return role == ServerRole::kWorker ? HealthAndMetricsOnly(api, req) : api.Handle(req);
-      },
-      [&metrics](const HttpRequest& req, const HttpResponse& res, double seconds) {
-        std::string status = std::to_string(static_cast<int>(res.status));
-        metrics.Add("imgpipe_http_requests_total",
-                    {{"method", std::string(req.header().method_string())}, {"route", res.route}, {"status", status}});
-        metrics.Observe("imgpipe_http_request_duration_seconds", {{"route", res.route}}, seconds);
-        LogInfo("request", {{"request_id", req.request_id()},
-                            {"method", req.header().method_string()},
-                            {"path", req.path()},
-                            {"route", res.route},
-                            {"status", static_cast<int>(res.status)},
-                            {"seconds", seconds},
-                            {"remote", req.remote()}});
-      });
+  so.idle_timeout = cfg.idle_timeout;
+  so.header_timeout = cfg.header_timeout;
+  so.body_timeout = cfg.body_timeout;
+  so.tls = public_tls;
+  so.in_flight = in_flight ? &*in_flight : nullptr;
+  so.in_flight_wait = cfg.in_flight_wait;
+  auto handler = [&api, role](HttpRequest& req) {
+    return role == ServerRole::kWorker ? HealthAndMetricsOnly(api, req) : api.Handle(req);
+  };
+  auto access_log = [&metrics](const HttpRequest& req, const HttpResponse& res, double seconds) {
+    std::string status = std::to_string(static_cast<int>(res.status));
+    metrics.Add("imgpipe_http_requests_total",
+                {{"method", std::string(req.header().method_string())}, {"route", res.route}, {"status", status}});
+    metrics.Observe("imgpipe_http_request_duration_seconds", {{"route", res.route}}, seconds);
+    LogInfo("request", {{"request_id", req.request_id()},
+                        {"method", req.header().method_string()},
+                        {"path", req.path()},
+                        {"route", res.route},
+                        {"status", static_cast<int>(res.status)},
+                        {"seconds", seconds},
+                        {"remote", req.remote()},
+                        {"listener", req.listener() == Listener::kPrivate ? "private" : "public"}});
+  };
+  HttpServer server(io, so, handler, access_log);
+  std::optional<HttpServer> admin_server;
+  std::optional<uint16_t> admin_port;
+  if (!cfg.admin_listen.empty()) {
+    ServerOptions ao = so;
+    ao.listener = Listener::kPrivate;
+    ao.allow_key = "admin.allow";
+    ao.allow.clear();
+    for (const std::string& block : cfg.admin_allow) ao.allow.push_back(*ParseCidr(block));
+    ao.tls = admin_tls;
+    // Admin calls must get through while the API is overloaded: the private listener has no in-flight limit.
+    ao.in_flight = nullptr;
+    admin_server.emplace(io, ao, handler, access_log);
+    std::string admin_host;
+    uint16_t admin_want = 0;
+    ParseHostPort(cfg.admin_listen, &admin_host, &admin_want);  // validated with the config
+    auto admin_bound = admin_server->Listen(admin_host, admin_want);
+    if (!admin_bound.ok()) {
+      LogError("cannot listen", {{"error", admin_bound.error().message + " (admin.listen)"}});
+      return kExitFailure;
+    }
+    admin_port = *admin_bound;
+  }
   auto bound = server.Listen(host, port);
   if (!bound.ok()) {
     LogError("cannot listen", {{"error", bound.error().message}});
@@ -396,8 +494,9 @@ int RunServer(int argc, char** argv, ServerRole role) {
     }
   }
   server.Start();
+  if (admin_server) admin_server->Start();
 
-  std::string base = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+  std::string base = std::string(public_tls ? "https" : "http") + "://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
                      std::to_string(*bound);
   if (!bootstrap->empty()) {
     std::cout << "imgpipe: created the first admin API key (shown once, store it now):\n  " << *bootstrap << "\n"
@@ -412,7 +511,23 @@ int RunServer(int argc, char** argv, ServerRole role) {
                         {"workers", run_workers ? wo.threads : 0},
                         {"role", RoleName(role)},
                         {"queue", cfg.queue_backend},
-                        {"http_threads", io_threads}});
+                        {"http_threads", io_threads},
+                        {"tls", public_tls != nullptr}});
+  if (admin_server) {
+    LogInfo("private listener", {{"address", cfg.admin_listen}, {"port", *admin_port}, {"tls", admin_tls != nullptr}});
+  }
+
+  // SIGHUP reloads the listeners' certificates, keys and client CAs from their files: new handshakes use them, open
+  // connections keep theirs. Nothing else is re-read (that needs a restart).
+  asio::signal_set hangup(io, SIGHUP);
+  std::function<void()> await_hangup = [&] {
+    hangup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      ReloadCertificates({public_tls, admin_tls}, audit->get(), *clock, blocking);
+      await_hangup();
+    });
+  };
+  await_hangup();
 
   asio::signal_set signals(io, SIGTERM, SIGINT);
   std::atomic<bool> shutting_down{false};
@@ -421,13 +536,16 @@ int RunServer(int argc, char** argv, ServerRole role) {
     shutting_down = true;
     LogInfo("shutting down", {{"signal", signo}, {"grace_seconds", std::chrono::duration<double>(cfg.shutdown_grace).count()}});
     server.StopAccepting();
+    if (admin_server) admin_server->StopAccepting();
+    hangup.cancel();
     // Wait for requests in flight on a helper thread, then stop the I/O threads.
     std::thread([&] {
       auto deadline = std::chrono::steady_clock::now() + cfg.shutdown_grace;
-      while (server.inflight() > 0 && std::chrono::steady_clock::now() < deadline) {
+      auto inflight = [&] { return server.inflight() + (admin_server ? admin_server->inflight() : 0); };
+      while (inflight() > 0 && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
-      if (server.inflight() > 0) LogWarn("shutdown grace ran out with requests in flight", {{"requests", server.inflight()}});
+      if (inflight() > 0) LogWarn("shutdown grace ran out with requests in flight", {{"requests", inflight()}});
       io.stop();
     }).detach();
   });

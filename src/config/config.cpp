@@ -44,7 +44,7 @@ bool IsNonConfigEnv(std::string_view name) {
          std::find(std::begin(kNonConfigEnv), std::end(kNonConfigEnv), name) != std::end(kNonConfigEnv);
 }
 
-constexpr std::string_view kSections[] = {"server",     "storage", "database", "queue", "limits",  "retention",
+constexpr std::string_view kSections[] = {"server",     "admin", "storage", "database", "queue", "limits",  "retention",
                                           "audit",      "processing", "kafka",  "ingest", "encryption", "log", "testing"};
 // Tables inside a section ([storage.azure]); their keys are "section.table.key".
 constexpr std::string_view kSubTables[] = {"storage.azure", "storage.s3"};
@@ -544,6 +544,35 @@ const KeyDef kKeys[] = {
      [](Config& c, const Value& v) { return SetDuration(&c.shutdown_grace, v, std::chrono::milliseconds(0)); }},
     {"server.request_timeout",
      [](Config& c, const Value& v) { return SetDuration(&c.request_timeout, v, std::chrono::milliseconds(1)); }},
+    {"server.idle_timeout",
+     [](Config& c, const Value& v) { return SetDuration(&c.idle_timeout, v, std::chrono::milliseconds(1)); }},
+    {"server.header_timeout",
+     [](Config& c, const Value& v) { return SetDuration(&c.header_timeout, v, std::chrono::milliseconds(1)); }},
+    {"server.body_timeout",
+     [](Config& c, const Value& v) { return SetDuration(&c.body_timeout, v, std::chrono::milliseconds(1)); }},
+    {"server.tls_cert", [](Config& c, const Value& v) { return SetPath(&c.tls_cert, v, true); }},
+    {"server.tls_key", [](Config& c, const Value& v) { return SetPath(&c.tls_key, v, true); }},
+    {"server.tls_client_ca", [](Config& c, const Value& v) { return SetPath(&c.tls_client_ca, v, true); }},
+    {"server.tls_client_auth",
+     [](Config& c, const Value& v) { return SetChoice(&c.tls_client_auth, v, {"none", "optional", "required"}); }},
+    {"admin.listen",
+     [](Config& c, const Value& v) -> Problem {
+       std::string s;
+       if (auto p = v.String(&s)) return p;
+       if (!s.empty()) {
+         if (auto p = CheckListen(s)) return p;
+       }
+       c.admin_listen = s;
+       return std::nullopt;
+     }},
+    {"admin.allow", [](Config& c, const Value& v) { return SetCidrs(&c.admin_allow, v); }},
+    {"admin.tls_cert", [](Config& c, const Value& v) { return SetPath(&c.admin_tls_cert, v, true); }},
+    {"admin.tls_key", [](Config& c, const Value& v) { return SetPath(&c.admin_tls_key, v, true); }},
+    {"admin.tls_client_ca", [](Config& c, const Value& v) { return SetPath(&c.admin_tls_client_ca, v, true); }},
+    {"admin.tls_client_auth",
+     [](Config& c, const Value& v) {
+       return SetChoice(&c.admin_tls_client_auth, v, {"none", "optional", "required"});
+     }},
     {"storage.data_dir",
      [](Config& c, const Value& v) -> Problem {
        std::string s;
@@ -641,6 +670,11 @@ const KeyDef kKeys[] = {
     {"limits.rate_per_address",
      [](Config& c, const Value& v) { return SetInt(&c.rate_per_address, v, 0, 1'000'000); }},
     {"limits.rate_burst", [](Config& c, const Value& v) { return SetInt(&c.rate_burst, v, 1, 1'000'000); }},
+    {"limits.max_in_flight", [](Config& c, const Value& v) { return SetInt(&c.max_in_flight, v, 0, 1'000'000); }},
+    {"limits.in_flight_wait",
+     [](Config& c, const Value& v) { return SetDuration(&c.in_flight_wait, v, std::chrono::milliseconds(0)); }},
+    {"limits.uploads_per_key",
+     [](Config& c, const Value& v) { return SetInt(&c.uploads_per_key, v, 0, 1'000'000); }},
     {"retention.originals",
      [](Config& c, const Value& v) { return SetSeconds(&c.retention_originals, v, /*allow_zero=*/true); }},
     {"retention.renditions",
@@ -1266,6 +1300,40 @@ void CheckStorageBackend(const Config& c, Problems& problems) {
   }
 }
 
+//! The TLS keys of one listener (`prefix` = "server" or "admin") fit together.
+void CheckTls(std::string_view prefix, const std::string& cert, const std::string& key, const std::string& client_ca,
+              const std::string& client_auth, Problems& problems) {
+  const std::string p(prefix);
+  if (cert.empty() != key.empty()) {
+    problems.BadValue(p + (cert.empty() ? ".tls_cert" : ".tls_key"), "(with " + p + (cert.empty() ? ".tls_key" : ".tls_cert") + ")",
+                      "missing; TLS needs both the certificate and its private key");
+  }
+  if (cert.empty() && (!client_ca.empty() || client_auth != "none")) {
+    problems.BadValue(p + ".tls_cert", "(required with " + p + ".tls_client_ca / " + p + ".tls_client_auth)",
+                      "missing; client certificates need TLS on the listener");
+  } else if (client_auth != "none" && client_ca.empty()) {
+    problems.BadValue(p + ".tls_client_ca", "(required with " + p + ".tls_client_auth = \"" + client_auth + "\")",
+                      "missing; the PEM file of the CA that signs the client certificates");
+  } else if (client_auth == "none" && !client_ca.empty()) {
+    problems.BadValue(p + ".tls_client_auth", "(with " + p + ".tls_client_ca set)",
+                      "is \"none\", so the CA would be unused; set \"required\" or \"optional\"");
+  }
+}
+
+//! The two listeners' settings fit together.
+void CheckListeners(const Config& c, Problems& problems) {
+  CheckTls("server", c.tls_cert, c.tls_key, c.tls_client_ca, c.tls_client_auth, problems);
+  CheckTls("admin", c.admin_tls_cert, c.admin_tls_key, c.admin_tls_client_ca, c.admin_tls_client_auth, problems);
+  if (c.admin_listen.empty()) {
+    if (!c.admin_allow.empty() || !c.admin_tls_cert.empty()) {
+      problems.BadValue("admin.listen", "(required with admin.allow / admin.tls_*)",
+                        "missing; set the private listener's HOST:PORT, e.g. 10.0.0.5:9443, or remove the admin keys");
+    }
+  } else if (c.admin_listen == c.listen && !c.listen.ends_with(":0")) {
+    problems.BadValue("admin.listen", "(with server.listen)", "is the same address as server.listen; use another port");
+  }
+}
+
 Result<Config> Load(const std::string_view* toml_text, std::string_view source_name, const ConfigSources& sources) {
   Config config;
   Problems problems;
@@ -1307,6 +1375,7 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
                       "postgresql://imgpipe@db.internal:5432/imgpipe (or IMGPIPE_DATABASE_URL)");
   }
   if (problems.empty()) CheckStorageBackend(config, problems);
+  if (problems.empty()) CheckListeners(config, problems);
   if (problems.empty() && !config.ingest_topics.empty() && config.kafka_brokers.empty()) {
     problems.BadValue("kafka.brokers", "(required with ingest.topics)",
                       "missing; set the Kafka bootstrap servers, e.g. kafka-1:9092,kafka-2:9092 "

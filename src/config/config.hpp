@@ -48,6 +48,22 @@ struct Config {
   std::vector<std::string> allow;
   //! server.trusted_proxies: load balancers whose X-Forwarded-For names the client (rate limits, audit, logs)
   std::vector<std::string> trusted_proxies;
+  std::chrono::milliseconds idle_timeout{30000};  //!< server.idle_timeout: keep-alive wait for the next request
+  std::chrono::milliseconds header_timeout{10000};//!< server.header_timeout: first byte to end of header (slowloris)
+  std::chrono::milliseconds body_timeout{15000};  //!< server.body_timeout: longest wait for the next body byte
+  // TLS of the public listener (docs/OPERATIONS.md, "Listeners and TLS"); no certificate = plain HTTP
+  std::string tls_cert;                           //!< server.tls_cert: PEM certificate chain
+  std::string tls_key;                            //!< server.tls_key: PEM private key
+  std::string tls_client_ca;                      //!< server.tls_client_ca: PEM CA(s) of accepted client certificates
+  std::string tls_client_auth = "none";           //!< server.tls_client_auth: "none" | "optional" | "required"
+
+  // [admin]  the private listener for admin endpoints and /metrics; off unless admin.listen is set
+  std::string admin_listen;                       //!< admin.listen: HOST:PORT; "" = admin endpoints on server.listen
+  std::vector<std::string> admin_allow;           //!< admin.allow: address blocks that may connect; empty = any
+  std::string admin_tls_cert;                     //!< admin.tls_cert
+  std::string admin_tls_key;                      //!< admin.tls_key
+  std::string admin_tls_client_ca;                //!< admin.tls_client_ca
+  std::string admin_tls_client_auth = "none";     //!< admin.tls_client_auth
 
   // [storage]
   std::string data_dir = "./imgpipe-data";        //!< storage.data_dir: database, blobs, spool
@@ -101,6 +117,9 @@ struct Config {
   int rate_per_key = 0;                           //!< limits.rate_per_key: requests/s per API key; 0 = no limit
   int rate_per_address = 0;                       //!< limits.rate_per_address: requests/s per client address; 0 = none
   int rate_burst = 50;                            //!< limits.rate_burst: requests allowed at once above the rate
+  int max_in_flight = 1024;                       //!< limits.max_in_flight: requests handled at once; 0 = no limit
+  std::chrono::milliseconds in_flight_wait{5000}; //!< limits.in_flight_wait: wait for a slot, then 503
+  int uploads_per_key = 64;                       //!< limits.uploads_per_key: concurrent uploads per API key; 0 = any
 
   // [retention]  durations like "7d", "36h", "0" (= keep forever)
   std::chrono::seconds retention_originals{7 * 24 * 3600};   //!< retention.originals

@@ -619,6 +619,53 @@ TEST(ConfigTest, EncryptionIsOnByDefaultAndPkcs11NeedsItsSettings) {
   EXPECT_TRUE(off.ok());  // pkcs11 settings are only needed when encryption is on
 }
 
+TEST(ConfigTest, ListenersTlsAndAbuseLimits) {
+  auto defaults = LoadConfigFromString("", "inline.toml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->admin_listen, "");  // one plain listener, as the quickstart expects
+  EXPECT_EQ(defaults->tls_cert, "");
+  EXPECT_EQ(defaults->tls_client_auth, "none");
+  EXPECT_EQ(defaults->header_timeout, 10s);
+  EXPECT_EQ(defaults->max_in_flight, 1024);
+  EXPECT_EQ(defaults->uploads_per_key, 64);
+  ConfigSources env;
+  env.env["IMGPIPE_ADMIN_LISTEN"] = "127.0.0.1:9443";
+  env.env["IMGPIPE_ADMIN_ALLOW"] = "10.0.0.0/8,127.0.0.1";
+  env.env["IMGPIPE_ADMIN_TLS_CERT"] = "admin.crt";
+  env.env["IMGPIPE_ADMIN_TLS_KEY"] = "admin.key";
+  env.env["IMGPIPE_ADMIN_TLS_CLIENT_CA"] = "ops-ca.crt";
+  env.env["IMGPIPE_ADMIN_TLS_CLIENT_AUTH"] = "required";
+  env.env["IMGPIPE_SERVER_TLS_CERT"] = "api.crt";
+  env.env["IMGPIPE_SERVER_TLS_KEY"] = "api.key";
+  env.env["IMGPIPE_SERVER_HEADER_TIMEOUT"] = "2s";
+  env.env["IMGPIPE_LIMITS_IN_FLIGHT_WAIT"] = "250ms";
+  env.env["IMGPIPE_LIMITS_UPLOADS_PER_KEY"] = "0";
+  auto c = LoadConfigFromString("", "inline.toml", env);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->admin_listen, "127.0.0.1:9443");
+  EXPECT_EQ(c->admin_allow, (std::vector<std::string>{"10.0.0.0/8", "127.0.0.1"}));
+  EXPECT_EQ(c->admin_tls_client_auth, "required");
+  EXPECT_EQ(c->tls_key, "api.key");
+  EXPECT_EQ(c->header_timeout, 2s);
+  EXPECT_EQ(c->in_flight_wait, 250ms);
+  EXPECT_EQ(c->uploads_per_key, 0);
+
+  auto refused = [](std::string_view toml) { return ErrorOf(LoadConfigFromString(toml, "inline.toml")); };
+  EXPECT_THAT(refused("[server]\ntls_cert = \"a.crt\"\n"), HasSubstr("server.tls_key"));
+  EXPECT_THAT(refused("[server]\ntls_client_auth = \"required\"\n"), HasSubstr("server.tls_cert"));
+  EXPECT_THAT(refused("[server]\ntls_cert = \"a\"\ntls_key = \"b\"\ntls_client_auth = \"optional\"\n"),
+              HasSubstr("server.tls_client_ca"));
+  EXPECT_THAT(refused("[server]\ntls_cert = \"a\"\ntls_key = \"b\"\ntls_client_ca = \"c\"\n"),
+              HasSubstr("server.tls_client_auth"));
+  EXPECT_THAT(refused("[server]\ntls_client_auth = \"sometimes\"\n"), HasSubstr("is not one of none"));
+  EXPECT_THAT(refused("[admin]\nallow = [\"10.0.0.0/8\"]\n"), HasSubstr("admin.listen"));
+  EXPECT_THAT(refused("[admin]\nlisten = \"127.0.0.1:8080\"\n"), HasSubstr("same address as server.listen"));
+  EXPECT_THAT(refused("[admin]\nlisten = \"nowhere\"\n"), HasSubstr("admin.listen"));
+  EXPECT_THAT(refused("[admin]\nallow = [\"10.0.0.0/33\"]\nlisten = \"127.0.0.1:1\"\n"), HasSubstr("admin.allow"));
+  EXPECT_THAT(refused("[limits]\nmax_in_flight = -1\n"), HasSubstr("limits.max_in_flight"));
+  EXPECT_THAT(refused("[server]\nbody_timeout = \"0\"\n"), HasSubstr("server.body_timeout"));
+}
+
 TEST(ConfigTest, EveryKeyIsDocumentedInOperations) {
   // docs/OPERATIONS.md's key table ("| `section.key` | default | meaning |") and ConfigKeys() name the same keys.
   std::ifstream doc(std::string(IMGPIPE_SOURCE_DIR) + "/docs/OPERATIONS.md");

@@ -3,7 +3,9 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -23,10 +25,11 @@ namespace imgpipe {
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-HttpRequest::HttpRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer, Parser& parser,
-                         std::string request_id, std::string remote)
-    : stream_(stream), buffer_(buffer), parser_(parser), request_id_(std::move(request_id)),
-      remote_(std::move(remote)) {
+HttpRequest::HttpRequest(beast::tcp_stream* plain, TlsStream* tls, beast::flat_buffer& buffer, Parser& parser,
+                         std::string request_id, std::string remote, Listener listener,
+                         std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds body_timeout)
+    : plain_(plain), tls_(tls), buffer_(buffer), parser_(parser), request_id_(std::move(request_id)),
+      remote_(std::move(remote)), listener_(listener), deadline_(deadline), body_timeout_(body_timeout) {
   std::string_view t = header().target();
   size_t q = t.find('?');
   path_ = std::string(t.substr(0, q));
@@ -55,13 +58,20 @@ std::optional<uint64_t> HttpRequest::ContentLength() const {
 }
 
 asio::awaitable<Result<size_t>> HttpRequest::ReadBody(std::span<char> buf) {
+  if (tls_ != nullptr) co_return co_await ReadBodyFrom(*tls_, buf);
+  co_return co_await ReadBodyFrom(*plain_, buf);
+}
+
+template <class Stream>
+asio::awaitable<Result<size_t>> HttpRequest::ReadBodyFrom(Stream& stream, std::span<char> buf) {
   if (parser_.is_done()) co_return size_t{0};
+  beast::tcp_stream& base = beast::get_lowest_layer(stream);
   if (!continue_sent_) {
     continue_sent_ = true;
     if (beast::iequals(Header("Expect"), "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, header().version()};
       beast::error_code ec;
-      co_await http::async_write(stream_, cont, asio::redirect_error(asio::use_awaitable, ec));
+      co_await http::async_write(stream, cont, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return MakeError(ErrorKind::kUnavailable, "client went away: " + ec.message());
     }
   }
@@ -70,14 +80,23 @@ asio::awaitable<Result<size_t>> HttpRequest::ReadBody(std::span<char> buf) {
     parser_.get().body().data = buf.data();
     parser_.get().body().size = buf.size();
     beast::error_code ec;
-    co_await http::async_read(stream_, buffer_, parser_, asio::redirect_error(asio::use_awaitable, ec));
+    // The sooner of the request's deadline and the idle bound: a client that trickles its body cannot hold the
+    // connection (and its spool file) for longer than request_timeout, nor stall for longer than body_timeout.
+    const auto now = std::chrono::steady_clock::now();
+    const bool idle_first = now + body_timeout_ < deadline_;
+    base.expires_at(idle_first ? now + body_timeout_ : deadline_);
+    co_await http::async_read(stream, buffer_, parser_, asio::redirect_error(asio::use_awaitable, ec));
     total = buf.size() - parser_.get().body().size;
     if (ec == http::error::need_buffer) ec = {};
     if (ec == http::error::body_limit) {
       co_return MakeError(ErrorKind::kTooLarge, "request body is larger than the server accepts");
     }
     if (ec == beast::error::timeout) {
-      co_return MakeError(ErrorKind::kUnavailable, "timed out reading the request body");
+      co_return MakeError(ErrorKind::kInvalidArgument,
+                          idle_first ? "no request body byte for " + std::to_string(body_timeout_.count()) +
+                                           " ms (server.body_timeout)"
+                                     : std::string("the request body did not arrive within server.request_timeout"),
+                          "timeout");
     }
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == http::error::partial_message) {
       co_return MakeError(ErrorKind::kInvalidArgument, "the client closed the connection before the body ended");
@@ -153,6 +172,9 @@ Result<uint16_t> HttpServer::Listen(const std::string& host, uint16_t port) {
     return MakeError(ErrorKind::kUnavailable, "cannot listen on " + host + ":" + std::to_string(port) + ": " +
                                                   ec.message() + " (server.listen)");
   }
+  if (options_.tls && !options_.tls->Current()) {
+    return MakeError(ErrorKind::kInternal, "TLS is on but no certificate was loaded (TlsContextHolder::Load)");
+  }
   return acceptor_.local_endpoint().port();
 }
 
@@ -179,21 +201,27 @@ asio::awaitable<void> HttpServer::AcceptLoop() {
     if (!options_.allow.empty()) {
       auto peer = socket.remote_endpoint(ec);
       if (ec || !AnyCidrContains(options_.allow, peer.address())) {
-        LogWarn("connection refused by server.allow", {{"remote", ec ? std::string("?") : peer.address().to_string()}});
+        LogWarn("connection refused by " + options_.allow_key,
+                {{"remote", ec ? std::string("?") : peer.address().to_string()}});
         socket.close(ec);
         continue;
       }
     }
     socket.set_option(tcp::no_delay(true), ec);
     auto executor = socket.get_executor();
-    asio::co_spawn(executor, Session(std::move(socket)), asio::detached);
+    if (options_.tls) {
+      asio::co_spawn(executor, TlsSession(std::move(socket), options_.tls->Current()), asio::detached);
+    } else {
+      asio::co_spawn(executor, PlainSession(std::move(socket)), asio::detached);
+    }
   }
 }
 
 namespace {
 
 // Writes `response` to the stream; streams its blob body when it has one.
-asio::awaitable<beast::error_code> WriteResponse(beast::tcp_stream& stream, HttpResponse& r, unsigned version,
+template <class Stream>
+asio::awaitable<beast::error_code> WriteResponse(Stream& stream, HttpResponse& r, unsigned version,
                                                  bool keep_alive, bool head_only) {
   beast::error_code ec;
   if (!r.stream) {
@@ -270,14 +298,64 @@ std::string HttpServer::ForwardedClient(std::string_view header, const std::stri
   return client;
 }
 
-asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
+asio::awaitable<void> HttpServer::PlainSession(tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
+  co_await Serve(stream, stream, nullptr);
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream.socket().close(ignored);
+}
+
+asio::awaitable<void> HttpServer::TlsSession(tcp::socket socket, std::shared_ptr<asio::ssl::context> ctx) {
+  if (!ctx) co_return;  // the listener was started without a loaded context: a wiring bug, refused in Listen()
+  HttpRequest::TlsStream stream(std::move(socket), *ctx);
+  beast::tcp_stream& base = stream.next_layer();
+  beast::error_code ec;
+  base.expires_after(options_.header_timeout);
+  co_await stream.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    // Refused versions, unknown client certificates and port scans all end here; debug, not a warning per scan.
+    std::string remote;
+    auto ep = base.socket().remote_endpoint(ec);
+    if (!ec) remote = ep.address().to_string();
+    LogDebug("TLS handshake failed", {{"remote", remote}, {"error", ec.message()}});
+  } else {
+    co_await Serve(stream, base, &stream);
+  }
+  beast::error_code ignored;
+  base.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  base.socket().close(ignored);
+}
+
+namespace {
+
+bool BypassesInFlightLimit(std::string_view target) {
+  return target == "/livez" || target == "/readyz";
+}
+
+// Waits for the first byte of the next request for up to `idle`: a keep-alive connection may sit idle that long,
+// while the header's own clock (header_timeout) starts only once the client begins a request.
+template <class Stream>
+asio::awaitable<beast::error_code> AwaitFirstByte(Stream& stream, beast::tcp_stream& base, beast::flat_buffer& buffer,
+                                                  std::chrono::milliseconds idle) {
+  beast::error_code ec;
+  if (buffer.size() > 0) co_return ec;
+  base.expires_after(idle);
+  size_t n = co_await stream.async_read_some(buffer.prepare(4096), asio::redirect_error(asio::use_awaitable, ec));
+  buffer.commit(n);
+  co_return ec;
+}
+
+}  // namespace
+
+template <class Stream>
+asio::awaitable<void> HttpServer::Serve(Stream& stream, beast::tcp_stream& base, HttpRequest::TlsStream* tls) {
   beast::flat_buffer buffer;
   std::string peer;
   boost::asio::ip::address peer_address;
   {
     beast::error_code ec;
-    auto ep = stream.socket().remote_endpoint(ec);
+    auto ep = base.socket().remote_endpoint(ec);
     if (!ec) {
       peer_address = ep.address();
       peer = peer_address.to_string();
@@ -291,44 +369,80 @@ asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
     // No body limit while reading the header: a Content-Length over the limit must reach the handler, which answers
     // 413 with the limit's config key, instead of failing the read with no answer at all.
     parser.body_limit(boost::none);
-    beast::error_code ec;
-    stream.expires_after(options_.idle_timeout);
+    beast::error_code ec = co_await AwaitFirstByte(stream, base, buffer, options_.idle_timeout);
+    if (ec) break;
+    base.expires_after(options_.header_timeout);
     co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      if (ec == http::error::header_limit || ec == http::error::bad_target || ec == http::error::bad_method ||
-          ec == http::error::bad_field || ec == http::error::bad_value || ec == http::error::bad_version ||
-          ec == http::error::bad_line_ending || ec == http::error::bad_content_length) {
-        HttpResponse r = ErrorResponse(MakeError(ec == http::error::header_limit ? ErrorKind::kTooLarge
-                                                                                 : ErrorKind::kInvalidArgument,
-                                                 "malformed HTTP request: " + ec.message()),
-                                       NewRequestId());
-        co_await WriteResponse(stream, r, 11, false, false);
+      std::optional<HttpResponse> answer;
+      if (ec == http::error::header_limit) {
+        answer = ErrorResponse(MakeError(ErrorKind::kTooLarge,
+                                         "the request header is larger than " +
+                                             std::to_string(options_.max_header_bytes) +
+                                             " bytes (server.max_header_bytes)",
+                                         "header_too_large"),
+                               NewRequestId());
+        answer->status = http::status::request_header_fields_too_large;
+      } else if (ec == beast::error::timeout) {
+        // A slow-header client (slowloris). tcp_stream has closed the socket on the timeout already: no last word.
+        LogInfo("request header timed out; connection closed (server.header_timeout)", {{"remote", peer}});
+      } else if (ec == http::error::bad_target || ec == http::error::bad_method || ec == http::error::bad_field ||
+                 ec == http::error::bad_value || ec == http::error::bad_version ||
+                 ec == http::error::bad_line_ending || ec == http::error::bad_content_length) {
+        answer = ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "malformed HTTP request: " + ec.message()),
+                               NewRequestId());
+      }
+      if (answer) {
+        base.expires_after(options_.header_timeout);
+        co_await WriteResponse(stream, *answer, 11, false, false);
       }
       break;
     }
     parser.body_limit(options_.max_body_bytes);
-    ++inflight_;
-    auto started = std::chrono::steady_clock::now();
-    stream.expires_after(options_.request_timeout);
+    const auto started = std::chrono::steady_clock::now();
+    const auto deadline = started + options_.request_timeout;
     std::string request_id = NewRequestId();
     // Behind a trusted load balancer the client is the right-most X-Forwarded-For entry that is not itself a
     // trusted proxy; from anyone else the header is the client's own claim and is ignored.
     std::string remote = peer;
     if (from_proxy) remote = ForwardedClient(parser.get()["X-Forwarded-For"], peer);
-    HttpRequest request(stream, buffer, parser, request_id, remote);
+    HttpRequest request(tls == nullptr ? &base : nullptr, tls, buffer, parser, request_id, remote, options_.listener,
+                        deadline, options_.body_timeout);
     HttpResponse response;
     bool head_only = request.method() == http::verb::head;
-    try {
-      response = co_await handler_(request);
-    } catch (const std::exception& e) {
-      LogError("handler threw", {{"request_id", request_id}, {"error", e.what()}});
-      response = ErrorResponse(MakeError(ErrorKind::kInternal, "internal error; see the server log with this "
-                                                               "request id"),
-                               request_id);
+    ++inflight_;
+    bool slot = false;
+    const bool limited = options_.in_flight != nullptr && !BypassesInFlightLimit(request.target());
+    if (limited) {
+      base.expires_at(deadline);
+      slot = co_await options_.in_flight->Acquire(options_.in_flight_wait);
     }
+    if (limited && !slot) {
+      const int64_t retry = std::max<int64_t>(1, (options_.in_flight_wait.count() + 999) / 1000);
+      response = ErrorResponse(MakeError(ErrorKind::kUnavailable,
+                                         "the server is at its limit of requests in flight and none finished within " +
+                                             std::to_string(options_.in_flight_wait.count()) +
+                                             " ms; retry in " + std::to_string(retry) +
+                                             " s (limits.max_in_flight, limits.in_flight_wait)",
+                                         "overloaded"),
+                               request_id);
+      response.SetHeader("Retry-After", std::to_string(retry));
+      response.route = "overloaded";
+    } else {
+      try {
+        response = co_await handler_(request);
+      } catch (const std::exception& e) {
+        LogError("handler threw", {{"request_id", request_id}, {"error", e.what()}});
+        response = ErrorResponse(MakeError(ErrorKind::kInternal, "internal error; see the server log with this "
+                                                                 "request id"),
+                                 request_id);
+      }
+    }
+    if (slot) options_.in_flight->Release();
     response.SetHeader("X-Request-Id", request_id);
     // A body the handler did not consume means the request stream is out of step: close after answering.
     bool keep_alive = parser.get().keep_alive() && parser.is_done() && !stopping_;
+    base.expires_at(deadline);
     ec = co_await WriteResponse(stream, response, parser.get().version(), keep_alive, head_only);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (logger_) logger_(request, response, seconds);
@@ -337,9 +451,10 @@ asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
       if (!ec && !parser.is_done()) {
         // Lingering close: stop sending, then drain what the client is still sending for a short while, so it
         // reads our answer instead of a connection reset.
-        stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+        // (A TLS connection cannot half-close below TLS; it only drains.)
+        if (tls == nullptr) base.socket().shutdown(tcp::socket::shutdown_send, ec);
         std::array<char, 64 * 1024> sink;
-        stream.expires_after(std::chrono::seconds(2));
+        base.expires_after(std::chrono::seconds(2));
         uint64_t drained = 0;
         while (drained < 64ull * 1024 * 1024) {
           size_t n = co_await stream.async_read_some(asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
@@ -350,9 +465,6 @@ asio::awaitable<void> HttpServer::Session(tcp::socket socket) {
       break;
     }
   }
-  beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  stream.socket().close(ignored);
 }
 
 }  // namespace imgpipe

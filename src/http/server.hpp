@@ -25,21 +25,38 @@
 
 #include "core/cidr.hpp"
 #include "core/result.hpp"
+#include "http/concurrency_limiter.hpp"
+#include "http/tls_context.hpp"
 #include "storage/blob_store.hpp"
+
+namespace boost::beast {
+template <class NextLayer>
+class ssl_stream;
+}
 
 namespace imgpipe {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 
+//! Which listener a request came in on (docs/OPERATIONS.md, "Listeners").
+enum class Listener {
+  kPublic,   //!< server.listen: the API
+  kPrivate,  //!< admin.listen: admin endpoints and /metrics
+};
+
 //! One request as a handler sees it: the header at once, the body streamed on demand.
 //! Lifetimes: valid only during the handler's coroutine; the connection owns it.
 class HttpRequest {
  public:
   using Parser = beast::http::request_parser<beast::http::buffer_body>;
+  using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
-  HttpRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer, Parser& parser, std::string request_id,
-              std::string remote);
+  //! Exactly one of `plain` and `tls` is set. Body reads stop at `deadline` (server.request_timeout) and after
+  //! `body_timeout` without a byte (server.body_timeout).
+  HttpRequest(beast::tcp_stream* plain, TlsStream* tls, beast::flat_buffer& buffer, Parser& parser,
+              std::string request_id, std::string remote, Listener listener,
+              std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds body_timeout);
 
   const beast::http::request_header<>& header() const { return parser_.get().base(); }
   beast::http::verb method() const { return header().method(); }
@@ -52,6 +69,7 @@ class HttpRequest {
   std::optional<uint64_t> ContentLength() const;
   const std::string& request_id() const { return request_id_; }
   const std::string& remote() const { return remote_; }
+  Listener listener() const { return listener_; }
 
   //! Reads the next piece of the body into `buf`; 0 at the end of the body. Sends "100 Continue" first if the client
   //! asked for it. Errors: kInvalidArgument for a malformed body, kUnavailable if the client went away or timed out.
@@ -61,11 +79,18 @@ class HttpRequest {
   bool BodyDone() const { return parser_.is_done(); }
 
  private:
-  beast::tcp_stream& stream_;
+  template <class Stream>
+  asio::awaitable<Result<size_t>> ReadBodyFrom(Stream& stream, std::span<char> buf);
+
+  beast::tcp_stream* plain_;
+  TlsStream* tls_;
   beast::flat_buffer& buffer_;
   Parser& parser_;
   std::string request_id_;
   std::string remote_;
+  Listener listener_;
+  std::chrono::steady_clock::time_point deadline_;
+  std::chrono::milliseconds body_timeout_;
   std::string path_;
   std::string query_;
   bool continue_sent_ = false;
@@ -92,12 +117,26 @@ struct HttpResponse {
 HttpResponse ErrorResponse(const Error& error, const std::string& request_id);
 
 struct ServerOptions {
+  Listener listener = Listener::kPublic;
+  std::string allow_key = "server.allow";  //!< the config key of `allow`, for the log line of a refused peer
   std::vector<Cidr> allow;            //!< peers that may connect; empty = any
   std::vector<Cidr> trusted_proxies;  //!< peers whose X-Forwarded-For names the client
-  size_t max_header_bytes = 16 * 1024;
+  //! When set, connections are TLS with this holder's current context (see TlsContextHolder); else plain HTTP.
+  std::shared_ptr<TlsContextHolder> tls;
+  size_t max_header_bytes = 16 * 1024;            //!< larger headers get 431
   uint64_t max_body_bytes = 64ull * 1024 * 1024;  //!< a hard cap above the upload limit; handlers enforce theirs
+  //! A keep-alive connection may wait this long for the first byte of its next request.
   std::chrono::milliseconds idle_timeout{30000};
+  //! From a request's first byte (or from accept, for the TLS handshake) to the end of its header: slow-header
+  //! clients (slowloris) are cut off after it.
+  std::chrono::milliseconds header_timeout{10000};
+  //! The longest wait for the next byte of a request body.
+  std::chrono::milliseconds body_timeout{15000};
   std::chrono::milliseconds request_timeout{60000};
+  //! Requests in flight at once, shared by listeners that share it; none = no limit. A request over the limit waits
+  //! up to `in_flight_wait` for a slot, then gets 503 with Retry-After. Health checks (/livez, /readyz) bypass it.
+  ConcurrencyLimiter* in_flight = nullptr;
+  std::chrono::milliseconds in_flight_wait{5000};
 };
 
 using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
@@ -123,7 +162,12 @@ class HttpServer {
   //! The client named by X-Forwarded-For from a trusted proxy `peer` (see ServerOptions::trusted_proxies).
   std::string ForwardedClient(std::string_view header, const std::string& peer) const;
   asio::awaitable<void> AcceptLoop();
-  asio::awaitable<void> Session(asio::ip::tcp::socket socket);
+  asio::awaitable<void> PlainSession(asio::ip::tcp::socket socket);
+  //! Lifetimes: `ctx` is the context of this connection's handshake, kept for the connection's whole life.
+  asio::awaitable<void> TlsSession(asio::ip::tcp::socket socket, std::shared_ptr<asio::ssl::context> ctx);
+  //! The request loop of one connection; `tls` is the same stream as `stream` when it is a TLS one.
+  template <class Stream>
+  asio::awaitable<void> Serve(Stream& stream, beast::tcp_stream& tcp, HttpRequest::TlsStream* tls);
 
   asio::io_context& io_;
   ServerOptions options_;

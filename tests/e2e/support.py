@@ -31,6 +31,7 @@ ERROR_CODES = {
     "invalid_argument": 400, "unauthenticated": 401, "permission_denied": 403, "not_found": 404,
     "method_not_allowed": 405, "conflict": 409, "too_large": 413, "unsupported_format": 415,
     "range_not_satisfiable": 416, "invalid_image": 422, "rate_limited": 429, "unavailable": 503, "internal": 500,
+    "overloaded": 503, "header_too_large": 431,
 }
 
 
@@ -56,8 +57,10 @@ class Server:
     """One `imgpipe serve` process on 127.0.0.1 and a free port, with its data folder. Can be stopped, killed and
     started again on the same folder; the admin key printed on the first start is remembered."""
 
-    def __init__(self, data_dir, log_dir, env=None, args=(), admin_key=None, command="serve"):
+    def __init__(self, data_dir, log_dir, env=None, args=(), admin_key=None, command="serve", tls_ca=None):
+        """`tls_ca`: the public listener speaks HTTPS with a certificate this CA file (PEM) signed."""
         self.command = command  # or "gateway", "worker", "ingest": the same process with fewer roles
+        self.tls_ca = str(tls_ca) if tls_ca else None
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.env = dict(env or {})
@@ -75,7 +78,7 @@ class Server:
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def running(self):
@@ -111,7 +114,7 @@ class Server:
                 raise AssertionError(f"imgpipe serve did not log 'listening' within {timeout}s:\n" + self.log_tail())
         while True:
             try:
-                if requests.get(self.base + "/readyz", timeout=5).status_code == 200:
+                if requests.get(self.base + "/readyz", timeout=5, verify=self.tls_ca or True).status_code == 200:
                     break
             except requests.RequestException:
                 pass
@@ -197,6 +200,8 @@ class Server:
         if key is not False:
             hdrs["Authorization"] = f"Bearer {key}"
         kwargs.setdefault("timeout", HTTP_TIMEOUT)
+        if self.tls_ca:
+            kwargs.setdefault("verify", self.tls_ca)
         url = path if path.startswith("http") else self.base + path
         return requests.request(method, url, headers=hdrs, **kwargs)
 
@@ -326,8 +331,9 @@ class RawResponse:
 class RawConnection:
     """A plain socket to the server: send request bytes in pieces, read one response."""
 
-    def __init__(self, port, timeout=HTTP_TIMEOUT):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=HTTP_TIMEOUT, sock=None):
+        """`sock`: an already connected socket (e.g. a TLS one) instead of a new plain connection to `port`."""
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
 
     def close(self):
