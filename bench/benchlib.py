@@ -191,7 +191,9 @@ class Server:
 
     Logs (stderr) go to a file, never a pipe, so a busy server cannot block on a full pipe."""
 
-    def __init__(self, binary, data_dir, env_overrides=None):
+    def __init__(self, binary, data_dir, env_overrides=None, tls=False):
+        """`tls`: the config makes the public listener HTTPS (server.tls_cert); its certificate is not verified."""
+        self.tls = tls
         self.binary = binary
         self.data_dir = Path(data_dir)
         self.env = imgpipe_env(env_overrides)
@@ -236,7 +238,12 @@ class Server:
     def _ready(self):
         import http.client
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            if self.tls:
+                import ssl
+                conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2,
+                                                   context=ssl._create_unverified_context())
+            else:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             conn.request("GET", "/readyz")
             ok = conn.getresponse().status == 200
             conn.close()
@@ -246,7 +253,7 @@ class Server:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def status_value(self, field):
         """A field of /proc/PID/status in KiB, e.g. VmHWM (peak RSS) or VmRSS."""

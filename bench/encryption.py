@@ -60,10 +60,7 @@ def upload_run(binary, body, args, encrypted):
     root = bl.tempdir("enc-up-")
     server = serve(binary, root, encrypted)
     try:
-        url = f"{server.url}/v1/images"
-        if args.warmup:
-            ingest.run_wrk(url, body, server.key, args.warmup, args.connections, args.wrk_threads)
-        res = ingest.measured_run(url, body, server.key, args, lambda: [server.proc.pid])
+        res = ingest.warm_and_measure(server, body, args)
     finally:
         server.stop()
     return root, res

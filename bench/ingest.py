@@ -128,6 +128,14 @@ def measured_run(url, body, key, args, pids_fn):
     return res
 
 
+def warm_and_measure(server, body, args):
+    """The warm-up run (if any), then measured_run, of uploads to `server` (a started benchlib.Server)."""
+    url = f"{server.url}/v1/images"
+    if args.warmup:
+        run_wrk(url, body, server.key, args.warmup, args.connections, args.wrk_threads)
+    return measured_run(url, body, server.key, args, lambda: [server.proc.pid])
+
+
 def stage_means(metrics_text):
     """Mean seconds per upload of each stage in imgpipe_stage_duration_seconds, from /metrics."""
     sums, counts = {}, {}

@@ -10,6 +10,7 @@ here=$(dirname "$0")
 "$here/memory.sh"
 "$here/kafka_ingest.sh"
 "$here/encryption.sh" --reps 3
+"$here/perimeter.sh" --reps 3
 python3 "$here/warehouse.py"
 "$here/scripts.sh" --reps 7
 python3 "$here/storage.py"
