@@ -516,6 +516,13 @@ Problem SetPlainString(std::string* field, const Value& v, bool secret = false) 
   return std::nullopt;
 }
 
+// A Kafka consumer group id: plain text, not empty.
+Problem SetGroupId(std::string* field, const Value& v) {
+  if (auto p = SetPlainString(field, v)) return p;
+  if (field->empty()) return std::string("the consumer group must not be empty");
+  return std::nullopt;
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // The keys
 
@@ -768,12 +775,7 @@ const KeyDef kKeys[] = {
        c.kafka_jobs_topic = s;
        return std::nullopt;
      }},
-    {"kafka.jobs_group_id",
-     [](Config& c, const Value& v) -> Problem {
-       if (auto p = SetPlainString(&c.kafka_jobs_group_id, v)) return p;
-       if (c.kafka_jobs_group_id.empty()) return std::string("the consumer group must not be empty");
-       return std::nullopt;
-     }},
+    {"kafka.jobs_group_id", [](Config& c, const Value& v) { return SetGroupId(&c.kafka_jobs_group_id, v); }},
     {"kafka.jobs_session_timeout",
      [](Config& c, const Value& v) {
        return SetDuration(&c.kafka_jobs_session_timeout, v, std::chrono::milliseconds(1000));
@@ -799,12 +801,7 @@ const KeyDef kKeys[] = {
        c.ingest_topics = std::move(topics);
        return std::nullopt;
      }},
-    {"ingest.group_id",
-     [](Config& c, const Value& v) -> Problem {
-       if (auto p = SetPlainString(&c.ingest_group_id, v)) return p;
-       if (c.ingest_group_id.empty()) return std::string("the consumer group must not be empty");
-       return std::nullopt;
-     }},
+    {"ingest.group_id", [](Config& c, const Value& v) { return SetGroupId(&c.ingest_group_id, v); }},
     {"ingest.group_instance_id",
      [](Config& c, const Value& v) { return SetPlainString(&c.ingest_group_instance_id, v); }},
     {"ingest.threads", [](Config& c, const Value& v) { return SetInt(&c.ingest_threads, v, 1, 256); }},
