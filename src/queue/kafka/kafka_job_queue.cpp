@@ -54,6 +54,9 @@ Status KafkaJobQueue::Start() {
   if (!options_.group_instance_id.empty()) p["group.instance.id"] = options_.group_instance_id;
   p["max.poll.interval.ms"] = std::to_string(options_.max_poll_interval.count());
   p["session.timeout.ms"] = std::to_string(options_.session_timeout.count());
+  // The retry topic may come into being after we subscribed (the broker creates it on the first retry): look for it
+  // every few seconds instead of librdkafka's default five minutes.
+  p.emplace("topic.metadata.refresh.interval.ms", "5000");
   // librdkafka wants heartbeats well inside the session.
   p["heartbeat.interval.ms"] = std::to_string(std::max<int64_t>(100, options_.session_timeout.count() / 3));
   IMGPIPE_ASSIGN_OR_RETURN(consumer_, KafkaConsumer::Create(p, this));
