@@ -80,31 +80,53 @@ Result<size_t> StreamBlobReader::Read(std::span<char> buf) {
   return n;
 }
 
-Result<std::unique_ptr<BlobReader>> OpenRangedRead(const BlobInfo& id, const std::optional<ByteRange>& range,
-                                                   const RangedReadHooks& hooks) {
+Result<BlobInfo> StatCloudObject(const CloudObject& object) {
+  HttpClientRequest req;
+  req.method = "HEAD";
+  req.target = object.target;
+  IMGPIPE_ASSIGN_OR_RETURN(auto res, object.client->Send(std::move(req), object.sign));
+  if (res.head.status != 200) return object.response_error("stat of " + object.what, res.head, "");
+  return BlobInfoFromHead(res.head, object.container, object.key);
+}
+
+Status DeleteCloudObject(const CloudObject& object) {
+  HttpClientRequest req;
+  req.method = "DELETE";
+  req.target = object.target;
+  IMGPIPE_ASSIGN_OR_RETURN(auto res, object.client->Send(std::move(req), object.sign));
+  const int status = res.head.status;
+  if (status == 200 || status == 202 || status == 204 || status == 404) return Ok();
+  return object.response_error("deleting " + object.what, res.head, res.body);
+}
+
+Result<std::unique_ptr<BlobReader>> OpenCloudRead(const CloudObject& object, const std::optional<ByteRange>& range) {
   auto empty_reader = [&](BlobInfo info) -> std::unique_ptr<BlobReader> {
-    return std::make_unique<StreamBlobReader>(nullptr, std::move(info), hooks.what);
+    return std::make_unique<StreamBlobReader>(nullptr, std::move(info), object.what);
   };
   if (range && range->length == 0) {
-    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, hooks.stat());
+    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, StatCloudObject(object));
     if (range->offset >= info.size && !(range->offset == 0 && info.size == 0)) {
-      return MakeError(ErrorKind::kRangeNotSatisfiable, hooks.what + " has " + std::to_string(info.size) + " bytes");
+      return MakeError(ErrorKind::kRangeNotSatisfiable, object.what + " has " + std::to_string(info.size) + " bytes");
     }
     return empty_reader(std::move(info));
   }
-  IMGPIPE_ASSIGN_OR_RETURN(auto stream, hooks.open());
+  HttpClientRequest req;
+  req.method = "GET";
+  req.target = object.target;
+  if (range) req.headers.emplace_back(std::string(object.range_header), RangeHeaderValue(*range));
+  IMGPIPE_ASSIGN_OR_RETURN(auto stream, object.client->Open(std::move(req), object.sign));
   const auto& head = stream->Head();
   if (head.status == 416 && range && range->offset == 0) {
-    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, hooks.stat());
+    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, StatCloudObject(object));
     if (info.size == 0) return empty_reader(std::move(info));
   }
   if (head.status != 200 && head.status != 206) {
     std::string body = ReadErrorBody(*stream);
-    return hooks.error(head, body);
+    return object.response_error("reading " + object.what, head, body);
   }
-  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobInfoFromHead(head, id.container, id.key));
-  IMGPIPE_TRY(CheckRangeAnswer(range, head.status, info.size, hooks.what));
-  return std::unique_ptr<BlobReader>(std::make_unique<StreamBlobReader>(std::move(stream), std::move(info), hooks.what));
+  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobInfoFromHead(head, object.container, object.key));
+  IMGPIPE_TRY(CheckRangeAnswer(range, head.status, info.size, object.what));
+  return std::unique_ptr<BlobReader>(std::make_unique<StreamBlobReader>(std::move(stream), std::move(info), object.what));
 }
 
 void PieceUploader::WaitOne() {

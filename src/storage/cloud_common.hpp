@@ -54,19 +54,30 @@ class StreamBlobReader final : public BlobReader {
   std::string what_;
 };
 
-//! How a backend answers the parts of OpenRead that are the same for every service.
-struct RangedReadHooks {
-  std::string what;                                       //!< "s3:originals/key", for errors
-  std::function<Result<BlobInfo>()> stat;                 //!< the object's facts (HEAD)
-  std::function<Result<std::unique_ptr<HttpClientStream>>()> open;  //!< sends the GET (with the range header)
-  std::function<Error(const HttpClientResponseHead&, std::string_view body)> error;  //!< a failed answer's error
+//! One object on a REST blob service, as a backend addresses it: what OpenRead, Stat and Delete share between Azure
+//! and S3, written once here. Lifetimes: `client` must outlive it; `sign` may capture the backend.
+struct CloudObject {
+  HttpClient* client = nullptr;
+  HttpSigner sign;
+  //! A failed answer's error, in the backend's words ("reading s3:originals/k: ...").
+  Error (*response_error)(std::string_view what, const HttpClientResponseHead& head, std::string_view body) = nullptr;
+  std::string_view range_header;  //!< "Range" (S3) or "x-ms-range" (Azure)
+  std::string container;
+  std::string key;
+  std::string target;  //!< the object's request target
+  std::string what;    //!< "s3:originals/key", for errors
 };
 
 //! OpenRead over a REST service: an empty range reads nothing from a real object (a HEAD); a range of an empty object
 //! reads nothing (the services answer 416); any other answer but 200/206 is the service's error; a range that starts
 //! past the end is kRangeNotSatisfiable.
-Result<std::unique_ptr<BlobReader>> OpenRangedRead(const BlobInfo& id, const std::optional<ByteRange>& range,
-                                                   const RangedReadHooks& hooks);
+Result<std::unique_ptr<BlobReader>> OpenCloudRead(const CloudObject& object, const std::optional<ByteRange>& range);
+
+//! Stat by HEAD: kNotFound (through response_error) when there is no such object.
+Result<BlobInfo> StatCloudObject(const CloudObject& object);
+
+//! DELETE; an object that is already gone is not an error (Azure answers 202, S3 204, both 404 when absent).
+Status DeleteCloudObject(const CloudObject& object);
 
 //! Uploads the pieces of one object (Azure blocks, S3 parts) in the background, at most `max_in_flight` at once, so
 //! a large object does not wait for one round trip per piece; each piece owns its buffer, so a writer holds at most

@@ -253,46 +253,33 @@ Result<std::unique_ptr<BlobWriter>> AzureBlobStore::OpenWrite(std::string_view c
   return std::unique_ptr<BlobWriter>(new Writer(this, std::string(container), std::string(key), std::move(path)));
 }
 
+Result<CloudObject> AzureBlobStore::Object(std::string_view container, std::string_view key) const {
+  CloudObject object;
+  IMGPIPE_ASSIGN_OR_RETURN(object.target, Path(container, key));
+  object.client = client_.get();
+  object.sign = [this](HttpClientRequest& r) { return Sign(r); };
+  object.response_error = &ResponseError;
+  object.range_header = "x-ms-range";
+  object.container = std::string(container);
+  object.key = std::string(key);
+  object.what = Describe(container, key);
+  return object;
+}
+
 Result<std::unique_ptr<BlobReader>> AzureBlobStore::OpenRead(std::string_view container, std::string_view key,
                                                              std::optional<ByteRange> range) {
-  IMGPIPE_ASSIGN_OR_RETURN(std::string path, Path(container, key));
-  BlobInfo id;
-  id.container = std::string(container);
-  id.key = std::string(key);
-  RangedReadHooks hooks;
-  hooks.what = Describe(container, key);
-  hooks.stat = [&] { return Stat(container, key); };
-  hooks.open = [&] {
-    HttpClientRequest req;
-    req.method = "GET";
-    req.target = path;
-    if (range) req.headers.emplace_back("x-ms-range", RangeHeaderValue(*range));
-    return client_->Open(std::move(req), [this](HttpClientRequest& r) { return Sign(r); });
-  };
-  hooks.error = [&](const HttpClientResponseHead& head, std::string_view body) {
-    return ResponseError("reading " + Describe(container, key), head, body);
-  };
-  return OpenRangedRead(id, range, hooks);
+  IMGPIPE_ASSIGN_OR_RETURN(CloudObject object, Object(container, key));
+  return OpenCloudRead(object, range);
 }
 
 Result<BlobInfo> AzureBlobStore::Stat(std::string_view container, std::string_view key) {
-  IMGPIPE_ASSIGN_OR_RETURN(std::string path, Path(container, key));
-  HttpClientRequest req;
-  req.method = "HEAD";
-  req.target = path;
-  IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
-  if (res.head.status != 200) return ResponseError("stat of " + Describe(container, key), res.head, "");
-  return BlobInfoFromHead(res.head, container, key);
+  IMGPIPE_ASSIGN_OR_RETURN(CloudObject object, Object(container, key));
+  return StatCloudObject(object);
 }
 
 Status AzureBlobStore::Delete(std::string_view container, std::string_view key) {
-  IMGPIPE_ASSIGN_OR_RETURN(std::string path, Path(container, key));
-  HttpClientRequest req;
-  req.method = "DELETE";
-  req.target = path;
-  IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
-  if (res.head.status == 202 || res.head.status == 200 || res.head.status == 404) return Ok();
-  return ResponseError("deleting " + Describe(container, key), res.head, res.body);
+  IMGPIPE_ASSIGN_OR_RETURN(CloudObject object, Object(container, key));
+  return DeleteCloudObject(object);
 }
 
 Result<ListPage> AzureBlobStore::List(std::string_view container, std::string_view prefix,

@@ -11,6 +11,8 @@
 
 namespace imgpipe {
 
+struct CloudObject;  // storage/cloud_common.hpp
+
 struct AzureBlobStoreOptions {
   //! The account's blob endpoint: "https://<account>.blob.core.windows.net", or path-style for the emulator
   //! ("http://127.0.0.1:10000/devstoreaccount1").
@@ -67,6 +69,8 @@ class AzureBlobStore final : public BlobStore {
   Result<std::string> Path(std::string_view container, std::string_view key) const;
   //! Adds x-ms-date, x-ms-version and the Authorization header (or the SAS to the target).
   Status Sign(HttpClientRequest& req) const;
+  //! How the shared cloud helpers (cloud_common) reach one object of this store.
+  Result<CloudObject> Object(std::string_view container, std::string_view key) const;
   Result<HttpClientResponse> Send(HttpClientRequest req, size_t max_body = 1 << 20);
   Status EnsureContainer(std::string_view container);
   //! Send() for a write into `container`: if the container is gone, makes it again and, when `resend`, resends.

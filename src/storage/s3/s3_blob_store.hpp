@@ -13,6 +13,8 @@
 
 namespace imgpipe {
 
+struct CloudObject;  // storage/cloud_common.hpp
+
 enum class S3Addressing {
   kPath,     //!< http(s)://endpoint/<bucket>/<key> (S3-compatible servers, emulators)
   kVirtual,  //!< http(s)://<bucket>.endpoint/<key> (AWS's default)
@@ -87,6 +89,8 @@ class S3BlobStore final : public BlobStore {
   //! "<bucket path>/<container>/<key>" (key encoded), validated.
   Result<std::string> ObjectPath(std::string_view container, std::string_view key) const;
   Status Sign(HttpClientRequest& req) const;
+  //! How the shared cloud helpers (cloud_common) reach one object of this store.
+  Result<CloudObject> Object(std::string_view container, std::string_view key) const;
   Result<HttpClientResponse> Send(HttpClientRequest req, size_t max_body = 1 << 20);
   Status EnsureBucket();
   static Error ResponseError(std::string_view what, const HttpClientResponseHead& head, std::string_view body);
