@@ -3,7 +3,8 @@
     bench/encryption.sh [--duration S] [--warmup S] [--reps R] [--connections C] [--drain-images N]
 
 Four measurements, each on imgpipe serve (fresh data folder, local blob store, SQLite) with encryption.enabled true
-and false, repetitions interleaved, medians reported with the ratio on/off:
+and false, repetitions interleaved, medians reported with the ratio on/off. "On" is everything at rest encrypted:
+the blobs and the SQLite warehouse (SQLCipher, database.encrypt's default); "off" is neither.
 
   upload     POST /v1/images of the ingest benchmark's ~200 KB JPEG, 32 connections (wrk, bench/upload.lua),
              processing off: receive, validate, encrypt + store, commit.
@@ -85,10 +86,12 @@ def read_run(binary, args, encrypted, original):
     return {"requests_per_second": rps, "megabytes_per_second": rps * len(original) / 1e6}
 
 
-def count_processed(binary, data_dir):
+def count_processed(binary, data_dir, encrypted):
+    # The CLI opens the warehouse as the server does: encrypted (SQLCipher) only with encryption on.
+    env = dict(bl.imgpipe_env(), IMGPIPE_ENCRYPTION_ENABLED="true" if encrypted else "false")
     out = subprocess.run([str(binary), "query", "--data-dir", str(data_dir), "--format", "csv",
                           "SELECT count(*) FROM images WHERE status = 'processed'"],
-                         capture_output=True, text=True, env=bl.imgpipe_env())
+                         capture_output=True, text=True, env=env)
     return int(out.stdout.splitlines()[1])
 
 
@@ -107,7 +110,7 @@ def process_run(binary, body, args, encrypted):
     server = serve(binary, root, encrypted, processing=True, key=server.key)
     t0 = time.monotonic()
     try:
-        while count_processed(binary, root / "data") < args.drain_images:
+        while count_processed(binary, root / "data", encrypted) < args.drain_images:
             if time.monotonic() - t0 > 900:
                 bl.die("processing did not finish in 15 minutes")
             time.sleep(0.2)

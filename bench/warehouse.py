@@ -1,19 +1,22 @@
 """Warehouse benchmark: the dashboard's queries and the analysis views on 1M synthetic image rows, and the metadata
 insert rate, on SQLite and on PostgreSQL. Writes warehouse.json into the scratch folder (bench/report.py reads it).
 
-    python3 bench/warehouse.py [--rows 1000000] [--reps 20] [--insert-rows 20000] [--backends sqlite,postgres]
+    python3 bench/warehouse.py [--rows 1000000] [--reps 20] [--insert-rows 20000]
+                               [--backends sqlite,sqlcipher,postgres]
 
 Queries and inserts go through bench/warehouse_bench (the real MetadataStore: Query, the path of POST /v1/query,
 and InsertImage); build it with -DIMGPIPE_BUILD_BENCH=ON, or set BENCH_WAREHOUSE_BIN. The 1M rows themselves are
 generated with bulk SQL inside each database (INSERT ... SELECT over a series), not through InsertImage, which
-would take hours; the generator is deterministic, so both backends hold the same rows. PostgreSQL is started by
+would take hours; the generator is deterministic, so every backend holds the same rows. `sqlcipher` is the SQLite
+backend encrypted as imgpipe encrypts it by default (database.encrypt, a random raw key per run): comparing it with
+`sqlite` in the same run is the encryption's cost on the warehouse. The SQLite generator runs through warehouse_bench
+(`exec`), the one SQLite library imgpipe links (SQLCipher), since Python's sqlite3 cannot open an encrypted file. PostgreSQL is started by
 scripts/services/postgres in a scratch IMGPIPE_SERVICES_DIR and stopped afterwards. Never part of the test command.
 """
 
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -188,7 +191,8 @@ def percentile(values, p):
 def run_bench(binary, backend, target, args, out_dir, t0):
     """Queries and inserts on one backend whose database already holds the generated rows."""
     queries_file = out_dir / f"queries-{backend}.json"
-    queries_file.write_text(json.dumps(dashboard_queries(backend, t0, out_dir)))
+    dialect = "postgres" if backend == "postgres" else "sqlite"
+    queries_file.write_text(json.dumps(dashboard_queries(dialect, t0, out_dir)))
     subprocess.run([str(binary), backend, target, "compact"], check=True)
     bl.log(f"{backend}: {len(json.loads(queries_file.read_text()))} queries x {args.reps}")
     proc = subprocess.run([str(binary), backend, target, "query", str(queries_file), str(args.reps)],
@@ -210,7 +214,7 @@ def main():
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--insert-rows", type=int, default=20_000)
-    ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--backends", default="sqlite,sqlcipher,postgres")
     args = ap.parse_args()
     if args.rows >= P:
         bl.die(f"--rows must stay below {P}")
@@ -225,23 +229,25 @@ def main():
     result = {"rows": args.rows, "reps": args.reps, "insert_rows": args.insert_rows, "target_p95_ms": 200,
               "backends": {}}
 
-    if "sqlite" in args.backends:
-        db = out_dir / "sqlite" / "imgpipe.db"
+    backends = args.backends.split(",")
+    os.environ["WAREHOUSE_BENCH_KEY"] = "x'" + os.urandom(32).hex() + "'"
+    for backend in ("sqlite", "sqlcipher"):
+        if backend not in backends:
+            continue
+        db = out_dir / backend / "imgpipe.db"
         db.parent.mkdir()
-        subprocess.run([str(binary), "sqlite", str(db), "migrate"], check=True)
-        bl.log(f"sqlite: generating {args.rows} images with bulk SQL")
+        subprocess.run([str(binary), backend, str(db), "migrate"], check=True)
+        bl.log(f"{backend}: generating {args.rows} images with bulk SQL")
         started = time.monotonic()
-        conn = sqlite3.connect(db)
-        for stmt in generate_sql("sqlite", args.rows, t0):
-            conn.execute(stmt)
-        conn.commit()
-        conn.close()
+        script = out_dir / f"{backend}-generate.sql"
+        script.write_text(";\n".join(generate_sql("sqlite", args.rows, t0)) + ";\n")
+        subprocess.run([str(binary), backend, str(db), "exec", str(script)], check=True)
         generate_seconds = time.monotonic() - started
-        result["backends"]["sqlite"] = run_bench(binary, "sqlite", str(db), args, out_dir, t0)
-        result["backends"]["sqlite"]["generate_seconds"] = generate_seconds
-        result["backends"]["sqlite"]["database_bytes"] = db.stat().st_size
+        result["backends"][backend] = run_bench(binary, backend, str(db), args, out_dir, t0)
+        result["backends"][backend]["generate_seconds"] = generate_seconds
+        result["backends"][backend]["database_bytes"] = db.stat().st_size
 
-    if "postgres" in args.backends:
+    if "postgres" in backends:
         services = out_dir / "services"
         services.mkdir()
         env = dict(os.environ, IMGPIPE_SERVICES_DIR=str(services))
@@ -266,7 +272,7 @@ def main():
             result["postgres_version"] = version.stdout.strip()
         finally:
             subprocess.run([str(script), "stop"], check=False, env=env)
-    result["sqlite_version"] = sqlite3.sqlite_version
+    result["sqlite_version"] = "SQLCipher's SQLite (see scripts/fetch-sqlcipher)"
     bl.write_result("warehouse", result)
 
 

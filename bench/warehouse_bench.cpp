@@ -1,7 +1,8 @@
 // The warehouse benchmark's driver (bench/warehouse.py runs it): dashboard queries and metadata inserts through the
 // real MetadataStore of either backend, with the settings imgpipe itself uses.
 //
-//   warehouse_bench sqlite PATH | postgres URL  migrate
+//   warehouse_bench sqlite PATH | sqlcipher PATH | postgres URL  migrate
+//   warehouse_bench ...  exec SQL_FILE               -> runs a script in one write transaction (the bulk generator)
 //   warehouse_bench ...  query QUERIES.json REPS     -> {"name": [milliseconds of each repetition], ...}
 //   warehouse_bench ...  insert ROWS WRITERS         -> {"rows", "writers", "seconds", "rows_per_second"}
 //
@@ -10,11 +11,14 @@
 // path POST /v1/query takes (read-only connection, analyst role on PostgreSQL), with the API's default row cap.
 // Inserts are complete, realistic image rows (EXIF, user metadata) with their job, each its own transaction, as an
 // upload does; WRITERS threads share one store, as the upload handlers of one `serve` do.
+// `sqlcipher` is the SQLite backend encrypted as imgpipe encrypts it (database.encrypt): the raw key comes from
+// WAREHOUSE_BENCH_KEY ("x'<64 hex>'"), so the bench measures the cipher's cost, not the key provider.
 #include <boost/json.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -51,8 +55,14 @@ struct OpenStore {
 std::unique_ptr<OpenStore> Open(const std::string& backend, const std::string& target, const Clock& clock,
                                 size_t writers) {
   auto open = std::make_unique<OpenStore>();
-  if (backend == "sqlite") {
-    auto db = SqliteDatabase::Open(target);
+  if (backend == "sqlite" || backend == "sqlcipher") {
+    SqliteDatabase::Options options;
+    if (backend == "sqlcipher") {
+      const char* key = std::getenv("WAREHOUSE_BENCH_KEY");
+      if (key == nullptr || std::string_view(key).size() != 67) Die("sqlcipher needs WAREHOUSE_BENCH_KEY=x'<64 hex>'");
+      options.key = key;
+    }
+    auto db = SqliteDatabase::Open(target, options);
     if (!db.ok()) Die(db.error().message);
     open->sqlite = std::move(db).value();
     open->store = std::make_unique<SqliteMetadataStore>(*open->sqlite, clock);
@@ -158,7 +168,8 @@ int Insert(MetadataStore& store, const Clock& clock, uint64_t rows, size_t write
 }
 
 int Main(int argc, char** argv) {
-  if (argc < 4) Die("usage: warehouse_bench sqlite PATH|postgres URL migrate|compact|query FILE REPS|insert ROWS WRITERS");
+  if (argc < 4) Die("usage: warehouse_bench sqlite PATH|sqlcipher PATH|postgres URL "
+               "migrate|compact|exec SQL_FILE|query FILE REPS|insert ROWS WRITERS");
   const std::string backend = argv[1], target = argv[2], command = argv[3];
   SystemClock clock;
   if (command == "migrate") {
@@ -168,6 +179,16 @@ int Main(int argc, char** argv) {
   if (command == "compact") {  // what `serve` does every few seconds; PostgreSQL's rollups need it after a bulk load
     auto open = Open(backend, target, clock, 1);
     if (Status s = open->store->CompactRollups(); !s.ok()) Die("compact: " + s.error().message);
+    return 0;
+  }
+  if (command == "exec" && argc == 5) {
+    if (backend == "postgres") Die("exec is for the SQLite backends (PostgreSQL's generator runs through psql)");
+    auto open = Open(backend, target, clock, 1);
+    std::ifstream in(argv[4]);
+    std::stringstream script;
+    script << in.rdbuf();
+    Status s = open->sqlite->Write([&](SqliteConnection& conn) { return conn.Exec(script.str()); });
+    if (!s.ok()) Die("exec: " + s.error().message);
     return 0;
   }
   if (command == "query" && argc == 6) {

@@ -1,10 +1,14 @@
 #include "cli/common.hpp"
 
-#include <algorithm>
-#include <iostream>
-
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+
+#include "crypto/database_key.hpp"
 #include "crypto/local/local_key_provider.hpp"
 #include "crypto/pkcs11/pkcs11_key_provider.hpp"
 #include "storage/azure/azure_blob_store.hpp"
@@ -58,6 +62,26 @@ std::optional<Args> ParseArgs(int argc, char** argv, int first, const std::vecto
   return args;
 }
 
+std::optional<VerbArgs> ParseVerbArgs(int argc, char** argv, const char* usage,
+                                      const std::function<std::optional<size_t>(std::string_view)>& positional) {
+  if (argc < 3) {
+    std::cerr << usage;
+    return std::nullopt;
+  }
+  VerbArgs out;
+  out.verb = argv[2];
+  auto args = ParseArgs(argc, argv, 3, {"config", "data-dir"});
+  if (!args) return std::nullopt;
+  const std::optional<size_t> want = positional(out.verb);
+  if (!want) std::cerr << "imgpipe: unknown " << argv[1] << " command \"" << out.verb << "\"\n";
+  if (!want || args->positional.size() != *want) {
+    std::cerr << usage;
+    return std::nullopt;
+  }
+  out.args = std::move(*args);
+  return out;
+}
+
 std::optional<Config> LoadConfigFromArgs(const Args& args) {
   ConfigSources sources;
   if (auto c = args.Get("config")) sources.file_path = *c;
@@ -103,6 +127,20 @@ Result<std::unique_ptr<BlobStore>> OpenBlobStore(const Config& config, bool inst
   }
   IMGPIPE_ASSIGN_OR_RETURN(auto store, LocalBlobStore::Open(BlobRoot(config)));
   return std::unique_ptr<BlobStore>(std::move(store));
+}
+
+bool LockDataDir(const std::string& dir, int* fd_out) {
+  std::string path = dir + "/imgpipe.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return false;
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) == 0) (void)!::write(fd, pid.data(), pid.size());
+  *fd_out = fd;
+  return true;
 }
 
 std::string DatabasePath(const Config& config) { return config.data_dir + "/imgpipe.db"; }
@@ -154,18 +192,38 @@ Result<std::unique_ptr<KeyProvider>> OpenKeyProvider(const Config& config, const
 }
 
 Result<BlobStack> OpenBlobStack(const Config& config, const Clock& clock, bool wait_for_keys,
-                                bool install_lifecycle) {
+                                bool install_lifecycle, KeyProvider* shared_keys) {
   BlobStack stack;
   IMGPIPE_ASSIGN_OR_RETURN(stack.backend, OpenBlobStore(config, install_lifecycle));
   if (!config.encryption_enabled) return stack;
-  IMGPIPE_ASSIGN_OR_RETURN(stack.keys, OpenKeyProvider(config, clock, wait_for_keys));
+  if (shared_keys != nullptr) {
+    stack.provider = shared_keys;
+  } else {
+    IMGPIPE_ASSIGN_OR_RETURN(stack.keys, OpenKeyProvider(config, clock, wait_for_keys));
+    stack.provider = stack.keys.get();
+  }
   EncryptedBlobStore::Options options;
   options.key_cache_age = config.key_cache_age;
-  stack.encrypted = std::make_unique<EncryptedBlobStore>(*stack.backend, *stack.keys, clock, options);
+  stack.encrypted = std::make_unique<EncryptedBlobStore>(*stack.backend, *stack.provider, clock, options);
   return stack;
 }
 
-Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock, bool migrate) {
+bool WarehouseEncrypted(const Config& config) {
+  return config.database_backend == "sqlite" && config.database_encrypt && config.encryption_enabled;
+}
+
+Result<std::string> WarehouseKey(const Config& config, KeyProvider& keys, bool create) {
+  const std::string sidecar = DatabaseKeyPath(DatabasePath(config));
+  if (!create && !std::filesystem::exists(sidecar)) {
+    return MakeError(ErrorKind::kNotFound, "the warehouse key file " + sidecar + " is missing, but the database " +
+                                               DatabasePath(config) +
+                                               " exists: restore the key file from the backup taken with it");
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(DataKey raw, OpenDatabaseKey(keys, sidecar, create));
+  return SqlcipherRawKey(raw);
+}
+
+Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock, bool migrate, KeyProvider* keys) {
   Warehouse w;
   if (config.database_backend == "postgres") {
     PostgresDatabase::Options options;
@@ -174,7 +232,19 @@ Result<Warehouse> OpenWarehouse(const Config& config, const Clock& clock, bool m
     IMGPIPE_ASSIGN_OR_RETURN(w.pg, PostgresDatabase::Open(options));
     w.store = std::make_unique<PostgresMetadataStore>(*w.pg, clock);
   } else {
-    IMGPIPE_ASSIGN_OR_RETURN(w.db, SqliteDatabase::Open(DatabasePath(config)));
+    SqliteDatabase::Options options;
+    if (WarehouseEncrypted(config)) {
+      if (keys == nullptr) {
+        IMGPIPE_ASSIGN_OR_RETURN(w.keys, OpenKeyProvider(config, clock, /*wait_for_keys=*/true));
+        keys = w.keys.get();
+      }
+      // A new key only for a new database, or for a plaintext one (SqliteDatabase::Open then refuses it, naming
+      // `imgpipe db encrypt`, which uses that key): an encrypted one without its key file is refused, never re-keyed.
+      const std::string path = DatabasePath(config);
+      const bool fresh = !std::filesystem::exists(path) || SqliteDatabase::IsPlaintextDatabase(path);
+      IMGPIPE_ASSIGN_OR_RETURN(options.key, WarehouseKey(config, *keys, fresh));
+    }
+    IMGPIPE_ASSIGN_OR_RETURN(w.db, SqliteDatabase::Open(DatabasePath(config), std::move(options)));
     w.store = std::make_unique<SqliteMetadataStore>(*w.db, clock);
   }
   if (migrate) IMGPIPE_TRY(w.store->Migrate());

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/common.hpp"
+#include "crypto/database_key.hpp"
 #include "crypto/key_maintenance.hpp"
 
 namespace imgpipe {
@@ -36,18 +37,14 @@ void PrintReport(const KeyScanReport& r) {
 }  // namespace
 
 int RunKek(int argc, char** argv) {
-  if (argc < 3) {
-    std::cerr << kUsage;
-    return kExitUsage;
-  }
-  const std::string verb = argv[2];
-  auto args = ParseArgs(argc, argv, 3, {"config", "data-dir"});
-  if (!args) return kExitUsage;
-  const size_t want_positional = verb == "retire" ? 1 : 0;
-  if (args->positional.size() != want_positional) {
-    std::cerr << kUsage;
-    return kExitUsage;
-  }
+  auto parsed = ParseVerbArgs(argc, argv, kUsage, [](std::string_view verb) -> std::optional<size_t> {
+    if (verb == "retire") return 1;
+    if (verb == "list" || verb == "usage" || verb == "rotate" || verb == "rewrap") return 0;
+    return std::nullopt;
+  });
+  if (!parsed) return kExitUsage;
+  const std::string& verb = parsed->verb;
+  const Args* args = &parsed->args;
   auto config = LoadConfigFromArgs(*args);
   if (!config) return kExitUsage;
   if (!config->encryption_enabled) {
@@ -60,7 +57,9 @@ int RunKek(int argc, char** argv) {
     std::cerr << "imgpipe: " << stack.error().message << "\n";
     return kExitFailure;
   }
-  KeyProvider& keys = *stack->keys;
+  KeyProvider& keys = *stack->provider;
+  // The SQLite warehouse's key is wrapped by the same KEK (docs/ENCRYPTION.md, "The warehouse").
+  const std::string db_key_file = DatabaseKeyPath(DatabasePath(*config));
   EncryptedBlobStore& store = *stack->encrypted;
   // Changes to the keys are security events: rotate, rewrap and retire go to the audit log.
   auto audit = OpenAudit(*config, clock);
@@ -113,6 +112,16 @@ int RunKek(int argc, char** argv) {
                 << "\nrun it again to resume (objects already rewrapped are skipped)\n";
       return kExitFailure;
     }
+    auto db_key = RewrapDatabaseKey(keys, db_key_file);
+    AuditCli(audit->get(), clock, "kek.rewrap", "warehouse key " + db_key_file, db_key.ok(),
+             db_key.ok() ? boost::json::object{{"rewrapped", *db_key}}
+                         : boost::json::object{{"error", db_key.error().message}});
+    if (!db_key.ok()) {
+      std::cerr << "imgpipe: rewrapping the warehouse key failed: " << db_key.error().message
+                << "\nrun it again to resume\n";
+      return kExitFailure;
+    }
+    if (*db_key) std::cerr << "rewrap: the warehouse key " << db_key_file << " rewrapped\n";
     PrintReport(*report);
     return report->unreadable == 0 ? kExitOk : kExitFailure;
   }
@@ -131,6 +140,13 @@ int RunKek(int argc, char** argv) {
       std::cerr << "imgpipe: KEK version " << version << " still protects " << used->second
                 << " objects; run `imgpipe kek rewrap` first (refusing to retire it)\n";
       return kExitFailure;
+    }
+    if (auto db_version = DatabaseKeyVersion(db_key_file); db_version.ok() && *db_version == version) {
+      std::cerr << "imgpipe: KEK version " << version << " still protects the warehouse key " << db_key_file
+                << "; run `imgpipe kek rewrap` first (refusing to retire it)\n";
+      return kExitFailure;
+    } else if (!db_version.ok() && db_version.error().kind != ErrorKind::kNotFound) {
+      return fail(db_version.error());
     }
     if (report->unreadable > 0) {
       std::cerr << "imgpipe: " << report->unreadable

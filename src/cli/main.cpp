@@ -18,6 +18,7 @@ void Usage(std::ostream& out) {
          "             /livez, /readyz and /metrics; drains on SIGTERM\n"
          "  keys       create | list | revoke API keys\n"
          "  kek        list | usage | rotate | rewrap | retire key-encryption keys (encryption at rest)\n"
+         "  db         encrypt | backup the SQLite warehouse (encrypted with SQLCipher by default)\n"
          "  query      run read-only SQL on the warehouse\n"
          "  retention  run   one retention sweep now\n"
          "  process    run the default pipeline on local files (preview, benchmark)\n"
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
   if (cmd == "worker") return imgpipe::RunWorker(argc, argv);
   if (cmd == "keys") return imgpipe::RunKeys(argc, argv);
   if (cmd == "kek") return imgpipe::RunKek(argc, argv);
+  if (cmd == "db") return imgpipe::RunDb(argc, argv);
   if (cmd == "query") return imgpipe::RunQuery(argc, argv);
   if (cmd == "retention") return imgpipe::RunRetention(argc, argv);
   if (cmd == "process") return imgpipe::RunProcess(argc, argv);

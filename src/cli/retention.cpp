@@ -29,7 +29,8 @@ int RunRetention(int argc, char** argv) {
     return kExitFailure;
   }
   // Deleting needs no key; the key provider is only checked to be configured consistently.
-  auto blobs = OpenBlobStack(*config, system_clock, /*wait_for_keys=*/false);
+  auto blobs = OpenBlobStack(*config, system_clock, /*wait_for_keys=*/false, /*install_lifecycle=*/false,
+                             wh->keys.get());
   if (!blobs.ok()) {
     std::cerr << "imgpipe: cannot open blob storage: " << blobs.error().message << "\n";
     return kExitFailure;

@@ -45,22 +45,6 @@ constexpr std::string_view kRollupCompactionLease = "rollup-compaction";
 
 int Cores() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-// Holds an exclusive lock on the data folder so two servers never share it (the embedded queue and the spool
-// assume one owner). Released when the process exits, however it exits.
-bool LockDataDir(const std::string& dir, int* fd_out) {
-  std::string path = dir + "/imgpipe.lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
-    return false;
-  }
-  std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd, 0) == 0) (void)!::write(fd, pid.data(), pid.size());
-  *fd_out = fd;
-  return true;
-}
-
 ImageLimits LimitsFrom(const Config& cfg) {
   ImageLimits l;
   l.max_bytes = cfg.max_bytes;
@@ -220,7 +204,17 @@ int RunServer(int argc, char** argv, ServerRole role) {
 
   // The warehouse (opened and migrated), and the job queue in the same database, so an image row and its job always
   // commit together: SQLite's embedded queue, or the jobs table of the PostgreSQL warehouse.
-  auto warehouse = OpenWarehouse(cfg, *clock);
+  // One key provider for the warehouse's key and the blobs' data keys (a PKCS#11 module is initialised once).
+  std::unique_ptr<KeyProvider> key_provider;
+  if (cfg.encryption_enabled) {
+    auto opened = OpenKeyProvider(cfg, *clock, /*wait_for_keys=*/false);
+    if (!opened.ok()) {
+      LogError("cannot open the key provider", {{"error", opened.error().message}});
+      return kExitFailure;
+    }
+    key_provider = std::move(opened).value();
+  }
+  auto warehouse = OpenWarehouse(cfg, *clock, /*migrate=*/true, key_provider.get());
   if (!warehouse.ok()) {
     LogError("cannot open the database", {{"error", warehouse.error().message}});
     return kExitFailure;
@@ -243,15 +237,17 @@ int RunServer(int argc, char** argv, ServerRole role) {
   const bool kafka_jobs = cfg.queue_backend == "kafka";
   // Every blob goes through the encryption decorator when encryption is on. If the key provider is away now the
   // server starts anyway and refuses writes (503) until it is back; /readyz says why.
-  auto blob_stack = OpenBlobStack(cfg, *clock, /*wait_for_keys=*/false, /*install_lifecycle=*/true);
+  auto blob_stack = OpenBlobStack(cfg, *clock, /*wait_for_keys=*/false, /*install_lifecycle=*/true,
+                                  key_provider.get());
   if (!blob_stack.ok()) {
     LogError("cannot open blob storage", {{"error", blob_stack.error().message}});
     return kExitFailure;
   }
   BlobStore& blobs = blob_stack->store();
-  if (blob_stack->keys) {
-    Status keys_ok = blob_stack->keys->Ping();
-    LogInfo("encryption at rest", {{"provider", blob_stack->keys->Name()},
+  if (blob_stack->provider) {
+    Status keys_ok = blob_stack->provider->Ping();
+    LogInfo("encryption at rest", {{"provider", blob_stack->provider->Name()},
+                                   {"warehouse_encrypted", WarehouseEncrypted(cfg)},
                                    {"ready", keys_ok.ok()},
                                    {"error", keys_ok.ok() ? std::string() : keys_ok.error().message}});
   } else {

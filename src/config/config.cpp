@@ -643,6 +643,7 @@ const KeyDef kKeys[] = {
        return std::nullopt;
      }},
     {"database.pool_size", [](Config& c, const Value& v) { return SetInt(&c.database_pool_size, v, 1, 1000); }},
+    {"database.encrypt", [](Config& c, const Value& v) { return v.Bool(&c.database_encrypt); }},
     {"queue.backend",
      [](Config& c, const Value& v) { return SetBackend(&c.queue_backend, v, {"embedded", "kafka"}, {}); }},
     {"queue.max_attempts", [](Config& c, const Value& v) { return SetInt(&c.max_attempts, v, 1, 100); }},

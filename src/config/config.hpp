@@ -98,6 +98,9 @@ struct Config {
   //! logged with its password)
   std::string database_url;
   int database_pool_size = 8;                     //!< database.pool_size: PostgreSQL connections for imgpipe itself
+  //! database.encrypt: the SQLite warehouse is encrypted (SQLCipher, keyed through the key provider) whenever this
+  //! and encryption.enabled are both true
+  bool database_encrypt = true;
 
   // [queue]
   //! queue.backend: "embedded" (the warehouse's jobs table) | "kafka" (the jobs table becomes the outbox of a

@@ -596,6 +596,12 @@ TEST(ConfigTest, EncryptionIsOnByDefaultAndPkcs11NeedsItsSettings) {
   EXPECT_TRUE(defaults->encryption_enabled);
   EXPECT_EQ(defaults->encryption_provider, "local");
   EXPECT_EQ(defaults->key_cache_age, 5min);
+  EXPECT_TRUE(defaults->database_encrypt);
+  auto plain_db = LoadConfigFromString("[database]\nencrypt = false\n", "inline.toml");
+  ASSERT_TRUE(plain_db.ok()) << plain_db.error().message;
+  EXPECT_FALSE(plain_db->database_encrypt);
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[database]\nencrypt = \"yes\"\n", "inline.toml")),
+              HasSubstr("database.encrypt"));
   EXPECT_THAT(ErrorOf(LoadConfigFromString("[encryption]\nprovider = \"vault\"\n", "inline.toml")),
               HasSubstr("encryption.provider"));
   auto missing = ErrorOf(LoadConfigFromString("[encryption]\nprovider = \"pkcs11\"\n", "inline.toml"));

@@ -231,17 +231,19 @@ class Server:
 
     # ---- CLI on this server's data folder
 
+    # The CLI gets the server's environment: it must open the warehouse as the server does (the same key
+    # provider for an encrypted warehouse, the same encryption settings).
     def create_key(self, role, name=None):
-        return create_key(self.data_dir, role, name)
+        return create_key(self.data_dir, role, name, env=self.env)
 
     def query(self, sql, fmt="csv"):
-        return query(self.data_dir, sql, fmt)
+        return query(self.data_dir, sql, fmt, env=self.env)
 
     def query_rows(self, sql):
-        return query_rows(self.data_dir, sql)
+        return query_rows(self.data_dir, sql, env=self.env)
 
     def scalar(self, sql):
-        return query_scalar(self.data_dir, sql)
+        return query_scalar(self.data_dir, sql, env=self.env)
 
     def blob_files(self):
         root = self.data_dir / "blobs"
@@ -252,12 +254,12 @@ class Server:
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def create_key(data_dir, role, name=None):
+def create_key(data_dir, role, name=None, env=None):
     """`imgpipe keys create`: returns the new key (the only thing it prints on stdout)."""
     args = ["keys", "create", "--role", role, "--data-dir", data_dir]
     if name:
         args += ["--name", name]
-    p = run_cli(*args)
+    p = run_cli(*args, env=env)
     assert p.returncode == 0, f"keys create --role {role}: exit {p.returncode}: {p.stderr.decode()[-500:]}"
     key = p.stdout.decode().strip()
     assert KEY_RE.fullmatch(key), f"keys create printed {key!r}, not a key alone"
@@ -275,20 +277,20 @@ def key_id_by_name(data_dir, name):
     raise AssertionError(f"no key named {name} in `keys list`:\n{p.stdout.decode()}")
 
 
-def query(data_dir, sql, fmt="csv"):
-    return run_cli("query", "--data-dir", data_dir, "--format", fmt, sql)
+def query(data_dir, sql, fmt="csv", env=None):
+    return run_cli("query", "--data-dir", data_dir, "--format", fmt, sql, env=env)
 
 
-def query_rows(data_dir, sql):
+def query_rows(data_dir, sql, env=None):
     """`imgpipe query --format csv`: the rows as dicts keyed by the header row."""
-    p = query(data_dir, sql, "csv")
+    p = query(data_dir, sql, "csv", env=env)
     assert p.returncode == 0, f"query {sql!r}: exit {p.returncode}: {p.stderr.decode()[-500:]}"
     return list(csv.DictReader(io.StringIO(p.stdout.decode())))
 
 
-def query_scalar(data_dir, sql):
+def query_scalar(data_dir, sql, env=None):
     """The single value of a one-row, one-column query, as text."""
-    p = query(data_dir, sql, "csv")
+    p = query(data_dir, sql, "csv", env=env)
     assert p.returncode == 0, f"query {sql!r}: exit {p.returncode}: {p.stderr.decode()[-500:]}"
     rows = list(csv.reader(io.StringIO(p.stdout.decode())))
     assert len(rows) == 2 and len(rows[1]) == 1, f"query {sql!r}: expected a header and one value, got {rows}"

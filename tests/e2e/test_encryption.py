@@ -1,7 +1,9 @@
 """Encryption at rest (docs/ENCRYPTION.md) through the real server and CLI.
 
 - no plaintext at rest: after uploading the valid and EXIF corpora (JPEG, PNG, WebP), the stored bytes of every blob
-  start with the envelope magic and contain no image signature and none of the files' EXIF camera strings;
+  start with the envelope magic and contain no image signature and none of the files' EXIF camera strings; the
+  SQLite warehouse (SQLCipher) and its WAL hold no SQLite header and none of those strings either;
+- the warehouse's key: another keyring, or another database's key file, is refused with a clear error;
 - KEK rotation with uploads running: rotate, rewrap while a client keeps uploading, retire the old version; every
   image reads back identical;
 - fail closed with an HSM (SoftHSM2 token through PKCS#11): token taken away, uploads get 503 and nothing is
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORPORA, assert_error, run_cli, sha256
+from support import CORPORA, IMGPIPE_BIN, assert_error, child_env, run_cli, sha256
 
 MAGIC = b"\x89IPENC\r\n"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
@@ -93,6 +95,19 @@ def test_nothing_is_stored_in_plaintext(server):
         for needle in [*SIGNATURES, *heads, *secrets]:
             assert needle not in raw, f"{blob} contains {needle[:20]!r} in the clear"
     assert server.spool_files() == [], "plaintext left in the spool"
+
+    # The warehouse holds the EXIF strings as metadata rows (extract-metadata): its file and WAL, read while serve
+    # runs, show neither them nor SQLite's header.
+    db_files = [server.data_dir / name for name in ("imgpipe.db", "imgpipe.db-wal")]
+    assert all(f.exists() for f in db_files), sorted(p.name for p in server.data_dir.iterdir())
+    rows_with_make = int(server.scalar("SELECT count(*) FROM images WHERE exif_make IS NOT NULL"))
+    assert rows_with_make > 0, "no camera make was recorded, so the database check below proves nothing"
+    for f in db_files:
+        raw = f.read_bytes()
+        assert len(raw) > 4096, f
+        assert b"SQLite format 3" not in raw, f"{f.name} is not encrypted"
+        for needle in [*secrets, b"CREATE TABLE", b"exif_make"]:
+            assert needle not in raw, f"{f.name} contains {needle[:20]!r} in the clear"
 
     # And it all reads back as uploaded.
     for path, image_id in accepted[:40]:
@@ -208,9 +223,10 @@ def test_hsm_token_away_fails_closed_and_recovers(start_server):
         assert "key provider" in ready.json()["checks"]["storage"], ready.json()
         assert server.blob_files() == blobs_before, "something was written while the vault was away"
         assert server.spool_files() == []
-        assert server.scalar("SELECT count(*) FROM images") == images_before
     finally:
         away.rename(token_dir)
+    # (Counted now: the CLI needs the token too, to unwrap the warehouse's key.)
+    assert server.scalar("SELECT count(*) FROM images") == images_before, "a refused upload left a row"
 
     deadline = time.monotonic() + 30
     while server.get("/readyz", key=False).status_code != 200:
@@ -223,3 +239,96 @@ def test_hsm_token_away_fails_closed_and_recovers(start_server):
         assert r.status_code == 200 and r.content == photo
     # The CLI talks to the same token.
     assert json.loads(kek(server, "usage", env=env))["by_version"] == {"1": len(server.blob_files())}
+
+    # The warehouse's key is wrapped on the token too: with the token away at start, serve cannot open the
+    # warehouse and refuses to start, naming the provider (it never becomes ready); back, it starts as before.
+    assert server.stop() == 0
+    token_dir.rename(away)
+    try:
+        p = subprocess.run([str(IMGPIPE_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(server.data_dir)],
+                           env=child_env(env), capture_output=True, timeout=60)
+        assert p.returncode != 0
+        assert b"cannot open the database" in p.stderr and b"pkcs11" in p.stderr.lower(), p.stderr.decode()[-800:]
+    finally:
+        away.rename(token_dir)
+    server.start()
+    r = server.get(f"/v1/images/{after}/original")
+    assert r.status_code == 200 and r.content == photo
+
+
+def test_warehouse_opens_only_with_its_own_key(server, tmp_path):
+    image_id = server.upload_ok(corpus_images()[0].read_bytes())["id"]
+    server.wait_processed(image_id)
+    assert server.stop() == 0
+    query = ["query", "--data-dir", server.data_dir, "SELECT count(*) FROM images"]
+    assert run_cli(*query).returncode == 0
+
+    # Another keyring (a restore with the wrong keyring file): the key file does not unwrap.
+    p = run_cli(*query, env={"IMGPIPE_ENCRYPTION_KEYRING": str(tmp_path / "other-keyring.json")})
+    assert p.returncode != 0
+    assert b"does not open under the local key provider" in p.stderr, p.stderr.decode()
+
+    # Another database's key file (same keyring): it unwraps, to a key that does not open this database.
+    other = tmp_path / "other-data"
+    other.mkdir()
+    (other / "keyring.json").write_bytes((server.data_dir / "keyring.json").read_bytes())
+    (other / "keyring.json").chmod(0o600)
+    assert run_cli("query", "--data-dir", other, "SELECT 1").returncode == 0
+    key_file = server.data_dir / "imgpipe.db.key"
+    own = key_file.read_bytes()
+    key_file.write_bytes((other / "imgpipe.db.key").read_bytes())
+    p = run_cli(*query)
+    assert p.returncode != 0
+    assert b"does not open under" in p.stderr or b"does not open with the warehouse key" in p.stderr, p.stderr
+    key_file.write_bytes(own)
+
+    # Without its key file the database is refused, never re-keyed.
+    key_file.rename(tmp_path / "saved.key")
+    p = run_cli(*query)
+    assert p.returncode != 0 and b"imgpipe.db.key is missing" in p.stderr, p.stderr.decode()
+    assert not key_file.exists()
+    (tmp_path / "saved.key").rename(key_file)
+
+    # With encryption off the file is refused as encrypted, not read as garbage.
+    p = run_cli(*query, env={"IMGPIPE_DATABASE_ENCRYPT": "false"})
+    assert p.returncode != 0 and b"is encrypted" in p.stderr, p.stderr.decode()
+    server.start()
+    r = server.get(f"/v1/images/{image_id}")
+    assert r.status_code == 200 and r.json()["status"] == "processed"
+
+
+def test_plaintext_warehouse_is_refused_then_encrypted_in_place(start_server, tmp_path):
+    data = tmp_path / "data"
+    plain = start_server(env={"IMGPIPE_DATABASE_ENCRYPT": "false"}, data_dir=data)
+    photo = corpus_images()[0].read_bytes()
+    image_id = plain.upload_ok(photo)["id"]
+    plain.wait_processed(image_id)
+    assert plain.stop() == 0
+    assert (data / "imgpipe.db").read_bytes()[:16] == b"SQLite format 3\x00"
+
+    p = subprocess.run([str(IMGPIPE_BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+                       env=child_env(), capture_output=True, timeout=60)
+    assert p.returncode != 0
+    assert b"imgpipe db encrypt" in p.stderr, p.stderr.decode()[-800:]
+
+    p = run_cli("db", "encrypt", "--data-dir", data)
+    assert p.returncode == 0, p.stderr.decode()
+    raw = (data / "imgpipe.db").read_bytes()
+    assert b"SQLite format 3" not in raw and b"CREATE TABLE" not in raw
+    assert not (data / "imgpipe.db.encrypting").exists()
+    server = start_server(data_dir=data, admin_key=plain.admin_key)
+    r = server.get(f"/v1/images/{image_id}/original")
+    assert r.status_code == 200 and r.content == photo
+
+    # A backup while serve runs: encrypted with the same key, and it opens as a data folder of its own.
+    copy = tmp_path / "restored"
+    copy.mkdir()
+    p = run_cli("db", "backup", copy / "imgpipe.db", "--data-dir", data)
+    assert p.returncode == 0, p.stderr.decode()
+    assert b"SQLite format 3" not in (copy / "imgpipe.db").read_bytes()
+    for name in ("imgpipe.db.key", "keyring.json"):
+        (copy / name).write_bytes((data / name).read_bytes())
+        (copy / name).chmod(0o600)
+    p = run_cli("query", "--data-dir", copy, "--format", "csv", "SELECT id FROM images")
+    assert p.returncode == 0, p.stderr.decode()
+    assert image_id in p.stdout.decode()

@@ -14,6 +14,7 @@
 #include <filesystem>
 
 #include "core/ids.hpp"
+#include "crypto/secret_file.hpp"
 
 namespace imgpipe {
 
@@ -31,68 +32,9 @@ Error Unavailable(const std::string& path, const std::string& what) {
   return MakeError(ErrorKind::kUnavailable, "keyring " + path + ": " + what);
 }
 
-bool HexDecode(std::string_view hex, std::string* out) {
-  if (hex.size() % 2 != 0) return false;
-  out->clear();
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out->push_back(static_cast<char>(hi * 16 + lo));
-  }
-  return true;
-}
-
-// Reads the whole file; kUnavailable (naming errno) if it cannot.
-Result<std::string> ReadFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    return MakeError(err == ENOENT ? ErrorKind::kNotFound : ErrorKind::kUnavailable,
-                     "keyring " + path + ": " + std::strerror(err));
-  }
-  std::string text;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > (1 << 20)) break;  // a keyring is a few KB; stop reading junk early
-  }
-  ::close(fd);
-  return text;
-}
-
 std::string FileIdentity(const struct stat& st) {
   return std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) +
          "." + std::to_string(st.st_mtim.tv_nsec);
-}
-
-// Writes `text` to `path` through a temp file (0600), fsync, rename, folder fsync.
-Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp-" + HexEncode(RandomBytes(4));
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return Unavailable(path, std::string("cannot create a temp file: ") + std::strerror(errno));
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  int err = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = ok ? errno : err;
-    ::unlink(tmp.c_str());
-    return Unavailable(path, std::string("cannot write: ") + std::strerror(err));
-  }
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-  return Ok();
 }
 
 // An exclusive flock on `<path>.lock`, released when destroyed.
@@ -211,7 +153,7 @@ Result<std::unique_ptr<LocalKeyProvider>> LocalKeyProvider::Open(std::string pat
     if (!file_lock.ok()) return Unavailable(p->path_, std::string("cannot lock: ") + std::strerror(errno));
     // Another process may have created it while we waited for the lock.
     if (::stat(p->path_.c_str(), &st) != 0) {
-      IMGPIPE_TRY(WriteFileAtomically(p->path_, SerializeKeyring(NewKeyring(clock.Now()))));
+      IMGPIPE_TRY(WriteSecretFile(p->path_, SerializeKeyring(NewKeyring(clock.Now())), "keyring"));
     }
   } else if ((st.st_mode & 037) != 0 || ((st.st_mode & 040) != 0 && st.st_gid != ::getegid())) {
     // Read by our own group is allowed: Kubernetes makes a Secret's files group-readable by the pod's fsGroup
@@ -245,7 +187,7 @@ Status LocalKeyProvider::Reload() {
   }
   std::string identity = FileIdentity(st);
   if (identity == file_identity_) return Ok();
-  auto text = ReadFile(path_);
+  auto text = ReadSecretFile(path_, "keyring");
   if (!text.ok()) {
     return Unavailable(path_, text.error().message + "; restore it from its backup, or writes stay refused");
   }
@@ -314,7 +256,7 @@ Status LocalKeyProvider::Modify(const std::function<Status(LocalKeyring&)>& chan
   IMGPIPE_TRY(Refresh(true));
   LocalKeyring next = ring_;
   IMGPIPE_TRY(change(next));
-  IMGPIPE_TRY(WriteFileAtomically(path_, SerializeKeyring(next)));
+  IMGPIPE_TRY(WriteSecretFile(path_, SerializeKeyring(next), "keyring"));
   return Refresh(true);
 }
 

@@ -1,6 +1,12 @@
 #include "warehouse/sqlite/sqlite_database.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 
 #include <condition_variable>
 #include <system_error>
@@ -286,8 +292,42 @@ class Borrowed {
 
 enum class ConnectionKind { kWriter, kReader, kUntrusted };
 
+// SQLite's file header; an encrypted database starts with random bytes instead.
+constexpr std::string_view kSqliteHeader{"SQLite format 3\0", 16};
+
+// Keys the connection and reads the schema once, so a wrong key (or a plaintext file given a key, or an encrypted
+// one given none) fails here with a message that says which, not at the first query.
+Status KeyAndCheck(SqliteConnection& conn, const std::filesystem::path& path, const std::string& key) {
+  sqlite3* db = conn.handle();
+  if (!key.empty()) {
+    int rc = sqlite3_key_v2(db, "main", key.data(), static_cast<int>(key.size()));
+    if (rc != SQLITE_OK) return SqliteError(db, rc, "setting the key of database " + path.string());
+  }
+  Status read = [&]() -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.PrepareUncached("SELECT count(*) FROM sqlite_schema"));
+    return stmt.Run();
+  }();
+  if (read.ok()) return Ok();
+  if ((sqlite3_extended_errcode(db) & 0xff) != SQLITE_NOTADB) return read;
+  if (key.empty()) {
+    return MakeError(ErrorKind::kConflict, "database " + path.string() +
+                                               " is encrypted (or is not a SQLite database): open it with "
+                                               "database.encrypt = true and the key provider it was created with");
+  }
+  return MakeError(ErrorKind::kIntegrity,
+                   "database " + path.string() +
+                       " does not open with the warehouse key (a wrong key: another keyring or token than the one "
+                       "it was created with, or a replaced key file; or the file is damaged or not a database)",
+                   "integrity_error");
+}
+
+struct ConnectionSettings {
+  std::chrono::milliseconds busy_timeout;
+  std::string key;
+};
+
 Result<std::unique_ptr<SqliteConnection>> OpenConnection(const std::filesystem::path& path, ConnectionKind kind,
-                                                         std::chrono::milliseconds busy_timeout) {
+                                                         const ConnectionSettings& settings) {
   int flags = SQLITE_OPEN_NOMUTEX;
   flags |= kind == ConnectionKind::kUntrusted ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   sqlite3* db = nullptr;
@@ -300,7 +340,8 @@ Result<std::unique_ptr<SqliteConnection>> OpenConnection(const std::filesystem::
   }
   auto conn = std::make_unique<SqliteConnection>(db);
   sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, static_cast<int>(busy_timeout.count()));
+  sqlite3_busy_timeout(db, static_cast<int>(settings.busy_timeout.count()));
+  IMGPIPE_TRY(KeyAndCheck(*conn, path, settings.key));
 
   switch (kind) {
     case ConnectionKind::kWriter: {
@@ -370,14 +411,97 @@ Result<std::unique_ptr<SqliteDatabase>> SqliteDatabase::Open(const std::filesyst
                                                     ": " + ec.message());
     }
   }
+  if (!options.key.empty() && IsPlaintextDatabase(path)) {
+    return MakeError(ErrorKind::kConflict,
+                     "database " + path.string() +
+                         " is not encrypted, but database.encrypt is on: stop imgpipe and run `imgpipe db encrypt` "
+                         "to encrypt it in place, or set database.encrypt = false to keep it in plaintext");
+  }
   std::unique_ptr<SqliteDatabase> db(new SqliteDatabase(path, options));
-  IMGPIPE_ASSIGN_OR_RETURN(db->writer_, OpenConnection(path, ConnectionKind::kWriter, options.busy_timeout));
-  auto timeout = options.busy_timeout;
+  auto settings = std::make_shared<const ConnectionSettings>(ConnectionSettings{options.busy_timeout, options.key});
+  IMGPIPE_ASSIGN_OR_RETURN(db->writer_, OpenConnection(path, ConnectionKind::kWriter, *settings));
   db->readers_ = std::make_unique<ConnectionPool>(
-      options.readers, [path, timeout] { return OpenConnection(path, ConnectionKind::kReader, timeout); });
-  db->untrusted_ = std::make_unique<ConnectionPool>(
-      options.query_connections, [path, timeout] { return OpenConnection(path, ConnectionKind::kUntrusted, timeout); });
+      options.readers, [path, settings] { return OpenConnection(path, ConnectionKind::kReader, *settings); });
+  db->untrusted_ = std::make_unique<ConnectionPool>(options.query_connections, [path, settings] {
+    return OpenConnection(path, ConnectionKind::kUntrusted, *settings);
+  });
   return db;
+}
+
+Status SqliteDatabase::BackupTo(const std::filesystem::path& dest) {
+  std::error_code ec;
+  if (std::filesystem::exists(dest, ec)) {
+    return MakeError(ErrorKind::kConflict, "backup target " + dest.string() + " exists; choose a new file");
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(auto target, OpenConnection(dest, ConnectionKind::kWriter,
+                                                       ConnectionSettings{options_.busy_timeout, options_.key}));
+  return Read([&](SqliteConnection& source) -> Status {
+    sqlite3_backup* backup = sqlite3_backup_init(target->handle(), "main", source.handle(), "main");
+    if (backup == nullptr) return SqliteError(target->handle(), sqlite3_errcode(target->handle()), "starting a backup");
+    int rc = sqlite3_backup_step(backup, -1);
+    sqlite3_backup_finish(backup);
+    if (rc != SQLITE_DONE) return SqliteError(target->handle(), rc, "backing up into " + dest.string());
+    return Ok();
+  });
+}
+
+bool SqliteDatabase::IsPlaintextDatabase(const std::filesystem::path& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  char head[16];
+  size_t n = std::fread(head, 1, sizeof head, f);
+  std::fclose(f);
+  return n == sizeof head && std::string_view(head, n) == kSqliteHeader;
+}
+
+Status SqliteDatabase::EncryptInPlace(const std::filesystem::path& path, const std::string& key) {
+  if (key.empty()) return MakeError(ErrorKind::kInvalidArgument, "encrypting a database needs a key");
+  if (!IsPlaintextDatabase(path)) {
+    return MakeError(ErrorKind::kConflict, "database " + path.string() + " is not a plaintext SQLite database");
+  }
+  const std::filesystem::path target = path.string() + ".encrypting";
+  std::error_code ec;
+  std::filesystem::remove(target, ec);  // left by an export that crashed: the plaintext file is still whole
+  {
+    IMGPIPE_ASSIGN_OR_RETURN(auto conn,
+                             OpenConnection(path, ConnectionKind::kWriter, ConnectionSettings{std::chrono::seconds(5), ""}));
+    // Everything in the WAL goes into the main file first, so the export and the old -wal agree.
+    IMGPIPE_TRY(conn->Exec("PRAGMA wal_checkpoint(TRUNCATE)"));
+    // Each statement in its own scope: one still open would keep the attached database locked at DETACH.
+    int64_t user_version = 0;
+    {
+      IMGPIPE_ASSIGN_OR_RETURN(auto version_stmt, conn->PrepareUncached("PRAGMA user_version"));
+      IMGPIPE_ASSIGN_OR_RETURN(bool has_row, version_stmt.Step());
+      if (has_row) user_version = version_stmt.Int(0);
+    }
+    {
+      IMGPIPE_ASSIGN_OR_RETURN(auto attach, conn->PrepareUncached("ATTACH DATABASE ?1 AS encrypted KEY ?2"));
+      attach.BindText(1, target.string()).BindText(2, key);
+      IMGPIPE_TRY(attach.Run());
+    }
+    // The copy's journal mode is set to WAL by the first writer that opens it.
+    IMGPIPE_TRY(conn->Exec("SELECT sqlcipher_export('encrypted'); PRAGMA encrypted.user_version = " +
+                           std::to_string(user_version) + ";"));
+    IMGPIPE_TRY(conn->Exec("DETACH DATABASE encrypted"));
+  }  // the last connection closes: SQLite removes the plaintext file's -wal and -shm
+  for (const char* suffix : {"-wal", "-shm"}) std::filesystem::remove(path.string() + suffix, ec);
+  int fd = ::open(target.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    if (fd >= 0) ::close(fd);
+    return MakeError(ErrorKind::kUnavailable, "cannot sync " + target.string() + ": " + std::strerror(errno));
+  }
+  ::close(fd);
+  std::filesystem::rename(target, path, ec);
+  if (ec) {
+    return MakeError(ErrorKind::kUnavailable,
+                     "cannot move " + target.string() + " over " + path.string() + ": " + ec.message());
+  }
+  int dfd = ::open(path.parent_path().empty() ? "." : path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return Ok();
 }
 
 struct SqliteDatabase::WriteRequest {

@@ -121,14 +121,31 @@ class SqliteDatabase {
     size_t query_connections = 2; //!< connections for RunUntrusted()
     //! How long a connection waits for another process's lock before failing with kUnavailable.
     std::chrono::milliseconds busy_timeout{5000};
+    //! SQLCipher key, given to every connection before its first read (sqlite3_key_v2, the same as PRAGMA key):
+    //! the raw-key form "x'<64 hex>'" (docs/ENCRYPTION.md, "The warehouse"). Empty: a plaintext database.
+    std::string key;
   };
 
   //! Opens (creating if needed, with its parent folders) the database at `path` and switches it to WAL mode.
   //! kUnavailable naming the path if the folder or file cannot be created or opened.
   static Result<std::unique_ptr<SqliteDatabase>> Open(const std::filesystem::path& path, Options options);
+  //! With options.key: kIntegrity naming the file when it does not open under the key (a wrong key, or not a
+  //! database), kConflict when the file is a plaintext database (EncryptInPlace converts it).
+  //! Without: kConflict when the file is encrypted or not a database.
   static Result<std::unique_ptr<SqliteDatabase>> Open(const std::filesystem::path& path) {
     return Open(path, Options{});
   }
+
+  //! true if `path` is an existing plaintext SQLite database (it starts with SQLite's header); an encrypted one
+  //! starts with random bytes.
+  static bool IsPlaintextDatabase(const std::filesystem::path& path);
+
+  //! Encrypts the plaintext database at `path` with `key` (the raw-key form, as Options::key): SQLCipher's
+  //! sqlcipher_export into `<path>.encrypting`, then a rename over the original, so a crash leaves the plaintext
+  //! database or the encrypted one, whole. The caller must make sure no other process uses the file (`imgpipe db
+  //! encrypt` holds the data folder's lock). The plaintext file's old pages are gone with it, but copies may remain
+  //! on the disk's free blocks: see docs/OPERATIONS.md.
+  static Status EncryptInPlace(const std::filesystem::path& path, const std::string& key);
   ~SqliteDatabase();
 
   //! Runs `fn` in a write transaction on the single writer connection and returns once it is committed: when Write
@@ -147,6 +164,11 @@ class SqliteDatabase {
   //! mode, no extension loading, values capped at 16 MiB. `fn` may install an authorizer and a progress handler;
   //! both are removed when it returns.
   Status RunUntrusted(const std::function<Status(SqliteConnection&)>& fn);
+
+  //! Writes a consistent copy of the database to `dest` (a new file; an existing one is refused) with SQLite's
+  //! online backup, while writers go on. The copy is encrypted with the same key as this database (it opens with
+  //! the same key file), or plaintext when this one is.
+  Status BackupTo(const std::filesystem::path& dest);
 
   const std::filesystem::path& path() const { return path_; }
 
