@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <vector>
 
 #include "crypto/local/local_key_provider.hpp"
 #include "storage/local/local_blob_store.hpp"
@@ -80,15 +81,16 @@ class EncryptedBlobStoreTest : public ::testing::Test {
     out << bytes;
   }
   //! The whole object, or the error kind of the first failure.
+  //! `buffer`: the size of each Read; the default is not a divisor of the segment size, so reads end mid-segment.
   Result<std::string> ReadAll(std::string_view key, std::optional<ByteRange> range = std::nullopt,
-                              std::string_view container = kOriginals) {
+                              std::string_view container = kOriginals, size_t buffer = 10007) {
     IMGPIPE_ASSIGN_OR_RETURN(auto reader, store_->OpenRead(container, key, range));
     std::string out;
-    char buf[10007];  // not a divisor of the segment size, so reads end mid-segment
+    std::vector<char> buf(buffer);
     for (;;) {
-      IMGPIPE_ASSIGN_OR_RETURN(size_t n, reader->Read(std::span<char>(buf, sizeof buf)));
+      IMGPIPE_ASSIGN_OR_RETURN(size_t n, reader->Read(std::span<char>(buf.data(), buf.size())));
       if (n == 0) break;
-      out.append(buf, n);
+      out.append(buf.data(), n);
     }
     return out;
   }
@@ -184,6 +186,40 @@ TEST_F(EncryptedBlobStoreTest, RangesReadOnlyWhatTheyCover) {
   EXPECT_TRUE(ReadAll("r/obj", ByteRange{S, S}).ok());
   ExpectIntegrityError("r/obj", ByteRange{3 * S + 5, 10});
   ExpectIntegrityError("r/obj");
+}
+
+TEST_F(EncryptedBlobStoreTest, LargeReadsOpenSegmentsStraightIntoTheCallersBuffer) {
+  // Buffers that take whole segments (opened in place, in batches of several per inner read) and buffers that end
+  // mid-segment, over whole reads and ranges that start or end inside a segment.
+  const uint64_t S = kSegmentBytes;
+  const std::string data = Pattern(9 * S + 4321, 21);
+  ASSERT_TRUE(store_->Put(kOriginals, "big/obj", data).ok());
+  struct Case {
+    uint64_t offset, length;
+  };
+  for (size_t buffer : {size_t{S}, size_t{S + 17}, size_t{256 * 1024}, size_t{1 << 20}, size_t{3 * S - 1}}) {
+    auto whole = ReadAll("big/obj", std::nullopt, kOriginals, buffer);
+    ASSERT_TRUE(whole.ok()) << buffer << ": " << whole.error().message;
+    EXPECT_TRUE(*whole == data) << buffer;
+    for (Case c : {Case{0, 5 * S}, Case{S + 3, 6 * S}, Case{2 * S, S}, Case{7 * S - 1, UINT64_MAX}, Case{9 * S, 4321},
+                   Case{5, 9 * S}}) {
+      auto got = ReadAll("big/obj", ByteRange{c.offset, c.length}, kOriginals, buffer);
+      ASSERT_TRUE(got.ok()) << buffer << " " << c.offset << "+" << c.length << ": " << got.error().message;
+      EXPECT_TRUE(*got == data.substr(c.offset, c.length)) << buffer << " " << c.offset << "+" << c.length;
+    }
+  }
+  // A damaged segment in the middle of a batch fails the read with a large buffer too.
+  std::string raw = ReadRaw("big/obj");
+  raw[kHeaderBytes + 5 * kSealedSegmentBytes + 100] ^= 0x01;
+  WriteRaw("big/obj", raw);
+  auto reader = store_->OpenRead(kOriginals, "big/obj", std::nullopt);
+  ASSERT_TRUE(reader.ok());
+  std::vector<char> buf(1 << 20);
+  auto first = (*reader)->Read(std::span<char>(buf.data(), buf.size()));
+  ASSERT_FALSE(first.ok()) << "read " << *first << " bytes past a damaged segment";
+  EXPECT_EQ(first.error().kind, ErrorKind::kIntegrity);
+  auto again = (*reader)->Read(std::span<char>(buf.data(), buf.size()));
+  EXPECT_FALSE(again.ok()) << "a failed reader must stay failed";
 }
 
 TEST_F(EncryptedBlobStoreTest, EveryKindOfTamperingFails) {

@@ -305,7 +305,7 @@ Status SegmentCipher::Seal(uint64_t index, bool last, std::string_view plaintext
   return Ok();
 }
 
-Result<size_t> SegmentCipher::Open(uint64_t index, bool last, char* data, size_t size) {
+Result<size_t> SegmentCipher::OpenTo(uint64_t index, bool last, const char* sealed, size_t size, char* out) {
   if (size < kTagBytes || size > kSealedSegmentBytes || index > UINT32_MAX) {
     return MakeError(ErrorKind::kIntegrity, where_ + ": segment " + std::to_string(index) + " has an impossible size",
                      "integrity_error");
@@ -314,17 +314,22 @@ Result<size_t> SegmentCipher::Open(uint64_t index, bool last, char* data, size_t
   Nonce(index, last, nonce);
   SetAadTail(index, last);
   size_t text = size - kTagBytes;
-  auto* p = reinterpret_cast<unsigned char*>(data);
+  const auto* in = reinterpret_cast<const unsigned char*>(sealed);
+  auto* p = reinterpret_cast<unsigned char*>(out);
+  // The tag is copied first: when decrypting in place, the plaintext does not reach it (it ends where the tag
+  // starts), but OpenSSL's ctrl wants a writable pointer.
+  unsigned char tag[kTagBytes];
+  std::copy_n(in + text, kTagBytes, tag);
   int len = 0;
   bool ok = EVP_DecryptInit_ex(dec_, nullptr, nullptr, nullptr, nonce) == 1 &&
             EVP_DecryptUpdate(dec_, nullptr, &len, reinterpret_cast<const unsigned char*>(aad_.data()),
                               static_cast<int>(aad_.size())) == 1 &&
-            EVP_DecryptUpdate(dec_, p, &len, p, static_cast<int>(text)) == 1 &&
-            EVP_CIPHER_CTX_ctrl(dec_, EVP_CTRL_GCM_SET_TAG, kTagBytes, p + text) == 1 &&
+            EVP_DecryptUpdate(dec_, p, &len, in, static_cast<int>(text)) == 1 &&
+            EVP_CIPHER_CTX_ctrl(dec_, EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) == 1 &&
             EVP_DecryptFinal_ex(dec_, p + len, &len) == 1;
   if (!ok) {
-    // The in-place buffer now holds unauthenticated bytes; wipe them so no caller can use them by mistake.
-    OPENSSL_cleanse(data, size);
+    // `out` now holds unauthenticated bytes; wipe them so no caller can use them by mistake.
+    OPENSSL_cleanse(out, text);
     return MakeError(ErrorKind::kIntegrity,
                      where_ + ": segment " + std::to_string(index) + (last ? " (last)" : "") +
                          " failed authentication: the object was modified, truncated, reordered or belongs elsewhere",

@@ -108,7 +108,13 @@ class SegmentCipher {
   Status Seal(uint64_t index, bool last, std::string_view plaintext, std::string* out);
   //! Opens a sealed segment in place: `data` holds ciphertext || tag of `size` bytes; on success the first
   //! size - kTagBytes bytes are the plaintext. kIntegrity if the tag does not match.
-  Result<size_t> Open(uint64_t index, bool last, char* data, size_t size);
+  Result<size_t> Open(uint64_t index, bool last, char* data, size_t size) {
+    return OpenTo(index, last, data, size, data);
+  }
+  //! Open() into another buffer: `out` receives the size - kTagBytes bytes of plaintext (it may equal `sealed`, not
+  //! overlap it otherwise), so a reader decrypts straight into its caller's buffer without a copy. On failure `out`
+  //! is wiped: it never holds unauthenticated bytes.
+  Result<size_t> OpenTo(uint64_t index, bool last, const char* sealed, size_t size, char* out);
 
  private:
   SegmentCipher() = default;
