@@ -479,7 +479,11 @@ def perimeter_section(per):
            f"`bench/perimeter.sh` (under `nice -n -15`), {per['reps']} repetitions interleaved, each server started "
            f"fresh, {per['warmup_seconds']} s warm-up then {per['duration_seconds']} s measured with wrk, "
            f"{per['connections']} keep-alive connections, the ingest benchmark's {per['upload_body_bytes']}-byte JPEG, "
-           "processing off (receive, validate, encrypt + store, commit).", "",
+           "processing off (receive, validate, encrypt + store, commit). Machine: "
+           f"{per['machine']['cpu']}, {per['machine']['nproc']} cores, imgpipe commit {per['machine']['git_commit']}; "
+           f"finished {per['finished_at']}; 1-minute load average {per['loadavg_start']} at the start, "
+           f"{per['loadavg_end']} at the end (other work shared the machine: compare the medians of interleaved "
+           "runs, not single runs).", "",
            "TLS: one `imgpipe serve` (SQLite, local blob store) with plain HTTP and with `server.tls_cert` set "
            "(ECDSA P-256 certificate; wrk negotiates TLS 1.3 with AES-GCM).", "",
            "| listener | uploads/s (median) | server CPU ms per upload (median) | every run |", "|---|---|---|---|"]
@@ -487,9 +491,11 @@ def perimeter_section(per):
         out.append(f"| {mode} | {fmt(t['median_uploads_per_second'][mode], 1)} | "
                    f"{fmt(t['median_cpu_ms_per_upload'][mode])} | "
                    + ", ".join(fmt(r["requests_per_second"], 1) for r in t["runs"][mode]) + " |")
-    out += ["", f"Ratio TLS/plain: **{fmt(t['ratio_tls_plain'])}x**. The record layer's AES-GCM over ~200 KB per upload "
-            "and one handshake per connection (connections are kept alive) are small next to the strict decode, the "
-            "encryption at rest and the fsyncs every upload pays either way.", ""]
+    cpu = t["median_cpu_ms_per_upload"]
+    out += ["", f"Ratio TLS/plain: **{fmt(t['ratio_tls_plain'])}x**; server CPU per upload {fmt(cpu['plain'])} ms plain, "
+            f"{fmt(cpu['tls'])} ms with TLS ({100 * (cpu['tls'] / cpu['plain'] - 1):+.0f}%). What TLS adds per upload: "
+            "AES-GCM over the ~200 KB body and the record framing; the handshake is paid once per keep-alive "
+            "connection.", ""]
     sc = per.get("scaleout")
     if not sc:
         return out + ["Scale-out: not run (`--skip-scaleout`).", ""]
@@ -507,14 +513,16 @@ def perimeter_section(per):
         out.append(f"| {name} | {fmt(sc['median_uploads_per_second'][mode], 1)} | {fmt(c['gateways'])} | "
                    f"{fmt(c['haproxy'])} | {fmt(c['postgres'])} | {fmt(c['machine'])} of {per['cores']} | "
                    + ", ".join(fmt(r["requests_per_second"], 1) for r in sc["runs"][mode]) + " |")
-    busy = sc["median_cores_used"]["two_haproxy"]["machine"]
+    c2 = sc["median_cores_used"]["two_haproxy"]
+    busy = c2["machine"]
+    share = (f"with two gateways the machine was {fmt(busy)} of {per['cores']} cores busy (the gateways "
+             f"{fmt(c2['gateways'])}, PostgreSQL {fmt(c2['postgres'])}, HAProxy {fmt(c2['haproxy'])}; the rest is wrk "
+             "and other work on the machine)")
     if busy >= 0.85 * per["cores"]:
-        bound = (f"the CPU is the bound: with two gateways the machine was {fmt(busy)} of {per['cores']} cores busy, "
-                 "so a second gateway on the same cores can only share them (and adds HAProxy's and a second "
-                 "process's work)")
+        bound = (share + ": the CPU is the bound, and a second gateway on the same cores adds throughput only by "
+                 "taking a larger share of them (one gateway's waits on fsync leave room for the other's work)")
     else:
-        bound = (f"with two gateways the machine was only {fmt(busy)} of {per['cores']} cores busy, so something "
-                 "other than the CPU (fsync latency, the shared PostgreSQL's commits) bounded this run")
+        bound = share + ": the cores were not saturated, so something else (fsync latency, PostgreSQL's commits) bounded it"
     out += ["", f"Ratio two gateways / one: **{fmt(sc['ratio_two_one'])}x** (against one gateway behind HAProxy: "
             f"{fmt(sc['ratio_two_one_haproxy'])}x); {bound}. Gateways scale out across machines, each bringing its "
             "own cores; on one machine this run shows that balancing works and what it costs, not the gain of more "

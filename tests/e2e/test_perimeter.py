@@ -204,6 +204,22 @@ def test_private_listener_requires_a_client_certificate_and_serves_only_admin_pa
     assert server.get("/livez", key=False).status_code == 200
 
 
+def test_optional_client_certificates_admit_clients_without_one_but_not_a_foreign_one(start_server, tmp_path):
+    pki, other = Pki(tmp_path / "pki", "main"), Pki(tmp_path / "other", "other")
+    cert, key = pki.issue("gateway", 21)
+    operator = pki.issue("operator", 22, server=False)
+    stranger = other.issue("operator", 23, server=False)
+    server = start_server(env={"IMGPIPE_SERVER_TLS_CERT": str(cert), "IMGPIPE_SERVER_TLS_KEY": str(key),
+                               "IMGPIPE_SERVER_TLS_CLIENT_CA": str(pki.ca),
+                               "IMGPIPE_SERVER_TLS_CLIENT_AUTH": "optional"}, tls_ca=pki.ca)
+    for cert_pair in (None, operator):
+        with tls_connect(server.port, client_context(pki.ca, cert_pair)) as s:
+            assert get_over(s, "/v1/images", server.admin_key).status_code == 200
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        with tls_connect(server.port, client_context(pki.ca, stranger)) as s:
+            get_over(s, "/livez")
+
+
 def test_allow_lists_are_per_listener(start_server):
     server = start_server(env={"IMGPIPE_SERVER_ALLOW": '["127.0.0.1/32"]', "IMGPIPE_ADMIN_LISTEN": "0.0.0.0:0",
                                "IMGPIPE_ADMIN_ALLOW": '["127.0.0.2"]'})
