@@ -146,6 +146,8 @@ void DeclareImgpipeMetrics(Metrics& m) {
                  "1 while this process holds the retention sweeper lease (sweeps), 0 while another does.");
   m.DeclareGauge("imgpipe_build_info", "Always 1; the labels carry the version.");
   m.DeclareGauge("imgpipe_inflight_requests", "Requests being handled now.");
+  m.DeclareCounter("imgpipe_rate_limited_total",
+                   "Requests refused with 429, by limit: key and address (rate), uploads_per_key (concurrency).");
 }
 
 }  // namespace imgpipe

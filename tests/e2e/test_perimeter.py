@@ -332,6 +332,7 @@ def test_concurrent_uploads_per_key_are_capped_with_429(start_server):
     assert_error(r, 429, "rate_limited")
     assert r.headers["Retry-After"] == "1"
     assert "limits.uploads_per_key" in r.json()["error"]["message"]
+    assert 'imgpipe_rate_limited_total{by="uploads_per_key"} 1' in server.get("/metrics").text
     assert server.upload(small, key=other).status_code == 201  # another key is not held back
     assert finish().status_code == 201
     assert server.upload(small).status_code == 201
