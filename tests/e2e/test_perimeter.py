@@ -110,9 +110,17 @@ def test_tls_versions_and_certificate_reload_without_dropping_connections(start_
     live_cert, live_key = tmp_path / "live.crt", tmp_path / "live.key"
     live_cert.write_bytes(cert.read_bytes())
     live_key.write_bytes(key.read_bytes())
-    server = start_server(env={"IMGPIPE_SERVER_TLS_CERT": str(live_cert), "IMGPIPE_SERVER_TLS_KEY": str(live_key)},
-                          tls_ca=pki.ca)
+    server = start_server(env={"IMGPIPE_SERVER_TLS_CERT": str(live_cert), "IMGPIPE_SERVER_TLS_KEY": str(live_key),
+                               "IMGPIPE_SERVER_HEADER_TIMEOUT": "1s"}, tls_ca=pki.ca)
     assert server.get("/v1/images").status_code == 200
+
+    # A client that connects and never starts its handshake is cut off (server.header_timeout bounds the handshake).
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+    try:
+        assert silent.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    silent.close()
 
     # TLS 1.0 and 1.1 are refused by the server: the client offers them at security level 0, so its own
     # configuration does not stop it, and the failure is the server's protocol-version alert.
