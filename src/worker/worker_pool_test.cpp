@@ -189,6 +189,41 @@ TEST_F(WorkerTest, AnOriginalThatNoLongerDecodesEndsFailedWithItsError) {
   EXPECT_EQ(*queue_->Depth(), 0);
 }
 
+// Records what the worker publishes.
+struct RecordedEvents : ImageEvents {
+  std::vector<ImageEvent> events;
+  void Publish(ImageEvent e) override { events.push_back(std::move(e)); }
+};
+
+TEST_F(WorkerTest, ProcessedAndFailedImagesAreEventsAndARedeliveredFailedJobDoesNothing) {
+  RecordedEvents events;
+  workers_->SetEvents(&events);
+  auto good = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(good.ok());
+  workers_->ProcessJob(LeaseOne());
+  auto bad = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png") + "x");
+  ASSERT_TRUE(bad.ok());
+  ASSERT_TRUE(blobs_->Put(kOriginals, bad->image.original_key, "not an image at all").ok());
+  Job failing = LeaseOne();
+  workers_->ProcessJob(failing);
+  ASSERT_EQ(events.events.size(), 2u);
+  EXPECT_EQ(events.events[0].type, "image.processed");
+  EXPECT_EQ(events.events[0].image_id, good->image.id);
+  EXPECT_EQ(events.events[0].details.at("attempt").as_int64(), 1);
+  EXPECT_EQ(events.events[1].type, "image.failed");
+  EXPECT_EQ(events.events[1].image_id, bad->image.id);
+  EXPECT_FALSE(events.events[1].details.at("error").as_string().empty());
+  // A queue that delivers at least once (Kafka) may bring the failed image's job again: no second run, no event.
+  workers_->ProcessJob(failing);
+  EXPECT_EQ(events.events.size(), 2u);
+  auto runs = store_->ListRuns(bad->image.id);
+  ASSERT_TRUE(runs.ok());
+  EXPECT_EQ(runs->size(), 1u);
+  const std::string encoded = EncodeImageEvent(events.events[0]);
+  EXPECT_NE(encoded.find("\"type\":\"image.processed\""), std::string::npos) << encoded;
+  EXPECT_NE(encoded.find("\"version\":1"), std::string::npos) << encoded;
+}
+
 TEST_F(WorkerTest, AnImageWhoseLeasesNeverComeBackIsGivenUp) {
   auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
   ASSERT_TRUE(accepted.ok());

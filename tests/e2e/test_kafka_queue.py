@@ -86,7 +86,7 @@ def assert_processed_exactly_once(env, ids):
         == [f"{2 * n},{n}"]
 
 
-def read_topic(brokers, topic, until, timeout=120):
+def read_topic(brokers, topic, until, timeout=60):
     """Consumes `topic` from the start until until(records) is true; returns the records (value, headers dict)."""
     consumer = ck.Consumer({"bootstrap.servers": brokers, "group.id": "reader-" + uuid.uuid4().hex[:8],
                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -95,7 +95,8 @@ def read_topic(brokers, topic, until, timeout=120):
     deadline = time.monotonic() + timeout
     try:
         while not until(records):
-            assert time.monotonic() < deadline, f"{topic}: condition not met; {len(records)} records read"
+            assert time.monotonic() < deadline, f"{topic}: condition not met; {len(records)} records read: " + \
+                repr([r[0][:120] for r in records[:5]])
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
@@ -230,6 +231,8 @@ def test_poison_job_to_dlq_and_worker_drains_on_sigterm(start_server, tmp_path, 
     wait_for("the dead letter counted", lambda: metric(w1, "imgpipe_jobs_dead_letters_total") == 1)
 
     wait_for("some jobs processed", lambda: count_processed(env, ids) >= 5)
+    # The autoscaler's input: jobs behind on the worker's partitions.
+    wait_for("consumer lag on /metrics", lambda: metric(w1, "imgpipe_jobs_consumer_lag", topic=topic) > 0)
     in_hand = sql(env, f"SELECT id FROM images WHERE status = 'processing' AND id IN ({id_list(ids)})")
     assert w1.stop(timeout=180) == 0, w1.log_tail()
     assert any("kafka job queue: left the group" in line for line in w1.stderr_lines), w1.log_tail()
@@ -247,3 +250,27 @@ def test_poison_job_to_dlq_and_worker_drains_on_sigterm(start_server, tmp_path, 
     w2 = start_server(env=worker_env, admin_key=key, command="worker")
     assert_processed_exactly_once(env, ids)
     assert metric(w2, "imgpipe_jobs_dead_letters_total") == 0
+    wait_for("no lag left", lambda: metric(w2, "imgpipe_jobs_consumer_lag", topic=topic) == 0)
+
+
+def test_serve_runs_everything_in_one_process_with_the_kafka_queue(start_server, brokers):
+    """serve with queue.backend = "kafka" on its embedded SQLite and local folder: its own relay, consumer and
+    sweeper; the image's whole life is on the events topic, expiry included."""
+    topic = new_jobs_topic(brokers)
+    env = {"IMGPIPE_QUEUE_BACKEND": "kafka", "IMGPIPE_KAFKA_BROKERS": brokers, "IMGPIPE_KAFKA_JOBS_TOPIC": topic,
+           "IMGPIPE_KAFKA_JOBS_GROUP_ID": "workers-" + topic, "IMGPIPE_KAFKA_EVENTS_TOPIC": topic + ".events"}
+    server = start_server(env=env)
+    image_id = server.upload_ok(PHOTO)["id"]
+    server.wait_processed(image_id)
+    wait_for("the outbox to empty", lambda: metric(server, "imgpipe_outbox_depth") == 0)
+    server.stop()
+    # Eight days later (retention is seven) the sweeper expires it.
+    server.env.update({"IMGPIPE_TESTING_CLOCK_OFFSET": "8d", "IMGPIPE_RETENTION_SWEEP_INTERVAL": "1s"})
+    server.start()
+
+    def lifecycle(records):
+        return [t for t in (json.loads(v)["type"] for v, _, _, _ in records)] == \
+            ["image.stored", "image.processed", "image.expired"]
+
+    events = read_topic(brokers, topic + ".events", lifecycle)
+    assert {json.loads(v)["image_id"] for v, _, _, _ in events} == {image_id}

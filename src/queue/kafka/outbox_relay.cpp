@@ -70,33 +70,45 @@ void OutboxRelay::Loop() {
 }
 
 bool OutboxRelay::Relay(const std::vector<Job>& jobs) {
+  std::vector<bool> ok(jobs.size(), true);
+  std::string error;
+  // Events first, then the jobs of those whose event the broker took: image.stored is on the events topic before
+  // any worker can see the job, so a consumer never gets image.processed before it.
+  if (!options_.events_topic.empty()) {
+    std::vector<KafkaProducer::Record> events;
+    std::vector<size_t> event_of;  // events[i] belongs to jobs[event_of[i]]
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      // A job for an image that never ran is its arrival; a reprocessing job (the image has runs) is not.
+      auto image = store_.GetImage(jobs[i].image_id);
+      auto runs = store_.ListRuns(jobs[i].image_id);
+      if (!image.ok() || !runs.ok() || !runs->empty()) continue;
+      ImageEvent e = StoredEvent(*image, clock_.Now());
+      events.push_back({options_.events_topic, jobs[i].image_id.value(), EncodeImageEvent(e),
+                        {{"imgpipe-event", e.type}}});
+      event_of.push_back(i);
+    }
+    auto results = producer_->SendMany(events, options_.send_timeout);
+    for (size_t r = 0; r < results.size(); ++r) {
+      if (results[r].ok()) continue;
+      ok[event_of[r]] = false;
+      error = results[r].error().message;
+    }
+  }
   std::vector<KafkaProducer::Record> records;
   std::vector<size_t> job_of;  // records[i] belongs to jobs[job_of[i]]
   for (size_t i = 0; i < jobs.size(); ++i) {
+    if (!ok[i]) continue;
     Job job = jobs[i];
     job.attempts = 0;  // outbox leases are not processing attempts
     records.push_back({options_.jobs_topic, job.image_id.value(), EncodeJobValue(job),
                        {{std::string(kJobAttemptsHeader), "0"}}});
     job_of.push_back(i);
-    if (options_.events_topic.empty()) continue;
-    // A job for an image that never ran is its arrival; a reprocessing job (the image has runs) is not.
-    auto image = store_.GetImage(job.image_id);
-    auto runs = store_.ListRuns(job.image_id);
-    if (image.ok() && runs.ok() && runs->empty()) {
-      ImageEvent e = StoredEvent(*image, clock_.Now());
-      records.push_back({options_.events_topic, job.image_id.value(), EncodeImageEvent(e),
-                         {{"imgpipe-event", e.type}}});
-      job_of.push_back(i);
-    }
   }
   auto results = producer_->SendMany(records, options_.send_timeout);
-  std::vector<bool> ok(jobs.size(), true);
-  std::string error;
   for (size_t r = 0; r < results.size(); ++r) {
-    if (!results[r].ok()) {
-      ok[job_of[r]] = false;
-      error = results[r].error().message;
-    }
+    if (results[r].ok()) continue;
+    ok[job_of[r]] = false;
+    error = results[r].error().message;
   }
   size_t relayed = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {

@@ -27,8 +27,9 @@ struct OutboxRelayOptions {
 //! The gateway side of the Kafka job queue: the transactional outbox. An upload's job is written to the warehouse's
 //! jobs table in the image row's own transaction (as with the embedded queue), so the upload is answered 201 once
 //! that commits, broker or no broker. This relay leases outbox rows like a worker would, produces each as a job
-//! record (idempotent producer, acks=all, keyed by image id) to the jobs topic, with an "image.stored" event for a
-//! new image, and deletes the row (Ack) only after the broker acknowledged it. A crash between the two produces the
+//! record (idempotent producer, acks=all, keyed by image id) to the jobs topic, after an "image.stored" event for a
+//! new image (acknowledged first, so it precedes the image's other events), and deletes the row (Ack) only after the
+//! broker acknowledged the job. A crash between the two produces the
 //! job again later: workers find the image processed and skip it. While the broker is down rows stay and are
 //! retried with backoff (the outbox grows: imgpipe_outbox_depth). Several gateways may relay the same PostgreSQL
 //! outbox (leases keep them apart).
