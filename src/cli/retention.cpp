@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/common.hpp"
+#include "queue/kafka/kafka_image_events.hpp"
 #include "retention/retention_sweeper.hpp"
 
 namespace imgpipe {
@@ -45,10 +46,22 @@ int RunRetention(int argc, char** argv) {
     return kExitFailure;
   }
   sweeper.SetAudit(audit->get(), config->audit_retention);
+  // With the Kafka queue, expiries are events for downstream consumers, as from a sweeping `serve`.
+  std::unique_ptr<KafkaImageEvents> events;
+  if (config->queue_backend == "kafka" && !config->kafka_events_topic.empty()) {
+    auto producer = KafkaProducer::Create(KafkaClientProperties(*config));
+    if (!producer.ok()) {
+      std::cerr << "imgpipe: cannot create a Kafka producer: " << producer.error().message << "\n";
+      return kExitFailure;
+    }
+    events = std::make_unique<KafkaImageEvents>(config->kafka_events_topic, std::move(producer).value(), nullptr);
+    sweeper.SetEvents(events.get());
+  }
   // The same lease as the sweepers inside `serve`: a scheduled run never overlaps one of them (or another run).
   sweeper.SetLease(LeaseOwner("retention-run"), config->sweeper_lease);
   auto swept = sweeper.RunIfLeader(now);
   sweeper.Stop();
+  if (events) events->Stop(config->shutdown_grace);
   if (!swept.ok()) {
     std::cerr << "imgpipe: retention failed: " << swept.error().message << "\n";
     return kExitFailure;

@@ -8,6 +8,7 @@ offsets, leaves the group).
 
 The warehouse is PostgreSQL and the blob store the S3 server, shared by every process, as in test_scaleout."""
 
+import datetime
 import json
 import os
 import secrets
@@ -274,3 +275,14 @@ def test_serve_runs_everything_in_one_process_with_the_kafka_queue(start_server,
 
     events = read_topic(brokers, topic + ".events", lifecycle)
     assert {json.loads(v)["image_id"] for v, _, _, _ in events} == {image_id}
+
+    # A scheduled `imgpipe retention run` (the CronJob of deploy/k8s) publishes its expiries too.
+    later_id = server.upload_ok(PHOTO + b"later")["id"]
+    server.wait_processed(later_id)
+    server.stop()
+    now = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=16)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    p = run_cli("retention", "run", "--data-dir", server.data_dir, "--now", now, env=server.env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["expired"] == 1
+    read_topic(brokers, topic + ".events", lambda rs: any(
+        json.loads(v)["type"] == "image.expired" and json.loads(v)["image_id"] == later_id for v, _, _, _ in rs))
