@@ -69,9 +69,18 @@ void OutboxRelay::Loop() {
   }
 }
 
-bool OutboxRelay::Relay(const std::vector<Job>& jobs) {
+void OutboxRelay::Relay(const std::vector<Job>& jobs) {
   std::vector<bool> ok(jobs.size(), true);
   std::string error;
+  // Sends `records` (records[r] belongs to jobs[owner[r]]) and marks the jobs of the refused ones.
+  auto send = [&](const std::vector<KafkaProducer::Record>& records, const std::vector<size_t>& owner) {
+    auto results = producer_->SendMany(records, options_.send_timeout);
+    for (size_t r = 0; r < results.size(); ++r) {
+      if (results[r].ok()) continue;
+      ok[owner[r]] = false;
+      error = results[r].error().message;
+    }
+  };
   // Events first, then the jobs of those whose event the broker took: image.stored is on the events topic before
   // any worker can see the job, so a consumer never gets image.processed before it.
   if (!options_.events_topic.empty()) {
@@ -87,12 +96,7 @@ bool OutboxRelay::Relay(const std::vector<Job>& jobs) {
                         {{"imgpipe-event", e.type}}});
       event_of.push_back(i);
     }
-    auto results = producer_->SendMany(events, options_.send_timeout);
-    for (size_t r = 0; r < results.size(); ++r) {
-      if (results[r].ok()) continue;
-      ok[event_of[r]] = false;
-      error = results[r].error().message;
-    }
+    send(events, event_of);
   }
   std::vector<KafkaProducer::Record> records;
   std::vector<size_t> job_of;  // records[i] belongs to jobs[job_of[i]]
@@ -104,12 +108,7 @@ bool OutboxRelay::Relay(const std::vector<Job>& jobs) {
                        {{std::string(kJobAttemptsHeader), "0"}}});
     job_of.push_back(i);
   }
-  auto results = producer_->SendMany(records, options_.send_timeout);
-  for (size_t r = 0; r < results.size(); ++r) {
-    if (results[r].ok()) continue;
-    ok[job_of[r]] = false;
-    error = results[r].error().message;
-  }
+  send(records, job_of);
   size_t relayed = 0;
   for (size_t i = 0; i < jobs.size(); ++i) {
     if (ok[i]) {
@@ -132,9 +131,7 @@ bool OutboxRelay::Relay(const std::vector<Job>& jobs) {
   if (relayed < jobs.size()) {
     LogWarn("outbox relay: the broker did not take jobs; they stay in the outbox and are retried",
             {{"jobs", static_cast<int64_t>(jobs.size() - relayed)}, {"error", error}});
-    return false;
   }
-  return true;
 }
 
 }  // namespace imgpipe

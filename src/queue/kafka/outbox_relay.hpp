@@ -48,8 +48,8 @@ class OutboxRelay {
  private:
   void Loop();
   void DepthLoop();
-  //! Relays one leased batch; false if the broker refused or did not answer.
-  bool Relay(const std::vector<Job>& jobs);
+  //! Relays one leased batch; what the broker refused or did not answer goes back to the outbox, due later.
+  void Relay(const std::vector<Job>& jobs);
 
   OutboxRelayOptions options_;
   JobQueue& outbox_;
