@@ -128,7 +128,7 @@ class Uploader(threading.Thread):
                 self.acked.append(r.json()["id"])
             else:
                 self.errors.append(f"{r.status_code} {r.text[:200]}")
-            time.sleep(0.03)
+            time.sleep(0.1)  # a steady load, not a flood: the backlog is processed by two workers on two cores
 
     def wait_acked(self, n):
         wait_for(f"{n} uploads answered 201", lambda: len(self.acked) >= n, timeout=SETTLE)
@@ -217,7 +217,7 @@ def test_poison_job_to_dlq_and_worker_drains_on_sigterm(start_server, tmp_path, 
     producer.produce(topic, value=poison, partition=0)
     assert producer.flush(30) == 0
 
-    ids = [gateway.upload_ok(PHOTO + secrets.token_bytes(16))["id"] for _ in range(30)]
+    ids = [gateway.upload_ok(PHOTO + secrets.token_bytes(16))["id"] for _ in range(40)]
     # One job at a time and a long grace: the drain finishes the job in hand.
     worker_env = dict(env, IMGPIPE_PROCESSING_WORKERS="1", IMGPIPE_SERVER_SHUTDOWN_GRACE="120s")
     w1 = start_server(env=worker_env, admin_key=key, command="worker")
