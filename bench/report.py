@@ -401,14 +401,18 @@ ENCRYPTION_ROWS = (("upload", "uploads/s", "upload ingest, processing off"),
 
 # Where encryption's cost comes from; reasoned from the code and the CPU numbers, re-check when the paths change.
 ENCRYPTION_NOTES = (
-    "Where the cost comes from. Upload: with encryption the spool file is read and written again through the "
-    "encrypting writer into a new file (then unlinked), where the plaintext path renames it into place; the AES-GCM "
-    "work itself is about 0.1 ms for 200 KB, the extra file is most of the extra CPU per upload. Writing the upload "
-    "through the encrypting writer while it arrives would remove the copy (not done). Read: every request decrypts "
-    "the whole 2.4 MB (37 segments) and copies it once more than the plaintext path; at several hundred reads/s that "
-    "is over 1 GB/s of AES-GCM on 2 shared cores, which the plaintext path spends on nothing. Thumbnails (a few KB, "
-    "one segment) pay little. Processing: the worker copies the original out to the spool through OpenRead instead "
-    "of letting libvips read it in place; within the noise here.")
+    "\"On\" encrypts everything at rest: the blobs and the SQLite warehouse (SQLCipher, `database.encrypt`'s "
+    "default), so every upload's row and job are written to encrypted pages too; \"off\" is neither. Where the cost "
+    "comes from. Upload: with encryption the spool file is read and written again through the encrypting writer into "
+    "a new file (then unlinked), where the plaintext path renames it into place; the AES-GCM work itself is about "
+    "0.1 ms for 200 KB. Writing the upload through the encrypting writer while it arrives is not done: the object's "
+    "key (bound into every segment) comes from the image id, which is assigned after libvips has validated the "
+    "plaintext file, so it needs the id drawn at the start of the request and a validator that does not need the "
+    "file. Read: whole segments are opened straight into the server's 256 KiB send buffer, four per read of the "
+    "stored file, with no copy of the plaintext (the path before copied each 64 KiB segment once more and handed "
+    "the server one segment per call); what remains is AES-GCM over the whole 2.4 MB per request, which the "
+    "plaintext path does not spend. Thumbnails (a few KB, one segment) pay little. Processing: the worker copies the "
+    "original out to the spool through OpenRead instead of letting libvips read it in place.")
 
 
 def encryption_rows(enc):
@@ -427,7 +431,8 @@ def encryption_section(enc):
         return ["## Encryption at rest", "", "Not run (`bench/encryption.sh`).", ""]
     out = ["## Encryption at rest", ""]
     out += [f"imgpipe serve with `encryption.enabled` true and false (local key provider, local blob store, SQLite), "
-            f"{enc['reps']} repetitions interleaved, each server started fresh; {enc['warmup_seconds']} s warm-up "
+            f"{enc['reps']} repetitions interleaved under `nice -n -15`, each server started fresh; "
+            f"{enc['warmup_seconds']} s warm-up "
             f"then {enc['duration_seconds']} s measured for the wrk runs. Upload: the ingest benchmark's "
             f"{enc['upload_body_bytes']}-byte JPEG, {enc['connections']} connections, processing off. Read: "
             f"`GET /v1/images/{{id}}/original` of a {enc['read_bytes']}-byte original ({enc['read_source']}), "
