@@ -122,6 +122,31 @@ def config_check(imgpipe, toml_text, docs, where):
     return []
 
 
+def listener_ports(docs):
+    """The public and private listener ports of the ConfigMap's imgpipe.toml (None when not set)."""
+    for _, doc in docs:
+        if doc.get("kind") == "ConfigMap" and "imgpipe.toml" in doc.get("data", {}):
+            cfg = tomllib.loads(doc["data"]["imgpipe.toml"])
+            port = lambda section: (int(cfg[section]["listen"].rsplit(":", 1)[1])
+                                    if "listen" in cfg.get(section, {}) else None)
+            return port("server"), port("admin")
+    return None, None
+
+
+def check_listener_policies(docs):
+    """The load balancer may reach only the API listener, Prometheus only the private one (admin API, /metrics)."""
+    public, private = listener_ports(docs)
+    policies = {d["metadata"]["name"]: d for _, d in docs if d.get("kind") == "NetworkPolicy"}
+    problems = []
+    for name, want in (("gateway-from-load-balancer", public), ("metrics-from-prometheus", private)):
+        ports = {p.get("port") for rule in policies.get(name, {}).get("spec", {}).get("ingress", [])
+                 for p in rule.get("ports", [])}
+        if want is None or ports != {want}:
+            problems.append(f"NetworkPolicy {name} allows ports {sorted(ports)}, expected only [{want}] "
+                            "(server.listen for the load balancer, admin.listen for Prometheus)")
+    return problems
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--k8s-version", required=True)
@@ -159,6 +184,8 @@ def main():
             if args.imgpipe:
                 problems += config_check(args.imgpipe, doc["data"]["imgpipe.toml"], docs, where)
     kinds = [(doc.get("kind"), doc) for _, doc in docs]
+    if any(k == "ConfigMap" for k, _ in kinds):
+        problems += check_listener_policies(docs)
     if not any(k == "NetworkPolicy" and d["spec"].get("podSelector") == {} and
                set(d["spec"].get("policyTypes", [])) == {"Ingress", "Egress"} and
                not d["spec"].get("ingress") and not d["spec"].get("egress") for k, d in kinds):
