@@ -133,5 +133,8 @@ int RunConfig(int argc, char** argv);
 int RunKek(int argc, char** argv);
 int RunMigrate(int argc, char** argv);
 int RunDb(int argc, char** argv);
+int RunBackup(int argc, char** argv);
+int RunRestore(int argc, char** argv);
+int RunDoctor(int argc, char** argv);
 
 }  // namespace imgpipe

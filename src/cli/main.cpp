@@ -28,6 +28,9 @@ void Usage(std::ostream& out) {
          "  storage    check | install-lifecycle: the configured blob store (local, azure, s3)\n"
          "  audit      verify | list the hash-chained audit log of authenticated actions\n"
          "  config     check: load the config (file, environment, flags) and report whether it is valid\n"
+         "  backup     --to DIR: a consistent copy while serving (warehouse, sealed keyring, config, blob manifest)\n"
+         "  restore    --from DIR: a backup into an empty data folder, every digest checked first\n"
+         "  doctor     check config, data folder, disk, database, blob store, keys, clocks, Kafka; say what to fix\n"
          "  migrate    apply the warehouse's schema migrations now (--check: only report the versions)\n"
          "  version    print the version\n"
          "\n"
@@ -60,6 +63,9 @@ int main(int argc, char** argv) {
   if (cmd == "audit") return imgpipe::RunAudit(argc, argv);
   if (cmd == "config") return imgpipe::RunConfig(argc, argv);
   if (cmd == "migrate") return imgpipe::RunMigrate(argc, argv);
+  if (cmd == "backup") return imgpipe::RunBackup(argc, argv);
+  if (cmd == "doctor") return imgpipe::RunDoctor(argc, argv);
+  if (cmd == "restore") return imgpipe::RunRestore(argc, argv);
   if (cmd == "version" || cmd == "--version") {
     std::cout << "imgpipe " << IMGPIPE_VERSION << "\n";
     return 0;

@@ -36,7 +36,8 @@ constexpr size_t kMaxCollectedErrors = 100;
 constexpr std::string_view kEnvPrefix = "IMGPIPE_";
 // IMGPIPE_* variables that are not config keys: ImgpipeEnvironment() leaves them out and LoadConfig ignores them.
 // IMGPIPE_TEST_* belong to the test tooling (e.g. IMGPIPE_TEST_POSTGRES_URL); "testing.*" keys are IMGPIPE_TESTING_*.
-constexpr std::string_view kNonConfigEnv[] = {"IMGPIPE_CONFIG", "IMGPIPE_TEST"};
+// IMGPIPE_BACKUP_PASSPHRASE seals the keyring in `imgpipe backup` (a secret, never a config key).
+constexpr std::string_view kNonConfigEnv[] = {"IMGPIPE_CONFIG", "IMGPIPE_TEST", "IMGPIPE_BACKUP_PASSPHRASE"};
 constexpr std::string_view kNonConfigEnvPrefix = "IMGPIPE_TEST_";
 
 bool IsNonConfigEnv(std::string_view name) {
