@@ -10,6 +10,7 @@
 
 #include "api/dashboard.hpp"
 #include "api/image_json.hpp"
+#include "api/list_params.hpp"
 #include "api/query_format.hpp"
 #include "api/scripts_api.hpp"
 #include "core/ids.hpp"
@@ -552,38 +553,9 @@ HttpResponse Api::GetImage(HttpRequest& req, const std::string& id) {
 }
 
 HttpResponse Api::ListImages(HttpRequest& req) {
-  ImageFilter f;
-  auto bad = [&](const std::string& msg) {
-    return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, msg), req.request_id());
-  };
-  if (auto v = req.QueryParam("from")) {
-    TimePoint t;
-    if (!ParseRfc3339(*v, &t)) return bad("from: \"" + *v + "\" is not an RFC 3339 time");
-    f.received_from = t;
-  }
-  if (auto v = req.QueryParam("to")) {
-    TimePoint t;
-    if (!ParseRfc3339(*v, &t)) return bad("to: \"" + *v + "\" is not an RFC 3339 time");
-    f.received_to = t;
-  }
-  if (auto v = req.QueryParam("source")) f.source = *v;
-  if (auto v = req.QueryParam("status")) {
-    ImageStatus s;
-    if (!ParseImageStatus(*v, &s)) {
-      return bad("status: \"" + *v + "\" is not one of queued, processing, processed, failed, expired, deleted");
-    }
-    f.status = s;
-  }
-  if (auto v = req.QueryParam("limit")) {
-    char* end = nullptr;
-    long n = std::strtol(v->c_str(), &end, 10);
-    if (v->empty() || *end != '\0' || n < 1 || n > 500) return bad("limit: must be an integer from 1 to 500");
-    f.limit = static_cast<size_t>(n);
-  }
-  if (auto v = req.QueryParam("cursor")) {
-    if (!IsValidImageId(*v)) return bad("cursor: not a cursor returned by this API");
-    f.after_id = *v;
-  }
+  auto filter = ParseImageListQuery(req.query());
+  if (!filter.ok()) return ErrorResponse(filter.error(), req.request_id());
+  const ImageFilter& f = *filter;
   auto page = ctx_.store.ListImages(f);
   if (!page.ok()) return ErrorResponse(page.error(), req.request_id());
   json::array items;
@@ -724,26 +696,9 @@ asio::awaitable<HttpResponse> Api::Hold(HttpRequest& req, const std::string& id,
 }
 
 HttpResponse Api::ListAudit(HttpRequest& req) {
-  AuditFilter filter;
-  filter.limit = 100;
-  if (auto v = req.QueryParam("since")) {
-    TimePoint t;
-    if (!ParseRfc3339(*v, &t)) {
-      return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "since: \"" + *v + "\" is not an RFC 3339 time"),
-                           req.request_id());
-    }
-    filter.since = t;
-  }
-  if (auto v = req.QueryParam("action")) filter.action = *v;
-  if (auto v = req.QueryParam("actor")) filter.actor = *v;
-  if (auto v = req.QueryParam("limit")) {
-    char* end = nullptr;
-    long n = std::strtol(v->c_str(), &end, 10);
-    if (v->empty() || *end != '\0' || n < 1 || n > 10000) {
-      return ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "limit must be 1 to 10000"), req.request_id());
-    }
-    filter.limit = static_cast<size_t>(n);
-  }
+  auto parsed = ParseAuditQuery(req.query());
+  if (!parsed.ok()) return ErrorResponse(parsed.error(), req.request_id());
+  const AuditFilter& filter = *parsed;
   auto records = ctx_.audit->Read(filter);
   if (!records.ok()) return ErrorResponse(records.error(), req.request_id());
   json::array items;

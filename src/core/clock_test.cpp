@@ -20,6 +20,14 @@ TEST(Rfc3339Test, ParsesOffsetsFractionsAndDates) {
   EXPECT_EQ(ToUnixMicros(t), 1'764'028'800'000'000);
 }
 
+TEST(Rfc3339Test, RefusesTimesOutsideWhatATimePointHolds) {
+  TimePoint t;
+  EXPECT_TRUE(ParseRfc3339("2200-01-01T00:00:00Z", &t));
+  EXPECT_TRUE(ParseRfc3339("1700-01-01T00:00:00Z", &t));
+  EXPECT_FALSE(ParseRfc3339("0014-01-01T00:00:00Z", &t));
+  EXPECT_FALSE(ParseRfc3339("9999-12-31T23:59:59Z", &t));
+}
+
 TEST(Rfc3339Test, RefusesMalformed) {
   TimePoint t;
   for (const char* bad : {"", "2025", "2025-13-01", "2025-11-25T22:55", "2025-11-25T22:55:42", "yesterday",

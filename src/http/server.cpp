@@ -12,13 +12,13 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
-#include <boost/url/parse_query.hpp>
 
 #include <array>
 
 #include "core/ids.hpp"
 #include "core/log.hpp"
 #include "http/error_status.hpp"
+#include "http/query_string.hpp"
 
 namespace imgpipe {
 
@@ -37,12 +37,7 @@ HttpRequest::HttpRequest(beast::tcp_stream* plain, TlsStream* tls, beast::flat_b
 }
 
 std::optional<std::string> HttpRequest::QueryParam(std::string_view name) const {
-  auto params = boost::urls::parse_query(query_);
-  if (!params) return std::nullopt;
-  for (auto p : *params) {
-    if (p.key == name) return std::string(p.value);
-  }
-  return std::nullopt;
+  return QueryStringParam(query_, name);
 }
 
 std::string_view HttpRequest::Header(std::string_view name) const {
