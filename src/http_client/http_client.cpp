@@ -161,6 +161,8 @@ bool ParseHttpDate(std::string_view text, TimePoint* out) {
     return false;
   }
   if (day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60) return false;
+  // A TimePoint (64-bit nanoseconds) holds about 1678 to 2261; a later year overflowed it (fuzz_storage_xml, UBSan).
+  if (year < 1678 || year > 2261) return false;
   using namespace std::chrono;
   year_month_day ymd{std::chrono::year(year), std::chrono::month(static_cast<unsigned>(month + 1)),
                      std::chrono::day(static_cast<unsigned>(day))};

@@ -172,6 +172,7 @@ TEST(HttpDate, FormatsAndParsesImfFixdate) {
   EXPECT_EQ(FormatHttpDate(t), "Fri, 26 Jun 2015 23:39:12 GMT");
   EXPECT_FALSE(ParseHttpDate("Fri, 31 Jun 2015 23:39:12 GMT", &t));
   EXPECT_FALSE(ParseHttpDate("2015-06-26T23:39:12Z", &t));
+  EXPECT_FALSE(ParseHttpDate("Fri, 26 Jun 9999 23:39:12 GMT", &t)) << "past what a TimePoint holds";
 }
 
 TEST(UriEncode, KeepsOnlyUnreserved) {
