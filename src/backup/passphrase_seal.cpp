@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "crypto/secret_file.hpp"
 #include "core/ids.hpp"
 #include "crypto/envelope_format.hpp"
 
@@ -25,22 +26,6 @@ constexpr uint64_t kMaxScryptMemory = 256ull << 20;
 
 Error Malformed(const std::string& what) {
   return MakeError(ErrorKind::kIntegrity, "sealed keyring: " + what + "; the backup is damaged");
-}
-
-bool HexToBytes(std::string_view hex, std::string* out) {
-  if (hex.size() % 2 != 0) return false;
-  out->clear();
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out->push_back(static_cast<char>(hi * 16 + lo));
-  }
-  return true;
 }
 
 Result<std::string> DeriveKey(std::string_view passphrase, std::string_view salt, int log_n, int r, int p) {
@@ -97,10 +82,10 @@ Result<std::string> OpenWithPassphrase(std::string_view text, std::string_view p
   std::string salt, sealed;
   const json::value* s = doc.if_contains("salt");
   const json::value* c = doc.if_contains("sealed");
-  if (!s || !s->is_string() || !HexToBytes(s->as_string(), &salt) || salt.size() < 16 || salt.size() > 64) {
+  if (!s || !s->is_string() || !HexDecode(s->as_string(), &salt) || salt.size() < 16 || salt.size() > 64) {
     return Malformed("\"salt\" is not 16 to 64 bytes of hex");
   }
-  if (!c || !c->is_string() || !HexToBytes(c->as_string(), &sealed) || sealed.size() < 28) {
+  if (!c || !c->is_string() || !HexDecode(c->as_string(), &sealed) || sealed.size() < 28) {
     return Malformed("\"sealed\" is not hex of at least an IV and a tag");
   }
   IMGPIPE_ASSIGN_OR_RETURN(std::string key, DeriveKey(passphrase, salt, log_n, r, p));
