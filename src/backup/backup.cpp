@@ -1,7 +1,6 @@
 #include "backup/backup.hpp"
 
 #include <fcntl.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <thread>
 
 #include "backup/passphrase_seal.hpp"
+#include "crypto/database_key.hpp"
 #include "core/ids.hpp"
 
 namespace imgpipe {
@@ -94,43 +94,6 @@ Result<std::pair<uint64_t, std::string>> DigestFile(const fs::path& path) {
   return std::make_pair(total, sha.Hex());
 }
 
-// SQLite's online backup API: one step copies every page under one read transaction, so the copy is a consistent
-// snapshot, and in WAL mode writers go on meanwhile.
-Status CopySqlite(const fs::path& from, const fs::path& to) {
-  sqlite3* src = nullptr;
-  sqlite3* dst = nullptr;
-  auto close_both = [&] {
-    sqlite3_close(src);
-    sqlite3_close(dst);
-  };
-  if (sqlite3_open_v2(from.c_str(), &src, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK ||
-      sqlite3_open_v2(to.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK) {
-    std::string message = src ? sqlite3_errmsg(src) : "out of memory";
-    close_both();
-    return MakeError(ErrorKind::kUnavailable, "cannot open the warehouse " + from.string() + ": " + message);
-  }
-  sqlite3_busy_timeout(src, 10'000);
-  sqlite3_backup* backup = sqlite3_backup_init(dst, "main", src, "main");
-  if (backup == nullptr) {
-    std::string message = sqlite3_errmsg(dst);
-    close_both();
-    return MakeError(ErrorKind::kUnavailable, "cannot back up " + from.string() + ": " + message);
-  }
-  int rc;
-  while ((rc = sqlite3_backup_step(backup, -1)) == SQLITE_BUSY || rc == SQLITE_LOCKED) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  sqlite3_backup_finish(backup);
-  std::string message = sqlite3_errmsg(dst);
-  // The copy is a plain file of its own: no WAL left beside it once closed.
-  if (rc == SQLITE_DONE) sqlite3_exec(dst, "PRAGMA journal_mode = DELETE", nullptr, nullptr, nullptr);
-  close_both();
-  if (rc != SQLITE_DONE) {
-    return MakeError(ErrorKind::kUnavailable, "backing up " + from.string() + " failed: " + message);
-  }
-  return Ok();
-}
-
 Status EnsureEmptyFolder(const fs::path& dir) {
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
@@ -195,13 +158,20 @@ Result<BackupManifest> CreateBackup(const BackupOptions& o, BlobStore& stored) {
   m.blobs_included = m.blob_backend == "local";
 
   // 1. The warehouse first: every row in it names blobs that already exist.
-  if (!o.sqlite_path.empty()) {
+  if (o.copy_database) {
     const fs::path db = o.to / kBackupDatabaseFile;
-    IMGPIPE_TRY(CopySqlite(o.sqlite_path, db));
+    IMGPIPE_TRY(o.copy_database(db));
     IMGPIPE_ASSIGN_OR_RETURN(auto digest, DigestFile(db));
     m.has_database = true;
     m.database_bytes = digest.first;
     m.database_sha256 = digest.second;
+    if (!o.database_key_path.empty()) {
+      // Wrapped by the key provider: useless without the keyring or the HSM, like the blobs.
+      IMGPIPE_ASSIGN_OR_RETURN(std::string key, ReadSmallFile(o.database_key_path, 1 << 20));
+      IMGPIPE_TRY(WriteFileDurably(o.to / kBackupDatabaseKeyFile, key, 0600));
+      m.has_database_key = true;
+      m.database_key_sha256 = Sha256Hex(key);
+    }
   }
   // 2. The objects.
   for (std::string_view container : {kOriginals, kRenditions, kScripts}) {
@@ -251,6 +221,7 @@ Result<BackupManifest> VerifyBackup(const fs::path& from) {
     return Ok();
   };
   if (m.has_database) IMGPIPE_TRY(check(from / kBackupDatabaseFile, m.database_bytes, m.database_sha256, true));
+  if (m.has_database_key) IMGPIPE_TRY(check(from / kBackupDatabaseKeyFile, 0, m.database_key_sha256, false));
   if (m.has_config) IMGPIPE_TRY(check(from / kBackupConfigFile, 0, m.config_sha256, false));
   if (m.has_keyring) IMGPIPE_TRY(ReadSmallFile(from / kBackupKeyringFile, 16 << 20));
   if (m.blobs_included) {
@@ -281,6 +252,10 @@ Status RestoreBackup(const fs::path& from, const BackupManifest& m, const Restor
     IMGPIPE_ASSIGN_OR_RETURN(std::string db, ReadSmallFile(from / kBackupDatabaseFile, 1ull << 40));
     fs::create_directories(target.sqlite_path.parent_path(), ec);
     IMGPIPE_TRY(WriteFileDurably(target.sqlite_path, db, 0600));
+    if (m.has_database_key) {
+      IMGPIPE_ASSIGN_OR_RETURN(std::string key, ReadSmallFile(from / kBackupDatabaseKeyFile, 1 << 20));
+      IMGPIPE_TRY(WriteFileDurably(DatabaseKeyPath(target.sqlite_path.string()), key, 0600));
+    }
   }
   if (m.has_keyring) {
     fs::create_directories(target.keyring_path.parent_path(), ec);

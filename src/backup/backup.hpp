@@ -1,6 +1,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "backup/backup_manifest.hpp"
@@ -12,7 +13,10 @@ namespace imgpipe {
 
 struct BackupOptions {
   std::filesystem::path to;           //!< a folder that does not exist yet or is empty
-  std::filesystem::path sqlite_path;  //!< the SQLite warehouse; empty with PostgreSQL (pg_dump it)
+  //! Writes a consistent copy of the SQLite warehouse to the path it is given (SqliteDatabase::BackupTo: SQLite's
+  //! online backup, encrypted like the original); empty with PostgreSQL (pg_dump it).
+  std::function<Status(const std::filesystem::path&)> copy_database;
+  std::filesystem::path database_key_path;  //!< the encrypted warehouse's key file; empty when it is plaintext
   std::string database_backend;       //!< "sqlite" or "postgres"
   int schema_version = 0;
   std::filesystem::path keyring_path;  //!< the local keyring; empty when keys are in an HSM or encryption is off
@@ -22,8 +26,8 @@ struct BackupOptions {
   TimePoint now;
 };
 
-//! Writes a backup while imgpipe keeps serving: first the SQLite warehouse through SQLite's online backup API (one
-//! consistent snapshot), then every object of `stored` (the backend as stored, so ciphertext when encryption is on)
+//! Writes a backup while imgpipe keeps serving: first the SQLite warehouse (`copy_database`: one consistent
+//! snapshot) and its key file, then every object of `stored` (the backend as stored, so ciphertext when encryption is on)
 //! with its size and SHA-256 (blobs are written before the rows that name them and never changed, so every row of the
 //! snapshot finds its blobs; an object deleted meanwhile by retention is left out), copied into the backup when
 //! `stored` is the local store, then the sealed keyring, the config and last manifest.json (a folder without it is
@@ -35,7 +39,7 @@ Result<BackupManifest> CreateBackup(const BackupOptions& options, BlobStore& sto
 Result<BackupManifest> VerifyBackup(const std::filesystem::path& from);
 
 struct RestoreTarget {
-  std::filesystem::path sqlite_path;   //!< where the warehouse goes (with a "sqlite" backup)
+  std::filesystem::path sqlite_path;   //!< where the warehouse goes (with a "sqlite" backup); its key file beside it
   std::filesystem::path keyring_path;  //!< where the keyring goes (with a sealed keyring)
   std::filesystem::path config_path;   //!< where the config goes (with a config); empty: not restored
   std::string passphrase;

@@ -75,6 +75,8 @@ std::string SerializeBackupManifest(const BackupManifest& m) {
                     {"database_sha256", m.database_sha256},
                     {"database_bytes", m.database_bytes},
                     {"schema_version", m.schema_version},
+                    {"has_database_key", m.has_database_key},
+                    {"database_key_sha256", m.database_key_sha256},
                     {"has_keyring", m.has_keyring},
                     {"has_config", m.has_config},
                     {"config_sha256", m.config_sha256},
@@ -100,7 +102,8 @@ Result<BackupManifest> ParseBackupManifest(std::string_view text) {
   if (!f.String("created", &m.created, 64) || !f.String("imgpipe_version", &m.imgpipe_version, 64) ||
       !f.String("database_backend", &m.database_backend, 16) || !f.Bool("has_database", &m.has_database) ||
       !f.String("database_sha256", &m.database_sha256, 64) || !f.Uint("database_bytes", &m.database_bytes) ||
-      !f.Uint("schema_version", &schema) || !f.Bool("has_keyring", &m.has_keyring) ||
+      !f.Uint("schema_version", &schema) || !f.Bool("has_database_key", &m.has_database_key) ||
+      !f.String("database_key_sha256", &m.database_key_sha256, 64) || !f.Bool("has_keyring", &m.has_keyring) ||
       !f.Bool("has_config", &m.has_config) || !f.String("config_sha256", &m.config_sha256, 64) ||
       !f.String("blob_backend", &m.blob_backend, 16) || !f.Bool("blobs_included", &m.blobs_included)) {
     return Bad(f.problem);
@@ -112,6 +115,9 @@ Result<BackupManifest> ParseBackupManifest(std::string_view text) {
   }
   if (m.has_database && (m.database_backend != "sqlite" || !IsSha256Hex(m.database_sha256))) {
     return Bad("the database entry needs the sqlite backend and a SHA-256 digest");
+  }
+  if (m.has_database_key && (!m.has_database || !IsSha256Hex(m.database_key_sha256))) {
+    return Bad("the database key entry needs a database and a SHA-256 digest");
   }
   if (m.has_config && !IsSha256Hex(m.config_sha256)) return Bad("\"config_sha256\" is not a SHA-256 digest");
   if (m.blob_backend != "local" && m.blob_backend != "azure" && m.blob_backend != "s3") {

@@ -27,6 +27,8 @@ struct BackupManifest {
   std::string database_sha256;
   uint64_t database_bytes = 0;
   int schema_version = 0;
+  bool has_database_key = false;  //!< the encrypted warehouse's key file (wrapped by the key provider)
+  std::string database_key_sha256;
   bool has_keyring = false;       //!< the local keyring, sealed with the passphrase (kBackupKeyringFile)
   bool has_config = false;        //!< the config file given to backup (kBackupConfigFile)
   std::string config_sha256;
@@ -37,6 +39,7 @@ struct BackupManifest {
 
 inline constexpr std::string_view kBackupManifestFile = "manifest.json";
 inline constexpr std::string_view kBackupDatabaseFile = "imgpipe.db";
+inline constexpr std::string_view kBackupDatabaseKeyFile = "imgpipe.db.key";
 inline constexpr std::string_view kBackupKeyringFile = "keyring.sealed";
 inline constexpr std::string_view kBackupConfigFile = "config.toml";
 inline constexpr std::string_view kBackupBlobsFolder = "blobs";

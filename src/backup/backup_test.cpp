@@ -34,7 +34,12 @@ class BackupTest : public ::testing::Test {
   BackupOptions Options() {
     BackupOptions o;
     o.to = dir_ / "backup";
-    o.sqlite_path = dir_ / "data/imgpipe.db";
+    o.copy_database = [this](const fs::path& dest) -> Status {
+      std::error_code ec;
+      fs::copy_file(dir_ / "data/imgpipe.db", dest, ec);  // serve is not running in this test: a file copy is a snapshot
+      if (ec) return MakeError(ErrorKind::kUnavailable, ec.message());
+      return Ok();
+    };
     o.database_backend = "sqlite";
     o.keyring_path = dir_ / "data/keyring.json";
     o.passphrase = "correct horse battery";

@@ -9,6 +9,7 @@
 
 #include "backup/backup.hpp"
 #include "cli/common.hpp"
+#include "crypto/database_key.hpp"
 #include "storage/local/local_blob_store.hpp"
 
 namespace imgpipe {
@@ -71,21 +72,23 @@ int RunBackup(int argc, char** argv) {
   o.database_backend = config->database_backend == "postgres" ? "postgres" : "sqlite";
   o.imgpipe_version = IMGPIPE_VERSION;
   o.now = clock.Now();
-  {
-    auto wh = OpenWarehouse(*config, clock, /*migrate=*/false);
-    if (!wh.ok()) {
-      std::cerr << "imgpipe: cannot open the warehouse: " << wh.error().message << "\n";
-      return kExitFailure;
-    }
-    auto version = wh->store->SchemaVersion();
-    if (!version.ok() || *version == 0) {
-      std::cerr << "imgpipe: the warehouse has no schema yet (nothing to back up): "
-                << (version.ok() ? "start imgpipe once" : version.error().message) << "\n";
-      return kExitFailure;
-    }
-    o.schema_version = *version;
+  auto wh = OpenWarehouse(*config, clock, /*migrate=*/false);
+  if (!wh.ok()) {
+    std::cerr << "imgpipe: cannot open the warehouse: " << wh.error().message << "\n";
+    return kExitFailure;
   }
-  if (o.database_backend == "sqlite") o.sqlite_path = DatabasePath(*config);
+  auto version = wh->store->SchemaVersion();
+  if (!version.ok() || *version == 0) {
+    std::cerr << "imgpipe: the warehouse has no schema yet (nothing to back up): "
+              << (version.ok() ? "start imgpipe once" : version.error().message) << "\n";
+    return kExitFailure;
+  }
+  o.schema_version = *version;
+  if (wh->db) {
+    SqliteDatabase* db = wh->db.get();
+    o.copy_database = [db](const fs::path& dest) { return db->BackupTo(dest); };
+    if (WarehouseEncrypted(*config)) o.database_key_path = DatabaseKeyPath(DatabasePath(*config));
+  }
   if (UsesLocalKeyring(*config)) {
     o.keyring_path = KeyringPath(*config);
     auto passphrase = ReadPassphrase(*args);

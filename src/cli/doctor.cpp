@@ -112,11 +112,16 @@ void CheckSkew(const std::string& check, const std::string& against, TimePoint t
   else r.Ok(check, what);
 }
 
-void CheckDatabase(const Config& cfg, const Clock& clock, Report& r) {
+void CheckDatabase(const Config& cfg, const Clock& clock, bool keys_usable, Report& r) {
   const bool pg = cfg.database_backend == "postgres";
   const std::string where = pg ? "PostgreSQL at database.url" : "SQLite " + DatabasePath(cfg);
   if (!pg && !fs::exists(DatabasePath(cfg))) {
     r.Warn("database", where + " does not exist yet", "start `imgpipe serve` once (or `imgpipe migrate`)");
+    return;
+  }
+  // Opening an encrypted warehouse opens the key provider, and a local one would make a missing keyring anew.
+  if (WarehouseEncrypted(cfg) && !keys_usable) {
+    r.Warn("database", where + " is encrypted and the keys are not usable: not checked", "fix the keys (above)");
     return;
   }
   auto wh = OpenWarehouse(cfg, clock, /*migrate=*/false);
@@ -187,10 +192,11 @@ void CheckBlobStore(const Config& cfg, const Clock& clock, Report& r) {
   if (cfg.blob_backend != "local") CheckSkew("clock", "the blob store", put->created, clock.Now(), r);
 }
 
-void CheckKeys(const Config& cfg, const Clock& clock, Report& r) {
+// True when the key provider wraps and unwraps (or encryption is off).
+bool CheckKeys(const Config& cfg, const Clock& clock, Report& r) {
   if (!cfg.encryption_enabled) {
     r.Warn("keys", "encryption at rest is off (encryption.enabled = false)", "turn it on unless the store encrypts");
-    return;
+    return true;
   }
   const bool local = cfg.encryption_provider != "pkcs11";
   if (local) {
@@ -200,12 +206,12 @@ void CheckKeys(const Config& cfg, const Clock& clock, Report& r) {
       // Opening it would create a new, empty keyring: every stored object would be unreadable with it.
       r.Fail("keys", "the keyring " + path + " is missing",
              "restore it (imgpipe restore, or your vault's copy); on a new installation `imgpipe serve` creates it");
-      return;
+      return false;
     }
     if ((st.st_mode & 037) != 0 || ((st.st_mode & 040) != 0 && st.st_gid != ::getegid())) {
       r.Fail("keys", "the keyring " + path + " can be read by others (mode " + Octal(st.st_mode) + ")",
              "chmod 600 " + path);
-      return;
+      return false;
     }
   }
   auto provider = OpenKeyProvider(cfg, clock, /*wait_for_keys=*/true);
@@ -213,23 +219,24 @@ void CheckKeys(const Config& cfg, const Clock& clock, Report& r) {
     r.Fail("keys", "cannot open the " + cfg.encryption_provider + " key provider: " + provider.error().message,
            local ? "check encryption.keyring and its file" :
                    "check encryption.pkcs11_module, pkcs11_token and the PIN, and that the token is present");
-    return;
+    return false;
   }
   const DataKey probe = DataKey::Random();
   auto wrapped = (*provider)->Wrap(probe, "imgpipe doctor");
   if (!wrapped.ok()) {
     r.Fail("keys", "cannot wrap a probe key: " + wrapped.error().message, "check the key provider (imgpipe kek list)");
-    return;
+    return false;
   }
   auto unwrapped = (*provider)->Unwrap(*wrapped, "imgpipe doctor");
   if (!unwrapped.ok() || std::memcmp(unwrapped->data(), probe.data(), DataKey::size()) != 0) {
     r.Fail("keys", "a probe key did not unwrap" + (unwrapped.ok() ? std::string() : ": " +
                                                                         unwrapped.error().message),
            "check the key provider (imgpipe kek list)");
-    return;
+    return false;
   }
   r.Ok("keys", std::string((*provider)->Name()) + " key provider: wrapped and unwrapped a probe key (KEK version " +
                    std::to_string(wrapped->version) + ")");
+  return true;
 }
 
 // A TCP connection to each bootstrap broker: enough to tell a wrong address or a firewall from a broker problem.
@@ -277,9 +284,9 @@ int RunDoctor(int argc, char** argv) {
   SystemClock clock;
   CheckPermissions(*config, r);
   CheckDisk(*config, r);
-  CheckDatabase(*config, clock, r);
+  const bool keys_usable = CheckKeys(*config, clock, r);
+  CheckDatabase(*config, clock, keys_usable, r);
   CheckBlobStore(*config, clock, r);
-  CheckKeys(*config, clock, r);
   CheckKafka(*config, r);
   std::cout << (r.failures() == 0 ? "no problems that stop imgpipe\n"
                                   : std::to_string(r.failures()) + " check(s) failed\n");
