@@ -54,18 +54,34 @@ bool UsesLocalKeyring(const Config& config) {
   return config.encryption_enabled && config.encryption_provider != "pkcs11";
 }
 
+// The options both commands take: `folder` (--to or --from) is required; nullopt after printing the usage.
+struct Invocation {
+  Args args;
+  std::string folder;
+  Config config;
+};
+std::optional<Invocation> ParseInvocation(int argc, char** argv, const std::string& folder_flag) {
+  auto args = ParseArgs(argc, argv, 2, {"config", "data-dir", folder_flag, "passphrase-file"});
+  if (!args) return std::nullopt;
+  auto folder = args->Get(folder_flag);
+  if (!folder) {
+    std::cerr << "usage: imgpipe " << argv[1] << " --" << folder_flag
+              << " DIR [--config FILE] [--data-dir DIR] [--passphrase-file FILE]\n";
+    return std::nullopt;
+  }
+  auto config = LoadConfigFromArgs(*args);
+  if (!config) return std::nullopt;
+  return Invocation{std::move(*args), std::move(*folder), std::move(*config)};
+}
+
 }  // namespace
 
 int RunBackup(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, {"config", "data-dir", "to", "passphrase-file"});
-  if (!args) return kExitUsage;
-  auto to = args->Get("to");
-  if (!to) {
-    std::cerr << "usage: imgpipe backup --to DIR [--config FILE] [--data-dir DIR] [--passphrase-file FILE]\n";
-    return kExitUsage;
-  }
-  auto config = LoadConfigFromArgs(*args);
-  if (!config) return kExitUsage;
+  auto inv = ParseInvocation(argc, argv, "to");
+  if (!inv) return kExitUsage;
+  const Args* args = &inv->args;
+  const std::string* to = &inv->folder;
+  const Config* config = &inv->config;
   SystemClock clock;
   BackupOptions o;
   o.to = *to;
@@ -123,15 +139,11 @@ int RunBackup(int argc, char** argv) {
 }
 
 int RunRestore(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, {"config", "data-dir", "from", "passphrase-file"});
-  if (!args) return kExitUsage;
-  auto from = args->Get("from");
-  if (!from) {
-    std::cerr << "usage: imgpipe restore --from DIR [--config FILE] [--data-dir DIR] [--passphrase-file FILE]\n";
-    return kExitUsage;
-  }
-  auto config = LoadConfigFromArgs(*args);
-  if (!config) return kExitUsage;
+  auto inv = ParseInvocation(argc, argv, "from");
+  if (!inv) return kExitUsage;
+  const Args* args = &inv->args;
+  const std::string* from = &inv->folder;
+  const Config* config = &inv->config;
   std::error_code ec;
   if (fs::exists(config->data_dir, ec) && !fs::is_empty(config->data_dir, ec)) {
     std::cerr << "imgpipe: the data folder " << config->data_dir << " is not empty; restore only into an empty one "
