@@ -116,6 +116,7 @@ Result<std::unique_ptr<BlobStore>> OpenBlobStore(const Config& config, bool inst
     o.access_key = config.s3_access_key;
     o.secret_key = config.s3_secret_key;
     o.addressing = config.s3_addressing == "virtual" ? S3Addressing::kVirtual : S3Addressing::kPath;
+    o.http.connect_host = config.s3_connect_host;
     o.create_only = config.s3_create_only;
     o.http.ca_file = config.storage_ca_file;
     IMGPIPE_ASSIGN_OR_RETURN(auto store, S3BlobStore::Open(std::move(o)));

@@ -628,6 +628,10 @@ const KeyDef kKeys[] = {
        c.s3_addressing = s;
        return std::nullopt;
      }},
+    {"storage.s3.connect_host",
+     [](Config& c, const Value& v) {
+       return SetName(&c.s3_connect_host, v, 0, 253, "lowercase letters, digits, '-' and '.' (a name or IPv4)");
+     }},
     {"storage.s3.create_only", [](Config& c, const Value& v) { return v.Bool(&c.s3_create_only); }},
     {"storage.s3.lifecycle", [](Config& c, const Value& v) { return v.Bool(&c.s3_lifecycle); }},
     {"database.backend",

@@ -87,6 +87,8 @@ struct Config {
   std::string s3_access_key;                      //!< storage.s3.access_key
   std::string s3_secret_key;                      //!< storage.s3.secret_key
   std::string s3_addressing = "path";             //!< storage.s3.addressing: "path" | "virtual"
+  //! storage.s3.connect_host: connect here instead of resolving the endpoint's (bucket) host name; "" = resolve
+  std::string s3_connect_host;
   bool s3_create_only = false;                    //!< storage.s3.create_only: If-None-Match: * on every write
   //! storage.s3.lifecycle: install the bucket's lifecycle rule (expiry after the retention days, abort incomplete
   //! uploads after a day) when `serve` starts

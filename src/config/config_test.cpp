@@ -556,7 +556,12 @@ TEST(ConfigTest, CloudStorageSettingsFromTheFileAndTheEnvironment) {
   EXPECT_EQ(config->s3_secret_key, "s3cr3t/with+chars");
   EXPECT_TRUE(config->s3_create_only);
   EXPECT_EQ(config->s3_addressing, "path");
+  EXPECT_EQ(config->s3_connect_host, "");
   EXPECT_EQ(config->azure_key, "a2V5");
+  auto virtual_hosted = LoadConfigFromString(
+      "[storage.s3]\naddressing = \"virtual\"\nconnect_host = \"127.0.0.1\"\n", "inline.toml");
+  ASSERT_TRUE(virtual_hosted.ok()) << virtual_hosted.error().message;
+  EXPECT_EQ(virtual_hosted->s3_connect_host, "127.0.0.1");
 
   auto azure = LoadConfigFromString(
       "[storage]\nbackend = \"azure\"\n[storage.azure]\nendpoint = \"https://acct.blob.core.windows.net\"\n"
@@ -579,6 +584,8 @@ TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
               HasSubstr("not an absolute path"));
   EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\naddressing = \"sideways\"\n", "inline.toml")),
               HasSubstr("storage.s3.addressing"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nconnect_host = \"h:80/x\"\n", "inline.toml")),
+              HasSubstr("storage.s3.connect_host"));
   EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nbuckett = \"x\"\n", "inline.toml")),
               HasSubstr("storage.s3.bucket"));  // did you mean
   EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nendpoint = \"ftp://h\"\n", "inline.toml")),

@@ -231,11 +231,11 @@ class HttpClient::Connection {
 
   beast::tcp_stream& Lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : *plain_; }
 
-  boost::system::error_code Connect(const HttpEndpoint& ep, std::chrono::milliseconds connect_timeout,
-                                    std::chrono::milliseconds io_timeout) {
+  boost::system::error_code Connect(const HttpEndpoint& ep, const std::string& connect_host,
+                                    std::chrono::milliseconds connect_timeout, std::chrono::milliseconds io_timeout) {
     boost::system::error_code ec;
     tcp::resolver resolver(ioc_);
-    auto results = resolver.resolve(ep.host, std::to_string(ep.port), ec);
+    auto results = resolver.resolve(connect_host.empty() ? ep.host : connect_host, std::to_string(ep.port), ec);
     if (ec) return ec;
     Lowest().expires_after(connect_timeout);
     Lowest().async_connect(results, [&](const boost::system::error_code& e, const tcp::endpoint&) { ec = e; });
@@ -453,7 +453,7 @@ uint64_t HttpClient::connections_opened() const {
 
 Result<std::unique_ptr<HttpClient::Connection>> HttpClient::Connect() {
   auto conn = std::make_unique<Connection>(endpoint_.https, static_cast<asio::ssl::context*>(ssl_ctx_));
-  if (auto ec = conn->Connect(endpoint_, options_.connect_timeout, options_.io_timeout)) {
+  if (auto ec = conn->Connect(endpoint_, options_.connect_host, options_.connect_timeout, options_.io_timeout)) {
     return MakeError(ErrorKind::kUnavailable,
                      "cannot connect to " + std::string(endpoint_.https ? "https://" : "http://") +
                          endpoint_.HostHeader() + ": " + ec.message(),

@@ -97,6 +97,10 @@ struct HttpClientOptions {
   HttpRetryPolicy retry;
   //! For https: verify the server's certificate against the system's CA store (and `ca_file` when set) and its name.
   std::string ca_file;
+  //! Connect to this host name or IPv4 address instead of the endpoint's host, keeping the endpoint's name in the
+  //! Host header, the signature and the TLS name check (curl's --connect-to): for virtual-hosted names that DNS
+  //! does not resolve, e.g. a test server on 127.0.0.1. Empty: resolve the endpoint's host.
+  std::string connect_host;
 };
 
 //! Called before every attempt (so a retry gets a fresh date and signature); adds authentication headers.

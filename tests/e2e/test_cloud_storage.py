@@ -246,3 +246,29 @@ def test_nothing_reaches_the_service_in_plaintext(start_server, backend):
     # And it all reads back as uploaded.
     for image_id, data in zip(ids, uploads):
         assert server.get(f"/v1/images/{image_id}/original").content == data
+
+
+def test_s3_virtual_hosted_addressing_against_the_live_server(start_server):
+    """storage.s3.addressing = "virtual": requests go to http://<bucket>.<domain>:PORT/<key> with that Host header
+    (and signature), connected to 127.0.0.1 through storage.s3.connect_host since the name does not resolve."""
+    env = cloud_env("s3")
+    domain = os.environ.get("IMGPIPE_TEST_S3_VIRTUAL_DOMAIN")
+    if not domain:
+        pytest.fail("IMGPIPE_TEST_S3_VIRTUAL_DOMAIN not set: restart scripts/services/s3 (it serves virtual hosts)")
+    port = env["IMGPIPE_STORAGE_S3_ENDPOINT"].rsplit(":", 1)[1]
+    env.update({"IMGPIPE_STORAGE_S3_ENDPOINT": f"http://{domain}:{port}", "IMGPIPE_STORAGE_S3_ADDRESSING": "virtual",
+                "IMGPIPE_STORAGE_S3_CONNECT_HOST": "127.0.0.1"})
+    # Without the override the bucket's name does not resolve: a clear connection error, not a silent fallback.
+    p = run_cli("storage", "check", env={k: v for k, v in env.items() if k != "IMGPIPE_STORAGE_S3_CONNECT_HOST"})
+    assert p.returncode != 0 and f"{env['IMGPIPE_STORAGE_S3_BUCKET']}.{domain}".encode() in p.stderr, p.stderr
+    assert run_cli("storage", "check", env=env).returncode == 0
+
+    server = start_server(env=env)
+    photo = (CORPORA / CORPUS[0]).read_bytes()
+    image_id = server.upload_ok(photo)["id"]
+    server.wait_processed(image_id)
+    assert server.get(f"/v1/images/{image_id}/original").content == photo
+    assert sum(image_id in k for k in stored_keys(env, "originals")) == 1
+    # The objects are in that bucket on the server's disk, as for path-style requests.
+    bucket_dir = Path(os.environ["IMGPIPE_SERVICES_DIR"]) / "s3" / "data" / env["IMGPIPE_STORAGE_S3_BUCKET"]
+    assert sum(1 for p in bucket_dir.rglob("*") if p.is_file() and image_id in str(p)) == 3
