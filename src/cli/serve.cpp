@@ -68,8 +68,10 @@ KafkaSourceOptions KafkaSourceOptionsFrom(const Config& cfg) {
   o.threads = cfg.ingest_threads;
   o.max_in_flight = cfg.ingest_max_in_flight;
   o.max_poll_interval = cfg.ingest_max_poll_interval;
+  o.session_timeout = cfg.ingest_session_timeout;
   o.record.max_metadata_bytes = cfg.max_metadata_bytes;
   o.record.claim_containers = cfg.ingest_claim_containers;
+  o.testing_seek_ahead = cfg.kafka_seek_ahead;
   return o;
 }
 

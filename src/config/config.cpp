@@ -829,6 +829,13 @@ const KeyDef kKeys[] = {
      [](Config& c, const Value& v) {
        return SetDuration(&c.ingest_max_poll_interval, v, std::chrono::milliseconds(10000));
      }},
+    {"ingest.session_timeout",
+     [](Config& c, const Value& v) -> std::optional<std::string> {
+       // The broker refuses sessions outside group.min/max.session.timeout.ms (6 s and 30 min by default).
+       if (auto p = SetDuration(&c.ingest_session_timeout, v, std::chrono::milliseconds(1000))) return p;
+       if (c.ingest_session_timeout > std::chrono::minutes(30)) return std::string("must be at most 30 minutes");
+       return std::nullopt;
+     }},
     {"log.level",
      [](Config& c, const Value& v) { return SetChoice(&c.log_level, v, {"debug", "info", "warn", "error"}); }},
     {"encryption.enabled", [](Config& c, const Value& v) { return v.Bool(&c.encryption_enabled); }},
@@ -869,6 +876,8 @@ const KeyDef kKeys[] = {
      }},
     {"testing.clock_offset",
      [](Config& c, const Value& v) { return SetDuration(&c.clock_offset, v, std::chrono::milliseconds(0)); }},
+    {"testing.kafka_seek_ahead",
+     [](Config& c, const Value& v) { return SetInt(&c.kafka_seek_ahead, v, 0, 1000000); }},
 };
 
 const KeyDef* FindKey(std::string_view key) {

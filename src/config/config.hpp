@@ -183,10 +183,11 @@ struct Config {
   std::vector<std::string> ingest_topics;         //!< ingest.topics: topics to consume; empty = no stream source
   std::string ingest_group_id = "imgpipe-ingest"; //!< ingest.group_id: the consumer group
   std::string ingest_group_instance_id;           //!< ingest.group_instance_id: static membership; "" = dynamic
-  int ingest_threads = 4;                         //!< ingest.threads: records taken in at once
-  int ingest_max_in_flight = 64;                  //!< ingest.max_in_flight: records held before partitions pause
+  int ingest_threads = 8;                         //!< ingest.threads: records taken in at once
+  int ingest_max_in_flight = 128;                 //!< ingest.max_in_flight: records held before polling waits
   std::vector<std::string> ingest_claim_containers = {"incoming"};  //!< ingest.claim_containers: claim checks may name these
   std::chrono::milliseconds ingest_max_poll_interval{300000};  //!< ingest.max_poll_interval
+  std::chrono::milliseconds ingest_session_timeout{45000};  //!< ingest.session_timeout: a dead member's partitions move after it
   // [encryption]  envelope encryption of every blob (docs/ENCRYPTION.md); the key provider holds the KEKs
   bool encryption_enabled = true;                 //!< encryption.enabled
   std::string encryption_provider = "local";      //!< encryption.provider: "local" | "pkcs11"
@@ -199,6 +200,7 @@ struct Config {
 
   // [testing]
   std::chrono::milliseconds clock_offset{0};      //!< testing.clock_offset: shifts the clock forward (retention tests)
+  int kafka_seek_ahead = 0;                        //!< testing.kafka_seek_ahead: simulates a Kafka client skipping records
 
   // [log]
   std::string log_level = "info";                 //!< log.level

@@ -319,7 +319,8 @@ TEST(ConfigTest, KafkaAndIngestKeys) {
             {"IMGPIPE_KAFKA_SASL_PASSWORD", "hunter2"},
             {"IMGPIPE_INGEST_TOPICS", "cams.raw,uploads"},
             {"IMGPIPE_INGEST_GROUP_INSTANCE_ID", "ingest-1"},
-            {"IMGPIPE_INGEST_MAX_IN_FLIGHT", "8"}};
+            {"IMGPIPE_INGEST_MAX_IN_FLIGHT", "8"},
+            {"IMGPIPE_INGEST_SESSION_TIMEOUT", "6s"}};
   auto config = LoadConfig(ok);
   ASSERT_TRUE(config.ok()) << config.error().message;
   EXPECT_EQ(config->kafka_brokers, "127.0.0.1:9092, kafka-2:9093");
@@ -327,6 +328,11 @@ TEST(ConfigTest, KafkaAndIngestKeys) {
   EXPECT_EQ(config->ingest_topics, (std::vector<std::string>{"cams.raw", "uploads"}));
   EXPECT_EQ(config->ingest_group_instance_id, "ingest-1");
   EXPECT_EQ(config->ingest_max_in_flight, 8);
+  EXPECT_EQ(config->ingest_session_timeout, std::chrono::seconds(6));
+  EXPECT_EQ(LoadConfig(ConfigSources{})->ingest_session_timeout, std::chrono::seconds(45));
+  ConfigSources long_session;
+  long_session.env = {{"IMGPIPE_INGEST_SESSION_TIMEOUT", "2h"}};
+  EXPECT_THAT(ErrorOf(LoadConfig(long_session)), HasSubstr("ingest.session_timeout"));
 
   ConfigSources no_brokers;
   no_brokers.env = {{"IMGPIPE_INGEST_TOPICS", "cams"}};
@@ -394,6 +400,14 @@ TEST_F(ConfigFileTest, TestingSectionShiftsTheClock) {
   ConfigSources sources;
   sources.env = {{"IMGPIPE_TESTING_CLOCK_OFFSET", "1h"}};
   EXPECT_EQ(LoadConfig(sources)->clock_offset, 1h);
+}
+
+TEST_F(ConfigFileTest, TestingKafkaSeekAheadIsACountOfRecords) {
+  EXPECT_EQ(LoadConfig(WithFile(""))->kafka_seek_ahead, 0);
+  auto config = LoadConfig(WithFile("[testing]\nkafka_seek_ahead = 3\n"));
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->kafka_seek_ahead, 3);
+  EXPECT_THAT(ErrorOf(LoadConfig(WithFile("[testing]\nkafka_seek_ahead = -1\n"))), HasSubstr("kafka_seek_ahead"));
 }
 
 TEST_F(ConfigFileTest, ManyProblemsAreCountedAndTheFirstListed) {

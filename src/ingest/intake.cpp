@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include "core/blob_keys.hpp"
 #include "core/ids.hpp"
@@ -136,18 +137,12 @@ Result<std::optional<IntakeResult>> Intake::FindReplay(const IntakeRequest& requ
   return std::optional<IntakeResult>(std::move(replay));
 }
 
-Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) {
+Result<ImageRecord> Intake::Validate(Spool& spool, const IntakeRequest& request) {
   IMGPIPE_TRY(spool.Finish());
   auto t0 = std::chrono::steady_clock::now();
   auto facts = ValidateImageFile(spool.path(), options_.limits);
   if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "validate"}}, SecondsSince(t0));
   if (!facts.ok()) return facts.error();
-
-  // A retry that raced its first attempt: answer from the first one.
-  if (request.idempotency_key) {
-    IMGPIPE_ASSIGN_OR_RETURN(auto replay, FindReplay(request));
-    if (replay) return std::move(*replay);
-  }
 
   TimePoint now = clock_.Now();
   ImageRecord image;
@@ -181,6 +176,72 @@ Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) 
   image.expires_at = options_.retention_originals.count() > 0
                          ? request.retention_start.value_or(now) + options_.retention_originals
                          : TimePoint::max() - std::chrono::hours(24 * 365 * 100);
+  return image;
+}
+
+Result<StagedImage> Intake::Stage(Spool& spool, const IntakeRequest& request) {
+  if (!request.id || request.idempotency_key) {
+    return MakeError(ErrorKind::kInternal, "Intake::Stage needs a deterministic id and no idempotency key");
+  }
+  IMGPIPE_ASSIGN_OR_RETURN(ImageRecord image, Validate(spool, request));
+  auto t0 = std::chrono::steady_clock::now();
+  StagedImage staged;
+  staged.journal_ = options_.spool_dir + "/" + image.id.value() + ".staged";
+  if (::link(spool.path().c_str(), staged.journal_.c_str()) != 0) {
+    Error e = MakeError(ErrorKind::kUnavailable, "cannot stage the image in " + options_.spool_dir + ": " +
+                                                     std::strerror(errno) + " (storage.data_dir)");
+    staged.journal_.clear();  // not ours (another delivery of the same record holds it), or never made
+    return e;
+  }
+  // The same object for every delivery of the record (the id is deterministic): never deleted here.
+  IMGPIPE_TRY(blobs_.PutFile(kOriginals, image.original_key, spool.path()));
+  if (blobs_.LocalPath(kOriginals, image.original_key)) spool.moved_ = true;
+  if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "store"}}, SecondsSince(t0));
+  staged.image = std::move(image);
+  return staged;
+}
+
+Result<std::vector<bool>> Intake::CommitStaged(const std::vector<StagedImage*>& staged) {
+  std::vector<ImageRecord> images;
+  images.reserve(staged.size());
+  for (const StagedImage* s : staged) images.push_back(s->image);
+  auto t0 = std::chrono::steady_clock::now();
+  IMGPIPE_ASSIGN_OR_RETURN(std::vector<bool> fresh, store_.InsertImagesIfAbsent(images));
+  if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "commit"}}, SecondsSince(t0));
+  bool any = false;
+  for (size_t i = 0; i < fresh.size(); ++i) {
+    if (!fresh[i]) continue;
+    any = true;
+    if (metrics_) metrics_->Add("imgpipe_upload_bytes_total", {}, static_cast<double>(images[i].bytes));
+  }
+  if (any) queue_.Wake();
+  return fresh;
+}
+
+StagedImage::~StagedImage() {
+  if (!journal_.empty()) ::unlink(journal_.c_str());
+}
+
+StagedImage::StagedImage(StagedImage&& other) noexcept
+    : image(std::move(other.image)), journal_(std::exchange(other.journal_, std::string())) {}
+
+StagedImage& StagedImage::operator=(StagedImage&& other) noexcept {
+  if (this != &other) {
+    if (!journal_.empty()) ::unlink(journal_.c_str());
+    image = std::move(other.image);
+    journal_ = std::exchange(other.journal_, std::string());
+  }
+  return *this;
+}
+
+Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) {
+  IMGPIPE_ASSIGN_OR_RETURN(ImageRecord image, Validate(spool, request));
+  // A retry that raced its first attempt: answer from the first one.
+  if (request.idempotency_key) {
+    IMGPIPE_ASSIGN_OR_RETURN(auto replay, FindReplay(request));
+    if (replay) return std::move(*replay);
+  }
+  const TimePoint now = image.received_at;
 
   auto t1 = std::chrono::steady_clock::now();
   // The intent journal: a second name for the spool file, by image id, that lives until the row is committed. If the

@@ -99,6 +99,23 @@ struct IntakeResult {
   std::string response_json;  //!< set for replays (the stored first answer) and for fresh accepts
 };
 
+//! A stream record's original, stored (durable) and waiting for its row: Intake::Stage() makes it, CommitStaged()
+//! commits the rows of many at once. While it lives, a journal name "<id>.staged" in the spool records that the blob
+//! may have no row yet, so a crash before the commit leaves RecoverSpool() a way to remove the blob.
+class StagedImage {
+ public:
+  StagedImage() = default;
+  ~StagedImage();
+  StagedImage(StagedImage&& other) noexcept;
+  StagedImage& operator=(StagedImage&& other) noexcept;
+
+  ImageRecord image;  //!< the row to commit
+
+ private:
+  friend class Intake;
+  std::string journal_;
+};
+
 //! The one intake path shared by uploads and stream records: validate, store the original, then one transaction
 //! with the image row and its job (and the idempotency record). Thread-safe; its methods block (fsync, SQLite,
 //! libvips), so the HTTP layer runs them on the blocking pool.
@@ -122,6 +139,14 @@ class Intake {
   //! Finishes the spool if the caller did not, validates, stores and commits. Blocks.
   Result<IntakeResult> Accept(Spool& spool, const IntakeRequest& request);
 
+  //! The first half of Accept() for a stream record (request.id set, no idempotency key): finishes the spool,
+  //! validates and stores the original under its deterministic key. Errors as for Accept(); nothing to undo on an
+  //! error (a redelivery writes the same object again).
+  Result<StagedImage> Stage(Spool& spool, const IntakeRequest& request);
+  //! The second half for many staged images: their rows and jobs in one transaction (group commit). Element i is
+  //! true if staged[i] was inserted, false if its row existed (a redelivery). On error nothing was committed.
+  Result<std::vector<bool>> CommitStaged(const std::vector<StagedImage*>& staged);
+
   //! Call at start-up, while holding the data folder's lock and before accepting uploads: removes the originals of
   //! uploads interrupted between storing the blob and committing the row (never acknowledged), and the spool's
   //! leftovers. Returns how many originals it removed.
@@ -130,6 +155,8 @@ class Intake {
   const IntakeOptions& options() const { return options_; }
 
  private:
+  // Finishes the spool, validates, and fills the row (id, facts, route, retention) without storing anything.
+  Result<ImageRecord> Validate(Spool& spool, const IntakeRequest& request);
   Result<IntakeResult> ReplayOrConflict(const IdempotencyRecord& rec, const IntakeRequest& request);
 
   IntakeOptions options_;

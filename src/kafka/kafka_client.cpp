@@ -431,7 +431,9 @@ Result<int64_t> KafkaConsumer::StartOffset(const TopicPartition& tp, std::chrono
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     return KafkaError(err, "cannot read the log start offset of " + tp.topic + "/" + std::to_string(tp.partition));
   }
-  return std::max(committed, low);
+  // A committed offset outside the log (records expired, or the topic was made again) makes the client start over
+  // at the log start (auto.offset.reset = earliest), and so does no committed offset at all.
+  return committed >= low && committed <= high ? committed : low;
 }
 
 Status KafkaConsumer::Seek(const TopicPartition& tp, int64_t offset, std::chrono::milliseconds timeout) {

@@ -132,7 +132,7 @@ class KafkaConsumer {
   //! The broker's high watermark for the partition as last seen by fetches (no request); nullopt if not known yet.
   std::optional<int64_t> HighWatermark(const TopicPartition& tp);
   //! Where this group's consumption of the partition starts: its committed offset, or, when the group has none (or
-  //! one the log no longer holds), the partition's first offset (log start). Asks the group coordinator and the
+  //! one outside the log), the partition's first offset (log start). Asks the group coordinator and the
   //! partition leader (two round trips, at most `timeout` each).
   Result<int64_t> StartOffset(const TopicPartition& tp, std::chrono::milliseconds timeout);
   //! Moves the partition's fetch position to `offset`: records already fetched past it are dropped and fetched

@@ -31,6 +31,18 @@ class MetadataStore {
   //! Inserts the image row and its job unless a row with this id exists; true if inserted. For stream sources whose
   //! deterministic ids make redeliveries idempotent.
   virtual Result<bool> InsertImageIfAbsent(const ImageRecord& image) = 0;
+  //! InsertImageIfAbsent for many images in one transaction (a stream source's group commit): all rows and jobs are
+  //! durable when this returns ok, none when it fails. Element i is true if images[i] was inserted. This default
+  //! commits them one by one (still all-or-retry for the caller, whose redeliveries find the rows).
+  virtual Result<std::vector<bool>> InsertImagesIfAbsent(const std::vector<ImageRecord>& images) {
+    std::vector<bool> out;
+    out.reserve(images.size());
+    for (const ImageRecord& image : images) {
+      IMGPIPE_ASSIGN_OR_RETURN(bool inserted, InsertImageIfAbsent(image));
+      out.push_back(inserted);
+    }
+    return out;
+  }
   virtual Result<std::optional<IdempotencyRecord>> FindIdempotency(const std::string& api_key_id,
                                                                    const std::string& key) = 0;
 

@@ -506,6 +506,26 @@ TEST_P(MetadataStoreContractTest, InsertImageIfAbsentInsertsOnce) {
   EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 1);
 }
 
+TEST_P(MetadataStoreContractTest, InsertImagesIfAbsentCommitsABatchAndSkipsExistingRows) {
+  ImageRecord existing = BareImage(clock_.Now(), "stream-a");
+  ASSERT_TRUE(store_->InsertImageIfAbsent(existing).ok());
+  std::vector<ImageRecord> batch;
+  for (int i = 0; i < 5; ++i) batch.push_back(BareImage(clock_.Now() + std::chrono::seconds(i + 1), "stream-a"));
+  batch.insert(batch.begin() + 2, existing);
+  auto result = store_->InsertImagesIfAbsent(batch);
+  ASSERT_TRUE(result.ok()) << result.error().message;
+  EXPECT_EQ(result.value(), (std::vector<bool>{true, true, false, true, true, true}));
+  EXPECT_EQ(Count("SELECT count(*) FROM images"), 6);
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 6);
+  auto again = store_->InsertImagesIfAbsent(batch);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again.value(), std::vector<bool>(6, false));
+  EXPECT_EQ(Count("SELECT count(*) FROM jobs"), 6);
+  auto empty = store_->InsertImagesIfAbsent({});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
+}
+
 TEST_P(MetadataStoreContractTest, ConcurrentRedeliveriesInsertEachImageOnce) {
   // Eight consumers receive the same 20 records (as after a rebalance): each image and job is stored once.
   std::vector<ImageRecord> images;

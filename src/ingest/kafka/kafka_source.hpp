@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -29,10 +30,14 @@ struct KafkaSourceOptions {
   std::vector<std::string> topics;         //!< ingest.topics
   std::string group_id = "imgpipe-ingest"; //!< ingest.group_id
   std::string group_instance_id;           //!< ingest.group_instance_id; empty = dynamic membership
-  int threads = 4;                         //!< ingest.threads
-  int max_in_flight = 64;                  //!< ingest.max_in_flight
+  int threads = 8;                         //!< ingest.threads
+  int max_in_flight = 128;                 //!< ingest.max_in_flight
   std::chrono::milliseconds max_poll_interval{300000};  //!< ingest.max_poll_interval
+  std::chrono::milliseconds session_timeout{45000};     //!< ingest.session_timeout
   StreamRecordLimits record;
+  //! testing.kafka_seek_ahead: when > 0, the first time a partition is read the source moves its fetch position this
+  //! many records ahead, as a client that skipped records would; the continuity check must bring them back. Tests only.
+  int testing_seek_ahead = 0;
 };
 
 //! The dead-letter topic of `topic`.
@@ -40,16 +45,23 @@ inline std::string DeadLetterTopic(std::string_view topic) { return std::string(
 
 //! The stream source: consumes the ingest topics in a consumer group and takes every record in through the same
 //! Intake as uploads. Guarantees:
-//! - a record's offset is stored only after its original and row are durable (Intake::Accept returned ok), or after
-//!   the dead-letter topic acknowledged it; offsets move in order per partition, so a crash redelivers exactly the
-//!   records that were not finished;
+//! - a record's offset is stored only after its original and row are durable, or after the dead-letter topic
+//!   acknowledged it; offsets move in order per partition, so a crash redelivers exactly the records that were not
+//!   finished;
+//! - no record is passed over: each partition is checked to start at the group's committed offset (or the log start)
+//!   and to go on without holes; a record the client skipped is read again (warning, imgpipe_kafka_gaps_total), and
+//!   until it is, the partition's offset does not move past it; a hole the log really has (compaction, transaction
+//!   markers, retention) is confirmed by a second read and logged;
 //! - the image id is derived from the record (its timestamp and its imgpipe-source-id, or topic/partition/offset), so
 //!   a redelivered record finds its row and adds nothing;
 //! - a bad record (bad headers, not an image, over a limit, a claim check naming a missing blob) goes to
 //!   "<topic>.dlq" with the reason and the original position in headers, and the partition goes on; a failure of
 //!   storage or the database is retried with backoff and holds the partition instead;
-//! - when max_in_flight records are in progress every partition is paused (polling goes on, so the group never
-//!   sees the consumer as stuck) and resumed at half of it.
+//! - at most max_in_flight records are held: when the window is full the source stops polling until a record
+//!   finishes; only if it stays full for half of max_poll_interval (a dependency is down) are the partitions paused,
+//!   so the group never sees a stuck member.
+//! Records are validated and stored by `threads` threads at once, and the rows of the records stored meanwhile are
+//! committed together in one transaction (group commit).
 class KafkaSource : private KafkaConsumer::RebalanceListener {
  public:
   KafkaSource(KafkaSourceOptions options, Intake& intake, MetadataStore& store, BlobStore& blobs, const Clock& clock,
@@ -68,19 +80,35 @@ class KafkaSource : private KafkaConsumer::RebalanceListener {
 
  private:
   struct PartitionState {
-    std::map<int64_t, bool> offsets;  // offset -> done, in offset order; the head moves when it is done
+    std::map<int64_t, bool> offsets;  // dispatched offset -> done, in offset order; the head moves when it is done
     int pending = 0;                  // records dispatched and not finished or given up
+    std::optional<int64_t> expected;  // the next offset this partition must deliver; unknown until its first record
+    std::optional<int64_t> hole;      // a suspected gap starts here: the stored offset never moves past it
+    std::optional<int64_t> hole_witness;  // the record that arrived in the gap's place
+    bool seeked_ahead = false;        // testing_seek_ahead done
   };
+  // A record whose original is stored and whose row waits for the group commit.
+  struct Staged {
+    KafkaMessage message;
+    StagedImage image;
+  };
+  enum class Outcome { kStaged, kDuplicate, kDeadLettered, kAbandoned };
 
   void PollLoop();
+  // Waits while the window is full; false when the poll thread should not poll now.
+  bool WaitForRoom();
+  void Admit(KafkaMessage message);
+  // Checks the record's offset against the partition's expected one; false if the record must be dropped.
+  bool Continuous(const TopicPartition& tp, const KafkaMessage& message);
   void WorkerLoop();
-  void Dispatch(KafkaMessage message);
-  void Process(const KafkaMessage& message);
-  // Outcome of one record: "stored", "duplicate" or "dead_lettered"; empty when it must come again later (stopping).
-  std::string TakeIn(const KafkaMessage& message);
+  Outcome TakeIn(const KafkaMessage& message, std::optional<StagedImage>* staged);
+  void CommitGroup(Staged staged);
+  void CommitBatch(std::vector<Staged>& batch);
   bool DeadLetter(const KafkaMessage& message, const Error& reason);
-  void Finish(const TopicPartition& tp, int64_t offset);
-  void ApplyBackPressure();
+  void Finish(const KafkaMessage& message, std::string_view outcome);
+  void Abandon(const KafkaMessage& message);
+  void MoveHead(const TopicPartition& tp, PartitionState& p);
+  void SetPaused(bool pause);
   void UpdateLag();
   // Sleeps up to `d` unless stopping; false when stopping.
   bool Backoff(std::chrono::milliseconds d);
@@ -103,13 +131,19 @@ class KafkaSource : private KafkaConsumer::RebalanceListener {
 
   std::mutex mu_;
   std::condition_variable work_cv_;   // a task was queued, or stopping
-  std::condition_variable done_cv_;   // a record finished
+  std::condition_variable done_cv_;   // a record finished (room in the window), or stopping
   std::deque<KafkaMessage> tasks_;
   std::map<TopicPartition, PartitionState> partitions_;  // assigned partitions and their records in progress
   std::map<TopicPartition, int64_t> stored_;             // next offset stored, per partition (for the lag)
   int in_flight_ = 0;
   bool paused_ = false;
   bool workers_done_ = false;
+  std::optional<std::chrono::steady_clock::time_point> full_since_;
+
+  // Group commit: records staged by any intake thread wait here; one thread at a time commits all that wait.
+  std::mutex commit_mu_;
+  std::vector<Staged> commit_pending_;
+  bool committing_ = false;
 };
 
 }  // namespace imgpipe

@@ -699,6 +699,27 @@ Result<bool> PostgresMetadataStore::InsertImageIfAbsent(const ImageRecord& image
   return inserted;
 }
 
+Result<std::vector<bool>> PostgresMetadataStore::InsertImagesIfAbsent(const std::vector<ImageRecord>& images) {
+  for (const ImageRecord& image : images) EnsurePartitions(image.received_at);
+  std::vector<bool> inserted;
+  IMGPIPE_TRY(db_.Transaction([&](PgConnection& conn) -> Status {
+    inserted.assign(images.size(), false);  // the transaction may be retried from the start
+    for (size_t i = 0; i < images.size(); ++i) {
+      const ImageRecord& image = images[i];
+      IMGPIPE_ASSIGN_OR_RETURN(auto id, conn.Exec("INSERT INTO image_ids (id, received_at) VALUES ($1, $2) "
+                                                   "ON CONFLICT (id) DO NOTHING",
+                                                   PgParams().Text(image.id.value()).Time(image.received_at)));
+      inserted[i] = id.AffectedRows() > 0;
+      if (!inserted[i]) continue;
+      IMGPIPE_TRY(conn.Exec(InsertImageSql(), ImageParams(image)));
+      IMGPIPE_TRY(conn.Exec(kInsertJobSql,
+                            PgParams().Text(image.id.value()).Text(image.pipeline).Time(clock_.Now())));
+    }
+    return Ok();
+  }));
+  return inserted;
+}
+
 Result<std::optional<IdempotencyRecord>> PostgresMetadataStore::FindIdempotency(const std::string& api_key_id,
                                                                                 const std::string& key) {
   std::optional<IdempotencyRecord> found;

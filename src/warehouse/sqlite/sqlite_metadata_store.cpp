@@ -602,6 +602,30 @@ Result<bool> SqliteMetadataStore::InsertImageIfAbsent(const ImageRecord& image) 
   return inserted;
 }
 
+Result<std::vector<bool>> SqliteMetadataStore::InsertImagesIfAbsent(const std::vector<ImageRecord>& images) {
+  std::vector<bool> inserted;
+  IMGPIPE_TRY(db_.Write([&](SqliteConnection& conn) -> Status {
+    inserted.assign(images.size(), false);  // the write may be retried from the start
+    const std::string insert = InsertImageSql() + " ON CONFLICT (id) DO NOTHING";
+    const std::string now = FormatRfc3339(clock_.Now());
+    for (size_t i = 0; i < images.size(); ++i) {
+      {
+        // Statements come from the connection's cache and are reset when they go out of scope.
+        IMGPIPE_ASSIGN_OR_RETURN(auto stmt, conn.Prepare(insert));
+        BindImage(stmt, images[i]);
+        IMGPIPE_TRY(stmt.Run());
+      }
+      inserted[i] = conn.Changes() > 0;
+      if (!inserted[i]) continue;
+      IMGPIPE_ASSIGN_OR_RETURN(auto job, conn.Prepare(kInsertJobSql));
+      job.BindText(1, images[i].id.value()).BindText(2, images[i].pipeline).BindText(3, now);
+      IMGPIPE_TRY(job.Run());
+    }
+    return Ok();
+  }));
+  return inserted;
+}
+
 Result<std::optional<IdempotencyRecord>> SqliteMetadataStore::FindIdempotency(const std::string& api_key_id,
                                                                               const std::string& key) {
   std::optional<IdempotencyRecord> found;

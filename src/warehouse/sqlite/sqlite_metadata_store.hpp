@@ -29,6 +29,7 @@ class SqliteMetadataStore final : public MetadataStore {
 
   Status InsertImage(const ImageRecord& image, const std::optional<IdempotencyRecord>& idempotency) override;
   Result<bool> InsertImageIfAbsent(const ImageRecord& image) override;
+  Result<std::vector<bool>> InsertImagesIfAbsent(const std::vector<ImageRecord>& images) override;
   Result<std::optional<IdempotencyRecord>> FindIdempotency(const std::string& api_key_id,
                                                            const std::string& key) override;
 
