@@ -201,9 +201,12 @@ bool KafkaSource::Continuous(const TopicPartition& tp, const KafkaMessage& messa
     PartitionState& p = partitions_[tp];
     p.expected = expected = *start;
     stored_[tp] = *start;
-    if (seek_ahead) p.seeked_ahead = true;
   }
   if (seek_ahead) {
+    {
+      std::lock_guard lock(mu_);
+      partitions_[tp].seeked_ahead = true;
+    }
     LogWarn("kafka stream source: testing.kafka_seek_ahead moves the fetch position ahead",
             {{"partition", Name(tp)}, {"from", *expected}, {"records", options_.testing_seek_ahead}});
     if (Status s = consumer_->Seek(tp, *expected + options_.testing_seek_ahead, kBrokerTimeout); !s.ok()) {
@@ -544,6 +547,24 @@ bool KafkaSource::DeadLetter(const KafkaMessage& message, const Error& reason) {
 
 void KafkaSource::UpdateLag() {
   if (!metrics_) return;
+  std::vector<TopicPartition> unknown;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [tp, p] : partitions_) {
+      if (!p.expected) unknown.push_back(tp);
+    }
+  }
+  // A partition that has delivered nothing yet (empty, or still being fetched) still has a lag for the autoscaler:
+  // from where the group starts on it. Asked once per partition; its first record then needs no second look-up.
+  for (const auto& tp : unknown) {
+    auto start = consumer_->StartOffset(tp, kFirstBackoff * 20);
+    if (!start.ok()) continue;
+    std::lock_guard lock(mu_);
+    auto it = partitions_.find(tp);
+    if (it == partitions_.end() || it->second.expected) continue;
+    it->second.expected = *start;
+    stored_[tp] = *start;
+  }
   std::map<TopicPartition, int64_t> stored;
   {
     std::lock_guard lock(mu_);
