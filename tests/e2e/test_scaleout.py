@@ -1,6 +1,8 @@
-"""Scale-out: two gateways and two workers sharing one PostgreSQL warehouse and queue and one S3 bucket, behind
-HAProxy with deploy/haproxy.cfg's settings, under a steady upload load. One gateway and one worker are killed with
-SIGKILL and restarted mid-stream: every upload answered 201 is stored and processed exactly once."""
+"""Scale-out: two gateways and two workers sharing one PostgreSQL warehouse and one S3 bucket, behind HAProxy with
+deploy/haproxy.cfg's settings, under a steady upload load, with either job queue: the warehouse's jobs table
+(`serve` processes in both roles) or Kafka (`imgpipe gateway` relaying its outbox to a six-partition jobs topic,
+`imgpipe worker` in a consumer group). One gateway and one worker are killed with SIGKILL and restarted
+mid-stream: every upload answered 201 is stored and processed exactly once."""
 
 import os
 import re
@@ -17,6 +19,7 @@ import requests
 
 from support import CORPORA, run_cli
 from test_cloud_storage import cloud_env, stored_keys
+from test_kafka import brokers  # noqa: F401 (a fixture, requested only by the Kafka variant)
 from test_scripts import fresh_postgres_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,25 +59,34 @@ def start_haproxy(tmp_path, gateways):
     return proc, f"http://127.0.0.1:{port}"
 
 
-def test_gateways_and_workers_survive_kill_9_and_lose_nothing(start_server, tmp_path):
-    shared = cloud_env("s3")
-    shared.update({
-        "IMGPIPE_DATABASE_BACKEND": "postgres",
-        "IMGPIPE_DATABASE_URL": fresh_postgres_database("scaleout"),
-        "IMGPIPE_QUEUE_LEASE": "5s",  # a killed worker's jobs go to the other one after this
-        "IMGPIPE_QUEUE_RETRY_BACKOFF": "200ms",
-        "IMGPIPE_RETENTION_SWEEPER": "false",
-        # Encryption is on: every process must unwrap the others' data keys, so they share one keyring (in
-        # production: an HSM through PKCS#11, or the keyring from a secret).
-        "IMGPIPE_ENCRYPTION_KEYRING": str(tmp_path / "shared-keyring.json"),
-    })
-    gateway_env = dict(shared, IMGPIPE_PROCESSING_ENABLED="false")
-    worker_env = dict(shared, IMGPIPE_PROCESSING_ENABLED="true", IMGPIPE_PROCESSING_WORKERS="2")
-    g1 = start_server(env=gateway_env)
+@pytest.mark.parametrize("queue", ["postgres", "kafka"])
+def test_gateways_and_workers_survive_kill_9_and_lose_nothing(start_server, tmp_path, request, queue):
+    if queue == "kafka":
+        from test_kafka_queue import distributed_env, new_jobs_topic
+        brokers = request.getfixturevalue("brokers")
+        shared = distributed_env(tmp_path, brokers, new_jobs_topic(brokers))
+        gateway_env, gateway_command = shared, "gateway"
+        worker_env, worker_command = dict(shared, IMGPIPE_PROCESSING_WORKERS="2"), "worker"
+    else:
+        shared = cloud_env("s3")
+        shared.update({
+            "IMGPIPE_DATABASE_BACKEND": "postgres",
+            "IMGPIPE_DATABASE_URL": fresh_postgres_database("scaleout"),
+            "IMGPIPE_QUEUE_LEASE": "5s",  # a killed worker's jobs go to the other one after this
+            "IMGPIPE_QUEUE_RETRY_BACKOFF": "200ms",
+            "IMGPIPE_RETENTION_SWEEPER": "false",
+            # Encryption is on: every process must unwrap the others' data keys, so they share one keyring (in
+            # production: an HSM through PKCS#11, or the keyring from a secret).
+            "IMGPIPE_ENCRYPTION_KEYRING": str(tmp_path / "shared-keyring.json"),
+        })
+        gateway_env, gateway_command = dict(shared, IMGPIPE_PROCESSING_ENABLED="false"), "serve"
+        worker_env = dict(shared, IMGPIPE_PROCESSING_ENABLED="true", IMGPIPE_PROCESSING_WORKERS="2")
+        worker_command = "serve"
+    g1 = start_server(env=gateway_env, command=gateway_command)
     key = g1.admin_key
-    g2 = start_server(env=gateway_env, admin_key=key)
-    w1 = start_server(env=worker_env, admin_key=key)
-    w2 = start_server(env=worker_env, admin_key=key)
+    g2 = start_server(env=gateway_env, admin_key=key, command=gateway_command)
+    w1 = start_server(env=worker_env, admin_key=key, command=worker_command)
+    w2 = start_server(env=worker_env, admin_key=key, command=worker_command)
     # A fixed port for the restarted gateway, so HAProxy's server line stays right: restart on the same one.
     haproxy, base = start_haproxy(tmp_path, [g1, g2])
     try:
@@ -115,7 +127,9 @@ def test_gateways_and_workers_survive_kill_9_and_lose_nothing(start_server, tmp_
         # uploads must have been acknowledged.
         assert len(acked) >= UPLOADS * 3 // 4, (len(acked), errors[:5])
 
-        deadline = time.monotonic() + 180
+        # With Kafka, the jobs the killed gateway had leased from its outbox but not yet produced wait for that lease
+        # to run out (2 minutes, longer than any relay round) before the other gateway relays them.
+        deadline = time.monotonic() + (300 if queue == "kafka" else 180)
         pending = set(acked)
         while pending and time.monotonic() < deadline:
             for image_id in list(pending):
