@@ -312,6 +312,17 @@ KafkaConsumer::~KafkaConsumer() {
   rd_kafka_destroy(rk_);
 }
 
+KafkaProperties GroupConsumerProperties(KafkaProperties client, const std::string& group_id,
+                                        const std::string& group_instance_id,
+                                        std::chrono::milliseconds max_poll_interval,
+                                        std::chrono::milliseconds session_timeout) {
+  client["group.id"] = group_id;
+  if (!group_instance_id.empty()) client["group.instance.id"] = group_instance_id;
+  client["max.poll.interval.ms"] = std::to_string(max_poll_interval.count());
+  client["session.timeout.ms"] = std::to_string(session_timeout.count());
+  return client;
+}
+
 void KafkaConsumer::RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                                       rd_kafka_topic_partition_list_t* parts, void* opaque) {
   auto* self = static_cast<KafkaConsumer*>(opaque);

@@ -99,6 +99,13 @@ class KafkaProducer {
   rd_kafka_t* rk_;
 };
 
+//! A group consumer's properties: the shared client properties plus its group, static membership when
+//! `group_instance_id` is not empty, and the two liveness bounds (poll interval, session timeout).
+KafkaProperties GroupConsumerProperties(KafkaProperties client, const std::string& group_id,
+                                        const std::string& group_instance_id,
+                                        std::chrono::milliseconds max_poll_interval,
+                                        std::chrono::milliseconds session_timeout);
+
 //! A group consumer with manual offset storage: offsets move only when StoreOffset() is called (librdkafka commits
 //! stored offsets in the background and on close). Cooperative-sticky assignment; optional static membership via
 //! "group.instance.id" in the properties. Poll() and Close() belong to one thread; StoreOffset, Pause and Resume

@@ -53,6 +53,20 @@ TEST(KafkaClientTest, SecuritySettingsPassThrough) {
   EXPECT_TRUE(producer.ok()) << producer.error().message;
 }
 
+TEST(KafkaClientTest, GroupConsumerPropertiesAddTheGroupToTheClientSettings) {
+  KafkaProperties client = {{"bootstrap.servers", "127.0.0.1:9092"}};
+  KafkaProperties dynamic = GroupConsumerProperties(client, "workers", "", std::chrono::seconds(300),
+                                                    std::chrono::seconds(6));
+  EXPECT_EQ(dynamic.at("bootstrap.servers"), "127.0.0.1:9092");
+  EXPECT_EQ(dynamic.at("group.id"), "workers");
+  EXPECT_EQ(dynamic.at("max.poll.interval.ms"), "300000");
+  EXPECT_EQ(dynamic.at("session.timeout.ms"), "6000");
+  EXPECT_EQ(dynamic.count("group.instance.id"), 0u);
+  KafkaProperties fixed = GroupConsumerProperties(client, "workers", "worker-0", std::chrono::seconds(300),
+                                                  std::chrono::seconds(6));
+  EXPECT_EQ(fixed.at("group.instance.id"), "worker-0");
+}
+
 TEST(KafkaClientTest, BadPropertyIsRefusedWithoutShowingSecrets) {
   auto bad = KafkaProducer::Create({{"bootstrap.servers", "127.0.0.1:1"}, {"no.such.property", "1"}});
   ASSERT_FALSE(bad.ok());

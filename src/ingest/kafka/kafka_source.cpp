@@ -64,11 +64,8 @@ KafkaSource::KafkaSource(KafkaSourceOptions options, Intake& intake, MetadataSto
 KafkaSource::~KafkaSource() { Stop(); }
 
 Status KafkaSource::Start() {
-  KafkaProperties consumer = options_.client;
-  consumer["group.id"] = options_.group_id;
-  if (!options_.group_instance_id.empty()) consumer["group.instance.id"] = options_.group_instance_id;
-  consumer["max.poll.interval.ms"] = std::to_string(options_.max_poll_interval.count());
-  consumer["session.timeout.ms"] = std::to_string(options_.session_timeout.count());
+  KafkaProperties consumer = GroupConsumerProperties(options_.client, options_.group_id, options_.group_instance_id,
+                                                     options_.max_poll_interval, options_.session_timeout);
   IMGPIPE_ASSIGN_OR_RETURN(consumer_, KafkaConsumer::Create(consumer, this));
 
   KafkaProperties producer = options_.client;

@@ -49,11 +49,8 @@ KafkaJobQueue::KafkaJobQueue(KafkaJobQueueOptions options, const Clock& clock, M
 KafkaJobQueue::~KafkaJobQueue() { Close(); }
 
 Status KafkaJobQueue::Start() {
-  KafkaProperties p = options_.client;
-  p["group.id"] = options_.group_id;
-  if (!options_.group_instance_id.empty()) p["group.instance.id"] = options_.group_instance_id;
-  p["max.poll.interval.ms"] = std::to_string(options_.max_poll_interval.count());
-  p["session.timeout.ms"] = std::to_string(options_.session_timeout.count());
+  KafkaProperties p = GroupConsumerProperties(options_.client, options_.group_id, options_.group_instance_id,
+                                              options_.max_poll_interval, options_.session_timeout);
   // The retry topic may come into being after we subscribed (the broker creates it on the first retry): look for it
   // every few seconds instead of librdkafka's default five minutes.
   p.emplace("topic.metadata.refresh.interval.ms", "5000");
