@@ -288,63 +288,79 @@ def test_slow_clients_are_cut_off_while_others_are_served(start_server):
     big.close()
 
 
-def start_slow_upload(server, key):
+class SlowUpload:
     """An upload whose body is held back after its first bytes: it stays in flight until finish() is called."""
-    from support import CORPORA
-    body = (CORPORA / "exif/metadata-extractor-images/jpg/FujiFilm FinePixS1Pro (1).jpg").read_bytes()
-    conn = RawConnection(server.port)
-    assert conn.send(request_head("POST", "/v1/images", key,
-                                  {"Content-Type": "image/jpeg", "Content-Length": str(len(body))}) + body[:1000])
 
-    def finish():
-        assert conn.send(body[1000:])
-        r = conn.read_response()
-        conn.close()
+    def __init__(self, server, key):
+        from support import CORPORA
+        self.body = (CORPORA / "exif/metadata-extractor-images/jpg/FujiFilm FinePixS1Pro (1).jpg").read_bytes()
+        self.conn = RawConnection(server.port)
+        assert self.conn.send(request_head("POST", "/v1/images", key,
+                                           {"Content-Type": "image/jpeg", "Content-Length": str(len(self.body))})
+                              + self.body[:1000])
+
+    def answer_so_far(self):
+        """The server's answer if it has already answered (refused) this upload, else None."""
+        if not self.conn.readable():
+            return None
+        r = self.conn.read_response()
+        self.conn.close()
         return r
-    return finish
+
+    def finish(self):
+        assert self.conn.send(self.body[1000:])
+        r = self.conn.read_response()
+        self.conn.close()
+        return r
+
+
+def refused_behind_slow_upload(server, key, send, status):
+    """Starts a held-back upload with `key`, then repeats `send()` until it is answered `status` because the held-back
+    upload holds the limited resource. Returns (that response, the held-back upload, how many held-back uploads were
+    themselves refused).
+
+    A request sent right after the held-back one can reach the server's limit first (the two are served concurrently):
+    the held-back upload is then the one refused, every later request passes, and waiting longer would not help.
+    That is the limit working, so the held-back upload must have been answered `status` too; another one is started."""
+    slow = SlowUpload(server, key)
+    slow_refused = 0
+    deadline = time.monotonic() + WAIT
+    while True:
+        r = send()
+        if r.status_code == status:
+            return r, slow, slow_refused
+        assert r.status_code in (200, 201) and time.monotonic() < deadline, r.text  # the slow one had not begun yet
+        early = slow.answer_so_far()
+        if early is not None:
+            assert early.status_code == status, (early.status_code, early.text)
+            slow_refused += 1
+            slow = SlowUpload(server, key)
+        time.sleep(0.05)
 
 
 def test_concurrency_limit_answers_503_after_the_bounded_wait(start_server):
     server = start_server(env={"IMGPIPE_LIMITS_MAX_IN_FLIGHT": "1", "IMGPIPE_LIMITS_IN_FLIGHT_WAIT": "200ms",
                                "IMGPIPE_SERVER_BODY_TIMEOUT": "60s"})
-    finish = start_slow_upload(server, server.admin_key)
     # The upload holds the only slot: other requests wait their bounded while, then get 503 with Retry-After.
-    deadline = time.monotonic() + WAIT
-    while True:
-        r = server.get("/v1/images")
-        if r.status_code == 503:
-            break
-        assert r.status_code == 200 and time.monotonic() < deadline, r.text
-        time.sleep(0.05)
+    r, slow, _ = refused_behind_slow_upload(server, server.admin_key, lambda: server.get("/v1/images"), 503)
     assert_error(r, 503, "overloaded")
     assert int(r.headers["Retry-After"]) >= 1
     assert "limits.max_in_flight" in r.json()["error"]["message"]
     assert server.get("/readyz", key=False).status_code == 200  # health checks bypass the limit
-    assert finish().status_code == 201
+    assert slow.finish().status_code == 201
     assert server.get("/v1/images").status_code == 200
 
 
-# Quarantined: in one clean-clone CI run (of five) the held-back upload never took the key's upload slot within 60 s,
-# so every other upload got 201 instead of 429. Not yet understood (the slot is taken after authentication, before
-# the body is read); recorded on issue 7 to find and fix first.
-@pytest.mark.xfail(strict=False, reason="flaky: the held-back upload sometimes never holds the per-key slot")
 def test_concurrent_uploads_per_key_are_capped_with_429(start_server):
     from support import CORPORA
     small = (CORPORA / "exif/metadata-extractor-images/jpg/FujiFilm FinePixS1Pro (1).jpg").read_bytes()
     server = start_server(env={"IMGPIPE_LIMITS_UPLOADS_PER_KEY": "1", "IMGPIPE_SERVER_BODY_TIMEOUT": "60s"})
     other = server.create_key("uploader")
-    finish = start_slow_upload(server, server.admin_key)
-    deadline = time.monotonic() + WAIT
-    while True:
-        r = server.upload(small)
-        if r.status_code == 429:
-            break
-        assert r.status_code == 201 and time.monotonic() < deadline, r.text  # the slow one had not begun yet
-        time.sleep(0.05)
+    r, slow, slow_refused = refused_behind_slow_upload(server, server.admin_key, lambda: server.upload(small), 429)
     assert_error(r, 429, "rate_limited")
     assert r.headers["Retry-After"] == "1"
     assert "limits.uploads_per_key" in r.json()["error"]["message"]
-    assert 'imgpipe_rate_limited_total{by="uploads_per_key"} 1' in server.get("/metrics").text
+    assert f'imgpipe_rate_limited_total{{by="uploads_per_key"}} {1 + slow_refused}' in server.get("/metrics").text
     assert server.upload(small, key=other).status_code == 201  # another key is not held back
-    assert finish().status_code == 201
+    assert slow.finish().status_code == 201
     assert server.upload(small).status_code == 201
