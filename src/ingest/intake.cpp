@@ -34,7 +34,7 @@ Spool::Spool(std::string path, const ImageLimits& limits)
 
 Spool::~Spool() {
   if (fd_ >= 0) ::close(fd_);
-  if (!moved_) ::unlink(path_.c_str());
+  if (file_created_ && !moved_) ::unlink(path_.c_str());
   EVP_MD_CTX_free(sha_);
 }
 
@@ -66,6 +66,7 @@ Status Spool::Flush() {
       return MakeError(ErrorKind::kUnavailable, "cannot create a spool file " + path_ + ": " + std::strerror(errno) +
                                                     " (storage.data_dir)");
     }
+    file_created_ = true;
   }
   const char* p = pending_.data();
   size_t left = pending_.size();
@@ -87,10 +88,16 @@ Status Spool::Finish() {
   if (!sha256_.empty()) return Ok();  // finished already
   if (bytes_ == 0) return MakeError(ErrorKind::kInvalidArgument, "the upload is empty; send the image bytes as the body");
   if (!head_checked_) IMGPIPE_TRY(CheckHead());
-  IMGPIPE_TRY(Flush());
-  std::string().swap(pending_);
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
+  if (!file_created_) {
+    // Never flushed: at most kMemoryBytes plus one chunk, kept in memory for validation and storing.
+    EVP_DigestFinal_ex(sha_, md, &len);
+    sha256_ = HexEncode(std::string_view(reinterpret_cast<char*>(md), len));
+    return Ok();
+  }
+  IMGPIPE_TRY(Flush());
+  std::string().swap(pending_);
   EVP_DigestFinal_ex(sha_, md, &len);
   sha256_ = HexEncode(std::string_view(reinterpret_cast<char*>(md), len));
   if (::close(fd_) != 0) {
@@ -140,7 +147,8 @@ Result<std::optional<IntakeResult>> Intake::FindReplay(const IntakeRequest& requ
 Result<ImageRecord> Intake::Validate(Spool& spool, const IntakeRequest& request) {
   IMGPIPE_TRY(spool.Finish());
   auto t0 = std::chrono::steady_clock::now();
-  auto facts = ValidateImageFile(spool.path(), options_.limits);
+  auto facts = spool.in_memory() ? ValidateImageBuffer(spool.memory(), options_.limits)
+                                 : ValidateImageFile(spool.path(), options_.limits);
   if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "validate"}}, SecondsSince(t0));
   if (!facts.ok()) return facts.error();
 
@@ -179,6 +187,36 @@ Result<ImageRecord> Intake::Validate(Spool& spool, const IntakeRequest& request)
   return image;
 }
 
+Status Intake::WriteJournal(const Spool& spool, const std::string& journal) {
+  // A spool file gets a second name (no data written); an image in memory, an empty file. Either way only the name
+  // matters to RecoverSpool().
+  int rc = 0;
+  if (spool.in_memory()) {
+    int fd = ::open(journal.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
+    rc = fd >= 0 ? 0 : -1;
+  } else {
+    rc = ::link(spool.path().c_str(), journal.c_str());
+  }
+  if (rc != 0) {
+    return MakeError(ErrorKind::kUnavailable, "cannot stage the image in " + options_.spool_dir + ": " +
+                                                  std::strerror(errno) + " (storage.data_dir)");
+  }
+  return Ok();
+}
+
+Status Intake::StoreOriginal(Spool& spool, const std::string& key) {
+  if (spool.in_memory()) {
+    IMGPIPE_TRY(blobs_.Put(kOriginals, key, spool.memory()));
+    return Ok();
+  }
+  IMGPIPE_TRY(blobs_.PutFile(kOriginals, key, spool.path()));
+  // The local store renames the spool file into place, so it belongs to the store now; a remote or encrypting store
+  // copied it, and the spool removes its file as for any other upload.
+  if (blobs_.LocalPath(kOriginals, key)) spool.moved_ = true;
+  return Ok();
+}
+
 Result<StagedImage> Intake::Stage(Spool& spool, const IntakeRequest& request) {
   if (!request.id || request.idempotency_key) {
     return MakeError(ErrorKind::kInternal, "Intake::Stage needs a deterministic id and no idempotency key");
@@ -187,15 +225,12 @@ Result<StagedImage> Intake::Stage(Spool& spool, const IntakeRequest& request) {
   auto t0 = std::chrono::steady_clock::now();
   StagedImage staged;
   staged.journal_ = options_.spool_dir + "/" + image.id.value() + ".staged";
-  if (::link(spool.path().c_str(), staged.journal_.c_str()) != 0) {
-    Error e = MakeError(ErrorKind::kUnavailable, "cannot stage the image in " + options_.spool_dir + ": " +
-                                                     std::strerror(errno) + " (storage.data_dir)");
+  if (Status journal = WriteJournal(spool, staged.journal_); !journal.ok()) {
     staged.journal_.clear();  // not ours (another delivery of the same record holds it), or never made
-    return e;
+    return journal.error();
   }
   // The same object for every delivery of the record (the id is deterministic): never deleted here.
-  IMGPIPE_TRY(blobs_.PutFile(kOriginals, image.original_key, spool.path()));
-  if (blobs_.LocalPath(kOriginals, image.original_key)) spool.moved_ = true;
+  IMGPIPE_TRY(StoreOriginal(spool, image.original_key));
   if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "store"}}, SecondsSince(t0));
   staged.image = std::move(image);
   return staged;
@@ -247,19 +282,12 @@ Result<IntakeResult> Intake::Accept(Spool& spool, const IntakeRequest& request) 
   // The intent journal: a second name for the spool file, by image id, that lives until the row is committed. If the
   // process dies in between, RecoverSpool() finds it and removes the original that never got its row.
   const std::string staged = options_.spool_dir + "/" + image.id.value() + ".staged";
-  if (::link(spool.path().c_str(), staged.c_str()) != 0) {
-    return MakeError(ErrorKind::kUnavailable, "cannot stage the upload in " + options_.spool_dir + ": " +
-                                                  std::strerror(errno) + " (storage.data_dir)");
-  }
+  IMGPIPE_TRY(WriteJournal(spool, staged));
   struct StagedName {
     const std::string& path;
     ~StagedName() { ::unlink(path.c_str()); }
   } staged_guard{staged};
-  auto stored = blobs_.PutFile(kOriginals, image.original_key, spool.path());
-  if (!stored.ok()) return stored.error();
-  // The local store renames the spool file into place, so it belongs to the store now; a remote store copied it, and
-  // the spool removes its file as for any other upload.
-  if (blobs_.LocalPath(kOriginals, image.original_key)) spool.moved_ = true;
+  IMGPIPE_TRY(StoreOriginal(spool, image.original_key));
 
   std::optional<IdempotencyRecord> idem;
   IntakeResult out;

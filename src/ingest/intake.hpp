@@ -31,10 +31,12 @@ struct IntakeOptions {
 
 //! The bytes of one image on their way in: hashed, counted against the byte limit, and their format checked against
 //! the allow-list as soon as the first bytes are in, so a refused upload stops early. Bytes collect in memory (at
-//! most kMemoryBytes) and go to a local spool file only through Flush() and Finish(), which block on the disk: the
-//! HTTP layer calls those on its blocking pool, never on an I/O thread (a write can wait behind another request's
-//! fsync in the filesystem journal, and would stall every connection of that thread). The spool file is removed when
-//! this is destroyed, unless Intake moved it into the store. Not thread-safe.
+//! most kMemoryBytes) and go to a local spool file only through Flush(), which blocks on the disk: the HTTP layer
+//! calls it on its blocking pool, never on an I/O thread (a write can wait behind another request's fsync in the
+//! filesystem journal, and would stall every connection of that thread). An image that never needed a Flush() stays
+//! in memory: it is validated and stored from there, with no spool file at all (with encryption on, the plaintext
+//! then never touches the disk, and the store writes the sealed bytes once instead of copying a spool file). The
+//! spool file, if any, is removed when this is destroyed, unless Intake moved it into the store. Not thread-safe.
 class Spool {
  public:
   static constexpr size_t kMemoryBytes = 256 * 1024;
@@ -50,9 +52,13 @@ class Spool {
   bool NeedsFlush() const { return pending_.size() >= kMemoryBytes; }
   //! Writes the bytes in memory to the spool file (creating it on first use). Blocks on the disk.
   Status Flush();
-  //! Call at the end of the bytes: flushes and closes the file, and checks the format if fewer than 64 bytes came.
-  //! Blocks on the disk.
+  //! Call at the end of the bytes: flushes and closes the file if there is one (else the bytes stay in memory), and
+  //! checks the format if fewer than 64 bytes came. May block on the disk.
   Status Finish();
+  //! After Finish(): true if the image is only in memory (memory()), false if it is in the file at path().
+  bool in_memory() const { return fd_ < 0 && !file_created_; }
+  //! The image's bytes when in_memory().
+  std::string_view memory() const { return pending_; }
   uint64_t bytes() const { return bytes_; }
   //! Hex SHA-256 of everything appended; valid after Finish().
   const std::string& sha256() const { return sha256_; }
@@ -65,6 +71,7 @@ class Spool {
 
   std::string path_;
   int fd_ = -1;              // opened by the first Flush()
+  bool file_created_ = false;
   const ImageLimits& limits_;
   EVP_MD_CTX* sha_ = nullptr;
   std::string head_;         // the first bytes, for the format check
@@ -158,6 +165,10 @@ class Intake {
   // Finishes the spool, validates, and fills the row (id, facts, route, retention) without storing anything.
   Result<ImageRecord> Validate(Spool& spool, const IntakeRequest& request);
   Result<IntakeResult> ReplayOrConflict(const IdempotencyRecord& rec, const IntakeRequest& request);
+  // The intent journal "<id>.staged" in the spool folder, made before the original is stored.
+  Status WriteJournal(const Spool& spool, const std::string& journal);
+  // Stores the finished spool's image as the original under `key`: from memory, or from its file.
+  Status StoreOriginal(Spool& spool, const std::string& key);
 
   IntakeOptions options_;
   BlobStore& blobs_;

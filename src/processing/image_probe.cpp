@@ -22,7 +22,20 @@ namespace {
 
 using vips::ImagePtr;
 
-std::string DecoderError(const std::string& path) { return vips::TakeError(path, "no detail from the decoder"); }
+// What is validated: the file at `path`, or, when `path` is empty, `bytes` in memory (which the caller keeps alive
+// for the whole validation).
+struct Input {
+  std::string path;
+  std::string_view bytes;
+  bool in_memory() const { return path.empty(); }
+};
+
+std::string DecoderError(const Input& input) { return vips::TakeError(input.path, "no detail from the decoder"); }
+
+struct SourceUnref {
+  void operator()(VipsSource* source) const { g_object_unref(source); }
+};
+using SourcePtr = std::unique_ptr<VipsSource, SourceUnref>;
 
 // The ISO-BMFF brand list can run past 64 bytes; 512 covers any real ftyp box.
 constexpr size_t kHeadBytes = 512;
@@ -110,9 +123,16 @@ struct Reduce {
 // decoded when something reads the image. `n` = -1 loads all frames as one tall image.
 constexpr int kMainImage = -1;  //!< as `page`: the image the file designates (HEIF's primary item; else the first)
 
-Result<ImagePtr> OpenWithLoader(ImageFormat format, const std::string& path, int page, int n, Reduce reduce) {
+Result<ImagePtr> OpenWithLoader(ImageFormat format, const Input& input, int page, int n, Reduce reduce) {
+  // The file loaders open a source on the file and load from it; doing the same here lets a file and a buffer take
+  // one path. The loader keeps its own reference to the source for as long as the image lives.
+  SourcePtr source(input.in_memory() ? vips_source_new_from_memory(input.bytes.data(), input.bytes.size())
+                                     : vips_source_new_from_file(input.path.c_str()));
+  if (!source) {
+    return InvalidImage(std::string(FormatName(format)) + " header does not parse (" + DecoderError(input) + ")");
+  }
+  VipsSource* src = source.get();
   VipsImage* out = nullptr;
-  const char* file = path.c_str();
   const auto seq = VIPS_ACCESS_SEQUENTIAL;
   const auto fail = VIPS_FAIL_ON_ERROR;
   int rc = -1;
@@ -122,27 +142,27 @@ Result<ImagePtr> OpenWithLoader(ImageFormat format, const std::string& path, int
   }
   switch (format) {
     case ImageFormat::kJpeg:
-      rc = vips_jpegload(file, &out, "access", seq, "fail_on", fail, "shrink", reduce.jpeg_shrink, nullptr);
+      rc = vips_jpegload_source(src, &out, "access", seq, "fail_on", fail, "shrink", reduce.jpeg_shrink, nullptr);
       break;
     case ImageFormat::kPng:
-      rc = vips_pngload(file, &out, "access", seq, "fail_on", fail, nullptr);
+      rc = vips_pngload_source(src, &out, "access", seq, "fail_on", fail, nullptr);
       break;
     case ImageFormat::kWebp:
-      rc = vips_webpload(file, &out, "access", seq, "fail_on", fail, "page", page, "n", n, "scale", reduce.webp_scale,
-                         nullptr);
+      rc = vips_webpload_source(src, &out, "access", seq, "fail_on", fail, "page", page, "n", n, "scale",
+                                reduce.webp_scale, nullptr);
       break;
     case ImageFormat::kGif:
-      rc = vips_gifload(file, &out, "access", seq, "fail_on", fail, "page", page, "n", n, nullptr);
+      rc = vips_gifload_source(src, &out, "access", seq, "fail_on", fail, "page", page, "n", n, nullptr);
       break;
     case ImageFormat::kTiff:
-      rc = vips_tiffload(file, &out, "access", seq, "fail_on", fail, "page", page, "n", n, nullptr);
+      rc = vips_tiffload_source(src, &out, "access", seq, "fail_on", fail, "page", page, "n", n, nullptr);
       break;
     case ImageFormat::kHeic:
     case ImageFormat::kAvif:
       // Without "page", heifload opens the primary item, which need not be the first.
       rc = page == kMainImage
-               ? vips_heifload(file, &out, "access", seq, "fail_on", fail, nullptr)
-               : vips_heifload(file, &out, "access", seq, "fail_on", fail, "page", page, "n", n, nullptr);
+               ? vips_heifload_source(src, &out, "access", seq, "fail_on", fail, nullptr)
+               : vips_heifload_source(src, &out, "access", seq, "fail_on", fail, "page", page, "n", n, nullptr);
       break;
     default:
       return MakeError(ErrorKind::kUnsupportedFormat,
@@ -152,24 +172,31 @@ Result<ImagePtr> OpenWithLoader(ImageFormat format, const std::string& path, int
   }
   if (rc != 0) {
     if (out != nullptr) g_object_unref(out);
-    return InvalidImage(std::string(FormatName(format)) + " header does not parse (" + DecoderError(path) + ")");
+    return InvalidImage(std::string(FormatName(format)) + " header does not parse (" + DecoderError(input) + ")");
   }
   return ImagePtr(out);
 }
 
-// Reads a file at arbitrary offsets through a 64 KiB window, so walking many small records costs few syscalls.
-class WindowedFile {
+// Reads the input at arbitrary offsets: a file through a 64 KiB window, so walking many small records costs few
+// syscalls; a buffer directly.
+class WindowedInput {
  public:
-  explicit WindowedFile(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
-  ~WindowedFile() {
+  explicit WindowedInput(const Input& input)
+      : bytes_(input.bytes), fd_(input.in_memory() ? -1 : ::open(input.path.c_str(), O_RDONLY | O_CLOEXEC)) {}
+  ~WindowedInput() {
     if (fd_ >= 0) ::close(fd_);
   }
-  WindowedFile(const WindowedFile&) = delete;
-  WindowedFile& operator=(const WindowedFile&) = delete;
+  WindowedInput(const WindowedInput&) = delete;
+  WindowedInput& operator=(const WindowedInput&) = delete;
 
-  bool ok() const { return fd_ >= 0; }
-  // Copies `length` (<= 64 KiB) bytes at `offset` into `out`; false if the file ends first.
+  bool ok() const { return fd_ >= 0 || bytes_.data() != nullptr; }
+  // Copies `length` (<= 64 KiB) bytes at `offset` into `out`; false if the input ends first.
   bool Read(uint64_t offset, size_t length, uint8_t* out) {
+    if (fd_ < 0) {
+      if (offset > bytes_.size() || length > bytes_.size() - offset) return false;
+      std::memcpy(out, bytes_.data() + offset, length);
+      return true;
+    }
     if (offset < start_ || offset + length > start_ + filled_) {
       const ssize_t got = ::pread(fd_, buffer_, sizeof buffer_, static_cast<off_t>(offset));
       if (got < 0) return false;
@@ -182,6 +209,7 @@ class WindowedFile {
   }
 
  private:
+  std::string_view bytes_;
   int fd_;
   uint64_t start_ = 0;
   size_t filled_ = 0;
@@ -192,8 +220,8 @@ class WindowedFile {
 // chunk's claimed length before reading it, so a 57-byte file claiming a 1 GiB iTXt chunk costs 1 GiB and seconds;
 // a chunk that claims more bytes than the file holds is refused here instead. After this, no chunk is larger than
 // the file (itself within limits.max_bytes).
-Status CheckPngChunks(const std::string& path, uint64_t file_size) {
-  auto file = std::make_unique<WindowedFile>(path);
+Status CheckPngChunks(const Input& input, uint64_t file_size) {
+  auto file = std::make_unique<WindowedInput>(input);
   if (!file->ok()) return MakeError(ErrorKind::kInternal, "cannot open the uploaded file for reading");
   uint64_t offset = 8;  // after the signature
   while (true) {
@@ -221,9 +249,9 @@ int DiscardPixels(VipsRegion*, VipsRect*, void*) { return 0; }
 
 // Decodes every pixel of `image` in strips, top to bottom, keeping none: memory stays at a few strips whatever
 // the image size (except for formats whose decoder itself needs the whole image, e.g. interlaced PNG).
-Status DecodeAll(VipsImage* image, ImageFormat format, const std::string& path) {
+Status DecodeAll(VipsImage* image, ImageFormat format, const Input& input) {
   if (vips_sink_disc(image, DiscardPixels, nullptr) != 0) {
-    return InvalidImage(std::string(FormatName(format)) + " data does not decode (" + DecoderError(path) + ")");
+    return InvalidImage(std::string(FormatName(format)) + " data does not decode (" + DecoderError(input) + ")");
   }
   return Ok();
 }
@@ -266,14 +294,14 @@ Error FramesTooLarge(int last_frame, uint64_t pixels, const ImageLimits& limits)
 // few times. Blocks of TIFF and HEIF frames of different sizes cannot stack and are decoded frame by frame. Every
 // block's size is checked against the limits before it is decoded: a later TIFF page or HEIF item may be larger
 // than the first, which the header check saw.
-Status DecodeFrames(ImageFormat format, const std::string& path, int frames, int width, int height,
+Status DecodeFrames(ImageFormat format, const Input& input, int frames, int width, int height,
                     const ImageLimits& limits) {
   const int block = std::clamp(VIPS_MAX_COORD / std::max(height, 1), 1, frames);
   const Reduce reduce = ReduceFor(format, width, height);
   uint64_t pixels = 0;  // decoded so far, at full size (frames that may differ are never reduced)
   for (int first = 0; first < frames; first += block) {
     const int n = std::min(block, frames - first);
-    auto stacked = OpenWithLoader(format, path, first, n, reduce);
+    auto stacked = OpenWithLoader(format, input, first, n, reduce);
     if (stacked.ok()) {
       if (FramesMayDiffer(format)) {
         VipsImage* image = stacked->get();
@@ -281,17 +309,17 @@ Status DecodeFrames(ImageFormat format, const std::string& path, int frames, int
         pixels += uint64_t(image->Xsize) * uint64_t(image->Ysize);
         if (pixels > limits.max_pixels) return FramesTooLarge(first + n, pixels, limits);
       }
-      IMGPIPE_TRY(DecodeAll(stacked->get(), format, path));
+      IMGPIPE_TRY(DecodeAll(stacked->get(), format, input));
       continue;
     }
     if (!FramesMayDiffer(format) || n == 1) return stacked.error();
     vips_error_clear();
     for (int page = first; page < first + n; ++page) {
-      IMGPIPE_ASSIGN_OR_RETURN(ImagePtr frame, OpenWithLoader(format, path, page, 1, reduce));
+      IMGPIPE_ASSIGN_OR_RETURN(ImagePtr frame, OpenWithLoader(format, input, page, 1, reduce));
       IMGPIPE_TRY(CheckDimensions(frame->Xsize, frame->Ysize, limits));
       pixels += uint64_t(frame->Xsize) * uint64_t(frame->Ysize);
       if (pixels > limits.max_pixels) return FramesTooLarge(page + 1, pixels, limits);
-      IMGPIPE_TRY(DecodeAll(frame.get(), format, path));
+      IMGPIPE_TRY(DecodeAll(frame.get(), format, input));
     }
   }
   return Ok();
@@ -348,36 +376,22 @@ Status CheckFormatAllowed(std::string_view head, const ImageLimits& limits) {
                    "unsupported_format");
 }
 
-Result<ImageFacts> ValidateImageFile(const std::string& path, const ImageLimits& limits) {
-  // Leftovers from earlier calls (libvips records some messages without failing) would otherwise be reported as
-  // this file's problem.
-  vips_error_clear();
-  std::error_code ec;
-  const uint64_t size = std::filesystem::file_size(path, ec);
-  if (ec) {
-    return MakeError(ErrorKind::kInternal, "cannot read the size of the uploaded file: " + ec.message());
-  }
+namespace {
+
+Result<ImageFacts> ValidateImage(const Input& input, uint64_t size, std::string head, const ImageLimits& limits) {
   if (size == 0) return InvalidImage("image is empty (0 bytes)");
   if (size > limits.max_bytes) {
     return TooLarge("image is " + FormatBytes(size) + " (" + std::to_string(size) + " bytes); the limit is " +
                     FormatBytes(limits.max_bytes) + " (limits.max_bytes)");
   }
-
-  std::string head(kHeadBytes, '\0');
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return MakeError(ErrorKind::kInternal, "cannot open the uploaded file for reading");
-    in.read(head.data(), static_cast<std::streamsize>(head.size()));
-    head.resize(static_cast<size_t>(in.gcount()));
-  }
   IMGPIPE_TRY(CheckFormatAllowed(head, limits));
 
   ImageFacts facts;
   facts.format = DetectFormat(head);
-  if (facts.format == ImageFormat::kPng) IMGPIPE_TRY(CheckPngChunks(path, size));
+  if (facts.format == ImageFormat::kPng) IMGPIPE_TRY(CheckPngChunks(input, size));
 
   // Header only: no pixel is decoded until every limit has been checked against the header's numbers.
-  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr header, OpenWithLoader(facts.format, path, kMainImage, 1, Reduce{}));
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr header, OpenWithLoader(facts.format, input, kMainImage, 1, Reduce{}));
   facts.width = vips_image_get_width(header.get());
   facts.height = vips_image_get_height(header.get());
   facts.frames = vips_image_get_n_pages(header.get());
@@ -388,13 +402,42 @@ Result<ImageFacts> ValidateImageFile(const std::string& path, const ImageLimits&
   header.reset();
 
   if (facts.frames == 1) {
-    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, OpenWithLoader(facts.format, path, kMainImage, 1,
+    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, OpenWithLoader(facts.format, input, kMainImage, 1,
                                                             ReduceFor(facts.format, facts.width, facts.height)));
-    IMGPIPE_TRY(DecodeAll(image.get(), facts.format, path));
+    IMGPIPE_TRY(DecodeAll(image.get(), facts.format, input));
   } else {
-    IMGPIPE_TRY(DecodeFrames(facts.format, path, facts.frames, facts.width, facts.height, limits));
+    IMGPIPE_TRY(DecodeFrames(facts.format, input, facts.frames, facts.width, facts.height, limits));
   }
   return facts;
+}
+
+}  // namespace
+
+Result<ImageFacts> ValidateImageFile(const std::string& path, const ImageLimits& limits) {
+  // Leftovers from earlier calls (libvips records some messages without failing) would otherwise be reported as
+  // this file's problem.
+  vips_error_clear();
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec) {
+    return MakeError(ErrorKind::kInternal, "cannot read the size of the uploaded file: " + ec.message());
+  }
+  std::string head(kHeadBytes, '\0');
+  if (size > 0 && size <= limits.max_bytes) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return MakeError(ErrorKind::kInternal, "cannot open the uploaded file for reading");
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(in.gcount()));
+  }
+  return ValidateImage(Input{path, {}}, size, std::move(head), limits);
+}
+
+Result<ImageFacts> ValidateImageBuffer(std::string_view bytes, const ImageLimits& limits) {
+  vips_error_clear();
+  // A non-null pointer marks the input as memory even when it is empty.
+  static constexpr char kEmpty = 0;
+  const std::string_view data = bytes.data() != nullptr ? bytes : std::string_view(&kEmpty, 0);
+  return ValidateImage(Input{{}, data}, data.size(), std::string(data.substr(0, kHeadBytes)), limits);
 }
 
 namespace {

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.hpp"
@@ -49,6 +50,9 @@ Status CheckFormatAllowed(std::string_view head, const ImageLimits& limits);
 //! Memory: a few decoded strips per call, except where the decoder needs the whole image (interlaced PNG,
 //! progressive JPEG coefficients), which the pixel limit bounds.
 Result<ImageFacts> ValidateImageFile(const std::string& path, const ImageLimits& limits);
+//! ValidateImageFile() on an image held in memory, with the same checks, outcomes and messages. `bytes` must stay
+//! valid until this returns; nothing of it is kept.
+Result<ImageFacts> ValidateImageBuffer(std::string_view bytes, const ImageLimits& limits);
 
 //! Initialises libvips for untrusted input: untrusted loaders blocked, operation cache off, `concurrency` threads
 //! per operation, no leak reports, libvips' warnings about input files not printed (failures still reach callers).

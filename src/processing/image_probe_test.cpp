@@ -117,6 +117,24 @@ ImageFormat FormatOfFile(const fs::path& path) {
 const std::vector<RenditionConfig> kDefaultRenditions = {{"thumb-256", 256, 256, "inside", "auto", 82},
                                                           {"thumb-1024", 1024, 1024, "inside", "auto", 82}};
 
+// The same image validated from memory (what an upload that fits in memory gets) has the same outcome and facts.
+void ExpectBufferAgrees(const fs::path& path, const Result<ImageFacts>& from_file) {
+  const std::string bytes = ReadFile(path);
+  const auto from_memory = ValidateImageBuffer(bytes, ImageLimits{});
+  ASSERT_EQ(from_memory.ok(), from_file.ok()) << (from_memory.ok() ? from_file : from_memory).error().message;
+  if (!from_file.ok()) {
+    EXPECT_EQ(from_memory.error().kind, from_file.error().kind) << from_memory.error().message;
+    EXPECT_EQ(from_memory.error().Code(), from_file.error().Code());
+    return;
+  }
+  EXPECT_EQ(from_memory->format, from_file->format);
+  EXPECT_EQ(from_memory->width, from_file->width);
+  EXPECT_EQ(from_memory->height, from_file->height);
+  EXPECT_EQ(from_memory->frames, from_file->frames);
+  EXPECT_EQ(from_memory->colour_space, from_file->colour_space);
+  EXPECT_EQ(from_memory->exif.orientation, from_file->exif.orientation);
+}
+
 // --- corpora/valid: accepted (and processed), or refused by the allow-list ---
 
 class ValidCorpusTest : public testing::TestWithParam<std::string> {
@@ -134,6 +152,7 @@ TEST_P(ValidCorpusTest, IsAcceptedAndProcessedOrRefusedByTheAllowList) {
                             facts->colour_space)
                                .c_str()
                          : facts.error().message.c_str());
+  ExpectBufferAgrees(path, facts);
 
   const ImageFormat format = FormatOfFile(path);
   if (!Allowed(format)) {
@@ -178,6 +197,7 @@ TEST_P(CorruptCorpusTest, IsRefusedWithAClientErrorOrProcessed) {
   const auto facts = ValidateImageFile(path.string(), ImageLimits{});
   std::printf("[ outcome  ] %s: %s %s\n", file.c_str(), KindName(facts),
               facts.ok() ? "(legal: processed below)" : facts.error().message.c_str());
+  ExpectBufferAgrees(path, facts);
   if (facts.ok()) {
     const auto output = RunDefaultPipeline(path.string(), kDefaultRenditions);
     ASSERT_TRUE(output.ok()) << file << " validated but does not process: " << output.error().message;

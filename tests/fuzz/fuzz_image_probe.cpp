@@ -1,5 +1,5 @@
 // libFuzzer target: the whole upload validation (magic bytes, header probe, limits, strict decode) on arbitrary
-// files. Inputs over 1 MiB are skipped and the limits are small (4 megapixels, 64 frames), as in libvips' own
+// files, from a file and from memory (uploads that fit in the spool's memory are validated there). Inputs over 1 MiB are skipped and the limits are small (4 megapixels, 64 frames), as in libvips' own
 // fuzzers, so each run stays fast and within memory; the code paths are the same as with the production limits.
 // Any outcome is fine except a crash, a hang, a leak or kInternal.
 #include <unistd.h>
@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "processing/image_probe.hpp"
 
@@ -54,5 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto facts = imgpipe::ValidateImageFile(path, limits);
   if (!facts.ok() && facts.error().kind == imgpipe::ErrorKind::kInternal) std::abort();
   std::remove(path.c_str());
+  const auto from_memory = imgpipe::ValidateImageBuffer(std::string_view(reinterpret_cast<const char*>(data), size),
+                                                        limits);
+  if (!from_memory.ok() && from_memory.error().kind == imgpipe::ErrorKind::kInternal) std::abort();
   return 0;
 }
