@@ -135,6 +135,19 @@ void ExpectBufferAgrees(const fs::path& path, const Result<ImageFacts>& from_fil
   EXPECT_EQ(from_memory->exif.orientation, from_file->exif.orientation);
 }
 
+// The pipeline run on the same image in memory (what a worker does with a decrypted original) makes the same bytes.
+void ExpectPipelineOnBufferAgrees(const fs::path& path, const PipelineOutput& from_file) {
+  const std::string bytes = ReadFile(path);
+  const auto from_memory = RunDefaultPipelineOnBuffer(bytes, kDefaultRenditions);
+  ASSERT_TRUE(from_memory.ok()) << from_memory.error().message;
+  ASSERT_EQ(from_memory->renditions.size(), from_file.renditions.size());
+  for (size_t i = 0; i < from_file.renditions.size(); ++i) {
+    EXPECT_EQ(from_memory->renditions[i].bytes, from_file.renditions[i].bytes) << from_file.renditions[i].name;
+  }
+  EXPECT_EQ(from_memory->phash, from_file.phash);
+  EXPECT_EQ(from_memory->dominant_colour, from_file.dominant_colour);
+}
+
 // --- corpora/valid: accepted (and processed), or refused by the allow-list ---
 
 class ValidCorpusTest : public testing::TestWithParam<std::string> {
@@ -180,6 +193,7 @@ TEST_P(ValidCorpusTest, IsAcceptedAndProcessedOrRefusedByTheAllowList) {
   ASSERT_TRUE(output.ok()) << file << ": " << output.error().message;
   ASSERT_EQ(output->renditions.size(), 2u);
   for (const auto& r : output->renditions) EXPECT_FALSE(r.bytes.empty()) << r.name;
+  ExpectPipelineOnBufferAgrees(path, *output);
 }
 
 INSTANTIATE_TEST_SUITE_P(Corpus, ValidCorpusTest, testing::ValuesIn(CorpusFiles("valid")), TestName);
@@ -202,6 +216,7 @@ TEST_P(CorruptCorpusTest, IsRefusedWithAClientErrorOrProcessed) {
     const auto output = RunDefaultPipeline(path.string(), kDefaultRenditions);
     ASSERT_TRUE(output.ok()) << file << " validated but does not process: " << output.error().message;
     EXPECT_EQ(output->renditions.size(), 2u);
+    ExpectPipelineOnBufferAgrees(path, *output);
     return;
   }
   const Error& error = facts.error();

@@ -27,33 +27,51 @@ double SecondsSince(SteadyClock::time_point start) {
 }
 
 
-// The libvips loader class for each decodable format, as vips_foreign_find_load() names it.
-const char* LoaderClass(ImageFormat f) {
+// What the pipeline reads: the file at `path`, or, when `path` is empty, `bytes` in memory (kept alive by the caller
+// until the pipeline returns).
+struct Input {
+  std::string path;
+  std::string_view bytes;
+  bool in_memory() const { return path.empty(); }
+};
+
+// The libvips loader class for each decodable format, as vips_foreign_find_load() (a file) or
+// vips_foreign_find_load_buffer() (memory) names it.
+std::string LoaderClass(ImageFormat f, bool in_memory) {
+  const char* base = "";
   switch (f) {
-    case ImageFormat::kJpeg: return "VipsForeignLoadJpegFile";
-    case ImageFormat::kPng: return "VipsForeignLoadPngFile";
-    case ImageFormat::kWebp: return "VipsForeignLoadWebpFile";
-    case ImageFormat::kGif: return "VipsForeignLoadNsgifFile";
-    case ImageFormat::kTiff: return "VipsForeignLoadTiffFile";
-    case ImageFormat::kHeic: case ImageFormat::kAvif: return "VipsForeignLoadHeifFile";
+    case ImageFormat::kJpeg: base = "VipsForeignLoadJpeg"; break;
+    case ImageFormat::kPng: base = "VipsForeignLoadPng"; break;
+    case ImageFormat::kWebp: base = "VipsForeignLoadWebp"; break;
+    case ImageFormat::kGif: base = "VipsForeignLoadNsgif"; break;
+    case ImageFormat::kTiff: base = "VipsForeignLoadTiff"; break;
+    case ImageFormat::kHeic: case ImageFormat::kAvif: base = "VipsForeignLoadHeif"; break;
     default: return "";
   }
+  return std::string(base) + (in_memory ? "Buffer" : "File");
 }
 
-// Opens the first frame of `path` with the loader for `format`, lazily (header now, pixels on demand).
-Result<ImagePtr> OpenWithLoader(ImageFormat format, const std::string& path) {
+// Opens the first frame of `input` with the loader for `format`, lazily (header now, pixels on demand).
+Result<ImagePtr> OpenWithLoader(ImageFormat format, const Input& input) {
   auto open = [&](VipsImage** out) {
-    const char* file = path.c_str();
+    // The file loaders open a source on the file and load from it; a buffer takes the same path. The loader keeps
+    // its own reference to the source for as long as the image lives.
+    VipsSource* source = input.in_memory() ? vips_source_new_from_memory(input.bytes.data(), input.bytes.size())
+                                           : vips_source_new_from_file(input.path.c_str());
+    if (source == nullptr) return -1;
     const auto seq = VIPS_ACCESS_SEQUENTIAL;
+    int rc = -1;
     switch (format) {
-      case ImageFormat::kJpeg: return vips_jpegload(file, out, "access", seq, nullptr);
-      case ImageFormat::kPng: return vips_pngload(file, out, "access", seq, nullptr);
-      case ImageFormat::kWebp: return vips_webpload(file, out, "access", seq, nullptr);
-      case ImageFormat::kGif: return vips_gifload(file, out, "access", seq, nullptr);
-      case ImageFormat::kTiff: return vips_tiffload(file, out, "access", seq, nullptr);
-      case ImageFormat::kHeic: case ImageFormat::kAvif: return vips_heifload(file, out, "access", seq, nullptr);
-      default: return -1;
+      case ImageFormat::kJpeg: rc = vips_jpegload_source(source, out, "access", seq, nullptr); break;
+      case ImageFormat::kPng: rc = vips_pngload_source(source, out, "access", seq, nullptr); break;
+      case ImageFormat::kWebp: rc = vips_webpload_source(source, out, "access", seq, nullptr); break;
+      case ImageFormat::kGif: rc = vips_gifload_source(source, out, "access", seq, nullptr); break;
+      case ImageFormat::kTiff: rc = vips_tiffload_source(source, out, "access", seq, nullptr); break;
+      case ImageFormat::kHeic: case ImageFormat::kAvif: rc = vips_heifload_source(source, out, "access", seq, nullptr); break;
+      default: break;
     }
+    g_object_unref(source);
+    return rc;
   };
   return Make(open, ErrorKind::kInvalidImage, "image header does not parse");
 }
@@ -69,10 +87,12 @@ struct SourceInfo {
   bool sniffing_agrees = false;
 };
 
-Result<SourceInfo> ReadSourceInfo(const std::string& path) {
+Result<SourceInfo> ReadSourceInfo(const Input& input) {
   std::string head(512, '\0');
-  {
-    std::ifstream in(path, std::ios::binary);
+  if (input.in_memory()) {
+    head.assign(input.bytes.substr(0, head.size()));
+  } else {
+    std::ifstream in(input.path, std::ios::binary);
     if (!in) return MakeError(ErrorKind::kInternal, "cannot open the image file for reading");
     in.read(head.data(), static_cast<std::streamsize>(head.size()));
     head.resize(static_cast<size_t>(in.gcount()));
@@ -85,10 +105,12 @@ Result<SourceInfo> ReadSourceInfo(const std::string& path) {
   }
   SourceInfo info;
   info.format = format;
-  const char* sniffed = vips_foreign_find_load(path.c_str());
-  info.sniffing_agrees = sniffed != nullptr && std::string_view(sniffed) == LoaderClass(format);
+  const char* sniffed = input.in_memory()
+                            ? vips_foreign_find_load_buffer(input.bytes.data(), input.bytes.size())
+                            : vips_foreign_find_load(input.path.c_str());
+  info.sniffing_agrees = sniffed != nullptr && sniffed == LoaderClass(format, input.in_memory());
   if (sniffed == nullptr) vips_error_clear();
-  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr header, OpenWithLoader(format, path));
+  IMGPIPE_ASSIGN_OR_RETURN(ImagePtr header, OpenWithLoader(format, input));
   info.upright_width = vips_image_get_width(header.get());
   info.upright_height = vips_image_get_page_height(header.get());
   if (vips_image_get_orientation_swap(header.get())) std::swap(info.upright_width, info.upright_height);
@@ -327,11 +349,13 @@ Result<ImageSignature> ComputeImageSignature(VipsImage* image) {
 
 int PhashDistance(uint64_t a, uint64_t b) { return __builtin_popcountll(a ^ b); }
 
-Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::vector<RenditionConfig>& renditions) {
+namespace {
+
+Result<PipelineOutput> RunDefault(const Input& input, const std::vector<RenditionConfig>& renditions) {
   PipelineOutput output;
   const auto decode_start = SteadyClock::now();
   vips_error_clear();
-  IMGPIPE_ASSIGN_OR_RETURN(const SourceInfo source, ReadSourceInfo(path));
+  IMGPIPE_ASSIGN_OR_RETURN(const SourceInfo source, ReadSourceInfo(input));
 
   // The base image is decoded from the file once, with shrink-on-load, at the largest scale any rendition needs;
   // every rendition is then made from it in memory. When the largest rendition fits inside its box, the base IS
@@ -370,14 +394,22 @@ Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::ve
   const char* export_profile = source.needs_colour_management ? "srgb" : nullptr;
   ImagePtr loaded;
   if (!source.sniffing_agrees) {
-    IMGPIPE_ASSIGN_OR_RETURN(loaded, OpenWithLoader(source.format, path));
+    IMGPIPE_ASSIGN_OR_RETURN(loaded, OpenWithLoader(source.format, input));
   }
   auto thumbnail = [&](VipsImage** out) {
-    // vips_thumbnail from the file shrinks while loading; from an opened image it cannot, but still streams.
-    return loaded ? vips_thumbnail_image(loaded.get(), out, base_box.width, "height", base_box.height, "size",
-                                         VIPS_SIZE_DOWN, "export_profile", export_profile, nullptr)
-                  : vips_thumbnail(path.c_str(), out, base_box.width, "height", base_box.height, "size",
-                                   VIPS_SIZE_DOWN, "export_profile", export_profile, nullptr);
+    // vips_thumbnail from the file (or buffer) shrinks while loading; from an opened image it cannot, but still
+    // streams.
+    if (loaded) {
+      return vips_thumbnail_image(loaded.get(), out, base_box.width, "height", base_box.height, "size",
+                                  VIPS_SIZE_DOWN, "export_profile", export_profile, nullptr);
+    }
+    if (input.in_memory()) {
+      return vips_thumbnail_buffer(const_cast<char*>(input.bytes.data()), input.bytes.size(), out, base_box.width,
+                                   "height", base_box.height, "size", VIPS_SIZE_DOWN, "export_profile",
+                                   export_profile, nullptr);
+    }
+    return vips_thumbnail(input.path.c_str(), out, base_box.width, "height", base_box.height, "size",
+                          VIPS_SIZE_DOWN, "export_profile", export_profile, nullptr);
   };
   IMGPIPE_ASSIGN_OR_RETURN(ImagePtr base, Make(thumbnail, ErrorKind::kInvalidImage, "image does not decode"));
   IMGPIPE_ASSIGN_OR_RETURN(base, ToSrgb8(std::move(base)));
@@ -433,6 +465,19 @@ Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::ve
   output.phash = PerceptualHash(analysis);
   output.dominant_colour = DominantColour(analysis);
   return output;
+}
+
+}  // namespace
+
+Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::vector<RenditionConfig>& renditions) {
+  return RunDefault(Input{path, {}}, renditions);
+}
+
+Result<PipelineOutput> RunDefaultPipelineOnBuffer(std::string_view bytes,
+                                                  const std::vector<RenditionConfig>& renditions) {
+  // A non-null pointer marks the input as memory even when it is empty.
+  static constexpr char kEmpty = 0;
+  return RunDefault(Input{{}, bytes.data() != nullptr ? bytes : std::string_view(&kEmpty, 0)}, renditions);
 }
 
 }  // namespace imgpipe

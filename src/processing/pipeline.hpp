@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config/config.hpp"
@@ -40,6 +41,10 @@ struct PipelineOutput {
 //! kInvalidArgument for a rendition without size or with an unknown format, kInternal for encoder failures.
 //! Thread-safe. Requires InitVips() first.
 Result<PipelineOutput> RunDefaultPipeline(const std::string& path, const std::vector<RenditionConfig>& renditions);
+//! RunDefaultPipeline() on an image held in memory (an original decrypted whole, with no file to read): the same
+//! loaders, outputs and errors. `bytes` must stay valid until this returns.
+Result<PipelineOutput> RunDefaultPipelineOnBuffer(std::string_view bytes,
+                                                  const std::vector<RenditionConfig>& renditions);
 
 struct ImageSignature {
   uint64_t phash = 0;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 
 #include "core/blob_keys.hpp"
@@ -19,6 +20,11 @@ namespace imgpipe {
 namespace {
 
 double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// An original the store cannot show as a local file (encrypted, or remote) and at most this large is read whole into
+// memory for the default pipeline instead of being copied to a spool file: no plaintext on disk, no write and read
+// back. Workers times this bounds the memory it takes (two workers: 32 MiB), well within the memory target.
+constexpr uint64_t kInMemoryOriginalBytes = 16 * 1024 * 1024;
 
 // Copies a remote original to a local file for libvips; removes it when destroyed.
 class LocalCopy {
@@ -117,15 +123,20 @@ Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoi
                                const ScriptBundle* script) {
   LocalCopy copy;
   std::string path;
+  std::optional<std::string> in_memory;
   if (auto local = blobs_.LocalPath(kOriginals, image.original_key)) {
     path = *local;
+  } else if (script == nullptr && image.bytes <= kInMemoryOriginalBytes) {
+    IMGPIPE_ASSIGN_OR_RETURN(in_memory, blobs_.GetAll(kOriginals, image.original_key, kInMemoryOriginalBytes));
   } else {
     IMGPIPE_TRY(copy.Fetch(blobs_, image.original_key, options_.spool_dir));
     path = copy.path();
   }
   auto t0 = std::chrono::steady_clock::now();
   Result<PipelineOutput> out = PipelineOutput{};
-  if (script == nullptr) {
+  if (in_memory) {
+    out = RunDefaultPipelineOnBuffer(*in_memory, options_.renditions);
+  } else if (script == nullptr) {
     out = RunDefaultPipeline(path, options_.renditions);
   } else {
     ScriptRunLimits limits;

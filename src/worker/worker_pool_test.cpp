@@ -10,6 +10,7 @@
 #include "core/ids.hpp"
 #include "ingest/intake.hpp"
 #include "processing/image_probe.hpp"
+#include "processing/pipeline.hpp"
 #include "queue/embedded/embedded_job_queue.hpp"
 #include "scripts/script_store.hpp"
 #include "storage/local/local_blob_store.hpp"
@@ -341,6 +342,61 @@ TEST_F(WorkerTest, ThreadsDrainTheQueue) {
   for (int i = 0; i < 600 && *queue_->Depth() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   workers_->Stop(std::chrono::seconds(30));
   for (const auto& id : ids) EXPECT_EQ(store_->GetImage(id)->status, ImageStatus::kProcessed);
+}
+
+// The local store as a remote or encrypting store looks to the worker: no file to hand libvips.
+class NoLocalFiles final : public BlobStore {
+ public:
+  explicit NoLocalFiles(BlobStore& inner) : inner_(inner) {}
+  Result<std::unique_ptr<BlobWriter>> OpenWrite(std::string_view c, std::string_view k) override {
+    return inner_.OpenWrite(c, k);
+  }
+  Result<std::unique_ptr<BlobReader>> OpenRead(std::string_view c, std::string_view k,
+                                               std::optional<ByteRange> r) override {
+    return inner_.OpenRead(c, k, r);
+  }
+  Result<BlobInfo> Stat(std::string_view c, std::string_view k) override { return inner_.Stat(c, k); }
+  Status Delete(std::string_view c, std::string_view k) override { return inner_.Delete(c, k); }
+  Result<ListPage> List(std::string_view c, std::string_view p, std::string_view cont, size_t n) override {
+    return inner_.List(c, p, cont, n);
+  }
+  Status Ping() override { return inner_.Ping(); }
+  std::string_view Name() const override { return "no-local-files"; }
+
+ private:
+  BlobStore& inner_;
+};
+
+TEST_F(WorkerTest, AnOriginalWithNoLocalFileIsProcessedFromMemoryWithoutASpoolFile) {
+  const std::string bytes = ReadFile(kCorpora + "/valid/kodak/kodim23.png");
+  auto accepted = Upload(bytes);
+  ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+  NoLocalFiles remote(*blobs_);
+  // A spool "folder" that cannot exist: copying the original to a file would fail, so success means memory.
+  const std::string blocked = (dir_ / "not-a-folder").string();
+  std::ofstream(blocked) << "x";
+  WorkerOptions wo;
+  wo.renditions = Config{}.renditions;
+  wo.spool_dir = blocked + "/spool";
+  wo.owner = "test";
+  WorkerPool workers(wo, remote, *store_, *queue_, clock_, nullptr);
+  workers.ProcessJob(LeaseOne());
+  auto image = store_->GetImage(accepted->image.id);
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(image->status, ImageStatus::kProcessed) << image->error.value_or("");
+  // The same renditions as the pipeline makes from the file.
+  auto reference = RunDefaultPipeline(kCorpora + "/valid/kodak/kodim23.png", wo.renditions);
+  ASSERT_TRUE(reference.ok());
+  auto renditions = store_->ListRenditions(image->id);
+  ASSERT_TRUE(renditions.ok());
+  ASSERT_EQ(renditions->size(), reference->renditions.size());
+  for (const auto& r : *renditions) {
+    auto stored = blobs_->GetAll(kRenditions, r.key, 1 << 24);
+    ASSERT_TRUE(stored.ok());
+    bool matched = false;
+    for (const auto& made : reference->renditions) matched |= made.name == r.name && made.bytes == *stored;
+    EXPECT_TRUE(matched) << r.name;
+  }
 }
 
 }  // namespace
