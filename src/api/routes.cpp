@@ -380,6 +380,7 @@ HttpResponse Api::Ready(HttpRequest& req) {
   check("storage", ctx_.blobs.Ping());
   check("database", ctx_.store.Ping());
   check("queue", ctx_.queue.Ping());
+  for (const auto& [name, ready] : ctx_.ready_checks) check(name.c_str(), ready());
   return JsonResponse(ok ? http::status::ok : http::status::service_unavailable,
                       json::object{{"status", ok ? "ready" : "not_ready"}, {"checks", std::move(checks)}});
 }

@@ -3,8 +3,11 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include <functional>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "audit/audit_log.hpp"
@@ -38,6 +41,8 @@ struct ApiContext {
   AuditLog* audit = nullptr;     //!< where authenticated actions are recorded; none when audit.enabled is false
   RateLimiter* key_rate = nullptr;      //!< per API key (limits.rate_per_key), none when off
   RateLimiter* address_rate = nullptr;  //!< per client address (limits.rate_per_address), none when off
+  //! More checks for /readyz beside storage, database and queue (e.g. "stream": the Kafka stream source's brokers).
+  std::vector<std::pair<std::string, std::function<Status()>>> ready_checks;
 };
 
 //! The HTTP API: routing, authentication and roles, and the handlers of docs/openapi.yaml.

@@ -370,8 +370,14 @@ int RunServer(int argc, char** argv, ServerRole role) {
   };
   if (cfg.rate_per_key > 0) key_rate.emplace(rate(cfg.rate_per_key), *clock);
   if (cfg.rate_per_address > 0) address_rate.emplace(rate(cfg.rate_per_address), *clock);
-  Api api(ApiContext{cfg, blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking, audit->get(),
-                     key_rate ? &*key_rate : nullptr, address_rate ? &*address_rate : nullptr});
+  ApiContext api_context{cfg, blobs, store, queue, *clock, metrics, keys, intake, sweeper, blocking, audit->get(),
+                         key_rate ? &*key_rate : nullptr, address_rate ? &*address_rate : nullptr};
+  if (stream) {
+    // An ingest process serves no uploads, so its readiness is its brokers: a refused login or an untrusted broker
+    // certificate shows here, not only in the log.
+    api_context.ready_checks.emplace_back("stream", [&stream] { return stream->Health(std::chrono::seconds(2)); });
+  }
+  Api api(std::move(api_context));
 
   // The public listener (the API) and, when admin.listen is set, the private one (admin endpoints, /metrics);
   // docs/OPERATIONS.md, "Listeners and TLS".

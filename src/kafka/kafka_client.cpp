@@ -293,6 +293,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(const KafkaProperti
   auto consumer = std::unique_ptr<KafkaConsumer>(new KafkaConsumer(nullptr, listener));
   rd_kafka_conf_set_opaque(conf.get(), consumer.get());
   rd_kafka_conf_set_rebalance_cb(conf.get(), RebalanceCallback);
+  rd_kafka_conf_set_error_cb(conf.get(), ErrorCallback);
   char err[kErrorBuffer];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf.get(), err, sizeof err);
   if (rk == nullptr) {
@@ -305,6 +306,20 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(const KafkaProperti
 }
 
 KafkaConsumer::KafkaConsumer(rd_kafka_t* rk, RebalanceListener* listener) : rk_(rk), listener_(listener) {}
+
+// Client-level errors (a broker unreachable, a refused login, a certificate that does not verify): librdkafka retries
+// by itself; kept for Reachable() to explain itself, and logged as librdkafka would without this callback.
+void KafkaConsumer::ErrorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+  auto* self = static_cast<KafkaConsumer*>(opaque);
+  {
+    std::lock_guard lock(self->error_mu_);
+    self->last_error_ = reason;
+  }
+  LogWarn("kafka: client error (librdkafka retries by itself)",
+          {{"client", rd_kafka_name(rk)},
+           {"error", rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err))},
+           {"detail", reason}});
+}
 
 KafkaConsumer::~KafkaConsumer() {
   if (rk_ == nullptr) return;
@@ -376,12 +391,31 @@ Result<std::optional<KafkaMessage>> KafkaConsumer::Poll(std::chrono::millisecond
     return MakeError(KafkaErrorKind(fatal), std::string("the Kafka consumer failed for good: ") + reason);
   }
   if (raw->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    {
+      std::lock_guard lock(error_mu_);
+      last_error_ = rd_kafka_message_errstr(raw);
+    }
     LogWarn("kafka: consumer error (librdkafka retries by itself)",
             {{"error", rd_kafka_message_errstr(raw)},
              {"topic", raw->rkt ? rd_kafka_topic_name(raw->rkt) : ""},
              {"partition", raw->partition}});
   }
   return std::optional<KafkaMessage>();
+}
+
+Status KafkaConsumer::Reachable(std::chrono::milliseconds timeout) {
+  const rd_kafka_metadata_t* metadata = nullptr;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk_, /*all_topics=*/0, nullptr, &metadata,
+                                              static_cast<int>(timeout.count()));
+  std::lock_guard lock(error_mu_);
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_metadata_destroy(metadata);
+    last_error_.clear();
+    return Ok();
+  }
+  std::string message = std::string("the Kafka brokers do not answer: ") + rd_kafka_err2str(err);
+  if (!last_error_.empty()) message += " (last client error: " + last_error_ + ")";
+  return MakeError(ErrorKind::kUnavailable, std::move(message));
 }
 
 Status KafkaConsumer::StoreOffset(const TopicPartition& tp, int64_t next_offset) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -145,17 +146,24 @@ class KafkaConsumer {
   //! Moves the partition's fetch position to `offset`: records already fetched past it are dropped and fetched
   //! again from there. The partition must be assigned.
   Status Seek(const TopicPartition& tp, int64_t offset, std::chrono::milliseconds timeout);
+  //! Whether the brokers answer this client now: one metadata request of at most `timeout`, from any thread. When
+  //! they do not, the error says why and adds the last error the consumer met (a refused SASL login or a broker
+  //! certificate that does not verify names itself there, where the request alone would only time out).
+  Status Reachable(std::chrono::milliseconds timeout);
   //! Leaves the group cleanly (commits stored offsets, revokes through the listener).
   void Close();
 
  private:
   KafkaConsumer(rd_kafka_t* rk, RebalanceListener* listener);
+  static void ErrorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaque);
   static void RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* parts,
                                 void* opaque);
 
   rd_kafka_t* rk_;
   RebalanceListener* listener_;
   bool closed_ = false;
+  std::mutex error_mu_;
+  std::string last_error_;  //!< guarded by error_mu_; cleared when the brokers answer again
 };
 
 }  // namespace imgpipe

@@ -27,18 +27,19 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def start_server(tmp_path, request):
-    """start_server(env=None, args=(), data_dir=None, admin_key=None, command="serve", tls_ca=None) -> a started support.Server.
+    """start_server(env=None, args=(), data_dir=None, admin_key=None, command="serve", tls_ca=None, ready=True) -> a started
+    support.Server (ready=False: returned once it listens, without waiting for /readyz).
 
     The data folder defaults to a fresh one under tmp_path; pass the `data_dir` (and `admin_key`) of an earlier server
     to restart on the same data."""
     servers = []
 
-    def start(env=None, args=(), data_dir=None, admin_key=None, command="serve", tls_ca=None):
+    def start(env=None, args=(), data_dir=None, admin_key=None, command="serve", tls_ca=None, ready=True):
         n = len(servers)
         server = support.Server(data_dir or tmp_path / f"data-{n}", tmp_path / f"logs-{n}", env=env, args=args,
                                 admin_key=admin_key, command=command, tls_ca=tls_ca)
         servers.append(server)
-        return server.start()
+        return server.start(ready=ready)
 
     yield start
 

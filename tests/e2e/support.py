@@ -84,8 +84,9 @@ class Server:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout=60):
-        """Starts serve and returns once /readyz answers 200 (and, on a first start, the admin key was printed)."""
+    def start(self, timeout=60, ready=True):
+        """Starts serve and returns once /readyz answers 200 (and, on a first start, the admin key was printed).
+        `ready=False`: once it listens, for a server that is expected not to become ready."""
         assert not self.running, "already running"
         first_run = not (self.data_dir / "imgpipe.db").exists()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ class Server:
             if time.monotonic() > deadline:
                 self.kill()
                 raise AssertionError(f"imgpipe serve did not log 'listening' within {timeout}s:\n" + self.log_tail())
-        while True:
+        while ready:
             try:
                 if requests.get(self.base + "/readyz", timeout=5, verify=self.tls_ca or True).status_code == 200:
                     break

@@ -106,6 +106,11 @@ void KafkaSource::Stop() {
   LogInfo("kafka stream source stopped", {});
 }
 
+Status KafkaSource::Health(std::chrono::milliseconds timeout) {
+  if (!consumer_) return MakeError(ErrorKind::kUnavailable, "the Kafka stream source is not running");
+  return consumer_->Reachable(timeout);
+}
+
 // ---------------------------------------------------------------------------------------------------------------------
 // Polling (one thread)
 

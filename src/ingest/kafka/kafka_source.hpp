@@ -74,6 +74,8 @@ class KafkaSource : private KafkaConsumer::RebalanceListener {
   //! Stops polling, lets records in progress finish (a retry loop gives up; its record comes again later), stores
   //! their offsets and leaves the group.
   void Stop();
+  //! For /readyz: whether the brokers answer the source's consumer (at most `timeout`), and if not, why.
+  Status Health(std::chrono::milliseconds timeout);
 
   //! Declares the metrics the source records (imgpipe_kafka_*); call once per registry.
   static void DeclareMetrics(Metrics& metrics);

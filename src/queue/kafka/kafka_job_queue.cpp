@@ -433,6 +433,8 @@ Status KafkaJobQueue::Ping() {
   if (failed_) {
     return MakeError(ErrorKind::kUnavailable, "the Kafka job consumer failed (see the log); restart the worker");
   }
+  // A worker cut off from its brokers (down, a refused login, an untrusted certificate) says so, and why.
+  if (consumer_) return consumer_->Reachable(std::chrono::seconds(2));
   return Ok();
 }
 
