@@ -1,4 +1,5 @@
-// `imgpipe doctor`: checks what imgpipe needs (config, data folder, disk, warehouse, blob store, keys, clocks, Kafka)
+// `imgpipe doctor`: checks what imgpipe needs (config, data folder, disk, warehouse, blob store and its lifecycle
+// rules, keys, clocks, Kafka)
 // and says what to fix. Each check prints OK, WARN or FAIL; the exit status is 1 if any failed.
 #include <netdb.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 
 #include "cli/common.hpp"
 #include "core/ids.hpp"
+#include "storage/s3/s3_blob_store.hpp"
 
 namespace imgpipe {
 
@@ -192,6 +194,71 @@ void CheckBlobStore(const Config& cfg, const Clock& clock, Report& r) {
   if (cfg.blob_backend != "local") CheckSkew("clock", "the blob store", put->created, clock.Now(), r);
 }
 
+// The store's own expiry (S3 bucket lifecycle) against retention: a rule that deletes sooner than retention, or any
+// expiring rule while images are on legal hold, loses images the sweeper would keep.
+void CheckLifecycle(const Config& cfg, const Clock& clock, bool keys_usable, Report& r) {
+  if (cfg.blob_backend == "azure") {
+    r.Ok("lifecycle", "Azure: imgpipe does not install or check a lifecycle management policy; the sweeper enforces "
+                      "retention (to add the store's own expiry as a second line, see docs/OPERATIONS.md, \"The "
+                      "lifecycle rule\")");
+    return;
+  }
+  if (cfg.blob_backend != "s3") return;
+  auto store = OpenBlobStore(cfg);
+  if (!store.ok()) return;  // reported by the blob-store check
+  auto* s3 = dynamic_cast<S3BlobStore*>(store->get());
+  if (s3 == nullptr) return;
+  const std::string bucket = "bucket " + cfg.s3_bucket;
+  auto rules = s3->GetLifecycle();
+  if (!rules.ok()) {
+    if (rules.error().code == "not_implemented") {
+      if (cfg.s3_lifecycle) {
+        r.Fail("lifecycle", "the S3 server does not implement bucket lifecycle, and storage.s3.lifecycle = true",
+               "set storage.s3.lifecycle = false (serve refuses to start otherwise); the sweeper enforces retention");
+      } else {
+        r.Ok("lifecycle", "the S3 server does not implement bucket lifecycle; the sweeper alone enforces retention");
+      }
+    } else if (rules.error().kind == ErrorKind::kNotFound) {
+      r.Ok("lifecycle", bucket + " does not exist yet (made on the first write)" +
+                            std::string(cfg.s3_lifecycle ? "; serve installs the lifecycle rule at start" : ""));
+    } else {
+      const std::string what = "cannot read the lifecycle rules of " + bucket + ": " + rules.error().message;
+      const std::string fix = "allow s3:GetLifecycleConfiguration to imgpipe's credentials";
+      if (cfg.s3_lifecycle) r.Fail("lifecycle", what, fix);
+      else r.Warn("lifecycle", what, fix);
+    }
+    return;
+  }
+  const auto wanted = S3RetentionLifecycleRules(cfg.retention_originals, cfg.retention_renditions);
+  const auto findings = CompareS3Lifecycle(*rules, wanted);
+  bool expiring = false;
+  for (const auto& rule : *rules) expiring = expiring || (rule.enabled && rule.expiration_days > 0);
+  if (rules->empty() && !cfg.s3_lifecycle) {
+    r.Ok("lifecycle", bucket + " has no lifecycle rule (storage.s3.lifecycle = false): the sweeper alone enforces "
+                               "retention");
+    return;
+  }
+  std::string fix = "run `imgpipe storage install-lifecycle` (it replaces the bucket's rules with retention's)";
+  if (!cfg.s3_lifecycle) fix += ", or remove the bucket's rules";
+  for (const auto& f : findings) {
+    if (f.expires_early) r.Fail("lifecycle", bucket + ": " + f.message, fix);
+    else r.Warn("lifecycle", bucket + ": " + f.message, fix);
+  }
+  if (findings.empty()) {
+    r.Ok("lifecycle", bucket + ": the lifecycle rules match retention (see `imgpipe storage show-lifecycle`)");
+  }
+  // The bucket cannot see legal holds: an expiring rule deletes held images once they are old enough.
+  if (!expiring || !keys_usable) return;
+  auto wh = OpenWarehouse(cfg, clock, /*migrate=*/false);
+  if (!wh.ok()) return;  // reported by the database check
+  auto holds = wh->store->ListLegalHolds();
+  if (holds.ok() && !holds->empty()) {
+    r.Fail("lifecycle", std::to_string(holds->size()) + " image(s) are on legal hold and " + bucket +
+                            " has expiring lifecycle rules, which do not see holds",
+           "remove the bucket's lifecycle rules (and set storage.s3.lifecycle = false) while images are held");
+  }
+}
+
 // True when the key provider wraps and unwraps (or encryption is off).
 bool CheckKeys(const Config& cfg, const Clock& clock, Report& r) {
   if (!cfg.encryption_enabled) {
@@ -287,6 +354,7 @@ int RunDoctor(int argc, char** argv) {
   const bool keys_usable = CheckKeys(*config, clock, r);
   CheckDatabase(*config, clock, keys_usable, r);
   CheckBlobStore(*config, clock, r);
+  CheckLifecycle(*config, clock, keys_usable, r);
   CheckKafka(*config, r);
   std::cout << (r.failures() == 0 ? "no problems that stop imgpipe\n"
                                   : std::to_string(r.failures()) + " check(s) failed\n");

@@ -1300,7 +1300,17 @@ void CheckStorageBackend(const Config& c, Problems& problems) {
       missing("storage.azure.key", "set the account key or storage.azure.sas, preferably through the environment "
                                    "(IMGPIPE_STORAGE_AZURE_KEY / IMGPIPE_STORAGE_AZURE_SAS)");
     }
-  } else if (c.blob_backend == "s3") {
+  }
+  // Fail closed: an operator who asked for the store's own expiry must not believe it is there.
+  if (c.s3_lifecycle && c.blob_backend != "s3") {
+    problems.BadValue("storage.s3.lifecycle", "(with storage.backend = \"" + c.blob_backend + "\")",
+                      c.blob_backend == "azure"
+                          ? "imgpipe installs lifecycle rules on S3 only; on Azure, set a lifecycle management policy "
+                            "on the storage account instead (docs/OPERATIONS.md, \"The lifecycle rule\") and "
+                            "remove this key"
+                          : "applies to storage.backend = \"s3\" only; remove it");
+  }
+  if (c.blob_backend == "s3") {
     if (c.s3_endpoint.empty()) {
       missing("storage.s3.endpoint", "e.g. https://s3.eu-west-1.amazonaws.com (IMGPIPE_STORAGE_S3_ENDPOINT)");
     }

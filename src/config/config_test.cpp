@@ -606,6 +606,15 @@ TEST(ConfigTest, CloudStorageProblemsNameTheKeyAndNeverShowSecrets) {
               HasSubstr("http:// or https://"));
   EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nbucket = \"Upper_Case\"\n", "inline.toml")),
               HasSubstr("storage.s3.bucket"));
+  // imgpipe installs the store's own expiry on S3 only; on Azure it says where the equivalent policy is set.
+  const std::string azure_lifecycle =
+      ErrorOf(LoadConfigFromString("[storage]\nbackend = \"azure\"\n[storage.azure]\nendpoint = \"https://a.b\"\n"
+                                   "account = \"acct\"\nkey = \"a2V5\"\n[storage.s3]\nlifecycle = true\n",
+                                   "inline.toml"));
+  EXPECT_THAT(azure_lifecycle, HasSubstr("storage.s3.lifecycle"));
+  EXPECT_THAT(azure_lifecycle, HasSubstr("lifecycle management policy"));
+  EXPECT_THAT(ErrorOf(LoadConfigFromString("[storage.s3]\nlifecycle = true\n", "inline.toml")),
+              HasSubstr("storage.backend = \"s3\" only"));
   std::string error = ErrorOf(LoadConfigFromString("[storage.azure]\nkey = \"top secret value\"\n", "inline.toml"));
   EXPECT_THAT(error, HasSubstr("storage.azure.key"));
   EXPECT_EQ(error.find("top secret"), std::string::npos) << error;

@@ -1,5 +1,6 @@
 // The Azure and S3 services' XML answers are outside input: any bytes must parse or give an error, never crash, and
-// the listing and lifecycle readers on top of a parsed document must hold the same line.
+// the listing and lifecycle readers on top of a parsed document (and the comparison of lifecycle rules with
+// retention) must hold the same line.
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -26,7 +27,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   auto rules = imgpipe::ParseS3Lifecycle(*doc);
+  if (rules.ok()) {
+    // Whatever rules a bucket holds, doctor's comparison with retention must name each difference.
+    auto wanted = imgpipe::S3RetentionLifecycleRules(std::chrono::hours(7 * 24), std::chrono::hours(36));
+    for (const auto& finding : imgpipe::CompareS3Lifecycle(*rules, wanted)) {
+      if (finding.message.empty()) std::abort();
+    }
+  }
   (void)azure;
-  (void)rules;
   return 0;
 }

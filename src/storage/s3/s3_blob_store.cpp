@@ -446,6 +446,69 @@ std::vector<S3LifecycleRule> S3RetentionLifecycleRules(std::chrono::seconds orig
   return rules;
 }
 
+namespace {
+
+// Whether some object key could start with both prefixes: one of them starts with the other.
+bool Overlap(std::string_view a, std::string_view b) { return a.starts_with(b) || b.starts_with(a); }
+
+std::string Where(std::string_view prefix) {
+  return prefix.empty() ? std::string("anywhere in the bucket") : "under \"" + std::string(prefix) + "\"";
+}
+
+std::string Days(int days) { return std::to_string(days) + (days == 1 ? " day" : " days"); }
+
+}  // namespace
+
+std::vector<S3LifecycleFinding> CompareS3Lifecycle(const std::vector<S3LifecycleRule>& installed,
+                                                   const std::vector<S3LifecycleRule>& wanted) {
+  std::vector<S3LifecycleFinding> findings;
+  // What retention wants per container: days until expiry, 0 = keep forever (scripts always are).
+  for (std::string_view container : {kOriginals, kRenditions, kScripts}) {
+    const std::string prefix = std::string(container) + "/";
+    int want = 0;
+    for (const auto& w : wanted) {
+      if (w.enabled && w.prefix == prefix && w.expiration_days > 0) want = w.expiration_days;
+    }
+    const std::string keep = want > 0 ? "retention wants " + Days(want) : "imgpipe keeps them until it deletes them";
+    bool exact = false;
+    for (const auto& r : installed) {
+      if (!r.enabled || r.expiration_days <= 0 || !Overlap(r.prefix, prefix)) continue;
+      if (want == 0 || r.expiration_days < want) {
+        const std::string what = r.prefix == prefix ? ", before their retention ends (" + keep + ")"
+                                                    : ", which includes " + prefix + " objects (" + keep + ")";
+        findings.push_back({"rule \"" + r.id + "\" deletes objects " + Where(r.prefix) + " after " +
+                                Days(r.expiration_days) + what,
+                            true});
+        exact = exact || r.prefix == prefix;  // reported; not also as missing
+      } else if (r.prefix == prefix && r.expiration_days == want) {
+        exact = true;
+      } else if (r.prefix == prefix) {
+        findings.push_back({"objects " + Where(prefix) + " expire after " + Days(r.expiration_days) + "; " + keep,
+                            false});
+        exact = true;  // reported; not also as missing
+      }
+    }
+    if (want > 0 && !exact) {
+      findings.push_back({"no rule expires objects " + Where(prefix) + " (" + keep + ")", false});
+    }
+  }
+  for (const auto& w : wanted) {
+    if (!w.enabled || w.abort_incomplete_upload_days <= 0) continue;
+    bool found = false;
+    for (const auto& r : installed) {
+      found = found || (r.enabled && r.abort_incomplete_upload_days > 0 &&
+                        r.abort_incomplete_upload_days <= w.abort_incomplete_upload_days &&
+                        w.prefix.starts_with(r.prefix));
+    }
+    if (!found) {
+      findings.push_back({"no rule aborts incomplete multipart uploads " + Where(w.prefix) + " after " +
+                              Days(w.abort_incomplete_upload_days) + " (killed writers leave their parts stored)",
+                          false});
+    }
+  }
+  return findings;
+}
+
 std::string S3LifecycleXml(const std::vector<S3LifecycleRule>& rules) {
   std::string xml = "<LifecycleConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
   for (const auto& r : rules) {

@@ -110,6 +110,17 @@ Result<ListPage> ParseS3ListObjects(const XmlElement& root, std::string_view con
 //! their retention (so the sweeper, which honours legal holds and records the purge, normally goes first; a zero
 //! retention means keep forever: no rule), and incomplete multipart uploads are aborted after a day.
 std::vector<S3LifecycleRule> S3RetentionLifecycleRules(std::chrono::seconds originals, std::chrono::seconds renditions);
+//! One way a bucket's lifecycle rules differ from what imgpipe's retention wants (CompareS3Lifecycle).
+struct S3LifecycleFinding {
+  std::string message;         //!< one sentence for an operator, naming the prefix and the days
+  bool expires_early = false;  //!< objects imgpipe keeps would be deleted before their retention ends
+};
+//! Compares the rules read from a bucket with `wanted` (S3RetentionLifecycleRules), in effect: rule IDs and order do
+//! not matter (servers may rename or reorder rules); disabled rules count as absent. A finding is expires_early when
+//! an enabled rule expires objects of an imgpipe container (originals, renditions, scripts) sooner than `wanted`
+//! does, or at all where `wanted` keeps them forever. Empty: the bucket does what retention wants.
+std::vector<S3LifecycleFinding> CompareS3Lifecycle(const std::vector<S3LifecycleRule>& installed,
+                                                   const std::vector<S3LifecycleRule>& wanted);
 //! The lifecycle configuration document for `rules`.
 std::string S3LifecycleXml(const std::vector<S3LifecycleRule>& rules);
 //! The rules of a LifecycleConfiguration document; kUnavailable if malformed.

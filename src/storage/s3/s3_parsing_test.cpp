@@ -75,6 +75,62 @@ TEST(S3Lifecycle, RetentionRulesExpireADayAfterTheSweeper) {
   EXPECT_EQ(keep[0].expiration_days, 0);
 }
 
+TEST(S3Lifecycle, ComparisonAcceptsTheWantedRulesWhateverTheirIdsAndOrder) {
+  using std::chrono::hours;
+  auto wanted = S3RetentionLifecycleRules(hours(7 * 24), hours(36));
+  EXPECT_TRUE(CompareS3Lifecycle(wanted, wanted).empty());
+  // A server may name the rules after their prefixes and return them in another order.
+  std::vector<S3LifecycleRule> renamed{{"", "", 0, 1, true}, {"renditions/", "renditions/", 3, 0, true},
+                                       {"originals/", "originals/", 8, 0, true}};
+  EXPECT_TRUE(CompareS3Lifecycle(renamed, wanted).empty());
+}
+
+TEST(S3Lifecycle, ComparisonNamesMissingAndLateRules) {
+  using std::chrono::hours;
+  auto wanted = S3RetentionLifecycleRules(hours(7 * 24), hours(36));
+  auto none = CompareS3Lifecycle({}, wanted);
+  ASSERT_EQ(none.size(), 3u);  // originals, renditions, incomplete uploads
+  for (const auto& f : none) EXPECT_FALSE(f.expires_early) << f.message;
+  EXPECT_NE(none[0].message.find("originals/"), std::string::npos) << none[0].message;
+  EXPECT_NE(none[0].message.find("8 days"), std::string::npos) << none[0].message;
+  // Retention was shortened after the rule was installed: the rule is late, not dangerous.
+  std::vector<S3LifecycleRule> late{{"a", "originals/", 31, 0, true}, {"b", "renditions/", 3, 0, true},
+                                    {"c", "", 0, 1, true}};
+  auto findings = CompareS3Lifecycle(late, wanted);
+  ASSERT_EQ(findings.size(), 1u);
+  EXPECT_FALSE(findings[0].expires_early);
+  EXPECT_NE(findings[0].message.find("31 days"), std::string::npos) << findings[0].message;
+  // A disabled rule does nothing.
+  late[0] = {"a", "originals/", 8, 0, false};
+  ASSERT_EQ(CompareS3Lifecycle(late, wanted).size(), 1u);
+}
+
+TEST(S3Lifecycle, ComparisonFlagsRulesThatDeleteBeforeRetentionEnds) {
+  using std::chrono::hours;
+  auto wanted = S3RetentionLifecycleRules(hours(7 * 24), hours(36));
+  // Retention was lengthened after the rule was installed.
+  std::vector<S3LifecycleRule> early{{"a", "originals/", 2, 0, true}, {"b", "renditions/", 3, 0, true},
+                                     {"c", "", 0, 1, true}};
+  auto findings = CompareS3Lifecycle(early, wanted);
+  ASSERT_EQ(findings.size(), 1u);
+  EXPECT_TRUE(findings[0].expires_early);
+  EXPECT_NE(findings[0].message.find("before their retention ends (retention wants 8 days)"), std::string::npos)
+      << findings[0].message;
+  // A rule over the whole bucket also reaches the scripts, which retention never deletes.
+  std::vector<S3LifecycleRule> everything = wanted;
+  everything.push_back({"someone-elses", "", 30, 0, true});
+  findings = CompareS3Lifecycle(everything, wanted);
+  ASSERT_EQ(findings.size(), 1u);
+  EXPECT_TRUE(findings[0].expires_early);
+  EXPECT_NE(findings[0].message.find("scripts/"), std::string::npos) << findings[0].message;
+  // Zero retention keeps originals forever: any expiry of them is early.
+  auto keep = S3RetentionLifecycleRules(std::chrono::seconds(0), hours(36));
+  findings = CompareS3Lifecycle(wanted, keep);
+  ASSERT_EQ(findings.size(), 1u);
+  EXPECT_TRUE(findings[0].expires_early);
+  EXPECT_NE(findings[0].message.find("originals/"), std::string::npos) << findings[0].message;
+}
+
 TEST(S3Lifecycle, RefusesNonsenseDays) {
   auto xml = ParseXml("<LifecycleConfiguration><Rule><ID>x</ID><Status>Enabled</Status><Expiration><Days>-3"
                       "</Days></Expiration></Rule></LifecycleConfiguration>");
