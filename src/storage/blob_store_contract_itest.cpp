@@ -1,7 +1,8 @@
 // The BlobStore contract: the same assertions against every backend. Local always runs; Azure needs Azurite
 // (IMGPIPE_TEST_AZURE_* from scripts/services/azurite), S3 the S3 server (IMGPIPE_TEST_S3_* from
-// scripts/services/s3). Without them these tests skip, unless IMGPIPE_REQUIRE_AZURE / IMGPIPE_REQUIRE_S3 is 1
-// (scripts/test sets both), when they fail.
+// scripts/services/s3); the bucket lifecycle tests need SeaweedFS (IMGPIPE_TEST_SEAWEEDFS_* from
+// scripts/services/seaweedfs). Without them these tests skip, unless IMGPIPE_REQUIRE_AZURE / IMGPIPE_REQUIRE_S3 /
+// IMGPIPE_REQUIRE_SEAWEEDFS is 1 (scripts/test sets them), when they fail.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -90,15 +91,33 @@ S3BlobStoreOptions S3Options(const std::string& unique) {
   return o;
 }
 
-Backend S3Backend() {
-  Backend b{"s3", [](const std::string& unique) -> Result<std::unique_ptr<BlobStore>> {
-              IMGPIPE_ASSIGN_OR_RETURN(auto store, S3BlobStore::Open(S3Options(unique)));
+// An S3 server from scripts/services: its options, the variable naming its endpoint, the one that makes it required.
+Backend S3ServerBackend(std::string name, S3BlobStoreOptions (*options)(const std::string&), const char* endpoint,
+                        const char* require) {
+  Backend b{std::move(name), [options](const std::string& unique) -> Result<std::unique_ptr<BlobStore>> {
+              IMGPIPE_ASSIGN_OR_RETURN(auto store, S3BlobStore::Open(options(unique)));
               return std::unique_ptr<BlobStore>(std::move(store));
             },
             "", false};
-  if (Env("IMGPIPE_TEST_S3_ENDPOINT").empty()) b.missing = "IMGPIPE_TEST_S3_ENDPOINT is not set";
-  b.required = Env("IMGPIPE_REQUIRE_S3") == "1";
+  if (Env(endpoint).empty()) b.missing = std::string(endpoint) + " is not set";
+  b.required = Env(require) == "1";
   return b;
+}
+
+Backend S3Backend() { return S3ServerBackend("s3", S3Options, "IMGPIPE_TEST_S3_ENDPOINT", "IMGPIPE_REQUIRE_S3"); }
+
+// SeaweedFS (scripts/services/seaweedfs): the second S3 server, the one with bucket lifecycle.
+S3BlobStoreOptions SeaweedOptions(const std::string& unique) {
+  S3BlobStoreOptions o = S3Options(unique);
+  o.endpoint = Env("IMGPIPE_TEST_SEAWEEDFS_ENDPOINT");
+  o.region = Env("IMGPIPE_TEST_SEAWEEDFS_REGION");
+  o.access_key = Env("IMGPIPE_TEST_SEAWEEDFS_ACCESS_KEY");
+  o.secret_key = Env("IMGPIPE_TEST_SEAWEEDFS_SECRET_KEY");
+  return o;
+}
+
+Backend SeaweedBackend() {
+  return S3ServerBackend("seaweedfs", SeaweedOptions, "IMGPIPE_TEST_SEAWEEDFS_ENDPOINT", "IMGPIPE_REQUIRE_SEAWEEDFS");
 }
 
 // The encryption decorator over a backend, owning what it uses: the contract must hold through it unchanged.
@@ -564,29 +583,79 @@ TEST_F(S3Features, CreateOnlyWritesRefuseToReplaceAnObject) {
   EXPECT_EQ((*store)->GetAll(kOriginals, "once", 1 << 20).value(), "first");
 }
 
-// IMGPIPE_TEST_S3_LIFECYCLE says whether the server implements bucket lifecycle (scripts/services/s3 probes it).
-TEST_F(S3Features, LifecycleRuleIsInstalledAndReadBackWhereSupported) {
+// Versity (scripts/services/s3) does not implement bucket lifecycle: the answer must say so, for `imgpipe doctor`
+// and for serve's refusal to start with storage.s3.lifecycle.
+TEST_F(S3Features, LifecycleIsRefusedAsNotImplementedWhereTheServerLacksIt) {
+  if (Env("IMGPIPE_TEST_S3_LIFECYCLE") != "0") GTEST_SKIP() << "this S3 server implements bucket lifecycle";
   auto store = S3BlobStore::Open(options_);
   ASSERT_TRUE(store.ok());
-  std::vector<S3LifecycleRule> rules{{"imgpipe-originals", "originals/", 7, 0, true},
-                                     {"imgpipe-incomplete-uploads", "", 0, 1, true}};
-  Status put = (*store)->PutLifecycle(rules);
-  if (Env("IMGPIPE_TEST_S3_LIFECYCLE") == "0") {
-    ASSERT_FALSE(put.ok());
-    EXPECT_EQ(put.error().code, "not_implemented") << put.error().message;
-    return;
+  Status put = (*store)->PutLifecycle(S3RetentionLifecycleRules(std::chrono::hours(7 * 24), std::chrono::hours(36)));
+  ASSERT_FALSE(put.ok());
+  EXPECT_EQ(put.error().code, "not_implemented") << put.error().message;
+}
+
+// The bucket lifecycle rule on a server that implements it (SeaweedFS): installed, read back, replaced.
+class S3Lifecycle : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Backend b = SeaweedBackend();
+    if (!b.missing.empty()) {
+      if (b.required) FAIL() << "IMGPIPE_REQUIRE_SEAWEEDFS=1 but " << b.missing;
+      GTEST_SKIP() << b.missing;
+    }
+    auto store = S3BlobStore::Open(SeaweedOptions(HexEncode(RandomBytes(6))));
+    ASSERT_TRUE(store.ok()) << store.error().message;
+    store_ = std::move(*store);
   }
-  ASSERT_TRUE(put.ok()) << put.error().message;
-  auto back = (*store)->GetLifecycle();
+  const S3LifecycleRule* Find(const std::vector<S3LifecycleRule>& rules, std::string_view prefix) {
+    for (const auto& r : rules) {
+      if (r.prefix == prefix && r.expiration_days > 0) return &r;
+    }
+    return nullptr;
+  }
+  std::unique_ptr<S3BlobStore> store_;
+};
+
+TEST_F(S3Lifecycle, RetentionRulesAreInstalledAndReadBack) {
+  using std::chrono::hours;
+  // A bucket without a configuration has no rules (not an error).
+  ASSERT_TRUE(store_->Put(kOriginals, "x", "y").ok());
+  auto none = store_->GetLifecycle();
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_TRUE(none->empty());
+
+  const auto wanted = S3RetentionLifecycleRules(hours(7 * 24), hours(36));
+  ASSERT_TRUE(store_->PutLifecycle(wanted).ok());
+  auto back = store_->GetLifecycle();
   ASSERT_TRUE(back.ok()) << back.error().message;
-  ASSERT_EQ(back->size(), 2u);
-  EXPECT_EQ((*back)[0].prefix, "originals/");
-  EXPECT_EQ((*back)[0].expiration_days, 7);
+  const S3LifecycleRule* originals = Find(*back, "originals/");
+  ASSERT_NE(originals, nullptr) << "no expiring rule for originals/ read back";
+  EXPECT_EQ(originals->expiration_days, 8);  // 7 days of retention, rounded up, plus one
+  EXPECT_TRUE(originals->enabled);
+  const S3LifecycleRule* renditions = Find(*back, "renditions/");
+  ASSERT_NE(renditions, nullptr) << "no expiring rule for renditions/ read back";
+  EXPECT_EQ(renditions->expiration_days, 3);
+  for (const auto& f : CompareS3Lifecycle(*back, wanted)) ADD_FAILURE() << f.message;
+
+  // Retention changed: installing again replaces the rules, it does not add to them.
+  const auto longer = S3RetentionLifecycleRules(hours(30 * 24), std::chrono::seconds(0));
+  ASSERT_TRUE(store_->PutLifecycle(longer).ok());
+  back = store_->GetLifecycle();
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_NE(Find(*back, "originals/"), nullptr);
+  EXPECT_EQ(Find(*back, "originals/")->expiration_days, 31);
+  EXPECT_EQ(Find(*back, "renditions/"), nullptr) << "the old renditions rule survived the replacement";
+  EXPECT_TRUE(CompareS3Lifecycle(*back, longer).empty());
+  // What the old retention would say of the new rules: originals are now late (not early), renditions unexpired.
+  auto findings = CompareS3Lifecycle(*back, wanted);
+  ASSERT_FALSE(findings.empty());
+  for (const auto& f : findings) EXPECT_FALSE(f.expires_early) << f.message;
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BlobStoreContract,
-                         ::testing::Values(LocalBackend(), AzureBackend(), S3Backend(), Encrypted(LocalBackend()),
-                                           Encrypted(AzureBackend()), Encrypted(S3Backend())),
+                         ::testing::Values(LocalBackend(), AzureBackend(), S3Backend(), SeaweedBackend(),
+                                           Encrypted(LocalBackend()), Encrypted(AzureBackend()),
+                                           Encrypted(S3Backend())),
                          [](const ::testing::TestParamInfo<Backend>& info) { return info.param.name; });
 
 }  // namespace
