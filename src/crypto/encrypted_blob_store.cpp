@@ -140,7 +140,8 @@ class EncryptedBlobStore::Reader final : public BlobReader {
       : inner_(std::move(inner)), cipher_(std::move(cipher)), plan_(plan), next_(plan.first),
         remaining_(plan.length), info_(std::move(info)), container_(std::move(container)), key_(std::move(key)) {
     const uint64_t segments = plan_.stop - plan_.first + 1;
-    sealed_.resize(static_cast<size_t>(std::min<uint64_t>(segments, kBatchSegments) * kSealedSegmentBytes));
+    // Not zero-filled: every byte is read from the store before it is used.
+    sealed_.reset(new char[static_cast<size_t>(std::min<uint64_t>(segments, kBatchSegments) * kSealedSegmentBytes)]);
   }
 
   Result<size_t> Read(std::span<char> out) override {
@@ -181,7 +182,7 @@ class EncryptedBlobStore::Reader final : public BlobReader {
     const uint64_t count = std::min<uint64_t>(kBatchSegments, plan_.stop - next_ + 1);
     uint64_t want = 0;
     for (uint64_t i = next_; i < next_ + count; ++i) want += SealedSize(i);
-    IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*inner_, sealed_.data(), static_cast<size_t>(want)));
+    IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*inner_, sealed_.get(), static_cast<size_t>(want)));
     if (got != want) return Truncated(container_, key_, next_ + got / kSealedSegmentBytes);
     sealed_pos_ = 0;
     sealed_len_ = got;
@@ -193,7 +194,7 @@ class EncryptedBlobStore::Reader final : public BlobReader {
     if (sealed_pos_ == sealed_len_) IMGPIPE_TRY(Refill());
     const bool last = next_ == plan_.last_index;
     const size_t size = static_cast<size_t>(SealedSize(next_));
-    const char* sealed = sealed_.data() + sealed_pos_;
+    const char* sealed = sealed_.get() + sealed_pos_;
     sealed_pos_ += size;
     const size_t text = size - kTagBytes;
     const size_t skip = next_ == plan_.first ? static_cast<size_t>(std::min<uint64_t>(plan_.skip, text)) : 0;
@@ -221,7 +222,7 @@ class EncryptedBlobStore::Reader final : public BlobReader {
   BlobInfo info_;
   std::string container_;
   std::string key_;
-  std::vector<char> sealed_;  // segments read ahead, sealed
+  std::unique_ptr<char[]> sealed_;  // segments read ahead, sealed
   size_t sealed_pos_ = 0;
   size_t sealed_len_ = 0;
   std::vector<char> plain_;   // one opened segment that did not go straight to the caller

@@ -4,7 +4,12 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <mutex>
 #include <stdexcept>
+
+#ifdef IMGPIPE_HAVE_IPSEC_MB
+#include <intel-ipsec-mb.h>
+#endif
 
 namespace imgpipe {
 
@@ -240,17 +245,71 @@ Result<std::string> AesGcmOpen(const unsigned char* key32, std::string_view aad,
   return out;
 }
 
+#ifdef IMGPIPE_HAVE_IPSEC_MB
+
+namespace {
+
+// Intel's multi-buffer crypto library has AES-256-GCM with VAES and VPCLMULQDQ on AVX-512 CPUs; Debian 12's OpenSSL
+// 3.0 has no such code path. On the benchmark machine it seals and opens 64 KiB segments at about 16 GB/s per core
+// against OpenSSL's 6, which is most of what reading a large encrypted original costs. The manager is set up once
+// and only its function table is used afterwards (the GCM calls keep their state in the caller's key and context
+// structs), so every thread shares it. Null where the CPU lacks those instructions: OpenSSL does the work then.
+IMB_MGR* FastManager() {
+  static IMB_MGR* manager = [] {
+    IMB_MGR* m = alloc_mb_mgr(0);
+    if (m == nullptr) return m;
+    IMB_ARCH arch = IMB_ARCH_NONE;
+    init_mb_mgr_auto(m, &arch);
+    const uint64_t needed = IMB_FEATURE_VAES | IMB_FEATURE_VPCLMULQDQ;
+    if (imb_get_errno(m) != 0 || arch != IMB_ARCH_AVX512 || (m->features & needed) != needed) {
+      free_mb_mgr(m);
+      return static_cast<IMB_MGR*>(nullptr);
+    }
+    return m;
+  }();
+  return manager;
+}
+
+}  // namespace
+
+struct SegmentCipher::FastKey {
+  IMB_MGR* manager = nullptr;
+  // The header aligns these only when LINUX is defined; the library's AVX-512 code wants 64 bytes.
+  alignas(64) gcm_key_data key{};
+  ~FastKey() { OPENSSL_cleanse(&key, sizeof key); }
+};
+
+bool SegmentCipher::HasFastEngine() { return FastManager() != nullptr; }
+
+#else
+
+struct SegmentCipher::FastKey {};
+
+bool SegmentCipher::HasFastEngine() { return false; }
+
+#endif
+
 Result<std::unique_ptr<SegmentCipher>> SegmentCipher::Create(const DataKey& key, const EnvelopeHeader& header,
-                                                             std::string_view container, std::string_view object_key) {
+                                                             std::string_view container, std::string_view object_key,
+                                                             Engine engine) {
   std::unique_ptr<SegmentCipher> c(new SegmentCipher());
   c->where_ = std::string(container) + "/" + std::string(object_key);
   c->prefix_ = header.nonce_prefix;
-  c->enc_ = EVP_CIPHER_CTX_new();
-  c->dec_ = EVP_CIPHER_CTX_new();
-  if (c->enc_ == nullptr || c->dec_ == nullptr ||
-      EVP_EncryptInit_ex(c->enc_, EVP_aes_256_gcm(), nullptr, key.data(), nullptr) != 1 ||
-      EVP_DecryptInit_ex(c->dec_, EVP_aes_256_gcm(), nullptr, key.data(), nullptr) != 1) {
-    return MakeError(ErrorKind::kInternal, "OpenSSL cannot set up AES-256-GCM");
+#ifdef IMGPIPE_HAVE_IPSEC_MB
+  if (IMB_MGR* manager = FastManager(); engine == Engine::kBest && manager != nullptr) {
+    c->fast_ = new FastKey();
+    c->fast_->manager = manager;
+    IMB_AES256_GCM_PRE(manager, key.data(), &c->fast_->key);
+  }
+#endif
+  if (c->fast_ == nullptr) {
+    c->enc_ = EVP_CIPHER_CTX_new();
+    c->dec_ = EVP_CIPHER_CTX_new();
+    if (c->enc_ == nullptr || c->dec_ == nullptr ||
+        EVP_EncryptInit_ex(c->enc_, EVP_aes_256_gcm(), nullptr, key.data(), nullptr) != 1 ||
+        EVP_DecryptInit_ex(c->dec_, EVP_aes_256_gcm(), nullptr, key.data(), nullptr) != 1) {
+      return MakeError(ErrorKind::kInternal, "OpenSSL cannot set up AES-256-GCM");
+    }
   }
   c->aad_.assign(kEnvelopeMagic);
   c->aad_.push_back(static_cast<char>(kFormatVersion));
@@ -265,6 +324,7 @@ Result<std::unique_ptr<SegmentCipher>> SegmentCipher::Create(const DataKey& key,
 SegmentCipher::~SegmentCipher() {
   EVP_CIPHER_CTX_free(enc_);
   EVP_CIPHER_CTX_free(dec_);
+  delete fast_;
 }
 
 void SegmentCipher::Nonce(uint64_t index, bool last, unsigned char* nonce) const {
@@ -290,6 +350,18 @@ Status SegmentCipher::Seal(uint64_t index, bool last, std::string_view plaintext
   size_t at = out->size();
   out->resize(at + plaintext.size() + kTagBytes);
   auto* dst = reinterpret_cast<unsigned char*>(out->data() + at);
+#ifdef IMGPIPE_HAVE_IPSEC_MB
+  if (fast_ != nullptr) {
+    alignas(64) gcm_context_data context;
+    // A valid pointer even for an empty segment (an empty string_view's may be null).
+    const auto* src = plaintext.empty() ? dst : reinterpret_cast<const unsigned char*>(plaintext.data());
+    IMB_AES256_GCM_ENC(fast_->manager, &fast_->key, &context, dst, src, plaintext.size(), nonce,
+                       reinterpret_cast<const unsigned char*>(aad_.data()), aad_.size(), dst + plaintext.size(),
+                       kTagBytes);
+    OPENSSL_cleanse(&context, sizeof context);
+    return Ok();
+  }
+#endif
   int len = 0;
   bool ok = EVP_EncryptInit_ex(enc_, nullptr, nullptr, nullptr, nonce) == 1 &&
             EVP_EncryptUpdate(enc_, nullptr, &len, reinterpret_cast<const unsigned char*>(aad_.data()),
@@ -320,13 +392,27 @@ Result<size_t> SegmentCipher::OpenTo(uint64_t index, bool last, const char* seal
   // starts), but OpenSSL's ctrl wants a writable pointer.
   unsigned char tag[kTagBytes];
   std::copy_n(in + text, kTagBytes, tag);
-  int len = 0;
-  bool ok = EVP_DecryptInit_ex(dec_, nullptr, nullptr, nullptr, nonce) == 1 &&
-            EVP_DecryptUpdate(dec_, nullptr, &len, reinterpret_cast<const unsigned char*>(aad_.data()),
-                              static_cast<int>(aad_.size())) == 1 &&
-            EVP_DecryptUpdate(dec_, p, &len, in, static_cast<int>(text)) == 1 &&
-            EVP_CIPHER_CTX_ctrl(dec_, EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) == 1 &&
-            EVP_DecryptFinal_ex(dec_, p + len, &len) == 1;
+  bool ok = false;
+#ifdef IMGPIPE_HAVE_IPSEC_MB
+  if (fast_ != nullptr) {
+    // The library computes the tag of what it decrypted; comparing it is ours to do, in constant time.
+    alignas(64) gcm_context_data context;
+    unsigned char computed[kTagBytes];
+    IMB_AES256_GCM_DEC(fast_->manager, &fast_->key, &context, p, text == 0 ? p : in, text, nonce,
+                       reinterpret_cast<const unsigned char*>(aad_.data()), aad_.size(), computed, kTagBytes);
+    OPENSSL_cleanse(&context, sizeof context);
+    ok = CRYPTO_memcmp(computed, tag, kTagBytes) == 0;
+  }
+#endif
+  if (fast_ == nullptr) {
+    int len = 0;
+    ok = EVP_DecryptInit_ex(dec_, nullptr, nullptr, nullptr, nonce) == 1 &&
+         EVP_DecryptUpdate(dec_, nullptr, &len, reinterpret_cast<const unsigned char*>(aad_.data()),
+                           static_cast<int>(aad_.size())) == 1 &&
+         EVP_DecryptUpdate(dec_, p, &len, in, static_cast<int>(text)) == 1 &&
+         EVP_CIPHER_CTX_ctrl(dec_, EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) == 1 &&
+         EVP_DecryptFinal_ex(dec_, p + len, &len) == 1;
+  }
   if (!ok) {
     // `out` now holds unauthenticated bytes; wipe them so no caller can use them by mistake.
     OPENSSL_cleanse(out, text);

@@ -99,9 +99,17 @@ Result<std::string> AesGcmOpen(const unsigned char* key32, std::string_view aad,
 //! Seals and opens the segments of one object. Holds the data key in an OpenSSL context; not thread-safe.
 class SegmentCipher {
  public:
+  //! Which AES-256-GCM code does the work (the bytes are the same: the standard algorithm either way).
+  enum class Engine {
+    kBest,     //!< Intel's multi-buffer library where the CPU has VAES and VPCLMULQDQ (AVX-512), else OpenSSL
+    kOpenSsl,  //!< always OpenSSL (tests check that both engines open each other's segments)
+  };
   //! `container` and `key` are the object's place, bound into every segment.
   static Result<std::unique_ptr<SegmentCipher>> Create(const DataKey& key, const EnvelopeHeader& header,
-                                                       std::string_view container, std::string_view object_key);
+                                                       std::string_view container, std::string_view object_key,
+                                                       Engine engine = Engine::kBest);
+  //! True if Engine::kBest is not OpenSSL on this machine (the library is built in and the CPU has what it needs).
+  static bool HasFastEngine();
   ~SegmentCipher();
 
   //! Seals `plaintext` (at most kSegmentBytes) as segment `index`; appends ciphertext || tag to `out`.
@@ -121,8 +129,11 @@ class SegmentCipher {
   void Nonce(uint64_t index, bool last, unsigned char* nonce) const;
   void SetAadTail(uint64_t index, bool last);
 
-  EVP_CIPHER_CTX* enc_ = nullptr;
+  struct FastKey;  // the data key expanded for the fast engine, when it is used
+
+  EVP_CIPHER_CTX* enc_ = nullptr;  // OpenSSL's contexts, when the fast engine is not used
   EVP_CIPHER_CTX* dec_ = nullptr;
+  FastKey* fast_ = nullptr;
   std::array<unsigned char, kNoncePrefixBytes> prefix_{};
   std::string aad_;        //!< fixed part, then 5 bytes of index and flag rewritten per segment
   size_t aad_fixed_ = 0;

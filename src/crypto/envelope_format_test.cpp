@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
+
 namespace imgpipe {
 namespace {
 
@@ -102,10 +105,14 @@ TEST(EnvelopeFormat, SizesMapBothWays) {
   }
 }
 
-TEST(EnvelopeFormat, SegmentsOpenOnlyAtTheirPlace) {
+// Each engine: the fast one where this machine has it (else OpenSSL twice), and OpenSSL.
+class SegmentEngineTest : public testing::TestWithParam<SegmentCipher::Engine> {};
+
+TEST_P(SegmentEngineTest, SegmentsOpenOnlyAtTheirPlace) {
+  const SegmentCipher::Engine engine = GetParam();
   DataKey key = DataKey::Random();
   EnvelopeHeader h = SampleHeader();
-  auto cipher = SegmentCipher::Create(key, h, "originals", "a/b");
+  auto cipher = SegmentCipher::Create(key, h, "originals", "a/b", engine);
   ASSERT_TRUE(cipher.ok());
   std::string sealed;
   ASSERT_TRUE((*cipher)->Seal(3, false, "hello segment", &sealed).ok());
@@ -120,13 +127,13 @@ TEST(EnvelopeFormat, SegmentsOpenOnlyAtTheirPlace) {
   EXPECT_EQ(open(**cipher, 3, false), "hello segment");
   EXPECT_EQ(open(**cipher, 4, false), "<failed>");  // moved
   EXPECT_EQ(open(**cipher, 3, true), "<failed>");   // taken for the end
-  auto elsewhere = SegmentCipher::Create(key, h, "originals", "a/c");
+  auto elsewhere = SegmentCipher::Create(key, h, "originals", "a/c", engine);
   EXPECT_EQ(open(**elsewhere, 3, false), "<failed>");  // another object, same key
-  auto renditions = SegmentCipher::Create(key, h, "renditions", "a/b");
+  auto renditions = SegmentCipher::Create(key, h, "renditions", "a/b", engine);
   EXPECT_EQ(open(**renditions, 3, false), "<failed>");  // another container
   EnvelopeHeader other_prefix = h;
   other_prefix.nonce_prefix[0] ^= 1;
-  auto prefixed = SegmentCipher::Create(key, other_prefix, "originals", "a/b");
+  auto prefixed = SegmentCipher::Create(key, other_prefix, "originals", "a/b", engine);
   EXPECT_EQ(open(**prefixed, 3, false), "<failed>");
 
   std::string flipped = sealed;
@@ -135,7 +142,51 @@ TEST(EnvelopeFormat, SegmentsOpenOnlyAtTheirPlace) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().kind, ErrorKind::kIntegrity);
   EXPECT_EQ(flipped.substr(0, 13), std::string(13, '\0'));  // unauthenticated bytes wiped
+
+  std::string bad_tag = sealed;
+  bad_tag.back() ^= 0x80;
+  std::string out(13, 'x');
+  r = (*cipher)->OpenTo(3, false, bad_tag.data(), bad_tag.size(), out.data());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(out, std::string(13, '\0'));
 }
+
+INSTANTIATE_TEST_SUITE_P(Engines, SegmentEngineTest,
+                         testing::Values(SegmentCipher::Engine::kBest, SegmentCipher::Engine::kOpenSsl),
+                         [](const testing::TestParamInfo<SegmentCipher::Engine>& info) {
+                           return info.param == SegmentCipher::Engine::kBest ? std::string("Best")
+                                                                             : std::string("OpenSsl");
+                         });
+
+TEST(EnvelopeFormat, BothEnginesSealTheSameBytesAndOpenEachOther) {
+  std::printf("[ engine   ] fast AES-256-GCM engine on this machine: %s\n",
+              SegmentCipher::HasFastEngine() ? "yes" : "no (OpenSSL only)");
+  DataKey key = DataKey::Random();
+  EnvelopeHeader h = SampleHeader();
+  auto best = SegmentCipher::Create(key, h, "originals", "a/b", SegmentCipher::Engine::kBest);
+  auto openssl = SegmentCipher::Create(key, h, "originals", "a/b", SegmentCipher::Engine::kOpenSsl);
+  ASSERT_TRUE(best.ok() && openssl.ok());
+  for (size_t size : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{1000}, kSegmentBytes - 1, kSegmentBytes}) {
+    SCOPED_TRACE("segment of " + std::to_string(size) + " bytes");
+    std::string plain(size, '\0');
+    for (size_t i = 0; i < size; ++i) plain[i] = static_cast<char>(i * 131 + 7);
+    const bool last = size < kSegmentBytes;
+    std::string a, b;
+    ASSERT_TRUE((*best)->Seal(9, last, plain, &a).ok());
+    ASSERT_TRUE((*openssl)->Seal(9, last, plain, &b).ok());
+    EXPECT_EQ(a, b);  // same key, nonce and additional data: the same ciphertext and tag
+    std::string out(size, 'x');
+    auto opened = (*openssl)->OpenTo(9, last, a.data(), a.size(), out.data());
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    EXPECT_EQ(out, plain);
+    out.assign(size, 'x');
+    opened = (*best)->OpenTo(9, last, b.data(), b.size(), out.data());
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    EXPECT_EQ(out, plain);
+    EXPECT_FALSE((*best)->OpenTo(9, !last, b.data(), b.size(), out.data()).ok());
+  }
+}
+
 
 TEST(EnvelopeFormat, KeyWrapIsBoundToItsAdditionalData) {
   DataKey kek = DataKey::Random();
