@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "core/log.hpp"
 #include "crypto/database_key.hpp"
 #include "crypto/local/local_key_provider.hpp"
 #include "crypto/pkcs11/pkcs11_key_provider.hpp"
@@ -121,8 +122,19 @@ Result<std::unique_ptr<BlobStore>> OpenBlobStore(const Config& config, bool inst
     o.http.ca_file = config.storage_ca_file;
     IMGPIPE_ASSIGN_OR_RETURN(auto store, S3BlobStore::Open(std::move(o)));
     if (install_lifecycle && config.s3_lifecycle) {
-      IMGPIPE_TRY(store->PutLifecycle(
-          S3RetentionLifecycleRules(config.retention_originals, config.retention_renditions)));
+      const auto wanted = S3RetentionLifecycleRules(config.retention_originals, config.retention_renditions);
+      IMGPIPE_TRY(store->PutLifecycle(wanted));
+      // A server may accept rules and keep something else; say so at once rather than at the next doctor run.
+      auto back = store->GetLifecycle();
+      if (!back.ok()) {
+        LogWarn("installed the bucket's lifecycle rules but cannot read them back",
+                {{"bucket", config.s3_bucket}, {"error", back.error().message}});
+      } else {
+        for (const auto& finding : CompareS3Lifecycle(*back, wanted)) {
+          LogWarn("the bucket's lifecycle rules as read back differ from retention",
+                  {{"bucket", config.s3_bucket}, {"finding", finding.message}});
+        }
+      }
     }
     return std::unique_ptr<BlobStore>(std::move(store));
   }

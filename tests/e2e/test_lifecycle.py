@@ -115,6 +115,8 @@ def test_serve_installs_the_rule_and_doctor_refuses_it_beside_a_legal_hold(start
     image_id = server.upload_ok((CORPORA / CORPUS[0]).read_bytes())["id"]
     rc, out, err = storage("show-lifecycle", server.data_dir, env)
     assert rc == 0 and rule(out["rules"], "originals/")["expiration_days"] == 3, err
+    # serve read the rules back after installing them and found nothing to warn about.
+    assert not [line for line in server.stderr_lines if "lifecycle" in line], server.log_tail()
     # The bucket cannot see legal holds: with an expiring rule, a held image would be deleted all the same.
     assert server.request("PUT", f"/v1/images/{image_id}/hold", json={"reason": "audit 2026-4"}).status_code in (
         200, 201)
