@@ -200,6 +200,30 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const KafkaProperti
   return std::unique_ptr<KafkaProducer>(new KafkaProducer(rk));
 }
 
+Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties, std::chrono::milliseconds timeout) {
+  IMGPIPE_ASSIGN_OR_RETURN(ConfPtr conf, MakeConf(properties));
+  char err[kErrorBuffer];
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err);
+  if (rk == nullptr) return MakeError(ErrorKind::kInvalidArgument, std::string("cannot create a Kafka client: ") + err);
+  conf.release();  // owned by rk now
+  std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> handle(rk, rd_kafka_destroy);
+  const rd_kafka_metadata_t* md = nullptr;
+  const auto bootstrap = properties.find("bootstrap.servers");
+  const std::string where = bootstrap == properties.end() ? std::string("(no bootstrap.servers)") : bootstrap->second;
+  rd_kafka_resp_err_t e = rd_kafka_metadata(rk, /*all_topics=*/1, nullptr, &md, static_cast<int>(timeout.count()));
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return KafkaError(e, "no Kafka broker at " + where + " answered a metadata request within " +
+                             std::to_string(timeout.count()) + " ms");
+  }
+  KafkaClusterInfo info;
+  for (int i = 0; i < md->broker_cnt; ++i) {
+    info.brokers.push_back(std::string(md->brokers[i].host) + ":" + std::to_string(md->brokers[i].port));
+  }
+  info.topics = md->topic_cnt;
+  rd_kafka_metadata_destroy(md);
+  return info;
+}
+
 KafkaProducer::KafkaProducer(rd_kafka_t* rk) : rk_(rk) {}
 
 KafkaProducer::~KafkaProducer() {

@@ -100,6 +100,18 @@ class KafkaProducer {
   rd_kafka_t* rk_;
 };
 
+//! What a Kafka cluster says of itself in answer to a metadata request.
+struct KafkaClusterInfo {
+  std::vector<std::string> brokers;  //!< "host:port" of every broker the cluster advertises, as it advertises them
+  int topics = 0;                    //!< topics the client may see
+};
+
+//! Asks the cluster at `properties` (bootstrap servers, security settings) for its metadata, waiting at most
+//! `timeout`. Ok proves a Kafka broker answers there and accepts these settings; kUnavailable when none answered in
+//! time (nothing listens, or what listens does not speak Kafka), kPermissionDenied when authentication failed,
+//! kInvalidArgument for a refused property.
+Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties, std::chrono::milliseconds timeout);
+
 //! A group consumer's properties: the shared client properties plus its group, static membership when
 //! `group_instance_id` is not empty, and the two liveness bounds (poll interval, session timeout).
 KafkaProperties GroupConsumerProperties(KafkaProperties client, const std::string& group_id,

@@ -89,6 +89,13 @@ TEST(KafkaClientTest, SendToAnUnreachableBrokerTimesOutAsUnavailable) {
   EXPECT_EQ(s.error().kind, ErrorKind::kUnavailable) << s.error().message;
 }
 
+TEST(KafkaClientTest, DescribingAClusterWhereNoneListensIsUnavailable) {
+  auto info = DescribeKafkaCluster({{"bootstrap.servers", "127.0.0.1:1"}}, 500ms);
+  ASSERT_FALSE(info.ok());
+  EXPECT_EQ(info.error().kind, ErrorKind::kUnavailable) << info.error().message;
+  EXPECT_THAT(info.error().message, HasSubstr("127.0.0.1:1"));
+}
+
 class KafkaBrokerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -136,6 +143,17 @@ class KafkaBrokerTest : public ::testing::Test {
   std::string brokers_;
   std::string topic_;
 };
+
+TEST_F(KafkaBrokerTest, DescribesTheClusterItIsConnectedTo) {
+  auto producer = KafkaProducer::Create({{"bootstrap.servers", brokers_}});
+  ASSERT_TRUE(producer.ok()) << producer.error().message;
+  ASSERT_TRUE((*producer)->Send(topic_, std::nullopt, "v", {}, 30s).ok());  // the topic exists from here on
+  auto info = DescribeKafkaCluster({{"bootstrap.servers", brokers_}}, 30s);
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  ASSERT_EQ(info->brokers.size(), 1u);  // the single-node broker of scripts/services/kafka
+  EXPECT_EQ(info->brokers[0], brokers_);
+  EXPECT_GE(info->topics, 1);
+}
 
 TEST_F(KafkaBrokerTest, RoundTripWithHeadersAndStoredOffsets) {
   auto producer = KafkaProducer::Create({{"bootstrap.servers", brokers_}});

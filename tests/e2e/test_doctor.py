@@ -1,10 +1,16 @@
 """`imgpipe doctor`: a healthy setup passes; bad permissions, an unreachable PostgreSQL, a missing keyring and a
-missing HSM token each FAIL with the hint that fixes them, and the exit status says so."""
+missing HSM token each FAIL with the hint that fixes them, and the exit status says so. The Kafka check against the
+real broker (and against an address where nothing, or something else, listens), and the clock check against the real
+cloud stores, with this configuration's clock moved ahead by testing.clock_offset."""
 
 import os
+import re
 import socket
 
+import pytest
+
 from support import run_cli
+from test_cloud_storage import BACKENDS, cloud_env
 from test_encryption import pkcs11_env
 
 
@@ -70,3 +76,70 @@ def test_doctor_fails_when_the_hsm_token_is_missing(tmp_path):
     assert "pkcs11_token" in out and "the token is present" in out
     rc, out = doctor(tmp_path / "data", pkcs11_env())
     assert lines(out, "OK", "keys"), out
+
+
+def kafka_brokers():
+    value = os.environ.get("IMGPIPE_TEST_KAFKA_BROKERS")
+    if not value:
+        if os.environ.get("IMGPIPE_REQUIRE_KAFKA") == "1":
+            pytest.fail("IMGPIPE_REQUIRE_KAFKA=1 but IMGPIPE_TEST_KAFKA_BROKERS is not set (scripts/services/kafka)")
+        pytest.skip("no broker: run scripts/services/kafka start and set IMGPIPE_TEST_KAFKA_BROKERS")
+    return value
+
+
+def test_doctor_checks_that_kafka_answers_at_the_configured_brokers(start_server):
+    brokers = kafka_brokers()
+    server = start_server()
+    assert server.stop() == 0
+    rc, out = doctor(server.data_dir, {"IMGPIPE_KAFKA_BROKERS": brokers})
+    assert rc == 0, out
+    assert lines(out, "OK", "kafka")[0].endswith(f"broker {brokers} accepts connections"), out
+    assert re.search(rf"OK +kafka +the cluster answers with 1 broker\(s\) \({re.escape(brokers)}\)", out), out
+
+    # Nothing listens there.
+    port = free_port()
+    rc, out = doctor(server.data_dir, {"IMGPIPE_KAFKA_BROKERS": f"127.0.0.1:{port}"})
+    assert rc == 1 and lines(out, "FAIL", "kafka"), out
+    assert f"cannot connect to broker 127.0.0.1:{port}" in out and "fix: check kafka.brokers" in out
+
+    # Something listens that is not Kafka (connections are accepted, nothing answers): not mistaken for a broker.
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(16)
+        address = "127.0.0.1:%d" % other.getsockname()[1]
+        rc, out = doctor(server.data_dir, {"IMGPIPE_KAFKA_BROKERS": address})
+    assert rc == 1, out
+    assert lines(out, "OK", "kafka")[0].endswith(f"broker {address} accepts connections"), out
+    failed = lines(out, "FAIL", "kafka")
+    assert failed and "the cluster did not answer" in failed[0] and address in failed[0], out
+    assert "fix: check that kafka.brokers names the brokers' client listener" in out
+
+
+def skew_seconds(line):
+    return float(re.search(r"differ by ([0-9.]+) s", line).group(1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_doctor_measures_the_clock_skew_to_the_cloud_store(backend, start_server):
+    env = cloud_env(backend)
+    server = start_server(env=env)
+    assert server.stop() == 0
+    rc, out = doctor(server.data_dir, env)
+    assert rc == 0, out
+    assert lines(out, "OK", "blob-store") and len(lines(out, "OK", "clock")) == 1, out
+    assert "testing.clock_offset" not in out
+
+    # The store's clock (its answer's Date) is compared with the one this configuration gives imgpipe: moved ahead
+    # past the warning bound it is a warning, past the failure bound a failure; either way by about the offset.
+    rc, out = doctor(server.data_dir, dict(env, IMGPIPE_TESTING_CLOCK_OFFSET="10s"))
+    assert rc == 0, out
+    warned = lines(out, "WARN", "clock")
+    assert len(warned) == 1 and 2 < skew_seconds(warned[0]) <= 10, out
+    assert "fix: synchronise the clocks" in out
+    assert lines(out, "WARN", "config") and "fix: remove testing.clock_offset" in out
+
+    rc, out = doctor(server.data_dir, dict(env, IMGPIPE_TESTING_CLOCK_OFFSET="45s"))
+    assert rc == 1, out
+    failed = lines(out, "FAIL", "clock")
+    assert len(failed) == 1 and 30 < skew_seconds(failed[0]) <= 45, out
+    assert lines(out, "OK", "blob-store"), out  # the store itself still works: only the clocks are apart

@@ -94,8 +94,12 @@ class S3BlobStore::Writer final : public BlobWriter {
     info.key = key_;
     info.size = size_;
     info.etag = std::string(head.Header("ETag").value_or(""));
-    info.created = std::chrono::system_clock::now();
-    if (auto lm = head.Header("Last-Modified")) ParseHttpDate(*lm, &info.created);
+    // The service's own time of the write: S3 answers PutObject without Last-Modified, but every answer has a Date.
+    auto lm = head.Header("Last-Modified");
+    auto date = head.Header("Date");
+    if (!(lm && ParseHttpDate(*lm, &info.created)) && !(date && ParseHttpDate(*date, &info.created))) {
+      info.created = std::chrono::system_clock::now();
+    }
     return info;
   }
 
