@@ -411,6 +411,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
   so.tls = public_tls;
   so.in_flight = in_flight ? &*in_flight : nullptr;
   so.in_flight_wait = cfg.in_flight_wait;
+  so.metrics = &metrics;
   auto handler = [&api, role](HttpRequest& req) {
     return role == ServerRole::kWorker ? HealthAndMetricsOnly(api, req) : api.Handle(req);
   };

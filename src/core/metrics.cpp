@@ -148,6 +148,9 @@ void DeclareImgpipeMetrics(Metrics& m) {
   m.DeclareGauge("imgpipe_inflight_requests", "Requests being handled now.");
   m.DeclareCounter("imgpipe_rate_limited_total",
                    "Requests refused with 429, by limit: key and address (rate), uploads_per_key (concurrency).");
+  m.DeclareCounter("imgpipe_http_timeouts_total",
+                   "Requests cut off with 408 because their header or body did not arrive in time, by phase (header, "
+                   "body): server.header_timeout, server.body_timeout, server.request_timeout.");
 }
 
 }  // namespace imgpipe

@@ -4,6 +4,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -24,6 +25,41 @@ namespace imgpipe {
 
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+
+namespace {
+
+// A deadline for one read that cancels the read instead of closing the socket (which is what tcp_stream's own expiry
+// does), so the connection can still carry a 408 afterwards. The timer shares the socket's strand; once this object
+// is gone its handler touches nothing. Lifetimes: `socket` must outlive this object.
+class ReadDeadline {
+ public:
+  ReadDeadline(tcp::socket& socket, std::chrono::steady_clock::time_point when)
+      : timer_(socket.get_executor()), state_(std::make_shared<State>(State::kArmed)) {
+    timer_.expires_at(when);
+    timer_.async_wait([state = state_, s = &socket](const beast::error_code& ec) {
+      if (ec || *state != State::kArmed) return;
+      *state = State::kFired;
+      beast::error_code ignored;
+      s->cancel(ignored);
+    });
+  }
+  ~ReadDeadline() {
+    if (*state_ == State::kArmed) *state_ = State::kDisarmed;
+    timer_.cancel();
+  }
+  ReadDeadline(const ReadDeadline&) = delete;
+  ReadDeadline& operator=(const ReadDeadline&) = delete;
+
+  //! True if the deadline passed and cancelled the read.
+  bool Fired() const { return *state_ == State::kFired; }
+
+ private:
+  enum class State { kArmed, kFired, kDisarmed };
+  asio::steady_timer timer_;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace
 
 HttpRequest::HttpRequest(beast::tcp_stream* plain, TlsStream* tls, beast::flat_buffer& buffer, Parser& parser,
                          std::string request_id, std::string remote, Listener listener,
@@ -79,14 +115,21 @@ asio::awaitable<Result<size_t>> HttpRequest::ReadBodyFrom(Stream& stream, std::s
     // connection (and its spool file) for longer than request_timeout, nor stall for longer than body_timeout.
     const auto now = std::chrono::steady_clock::now();
     const bool idle_first = now + body_timeout_ < deadline_;
-    base.expires_at(idle_first ? now + body_timeout_ : deadline_);
-    co_await http::async_read(stream, buffer_, parser_, asio::redirect_error(asio::use_awaitable, ec));
+    bool timed_out = false;
+    base.expires_never();
+    {
+      ReadDeadline read_deadline(base.socket(), idle_first ? now + body_timeout_ : deadline_);
+      co_await http::async_read(stream, buffer_, parser_, asio::redirect_error(asio::use_awaitable, ec));
+      timed_out = ec && read_deadline.Fired();
+    }
+    base.expires_at(deadline_);  // bounds what the handler writes next
     total = buf.size() - parser_.get().body().size;
     if (ec == http::error::need_buffer) ec = {};
     if (ec == http::error::body_limit) {
       co_return MakeError(ErrorKind::kTooLarge, "request body is larger than the server accepts");
     }
-    if (ec == beast::error::timeout) {
+    if (timed_out) {
+      body_timed_out_ = true;
       co_return MakeError(ErrorKind::kInvalidArgument,
                           idle_first ? "no request body byte for " + std::to_string(body_timeout_.count()) +
                                            " ms (server.body_timeout)"
@@ -341,6 +384,23 @@ asio::awaitable<beast::error_code> AwaitFirstByte(Stream& stream, beast::tcp_str
   co_return ec;
 }
 
+// Lingering close, for an answer sent before the request was read to its end: stop sending, then drain what the
+// client is still sending for a short while, so it reads our answer instead of a connection reset. (A TLS connection
+// cannot half-close below TLS; it only drains.)
+template <class Stream>
+asio::awaitable<void> LingeringClose(Stream& stream, beast::tcp_stream& base, HttpRequest::TlsStream* tls) {
+  beast::error_code ec;
+  if (tls == nullptr) base.socket().shutdown(tcp::socket::shutdown_send, ec);
+  std::array<char, 64 * 1024> sink;
+  base.expires_after(std::chrono::seconds(2));
+  uint64_t drained = 0;
+  while (drained < 64ull * 1024 * 1024) {
+    size_t n = co_await stream.async_read_some(asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) break;
+    drained += n;
+  }
+}
+
 }  // namespace
 
 template <class Stream>
@@ -366,36 +426,54 @@ asio::awaitable<void> HttpServer::Serve(Stream& stream, beast::tcp_stream& base,
     parser.body_limit(boost::none);
     beast::error_code ec = co_await AwaitFirstByte(stream, base, buffer, options_.idle_timeout);
     if (ec) break;
-    base.expires_after(options_.header_timeout);
-    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    bool header_timed_out = false;
+    base.expires_never();
+    {
+      ReadDeadline read_deadline(base.socket(), std::chrono::steady_clock::now() + options_.header_timeout);
+      co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      header_timed_out = ec && read_deadline.Fired();
+    }
     if (ec) {
       std::optional<HttpResponse> answer;
+      const std::string answer_id = NewRequestId();
       if (ec == http::error::header_limit) {
         answer = ErrorResponse(MakeError(ErrorKind::kTooLarge,
                                          "the request header is larger than " +
                                              std::to_string(options_.max_header_bytes) +
                                              " bytes (server.max_header_bytes)",
                                          "header_too_large"),
-                               NewRequestId());
+                               answer_id);
         answer->status = http::status::request_header_fields_too_large;
-      } else if (ec == beast::error::timeout) {
-        // A slow-header client (slowloris). tcp_stream has closed the socket on the timeout already: no last word.
-        LogInfo("request header timed out; connection closed (server.header_timeout)", {{"remote", peer}});
+      } else if (header_timed_out) {
+        // A slow-header client (slowloris): told why, then cut off.
+        LogInfo("request header timed out; answered 408 and closed (server.header_timeout)", {{"remote", peer}});
+        if (options_.metrics != nullptr) options_.metrics->Add("imgpipe_http_timeouts_total", {{"phase", "header"}});
+        answer = ErrorResponse(MakeError(ErrorKind::kInvalidArgument,
+                                         "the request header did not arrive within " +
+                                             std::to_string(options_.header_timeout.count()) +
+                                             " ms (server.header_timeout)",
+                                         "timeout"),
+                               answer_id);
+        answer->status = http::status::request_timeout;
       } else if (ec == http::error::bad_target || ec == http::error::bad_method || ec == http::error::bad_field ||
                  ec == http::error::bad_value || ec == http::error::bad_version ||
                  ec == http::error::bad_line_ending || ec == http::error::bad_content_length) {
         answer = ErrorResponse(MakeError(ErrorKind::kInvalidArgument, "malformed HTTP request: " + ec.message()),
-                               NewRequestId());
+                               answer_id);
       }
       if (answer) {
+        answer->SetHeader("X-Request-Id", answer_id);
         base.expires_after(options_.header_timeout);
-        co_await WriteResponse(stream, *answer, 11, false, false);
+        ec = co_await WriteResponse(stream, *answer, 11, false, false);
+        // The rest of the header may still be on its way: drain it, or the close resets the answer away.
+        if (!ec) co_await LingeringClose(stream, base, tls);
       }
       break;
     }
     parser.body_limit(options_.max_body_bytes);
     const auto started = std::chrono::steady_clock::now();
     const auto deadline = started + options_.request_timeout;
+    base.expires_at(deadline);  // bounds the handler's writes (100 Continue) until the response's own bound
     std::string request_id = NewRequestId();
     // Behind a trusted load balancer the client is the right-most X-Forwarded-For entry that is not itself a
     // trusted proxy; from anyone else the header is the client's own claim and is ignored.
@@ -434,6 +512,12 @@ asio::awaitable<void> HttpServer::Serve(Stream& stream, beast::tcp_stream& base,
       }
     }
     if (slot) options_.in_flight->Release();
+    if (request.BodyTimedOut()) {
+      // The client stopped sending its body: 408 whatever the handler made of the read's error; the connection
+      // closes after it, since the body is unfinished.
+      response.status = http::status::request_timeout;
+      if (options_.metrics != nullptr) options_.metrics->Add("imgpipe_http_timeouts_total", {{"phase", "body"}});
+    }
     response.SetHeader("X-Request-Id", request_id);
     // A body the handler did not consume means the request stream is out of step: close after answering.
     bool keep_alive = parser.get().keep_alive() && parser.is_done() && !stopping_;
@@ -443,20 +527,7 @@ asio::awaitable<void> HttpServer::Serve(Stream& stream, beast::tcp_stream& base,
     if (logger_) logger_(request, response, seconds);
     --inflight_;
     if (ec || !keep_alive) {
-      if (!ec && !parser.is_done()) {
-        // Lingering close: stop sending, then drain what the client is still sending for a short while, so it
-        // reads our answer instead of a connection reset.
-        // (A TLS connection cannot half-close below TLS; it only drains.)
-        if (tls == nullptr) base.socket().shutdown(tcp::socket::shutdown_send, ec);
-        std::array<char, 64 * 1024> sink;
-        base.expires_after(std::chrono::seconds(2));
-        uint64_t drained = 0;
-        while (drained < 64ull * 1024 * 1024) {
-          size_t n = co_await stream.async_read_some(asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
-          if (ec) break;
-          drained += n;
-        }
-      }
+      if (!ec && !parser.is_done()) co_await LingeringClose(stream, base, tls);
       break;
     }
   }

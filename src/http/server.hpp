@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "core/cidr.hpp"
+#include "core/metrics.hpp"
 #include "core/result.hpp"
 #include "http/concurrency_limiter.hpp"
 #include "http/tls_context.hpp"
@@ -77,6 +78,9 @@ class HttpRequest {
   //! Reads the whole body, refusing more than `max_bytes` (kTooLarge).
   asio::awaitable<Result<std::string>> ReadAll(size_t max_bytes);
   bool BodyDone() const { return parser_.is_done(); }
+  //! True once a body read ran out of time (server.body_timeout or server.request_timeout): the server then answers
+  //! 408 and closes the connection, whatever the handler made of the error.
+  bool BodyTimedOut() const { return body_timed_out_; }
 
  private:
   template <class Stream>
@@ -94,6 +98,7 @@ class HttpRequest {
   std::string path_;
   std::string query_;
   bool continue_sent_ = false;
+  bool body_timed_out_ = false;
 };
 
 //! A response: headers plus either a body in memory or a stream from a blob.
@@ -137,6 +142,9 @@ struct ServerOptions {
   //! up to `in_flight_wait` for a slot, then gets 503 with Retry-After. Health checks (/livez, /readyz) bypass it.
   ConcurrencyLimiter* in_flight = nullptr;
   std::chrono::milliseconds in_flight_wait{5000};
+  //! Counts the requests the server itself cuts off (imgpipe_http_timeouts_total, declared by
+  //! DeclareImgpipeMetrics); none = not counted. Must outlive the server.
+  Metrics* metrics = nullptr;
 };
 
 using HttpHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;

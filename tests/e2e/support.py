@@ -31,7 +31,7 @@ ERROR_CODES = {
     "invalid_argument": 400, "unauthenticated": 401, "permission_denied": 403, "not_found": 404,
     "method_not_allowed": 405, "conflict": 409, "too_large": 413, "unsupported_format": 415,
     "range_not_satisfiable": 416, "invalid_image": 422, "rate_limited": 429, "unavailable": 503, "internal": 500,
-    "overloaded": 503, "header_too_large": 431,
+    "overloaded": 503, "header_too_large": 431, "timeout": 408,
 }
 
 

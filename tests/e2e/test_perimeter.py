@@ -136,6 +136,13 @@ def test_tls_versions_and_certificate_reload_without_dropping_connections(start_
     # Plain HTTP on the TLS port gets nothing useful.
     with pytest.raises(Exception):
         server.get(server.base.replace("https", "http") + "/livez")
+    # A header that stops arriving over TLS is answered 408 too: cutting the read short leaves the stream writable.
+    with tls_connect(server.port, client_context(pki.ca)) as s:
+        stalled = RawConnection(None, sock=s)
+        assert stalled.send(b"GET /v1/images HTTP/1.1\r\nHost: x\r\n")
+        r = stalled.read_response()
+        assert_error(r, 408, "timeout")
+        assert r.headers["Connection"] == "close"
 
     # A keep-alive connection opened before the reload...
     old = tls_connect(server.port, client_context(pki.ca))
@@ -262,20 +269,32 @@ def test_slow_clients_are_cut_off_while_others_are_served(start_server):
         served += 1
         time.sleep(0.1)
     assert served > 0
-    with pytest.raises(ConnectionError):  # closed (or reset) without an answer
+    # Told why (408, naming the setting), then closed.
+    r = slow.read_response()
+    assert_error(r, 408, "timeout")
+    assert "server.header_timeout" in r.json()["error"]["message"]
+    assert r.headers["Connection"] == "close"
+    with pytest.raises(ConnectionError):
         slow.read_response()
     slow.close()
     wait_for_log(server, "request header timed out")
 
-    # A body that stops arriving: the connection is closed and nothing is stored; the refusal is counted.
+    # A body that stops arriving: 408 and the connection is closed, nothing is stored; the refusal is counted.
     stall = RawConnection(server.port)
     assert stall.send(request_head("POST", "/v1/images", server.admin_key,
                                    {"Content-Type": "image/jpeg", "Content-Length": "100000"}) + b"\xff\xd8\xff")
     assert stall.readable(WAIT), "a stalled body was never cut off"
+    r = stall.read_response()
+    assert_error(r, 408, "timeout")
+    assert "server.body_timeout" in r.json()["error"]["message"]
+    assert r.headers["Connection"] == "close"
     with pytest.raises(ConnectionError):
         stall.read_response()
     stall.close()
-    assert 'imgpipe_uploads_total{outcome="refused",code="timeout"} 1' in server.get("/metrics").text
+    metrics = server.get("/metrics").text
+    assert 'imgpipe_uploads_total{outcome="refused",code="timeout"} 1' in metrics
+    assert 'imgpipe_http_timeouts_total{phase="header"} 1' in metrics
+    assert 'imgpipe_http_timeouts_total{phase="body"} 1' in metrics
     assert server.scalar("SELECT count(*) FROM images") == "0"
 
     # An oversized header block: 431, naming the key.
