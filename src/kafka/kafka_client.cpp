@@ -200,8 +200,30 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const KafkaProperti
   return std::unique_ptr<KafkaProducer>(new KafkaProducer(rk));
 }
 
+namespace {
+
+// The client-level errors a short-lived client met (a refused login, a certificate that does not verify): a metadata
+// request alone only times out, these say why.
+struct ClientErrors {
+  rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
+  std::string reason;
+};
+
+void RecordClientError(rd_kafka_t*, int err, const char* reason, void* opaque) {
+  auto* errors = static_cast<ClientErrors*>(opaque);
+  // An authentication failure explains the others (the broker then drops the connection): keep it once seen.
+  if (errors->last == RD_KAFKA_RESP_ERR__AUTHENTICATION) return;
+  errors->last = static_cast<rd_kafka_resp_err_t>(err);
+  errors->reason = reason;
+}
+
+}  // namespace
+
 Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties, std::chrono::milliseconds timeout) {
   IMGPIPE_ASSIGN_OR_RETURN(ConfPtr conf, MakeConf(properties));
+  ClientErrors errors;  // written by rd_kafka_poll() on this thread only
+  rd_kafka_conf_set_error_cb(conf.get(), RecordClientError);
+  rd_kafka_conf_set_opaque(conf.get(), &errors);
   char err[kErrorBuffer];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err);
   if (rk == nullptr) return MakeError(ErrorKind::kInvalidArgument, std::string("cannot create a Kafka client: ") + err);
@@ -212,8 +234,12 @@ Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties,
   const std::string where = bootstrap == properties.end() ? std::string("(no bootstrap.servers)") : bootstrap->second;
   rd_kafka_resp_err_t e = rd_kafka_metadata(rk, /*all_topics=*/1, nullptr, &md, static_cast<int>(timeout.count()));
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    return KafkaError(e, "no Kafka broker at " + where + " answered a metadata request within " +
-                             std::to_string(timeout.count()) + " ms");
+    rd_kafka_poll(rk, 0);  // serves the client errors queued meanwhile
+    if (errors.last != RD_KAFKA_RESP_ERR_NO_ERROR) e = errors.last;
+    std::string what = "no Kafka broker at " + where + " answered a metadata request within " +
+                       std::to_string(timeout.count()) + " ms";
+    if (!errors.reason.empty()) what += " (" + errors.reason + ")";
+    return KafkaError(e, what);
   }
   KafkaClusterInfo info;
   for (int i = 0; i < md->broker_cnt; ++i) {

@@ -108,8 +108,8 @@ struct KafkaClusterInfo {
 
 //! Asks the cluster at `properties` (bootstrap servers, security settings) for its metadata, waiting at most
 //! `timeout`. Ok proves a Kafka broker answers there and accepts these settings; kUnavailable when none answered in
-//! time (nothing listens, or what listens does not speak Kafka), kPermissionDenied when authentication failed,
-//! kInvalidArgument for a refused property.
+//! time (nothing listens, or what listens does not speak Kafka), kPermissionDenied when the login was refused (the
+//! message then carries librdkafka's reason), kInvalidArgument for a refused property.
 Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties, std::chrono::milliseconds timeout);
 
 //! A group consumer's properties: the shared client properties plus its group, static membership when

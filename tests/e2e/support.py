@@ -53,6 +53,17 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def kafka_brokers():
+    """The test broker's address (scripts/services/kafka); the test fails without it under scripts/test, else skips."""
+    import pytest
+    value = os.environ.get("IMGPIPE_TEST_KAFKA_BROKERS")
+    if not value:
+        if os.environ.get("IMGPIPE_REQUIRE_KAFKA") == "1":
+            pytest.fail("IMGPIPE_REQUIRE_KAFKA=1 but IMGPIPE_TEST_KAFKA_BROKERS is not set (scripts/services/kafka)")
+        pytest.skip("no broker: run scripts/services/kafka start and set IMGPIPE_TEST_KAFKA_BROKERS")
+    return value
+
+
 class Server:
     """One `imgpipe serve` process on 127.0.0.1 and a free port, with its data folder. Can be stopped, killed and
     started again on the same folder; the admin key printed on the first start is remembered."""

@@ -9,9 +9,10 @@ import socket
 
 import pytest
 
-from support import run_cli
+from support import kafka_brokers, run_cli
 from test_cloud_storage import BACKENDS, cloud_env
 from test_encryption import pkcs11_env
+from test_kafka_security import kafka, secure_env  # noqa: F401 (kafka is a fixture)
 
 
 def doctor(data_dir, env=None):
@@ -78,15 +79,6 @@ def test_doctor_fails_when_the_hsm_token_is_missing(tmp_path):
     assert lines(out, "OK", "keys"), out
 
 
-def kafka_brokers():
-    value = os.environ.get("IMGPIPE_TEST_KAFKA_BROKERS")
-    if not value:
-        if os.environ.get("IMGPIPE_REQUIRE_KAFKA") == "1":
-            pytest.fail("IMGPIPE_REQUIRE_KAFKA=1 but IMGPIPE_TEST_KAFKA_BROKERS is not set (scripts/services/kafka)")
-        pytest.skip("no broker: run scripts/services/kafka start and set IMGPIPE_TEST_KAFKA_BROKERS")
-    return value
-
-
 def test_doctor_checks_that_kafka_answers_at_the_configured_brokers(start_server):
     brokers = kafka_brokers()
     server = start_server()
@@ -113,6 +105,22 @@ def test_doctor_checks_that_kafka_answers_at_the_configured_brokers(start_server
     failed = lines(out, "FAIL", "kafka")
     assert failed and "the cluster did not answer" in failed[0] and address in failed[0], out
     assert "fix: check that kafka.brokers names the brokers' client listener" in out
+
+
+def test_doctor_checks_the_kafka_security_settings(kafka, start_server):  # noqa: F811 (the fixture)
+    server = start_server()
+    assert server.stop() == 0
+    rc, out = doctor(server.data_dir, secure_env(kafka, "doctor-unused"))
+    assert rc == 0, out
+    assert re.search(r"OK +kafka +the cluster answers with 1 broker\(s\)", out), out
+
+    # A refused login is named as such, with the settings to check (not mistaken for a wrong address).
+    rc, out = doctor(server.data_dir, secure_env(kafka, "doctor-unused", IMGPIPE_KAFKA_SASL_PASSWORD="not-the-password"))
+    assert rc == 1, out
+    failed = lines(out, "FAIL", "kafka")
+    assert failed and "the cluster did not answer" in failed[0], out
+    assert "fix: check the [kafka] credentials" in out
+    assert "not-the-password" not in out
 
 
 def skew_seconds(line):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORPORA, REPO_ROOT, run_cli, sha256
+from support import CORPORA, REPO_ROOT, kafka_brokers, run_cli, sha256
 
 try:
     import confluent_kafka as ck
@@ -38,12 +38,7 @@ INLINE_MAX = 900 * 1024   # under the broker's default message.max.bytes (1 MiB)
 
 @pytest.fixture(scope="module")
 def brokers():
-    value = os.environ.get("IMGPIPE_TEST_KAFKA_BROKERS")
-    if not value:
-        if os.environ.get("IMGPIPE_REQUIRE_KAFKA") == "1":
-            pytest.fail("IMGPIPE_REQUIRE_KAFKA=1 but IMGPIPE_TEST_KAFKA_BROKERS is not set (scripts/services/kafka)")
-        pytest.skip("no broker: run scripts/services/kafka start and set IMGPIPE_TEST_KAFKA_BROKERS")
-    return value
+    return kafka_brokers()
 
 
 def new_topic(brokers, partitions=3):
