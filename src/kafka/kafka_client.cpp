@@ -200,30 +200,36 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const KafkaProperti
   return std::unique_ptr<KafkaProducer>(new KafkaProducer(rk));
 }
 
-namespace {
-
-// The client-level errors a short-lived client met (a refused login, a certificate that does not verify): a metadata
-// request alone only times out, these say why.
-struct ClientErrors {
-  rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
-  std::string reason;
-};
-
-void RecordClientError(rd_kafka_t*, int err, const char* reason, void* opaque) {
-  auto* errors = static_cast<ClientErrors*>(opaque);
-  // An authentication failure explains the others (the broker then drops the connection): keep it once seen.
-  if (errors->last == RD_KAFKA_RESP_ERR__AUTHENTICATION) return;
-  errors->last = static_cast<rd_kafka_resp_err_t>(err);
-  errors->reason = reason;
+void KafkaClientErrors::Record(rd_kafka_resp_err_t code, const char* reason) {
+  std::lock_guard lock(mu_);
+  // A refused login explains what follows it (the broker then drops the connection): kept until Clear().
+  if (last_.code == RD_KAFKA_RESP_ERR__AUTHENTICATION) return;
+  last_ = {code, reason ? reason : ""};
 }
 
-}  // namespace
+KafkaClientErrors::Last KafkaClientErrors::Get() const {
+  std::lock_guard lock(mu_);
+  return last_;
+}
+
+void KafkaClientErrors::Clear() {
+  std::lock_guard lock(mu_);
+  last_ = {};
+}
+
+bool KafkaClientErrors::IsCredentials(rd_kafka_resp_err_t code) {
+  return code == RD_KAFKA_RESP_ERR__AUTHENTICATION || code == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED ||
+         code == RD_KAFKA_RESP_ERR__SSL;
+}
 
 Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties, std::chrono::milliseconds timeout) {
   IMGPIPE_ASSIGN_OR_RETURN(ConfPtr conf, MakeConf(properties));
-  ClientErrors errors;  // written by rd_kafka_poll() on this thread only
-  rd_kafka_conf_set_error_cb(conf.get(), RecordClientError);
+  // Outlives the client below (declared first): its error callback writes here until rd_kafka_destroy returns.
+  KafkaClientErrors errors;
   rd_kafka_conf_set_opaque(conf.get(), &errors);
+  rd_kafka_conf_set_error_cb(conf.get(), [](rd_kafka_t*, int code, const char* reason, void* opaque) {
+    static_cast<KafkaClientErrors*>(opaque)->Record(static_cast<rd_kafka_resp_err_t>(code), reason);
+  });
   char err[kErrorBuffer];
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err);
   if (rk == nullptr) return MakeError(ErrorKind::kInvalidArgument, std::string("cannot create a Kafka client: ") + err);
@@ -234,12 +240,13 @@ Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties,
   const std::string where = bootstrap == properties.end() ? std::string("(no bootstrap.servers)") : bootstrap->second;
   rd_kafka_resp_err_t e = rd_kafka_metadata(rk, /*all_topics=*/1, nullptr, &md, static_cast<int>(timeout.count()));
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    rd_kafka_poll(rk, 0);  // serves the client errors queued meanwhile
-    if (errors.last != RD_KAFKA_RESP_ERR_NO_ERROR) e = errors.last;
-    std::string what = "no Kafka broker at " + where + " answered a metadata request within " +
-                       std::to_string(timeout.count()) + " ms";
-    if (!errors.reason.empty()) what += " (" + errors.reason + ")";
-    return KafkaError(e, what);
+    rd_kafka_poll(rk, 0);  // serves the client's queued error events, i.e. calls the error callback
+    if (auto last = errors.Get(); KafkaClientErrors::IsCredentials(last.code)) {
+      return MakeError(ErrorKind::kPermissionDenied, "the Kafka brokers at " + where + " refused this client: " +
+                                                         last.reason);
+    }
+    return KafkaError(e, "no Kafka broker at " + where + " answered a metadata request within " +
+                             std::to_string(timeout.count()) + " ms");
   }
   KafkaClusterInfo info;
   for (int i = 0; i < md->broker_cnt; ++i) {
@@ -360,11 +367,7 @@ KafkaConsumer::KafkaConsumer(rd_kafka_t* rk, RebalanceListener* listener) : rk_(
 // Client-level errors (a broker unreachable, a refused login, a certificate that does not verify): librdkafka retries
 // by itself; kept for Reachable() to explain itself, and logged as librdkafka would without this callback.
 void KafkaConsumer::ErrorCallback(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
-  auto* self = static_cast<KafkaConsumer*>(opaque);
-  {
-    std::lock_guard lock(self->error_mu_);
-    self->last_error_ = reason;
-  }
+  static_cast<KafkaConsumer*>(opaque)->errors_.Record(static_cast<rd_kafka_resp_err_t>(err), reason);
   LogWarn("kafka: client error (librdkafka retries by itself)",
           {{"client", rd_kafka_name(rk)},
            {"error", rd_kafka_err2str(static_cast<rd_kafka_resp_err_t>(err))},
@@ -441,10 +444,7 @@ Result<std::optional<KafkaMessage>> KafkaConsumer::Poll(std::chrono::millisecond
     return MakeError(KafkaErrorKind(fatal), std::string("the Kafka consumer failed for good: ") + reason);
   }
   if (raw->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-    {
-      std::lock_guard lock(error_mu_);
-      last_error_ = rd_kafka_message_errstr(raw);
-    }
+    errors_.Record(raw->err, rd_kafka_message_errstr(raw));
     LogWarn("kafka: consumer error (librdkafka retries by itself)",
             {{"error", rd_kafka_message_errstr(raw)},
              {"topic", raw->rkt ? rd_kafka_topic_name(raw->rkt) : ""},
@@ -457,14 +457,13 @@ Status KafkaConsumer::Reachable(std::chrono::milliseconds timeout) {
   const rd_kafka_metadata_t* metadata = nullptr;
   rd_kafka_resp_err_t err = rd_kafka_metadata(rk_, /*all_topics=*/0, nullptr, &metadata,
                                               static_cast<int>(timeout.count()));
-  std::lock_guard lock(error_mu_);
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     rd_kafka_metadata_destroy(metadata);
-    last_error_.clear();
+    errors_.Clear();
     return Ok();
   }
   std::string message = std::string("the Kafka brokers do not answer: ") + rd_kafka_err2str(err);
-  if (!last_error_.empty()) message += " (last client error: " + last_error_ + ")";
+  if (auto last = errors_.Get(); !last.reason.empty()) message += " (last client error: " + last.reason + ")";
   return MakeError(ErrorKind::kUnavailable, std::move(message));
 }
 

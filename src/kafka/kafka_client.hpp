@@ -100,6 +100,26 @@ class KafkaProducer {
   rd_kafka_t* rk_;
 };
 
+//! The last client-level error a librdkafka client reported (a broker unreachable, a refused SASL login, a broker
+//! certificate that does not verify): librdkafka retries those by itself, and a request that fails because of one
+//! only times out, so this is what lets an error say why. Thread-safe.
+class KafkaClientErrors {
+ public:
+  struct Last {
+    rd_kafka_resp_err_t code = RD_KAFKA_RESP_ERR_NO_ERROR;
+    std::string reason;  //!< librdkafka's text, e.g. "SASL authentication error: ..."; empty when none
+  };
+  void Record(rd_kafka_resp_err_t code, const char* reason);
+  Last Get() const;
+  void Clear();
+  //! A refused login or a failed TLS handshake: the client's settings are wrong, not the network.
+  static bool IsCredentials(rd_kafka_resp_err_t code);
+
+ private:
+  mutable std::mutex mu_;
+  Last last_;
+};
+
 //! What a Kafka cluster says of itself in answer to a metadata request.
 struct KafkaClusterInfo {
   std::vector<std::string> brokers;  //!< "host:port" of every broker the cluster advertises, as it advertises them
@@ -108,8 +128,9 @@ struct KafkaClusterInfo {
 
 //! Asks the cluster at `properties` (bootstrap servers, security settings) for its metadata, waiting at most
 //! `timeout`. Ok proves a Kafka broker answers there and accepts these settings; kUnavailable when none answered in
-//! time (nothing listens, or what listens does not speak Kafka), kPermissionDenied when the login was refused (the
-//! message then carries librdkafka's reason), kInvalidArgument for a refused property.
+//! time (nothing listens, or what listens does not speak Kafka), kPermissionDenied when the login was refused or the
+//! broker's certificate did not verify (the message quotes librdkafka's reason), kInvalidArgument for a refused
+//! property.
 Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties, std::chrono::milliseconds timeout);
 
 //! A group consumer's properties: the shared client properties plus its group, static membership when
@@ -174,8 +195,7 @@ class KafkaConsumer {
   rd_kafka_t* rk_;
   RebalanceListener* listener_;
   bool closed_ = false;
-  std::mutex error_mu_;
-  std::string last_error_;  //!< guarded by error_mu_; cleared when the brokers answer again
+  KafkaClientErrors errors_;  //!< cleared when the brokers answer again
 };
 
 }  // namespace imgpipe

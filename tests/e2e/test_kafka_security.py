@@ -7,10 +7,12 @@ produced through the plaintext listener (the test's Python client is Debian's li
 for SCRAM: the reason imgpipe builds a newer librdkafka, scripts/fetch-librdkafka)."""
 
 import os
+import subprocess
 import time
 
 import pytest
 
+from support import run_cli
 from test_kafka import Stream, good_files, new_topic, send_images, wait_for
 
 SECURE_ENV = ("IMGPIPE_TEST_KAFKA_SECURE_BROKERS", "IMGPIPE_TEST_KAFKA_CA", "IMGPIPE_TEST_KAFKA_SCRAM_USER",
@@ -40,6 +42,14 @@ def secure_env(kafka, topic, **overrides):
     }
     env.update(overrides)
     return env
+
+
+def untrusted_ca(tmp_path):
+    """A CA of its own, which did not sign the broker's certificate."""
+    ca = tmp_path / "other-ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
+                    "-keyout", str(tmp_path / "other-ca.key"), "-out", str(ca)], check=True, capture_output=True)
+    return ca
 
 
 def produce(kafka, topic, count):
@@ -72,12 +82,7 @@ def test_a_refused_connection_stores_nothing_and_readyz_says_why(kafka, start_se
         env = secure_env(kafka, topic, IMGPIPE_KAFKA_SASL_PASSWORD="not-" + kafka["IMGPIPE_TEST_KAFKA_SCRAM_PASSWORD"])
         why = "Authentication failed"
     else:
-        # A CA of its own that did not sign the broker's certificate.
-        other_ca = tmp_path / "other-ca.pem"
-        os.system(f"openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=other -keyout {tmp_path}/k.pem "
-                  f"-out {other_ca} 2>/dev/null")
-        assert other_ca.exists()
-        env = secure_env(kafka, topic, IMGPIPE_KAFKA_SSL_CA_LOCATION=str(other_ca))
+        env = secure_env(kafka, topic, IMGPIPE_KAFKA_SSL_CA_LOCATION=str(untrusted_ca(tmp_path)))
         why = "certificate verify failed"
     server = start_server(env=env, command="ingest", ready=False)
 
@@ -109,3 +114,15 @@ def test_the_kafka_job_queue_works_through_sasl_ssl(kafka, start_server):
         server.wait_processed(image_id)
     ready = server.get("/readyz").json()
     assert ready["checks"]["queue"] == "ok", ready
+
+
+def test_doctor_names_a_broker_certificate_it_cannot_verify(kafka, start_server, tmp_path):
+    """(doctor's SCRAM login, right and wrong, is in test_doctor.py.)"""
+    server = start_server()
+    assert server.stop() == 0
+    env = secure_env(kafka, "unused", IMGPIPE_KAFKA_SSL_CA_LOCATION=str(untrusted_ca(tmp_path)))
+    p = run_cli("doctor", "--data-dir", server.data_dir, env=env)
+    out = p.stdout.decode()
+    failed = [line for line in out.splitlines() if line.split()[:2] == ["FAIL", "kafka"]]
+    assert p.returncode == 1 and failed and "certificate verify failed" in failed[0], out
+    assert "fix: check the [kafka] credentials" in out
