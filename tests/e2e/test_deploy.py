@@ -3,6 +3,7 @@ read-only root filesystem, probes, default-deny network), and the HAProxy config
 refuse a manifest that breaks them, or passing would prove nothing."""
 
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,3 +41,18 @@ def test_the_checker_refuses_broken_manifests(tmp_path):
     assert "readinessProbe on /readyz" in p.stderr, p.stderr
     assert "ScaledObject/imgpipe-worker" in p.stderr, p.stderr  # KEDA's schema: an integer
     assert "imgpipe config check refuses" in p.stderr and "storage.backend" in p.stderr, p.stderr
+
+
+def test_the_container_image_has_every_library_imgpipe_loads(tmp_path):
+    from support import IMGPIPE_BIN
+    checker = [sys.executable, str(REPO / "deploy/check_containerfile.py"), "--imgpipe", str(IMGPIPE_BIN)]
+    p = subprocess.run(checker, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    # A runtime image without libpq5 (PostgreSQL's client library) would fail at start: the checker must say so.
+    containerfile = (REPO / "deploy/Containerfile").read_text()
+    assert " libpq5 " in containerfile
+    broken = tmp_path / "Containerfile"
+    broken.write_text(containerfile.replace(" libpq5 ", " "))
+    p = subprocess.run([*checker, "--containerfile", str(broken)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert "lacks libpq.so.5: add libpq5" in p.stderr, p.stderr
