@@ -80,17 +80,8 @@ class EncryptedBlobStore::Writer final : public BlobWriter {
     return Ok();
   }
 
-  Result<BlobInfo> Commit() override {
-    if (done_) return MakeError(ErrorKind::kInternal, "commit after commit or abort");
-    if (Status s = Flush(plain_, /*last=*/true); !s.ok()) {
-      Abort();
-      return s.error();
-    }
-    done_ = true;
-    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, inner_->Commit());
-    info.size = plaintext_;
-    return info;
-  }
+  Result<BlobInfo> Commit() override { return Seal(nullptr); }
+  Result<BlobInfo> CommitDeferred(DeferredSync& deferred) override { return Seal(&deferred); }
 
   void Abort() override {
     if (done_) return;
@@ -99,6 +90,18 @@ class EncryptedBlobStore::Writer final : public BlobWriter {
   }
 
  private:
+  Result<BlobInfo> Seal(DeferredSync* deferred) {
+    if (done_) return MakeError(ErrorKind::kInternal, "commit after commit or abort");
+    if (Status s = Flush(plain_, /*last=*/true); !s.ok()) {
+      Abort();
+      return s.error();
+    }
+    done_ = true;
+    IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, deferred ? inner_->CommitDeferred(*deferred) : inner_->Commit());
+    info.size = plaintext_;
+    return info;
+  }
+
   Status Flush(std::string_view plaintext, bool last) {
     sealed_.clear();
     IMGPIPE_TRY(cipher_->Seal(index_, last, plaintext, &sealed_));
@@ -360,6 +363,13 @@ Result<BlobInfo> EncryptedBlobStore::Stat(std::string_view container, std::strin
 Result<BlobInfo> EncryptedBlobStore::PutFile(std::string_view container, std::string_view key,
                                              const std::string& path) {
   IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobStore::PutFile(container, key, path));
+  ::unlink(path.c_str());
+  return info;
+}
+
+Result<BlobInfo> EncryptedBlobStore::PutFileDeferred(std::string_view container, std::string_view key,
+                                                     const std::string& path, DeferredSync& deferred) {
+  IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, BlobStore::PutFileDeferred(container, key, path, deferred));
   ::unlink(path.c_str());
   return info;
 }

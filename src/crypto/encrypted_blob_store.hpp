@@ -50,6 +50,9 @@ class EncryptedBlobStore final : public BlobStore {
   //! Encrypts the file into the store through OpenWrite, then removes the file (it is plaintext): on success the
   //! file is consumed, as with the local backend's rename; on failure it is left to the caller.
   Result<BlobInfo> PutFile(std::string_view container, std::string_view key, const std::string& path) override;
+  //! PutFile() whose object name becomes durable with `deferred` (the inner store's CommitDeferred).
+  Result<BlobInfo> PutFileDeferred(std::string_view container, std::string_view key, const std::string& path,
+                                   DeferredSync& deferred) override;
   std::optional<std::string> LocalPath(std::string_view, std::string_view) override { return std::nullopt; }
   //! The inner store's Ping, then the key provider's: not ready when either is down.
   Status Ping() override;

@@ -205,12 +205,13 @@ Status Intake::WriteJournal(const Spool& spool, const std::string& journal) {
   return Ok();
 }
 
-Status Intake::StoreOriginal(Spool& spool, const std::string& key) {
+Status Intake::StoreOriginal(Spool& spool, const std::string& key, DeferredSync* deferred) {
   if (spool.in_memory()) {
-    IMGPIPE_TRY(blobs_.Put(kOriginals, key, spool.memory()));
+    IMGPIPE_TRY(blobs_.Put(kOriginals, key, spool.memory(), deferred));
     return Ok();
   }
-  IMGPIPE_TRY(blobs_.PutFile(kOriginals, key, spool.path()));
+  IMGPIPE_TRY(deferred ? blobs_.PutFileDeferred(kOriginals, key, spool.path(), *deferred)
+                       : blobs_.PutFile(kOriginals, key, spool.path()));
   // The local store renames the spool file into place, so it belongs to the store now; a remote or encrypting store
   // copied it, and the spool removes its file as for any other upload.
   if (blobs_.LocalPath(kOriginals, key)) spool.moved_ = true;
@@ -230,7 +231,7 @@ Result<StagedImage> Intake::Stage(Spool& spool, const IntakeRequest& request) {
     return journal.error();
   }
   // The same object for every delivery of the record (the id is deterministic): never deleted here.
-  IMGPIPE_TRY(StoreOriginal(spool, image.original_key));
+  IMGPIPE_TRY(StoreOriginal(spool, image.original_key, &staged.sync_));
   if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "store"}}, SecondsSince(t0));
   staged.image = std::move(image);
   return staged;
@@ -239,8 +240,13 @@ Result<StagedImage> Intake::Stage(Spool& spool, const IntakeRequest& request) {
 Result<std::vector<bool>> Intake::CommitStaged(const std::vector<StagedImage*>& staged) {
   std::vector<ImageRecord> images;
   images.reserve(staged.size());
-  for (const StagedImage* s : staged) images.push_back(s->image);
+  DeferredSync folders;
+  for (const StagedImage* s : staged) {
+    images.push_back(s->image);
+    folders.Merge(s->sync_);
+  }
   auto t0 = std::chrono::steady_clock::now();
+  IMGPIPE_TRY(folders.Sync());
   IMGPIPE_ASSIGN_OR_RETURN(std::vector<bool> fresh, store_.InsertImagesIfAbsent(images));
   if (metrics_) metrics_->Observe("imgpipe_stage_duration_seconds", {{"stage", "commit"}}, SecondsSince(t0));
   bool any = false;
@@ -258,13 +264,16 @@ StagedImage::~StagedImage() {
 }
 
 StagedImage::StagedImage(StagedImage&& other) noexcept
-    : image(std::move(other.image)), journal_(std::exchange(other.journal_, std::string())) {}
+    : image(std::move(other.image)),
+      journal_(std::exchange(other.journal_, std::string())),
+      sync_(std::move(other.sync_)) {}
 
 StagedImage& StagedImage::operator=(StagedImage&& other) noexcept {
   if (this != &other) {
     if (!journal_.empty()) ::unlink(journal_.c_str());
     image = std::move(other.image);
     journal_ = std::exchange(other.journal_, std::string());
+    sync_ = std::move(other.sync_);
   }
   return *this;
 }

@@ -106,9 +106,11 @@ struct IntakeResult {
   std::string response_json;  //!< set for replays (the stored first answer) and for fresh accepts
 };
 
-//! A stream record's original, stored (durable) and waiting for its row: Intake::Stage() makes it, CommitStaged()
-//! commits the rows of many at once. While it lives, a journal name "<id>.staged" in the spool records that the blob
-//! may have no row yet, so a crash before the commit leaves RecoverSpool() a way to remove the blob.
+//! A stream record's original, stored and waiting for its row: Intake::Stage() makes it, CommitStaged() commits the
+//! rows of many at once. The original's bytes are durable; the sync of its name is deferred to CommitStaged(), which
+//! syncs the folders of the whole batch once before the rows (so a row never names an object a crash could lose).
+//! While it lives, a journal name "<id>.staged" in the spool records that the blob may have no row yet, so a crash
+//! before the commit leaves RecoverSpool() a way to remove the blob.
 class StagedImage {
  public:
   StagedImage() = default;
@@ -121,6 +123,7 @@ class StagedImage {
  private:
   friend class Intake;
   std::string journal_;
+  DeferredSync sync_;  // the original's folder, synced by CommitStaged()
 };
 
 //! The one intake path shared by uploads and stream records: validate, store the original, then one transaction
@@ -150,8 +153,9 @@ class Intake {
   //! validates and stores the original under its deterministic key. Errors as for Accept(); nothing to undo on an
   //! error (a redelivery writes the same object again).
   Result<StagedImage> Stage(Spool& spool, const IntakeRequest& request);
-  //! The second half for many staged images: their rows and jobs in one transaction (group commit). Element i is
-  //! true if staged[i] was inserted, false if its row existed (a redelivery). On error nothing was committed.
+  //! The second half for many staged images: syncs the folders of their originals (once per folder), then their rows
+  //! and jobs in one transaction (group commit). Element i is true if staged[i] was inserted, false if its row
+  //! existed (a redelivery). On error nothing was committed.
   Result<std::vector<bool>> CommitStaged(const std::vector<StagedImage*>& staged);
 
   //! Call at start-up, while holding the data folder's lock and before accepting uploads: removes the originals of
@@ -167,8 +171,9 @@ class Intake {
   Result<IntakeResult> ReplayOrConflict(const IdempotencyRecord& rec, const IntakeRequest& request);
   // The intent journal "<id>.staged" in the spool folder, made before the original is stored.
   Status WriteJournal(const Spool& spool, const std::string& journal);
-  // Stores the finished spool's image as the original under `key`: from memory, or from its file.
-  Status StoreOriginal(Spool& spool, const std::string& key);
+  // Stores the finished spool's image as the original under `key`: from memory, or from its file. With `deferred`,
+  // its syncs are left to it (see DeferredSync).
+  Status StoreOriginal(Spool& spool, const std::string& key, DeferredSync* deferred = nullptr);
 
   IntakeOptions options_;
   BlobStore& blobs_;

@@ -245,12 +245,26 @@ Status CheckPngChunks(const Input& input, uint64_t file_size) {
   }
 }
 
-int DiscardPixels(VipsRegion*, VipsRect*, void*) { return 0; }
-
 // Decodes every pixel of `image` in strips, top to bottom, keeping none: memory stays at a few strips whatever
 // the image size (except for formats whose decoder itself needs the whole image, e.g. interlaced PNG).
 Status DecodeAll(VipsImage* image, ImageFormat format, const Input& input) {
-  if (vips_sink_disc(image, DiscardPixels, nullptr) != 0) {
+  // On the calling thread, strip by strip from the top: a decode of one small image costs less than handing strips
+  // to libvips' thread pool and its write-behind thread (vips_sink_disc), and each caller is already one of many
+  // threads.
+  VipsRegion* region = vips_region_new(image);
+  if (region == nullptr) {
+    return InvalidImage(std::string(FormatName(format)) + " data does not decode (" + DecoderError(input) + ")");
+  }
+  int tile_width = 0, tile_height = 0, n_lines = 0;
+  vips_get_tile_size(image, &tile_width, &tile_height, &n_lines);
+  const int strip = std::max(n_lines, 16);
+  int failed = 0;
+  for (int top = 0; top < image->Ysize && failed == 0; top += strip) {
+    VipsRect rect{0, top, image->Xsize, std::min(strip, image->Ysize - top)};
+    failed = vips_region_prepare(region, &rect);
+  }
+  g_object_unref(region);
+  if (failed != 0) {
     return InvalidImage(std::string(FormatName(format)) + " data does not decode (" + DecoderError(input) + ")");
   }
   return Ok();
@@ -399,13 +413,19 @@ Result<ImageFacts> ValidateImage(const Input& input, uint64_t size, std::string 
   IMGPIPE_TRY(CheckDimensions(facts.width, facts.height, limits));
   IMGPIPE_TRY(CheckPixels(facts.width, facts.height, facts.frames, limits));
   ReadHeaderFacts(header.get(), &facts);
-  header.reset();
 
   if (facts.frames == 1) {
-    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, OpenWithLoader(facts.format, input, kMainImage, 1,
-                                                            ReduceFor(facts.format, facts.width, facts.height)));
+    const Reduce reduce = ReduceFor(facts.format, facts.width, facts.height);
+    if (reduce.jpeg_shrink == 1 && reduce.webp_scale == 1.0) {
+      // Nothing to shrink on load: the header's image decodes as well as a second open would.
+      IMGPIPE_TRY(DecodeAll(header.get(), facts.format, input));
+      return facts;
+    }
+    header.reset();
+    IMGPIPE_ASSIGN_OR_RETURN(ImagePtr image, OpenWithLoader(facts.format, input, kMainImage, 1, reduce));
     IMGPIPE_TRY(DecodeAll(image.get(), facts.format, input));
   } else {
+    header.reset();
     IMGPIPE_TRY(DecodeFrames(facts.format, input, facts.frames, facts.width, facts.height, limits));
   }
   return facts;

@@ -3,9 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace imgpipe {
@@ -16,6 +19,8 @@ constexpr size_t kMaxKeyBytes = 1024;
 // Chunk size for streaming a local file into a writer: large enough to amortise syscalls, small enough that many
 // concurrent copies stay within the memory budget.
 constexpr size_t kCopyChunkBytes = 1 << 20;
+// Threads of one DeferredSync::Sync(): enough to keep a disk's queue full, few enough to start cheaply per batch.
+constexpr size_t kSyncThreads = 8;
 
 bool IsKeyChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
@@ -61,13 +66,14 @@ Status ValidateBlobKey(std::string_view key) {
   return Ok();
 }
 
-Result<BlobInfo> BlobStore::Put(std::string_view container, std::string_view key, std::string_view data) {
+Result<BlobInfo> BlobStore::Put(std::string_view container, std::string_view key, std::string_view data,
+                                DeferredSync* deferred) {
   IMGPIPE_ASSIGN_OR_RETURN(auto writer, OpenWrite(container, key));
   if (auto s = writer->Write(data); !s.ok()) {
     writer->Abort();
     return s.error();
   }
-  return writer->Commit();
+  return deferred ? writer->CommitDeferred(*deferred) : writer->Commit();
 }
 
 Result<std::string> BlobStore::GetAll(std::string_view container, std::string_view key, size_t max_bytes) {
@@ -94,7 +100,48 @@ Result<std::string> BlobStore::GetAll(std::string_view container, std::string_vi
   return out;
 }
 
+Status DeferredSync::Sync() const {
+  // Several threads at once: a disk completes concurrent flushes together, so a batch costs little more than one
+  // sync, where one after the other it would cost one each. Files first, then folders: a folder's sync then also
+  // covers what the files' syncs allocated.
+  for (const auto* paths : {&files_, &folders_}) {
+    const std::vector<std::string> list(paths->begin(), paths->end());
+    const int flags = O_RDONLY | O_CLOEXEC | (paths == &folders_ ? O_DIRECTORY : 0);
+    std::vector<int> errors(list.size(), 0);
+    std::atomic<size_t> next{0};
+    auto sync_some = [&] {
+      for (size_t i = next++; i < list.size(); i = next++) {
+        int fd = ::open(list[i].c_str(), flags);
+        errors[i] = fd < 0 ? errno : 0;
+        if (fd >= 0 && ::fsync(fd) != 0) errors[i] = errno;
+        if (fd >= 0) ::close(fd);
+      }
+    };
+    std::vector<std::thread> helpers;
+    for (size_t t = 1; t < std::min(list.size(), kSyncThreads); ++t) helpers.emplace_back(sync_some);
+    sync_some();
+    for (auto& t : helpers) t.join();
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (errors[i] != 0) {
+        return MakeError(ErrorKind::kUnavailable, "cannot sync the stored blob " + list[i] + ": " +
+                                                      std::strerror(errors[i]) + "; is the disk failing?");
+      }
+    }
+  }
+  return Ok();
+}
+
 Result<BlobInfo> BlobStore::PutFile(std::string_view container, std::string_view key, const std::string& path) {
+  return CopyFile(container, key, path, nullptr);
+}
+
+Result<BlobInfo> BlobStore::PutFileDeferred(std::string_view container, std::string_view key, const std::string& path,
+                                            DeferredSync& deferred) {
+  return CopyFile(container, key, path, &deferred);
+}
+
+Result<BlobInfo> BlobStore::CopyFile(std::string_view container, std::string_view key, const std::string& path,
+                                     DeferredSync* deferred) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int err = errno;
@@ -124,7 +171,7 @@ Result<BlobInfo> BlobStore::PutFile(std::string_view container, std::string_view
       return s.error();
     }
   }
-  return writer->Commit();
+  return deferred ? writer->CommitDeferred(*deferred) : writer->Commit();
 }
 
 }  // namespace imgpipe

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -41,6 +42,34 @@ class BlobReader {
   virtual const BlobInfo& Info() const = 0;
 };
 
+//! The syncs that writers were allowed to defer, so that a batch of writes is made durable in one pass (a group
+//! commit: the disk completes the flushes of many files and folders together) instead of one object at a time. A
+//! write that defers (BlobWriter::CommitDeferred, BlobStore::PutFileDeferred) has made its object visible and whole
+//! for readers, but not durable: until Sync() returns ok, a crash or power loss may leave no object under the key,
+//! or one with only part of its bytes. Only callers that would write the same object again after such a crash
+//! (deterministic keys, nothing acknowledged before Sync) may defer. Backends whose commit is durable by itself
+//! (Azure, S3) add nothing. Not thread-safe; one per batch.
+class DeferredSync {
+ public:
+  //! Records that local file `path` must be synced.
+  void AddFile(std::string path) { files_.insert(std::move(path)); }
+  //! Records that the entries of local folder `folder` must be synced.
+  void AddFolder(std::string folder) { folders_.insert(std::move(folder)); }
+  void Merge(const DeferredSync& other) {
+    files_.insert(other.files_.begin(), other.files_.end());
+    folders_.insert(other.folders_.begin(), other.folders_.end());
+  }
+  //! Makes every deferred write durable: one fsync per file and per folder, several at a time. kUnavailable naming
+  //! the path if one fails (also if a file is gone); everything stays recorded, so a retry syncs it all again.
+  Status Sync() const;
+  const std::set<std::string>& files() const { return files_; }
+  const std::set<std::string>& folders() const { return folders_; }
+
+ private:
+  std::set<std::string> files_;
+  std::set<std::string> folders_;
+};
+
 //! Writer of one object. The object is visible only after Commit() returns ok; a crash, an error or Abort() before
 //! leaves nothing under the key (an earlier object under the same key stays intact until Commit replaces it).
 //! Destroying an uncommitted writer aborts it. Not thread-safe.
@@ -50,6 +79,9 @@ class BlobWriter {
   virtual Status Write(std::string_view data) = 0;
   //! Makes the object durable and visible, replacing any object under the same key.
   virtual Result<BlobInfo> Commit() = 0;
+  //! Commit(), except that the object may become durable only when `deferred.Sync()` returns (see DeferredSync).
+  //! The default commits durably and adds nothing.
+  virtual Result<BlobInfo> CommitDeferred(DeferredSync& deferred) { return Commit(); }
   virtual void Abort() = 0;
 };
 
@@ -78,6 +110,10 @@ class BlobStore {
   //! Moves a local file (which the store may consume) into the store as one object. The default implementation
   //! streams it through OpenWrite; the local backend renames it when on the same filesystem.
   virtual Result<BlobInfo> PutFile(std::string_view container, std::string_view key, const std::string& path);
+  //! PutFile(), except that the object may become durable only when `deferred.Sync()` returns (see DeferredSync).
+  //! The default streams the file through OpenWrite and CommitDeferred.
+  virtual Result<BlobInfo> PutFileDeferred(std::string_view container, std::string_view key, const std::string& path,
+                                           DeferredSync& deferred);
   //! The object's path on the local filesystem when the backend keeps it there (local backend), so libvips can read
   //! it directly; nullopt for remote backends (callers then spool it through OpenRead).
   virtual std::optional<std::string> LocalPath(std::string_view container, std::string_view key) {
@@ -89,8 +125,15 @@ class BlobStore {
   virtual std::string_view Name() const = 0;
 
   // Conveniences over the primitives above.
-  Result<BlobInfo> Put(std::string_view container, std::string_view key, std::string_view data);
+  //! Writes `data` as one object; with `deferred`, committed with CommitDeferred (see DeferredSync).
+  Result<BlobInfo> Put(std::string_view container, std::string_view key, std::string_view data,
+                       DeferredSync* deferred = nullptr);
   Result<std::string> GetAll(std::string_view container, std::string_view key, size_t max_bytes);
+
+ private:
+  // The default PutFile and PutFileDeferred: streams `path` through OpenWrite, committing with `deferred` if given.
+  Result<BlobInfo> CopyFile(std::string_view container, std::string_view key, const std::string& path,
+                            DeferredSync* deferred);
 };
 
 //! kInvalidArgument naming the problem if `key` is not a valid blob key.

@@ -147,6 +147,10 @@ class EncryptedStack final : public BlobStore {
   Result<BlobInfo> PutFile(std::string_view c, std::string_view k, const std::string& path) override {
     return store_->PutFile(c, k, path);
   }
+  Result<BlobInfo> PutFileDeferred(std::string_view c, std::string_view k, const std::string& path,
+                                   DeferredSync& deferred) override {
+    return store_->PutFileDeferred(c, k, path, deferred);
+  }
   Status Ping() override { return store_->Ping(); }
   std::string_view Name() const override { return store_->Name(); }
 
@@ -236,6 +240,32 @@ TEST_P(BlobStoreContract, ReadAfterWrite) {
   EXPECT_EQ(stat->size, data.size());
   EXPECT_EQ(stat->key, "2026/11/26/a/original");
   EXPECT_TRUE(store_->Ping().ok());
+}
+
+// A write whose name's sync is deferred is whole and readable as soon as it returns, and durable after Sync().
+TEST_P(BlobStoreContract, DeferredWritesAreReadableAndSyncTogether) {
+  DeferredSync deferred;
+  const std::string first = Pattern(70000, 3);
+  auto writer = store_->OpenWrite(kOriginals, "2026/11/26/d/first");
+  ASSERT_TRUE(writer.ok()) << writer.error().message;
+  ASSERT_TRUE((*writer)->Write(first).ok());
+  auto info = (*writer)->CommitDeferred(deferred);
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  EXPECT_EQ(info->size, first.size());
+
+  const size_t folders_after_first = deferred.folders().size();
+  const std::string second = Pattern(5000, 4);
+  const auto source = std::filesystem::temp_directory_path() / ("imgpipe-contract-deferred-" + unique_);
+  std::ofstream(source, std::ios::binary) << second;
+  auto put = store_->PutFileDeferred(kOriginals, "2026/11/26/d/second", source.string(), deferred);
+  std::filesystem::remove(source);
+  ASSERT_TRUE(put.ok()) << put.error().message;
+  EXPECT_EQ(ReadAll(kOriginals, "2026/11/26/d/first"), first);
+  EXPECT_EQ(ReadAll(kOriginals, "2026/11/26/d/second"), second);
+  // The second object shares the first one's folder syncs (a cloud backend records none at all).
+  EXPECT_EQ(deferred.folders().size(), folders_after_first);
+  EXPECT_LE(deferred.files().size(), 2u);
+  EXPECT_TRUE(deferred.Sync().ok());
 }
 
 TEST_P(BlobStoreContract, EmptyObject) {

@@ -80,15 +80,19 @@ int FsyncDir(const std::string& dir) {
 }
 
 //! Creates every folder of `path` below `base` (which must exist), fsyncing the parent of each folder it creates so the
-//! folder survives power loss. Returns 0 or an errno.
-int MakeDirsBelow(const std::string& base, const std::string& path) {
+//! folder survives power loss (or leaving that to `deferred`). Returns 0 or an errno.
+int MakeDirsBelow(const std::string& base, const std::string& path, DeferredSync* deferred) {
   size_t pos = base.size();
   while (pos < path.size()) {
     size_t next = path.find('/', pos + 1);
     if (next == std::string::npos) next = path.size();
     std::string dir = path.substr(0, next);
     if (::mkdir(dir.c_str(), 0755) == 0) {
-      if (int err = FsyncDir(ParentOf(dir)); err != 0) return err;
+      if (deferred) {
+        deferred->AddFolder(ParentOf(dir));
+      } else if (int err = FsyncDir(ParentOf(dir)); err != 0) {
+        return err;
+      }
     } else if (errno != EEXIST) {
       return errno;
     }
@@ -188,22 +192,8 @@ class LocalBlobStore::Writer final : public BlobWriter {
     return Ok();
   }
 
-  Result<BlobInfo> Commit() override {
-    if (fd_ < 0) return Finished();
-    IMGPIPE_TRY(Flush());
-    bool cross_device = false;
-    if (auto s = store_->Publish(fd_, tmp_, target_, container_, key_, &cross_device); !s.ok()) {
-      Abort();
-      return s.error();
-    }
-    // The temp name is gone now; only the fd remains to close.
-    tmp_.clear();
-    auto info = store_->InfoFromFd(fd_, container_, key_);
-    ::close(fd_);
-    fd_ = -1;
-    committed_ = true;
-    return info;
-  }
+  Result<BlobInfo> Commit() override { return Publish(nullptr); }
+  Result<BlobInfo> CommitDeferred(DeferredSync& deferred) override { return Publish(&deferred); }
 
   void Abort() override {
     if (fd_ >= 0) {
@@ -218,6 +208,23 @@ class LocalBlobStore::Writer final : public BlobWriter {
   }
 
  private:
+  Result<BlobInfo> Publish(DeferredSync* deferred) {
+    if (fd_ < 0) return Finished();
+    IMGPIPE_TRY(Flush());
+    bool cross_device = false;
+    if (auto s = store_->Publish(fd_, tmp_, target_, container_, key_, &cross_device, deferred); !s.ok()) {
+      Abort();
+      return s.error();
+    }
+    // The temp name is gone now; only the fd remains to close.
+    tmp_.clear();
+    auto info = store_->InfoFromFd(fd_, container_, key_);
+    ::close(fd_);
+    fd_ = -1;
+    committed_ = true;
+    return info;
+  }
+
   Status Flush() {
     if (buffer_.empty()) return Ok();
     if (int err = WriteAll(fd_, buffer_.data(), buffer_.size()); err != 0) return FailWrite(err);
@@ -341,7 +348,8 @@ Result<std::string> LocalBlobStore::ObjectPath(std::string_view container, std::
 }
 
 Status LocalBlobStore::Publish(int fd, const std::string& from, const std::string& target,
-                               std::string_view container, std::string_view key, bool* cross_device) const {
+                               std::string_view container, std::string_view key, bool* cross_device,
+                               DeferredSync* deferred) const {
   // The commit time becomes the object's `created` time. Best effort for files handed to PutFile that we may not
   // be allowed to touch: they then keep their own mtime.
   if (clock_ != nullptr) {
@@ -353,7 +361,12 @@ Status LocalBlobStore::Publish(int fd, const std::string& from, const std::strin
   } else {
     ::futimens(fd, nullptr);
   }
-  if (::fsync(fd) != 0) return ErrnoError(errno, "syncing " + Describe(container, key));
+  if (deferred) {
+    // Starts the write-back now, without waiting for it, so the deferred sync mostly finds it done.
+    ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+  } else if (::fsync(fd) != 0) {
+    return ErrnoError(errno, "syncing " + Describe(container, key));
+  }
 
   const std::string container_dir = root_ + "/" + std::string(container);
   const std::string parent = ParentOf(target);
@@ -364,7 +377,7 @@ Status LocalBlobStore::Publish(int fd, const std::string& from, const std::strin
     } else if (errno != EEXIST) {
       return ErrnoError(errno, "creating container " + std::string(container));
     }
-    int err = MakeDirsBelow(container_dir, parent);
+    int err = MakeDirsBelow(container_dir, parent, deferred);
     if (err == 0 && ::rename(from.c_str(), target.c_str()) == 0) break;
     if (err == 0) err = errno;
     if (err == ENOENT && attempt < kPublishAttempts) continue;  // a concurrent Delete removed an empty folder
@@ -376,6 +389,11 @@ Status LocalBlobStore::Publish(int fd, const std::string& from, const std::strin
                            "local store cannot hold both \"a\" and \"a/b\"");
     }
     return ErrnoError(err, "storing " + Describe(container, key));
+  }
+  if (deferred) {
+    deferred->AddFile(target);
+    deferred->AddFolder(parent);
+    return Ok();
   }
   if (int err = FsyncDir(parent); err != 0) return ErrnoError(err, "syncing the folder of " + Describe(container, key));
   return Ok();
@@ -545,6 +563,16 @@ Result<ListPage> LocalBlobStore::List(std::string_view container, std::string_vi
 }
 
 Result<BlobInfo> LocalBlobStore::PutFile(std::string_view container, std::string_view key, const std::string& path) {
+  return MoveFile(container, key, path, nullptr);
+}
+
+Result<BlobInfo> LocalBlobStore::PutFileDeferred(std::string_view container, std::string_view key,
+                                                 const std::string& path, DeferredSync& deferred) {
+  return MoveFile(container, key, path, &deferred);
+}
+
+Result<BlobInfo> LocalBlobStore::MoveFile(std::string_view container, std::string_view key, const std::string& path,
+                                          DeferredSync* deferred) {
   IMGPIPE_ASSIGN_OR_RETURN(std::string target, ObjectPath(container, key));
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -561,7 +589,7 @@ Result<BlobInfo> LocalBlobStore::PutFile(std::string_view container, std::string
                                                       " is not a regular file");
   }
   bool cross_device = false;
-  Status published = Publish(fd, path, target, container, key, &cross_device);
+  Status published = Publish(fd, path, target, container, key, &cross_device, deferred);
   if (published.ok()) {
     auto info = InfoFromFd(fd, container, key);
     ::close(fd);
@@ -570,7 +598,8 @@ Result<BlobInfo> LocalBlobStore::PutFile(std::string_view container, std::string
   ::close(fd);
   // Another filesystem (EXDEV): copy through a temp file instead; the copy is as durable as any write.
   if (cross_device) {
-    return BlobStore::PutFile(container, key, path);
+    return deferred ? BlobStore::PutFileDeferred(container, key, path, *deferred)
+                    : BlobStore::PutFile(container, key, path);
   }
   return published.error();
 }

@@ -48,6 +48,9 @@ class LocalBlobStore final : public BlobStore {
   //! Renames `path` into place when it is on the store's filesystem (fsyncing the file, then the folder), so the file
   //! is consumed; otherwise copies it (and leaves `path` as it was).
   Result<BlobInfo> PutFile(std::string_view container, std::string_view key, const std::string& path) override;
+  //! PutFile() with the fsyncs of the file and of its folders left to `deferred`.
+  Result<BlobInfo> PutFileDeferred(std::string_view container, std::string_view key, const std::string& path,
+                                   DeferredSync& deferred) override;
   //! The object's file path if the object exists now.
   std::optional<std::string> LocalPath(std::string_view container, std::string_view key) override;
   //! Ok if a file can be created in the root's temp folder.
@@ -67,9 +70,12 @@ class LocalBlobStore final : public BlobStore {
   //! Validates both names; on success returns <root>/<container>/<key>.
   Result<std::string> ObjectPath(std::string_view container, std::string_view key) const;
   //! Sets the file's times to the commit time, fsyncs it, makes its parent folders and renames it to `target`, then
-  //! fsyncs the target's folder. Sets *cross_device when `from` is on another filesystem (nothing done then).
+  //! fsyncs the target's folder; with `deferred`, every fsync is left to it instead. Sets *cross_device when `from`
+  //! is on another filesystem (nothing done then).
   Status Publish(int fd, const std::string& from, const std::string& target, std::string_view container,
-                 std::string_view key, bool* cross_device) const;
+                 std::string_view key, bool* cross_device, DeferredSync* deferred) const;
+  Result<BlobInfo> MoveFile(std::string_view container, std::string_view key, const std::string& path,
+                            DeferredSync* deferred);
   Result<BlobInfo> InfoFromFd(int fd, std::string_view container, std::string_view key) const;
 
   std::string root_;

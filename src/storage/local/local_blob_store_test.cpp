@@ -473,6 +473,38 @@ TEST_F(LocalBlobStoreTest, PutFileRenamesOnTheSameFilesystem) {
   EXPECT_EQ(store_->PutFile(kOriginals, "up/2", base_).error().kind, ErrorKind::kInvalidArgument);  // a folder
 }
 
+// A deferred write leaves its syncs to the batch: the file, its folder and the parent of each folder it created are
+// recorded (a folder once for many objects), and the object is whole and readable at once.
+TEST_F(LocalBlobStoreTest, DeferredWritesRecordTheirFoldersForOneSync) {
+  DeferredSync deferred;
+  for (int i = 0; i < 3; ++i) {
+    std::string source = base_ + "/deferred" + std::to_string(i);
+    std::ofstream(source, std::ios::binary) << "deferred " << i;
+    ASSERT_TRUE(store_->PutFileDeferred(kOriginals, "day/" + std::to_string(i), source, deferred).ok());
+    EXPECT_FALSE(fs::exists(source));
+  }
+  auto writer = store_->OpenWrite(kRenditions, "day/r");
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Write("rendition").ok());
+  ASSERT_TRUE((*writer)->CommitDeferred(deferred).ok());
+  EXPECT_EQ(deferred.folders(), (std::set<std::string>{root_ + "/originals", root_ + "/originals/day",
+                                                        root_ + "/renditions", root_ + "/renditions/day"}));
+  EXPECT_EQ(deferred.files(), (std::set<std::string>{root_ + "/originals/day/0", root_ + "/originals/day/1",
+                                                      root_ + "/originals/day/2", root_ + "/renditions/day/r"}));
+  EXPECT_EQ(Get(kOriginals, "day/1"), "deferred 1");
+  EXPECT_EQ(Get(kRenditions, "day/r"), "rendition");
+  EXPECT_TRUE(deferred.Sync().ok());
+  EXPECT_EQ(TempFileCount(), 0u);
+
+  // A folder that cannot be synced is an error naming it.
+  DeferredSync gone;
+  gone.AddFolder(base_ + "/no-such-folder");
+  Status synced = gone.Sync();
+  ASSERT_FALSE(synced.ok());
+  EXPECT_EQ(synced.error().kind, ErrorKind::kUnavailable);
+  EXPECT_NE(synced.error().message.find("no-such-folder"), std::string::npos);
+}
+
 // The default BlobStore::PutFile is what remote backends use; it must copy faithfully too.
 TEST_F(LocalBlobStoreTest, DefaultPutFileStreamsTheFile) {
   std::string source = base_ + "/copy.bin";
