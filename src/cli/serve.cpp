@@ -315,8 +315,8 @@ int RunServer(int argc, char** argv, ServerRole role) {
     KafkaImageEvents::DeclareMetrics(metrics);
     OutboxRelay::DeclareMetrics(metrics);
     KafkaJobQueue::DeclareMetrics(metrics);
-    auto producer = [&]() -> std::unique_ptr<KafkaProducer> {
-      auto p = KafkaProducer::Create(KafkaClientProperties(cfg));
+    auto producer = [&](const KafkaProperties& props) -> std::unique_ptr<KafkaProducer> {
+      auto p = KafkaProducer::Create(props);
       if (!p.ok()) {
         LogError("cannot create a Kafka producer", {{"error", p.error().message}});
         return nullptr;
@@ -324,7 +324,7 @@ int RunServer(int argc, char** argv, ServerRole role) {
       return std::move(p).value();
     };
     if (!cfg.kafka_events_topic.empty()) {
-      auto p = producer();
+      auto p = producer(KafkaClientProperties(cfg));
       if (!p) return kExitFailure;
       events = std::make_unique<KafkaImageEvents>(cfg.kafka_events_topic, std::move(p), &metrics);
       sweeper.SetEvents(events.get());
@@ -334,7 +334,13 @@ int RunServer(int argc, char** argv, ServerRole role) {
       ro.jobs_topic = cfg.kafka_jobs_topic;
       ro.events_topic = cfg.kafka_events_topic;
       ro.owner = "relay-" + owner;
-      auto p = producer();
+      ro.send_timeout = cfg.kafka_outbox_send_timeout;
+      ro.lease = cfg.kafka_outbox_lease;
+      // A record the broker has not acknowledged by the end of its round is dropped rather than sent later: its job
+      // is back in the outbox by then, due again.
+      KafkaProperties relay_props = KafkaClientProperties(cfg);
+      relay_props["message.timeout.ms"] = std::to_string(cfg.kafka_outbox_send_timeout.count());
+      auto p = producer(relay_props);
       if (!p) return kExitFailure;
       relay = std::make_unique<OutboxRelay>(ro, outbox, store, std::move(p), *clock, &metrics);
     }

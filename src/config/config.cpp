@@ -788,6 +788,12 @@ const KeyDef kKeys[] = {
      }},
     {"kafka.jobs_max_in_flight",
      [](Config& c, const Value& v) { return SetInt(&c.kafka_jobs_max_in_flight, v, 0, 100000); }},
+    {"kafka.outbox_send_timeout",
+     [](Config& c, const Value& v) {
+       return SetDuration(&c.kafka_outbox_send_timeout, v, std::chrono::milliseconds(1000));
+     }},
+    {"kafka.outbox_lease",
+     [](Config& c, const Value& v) { return SetDuration(&c.kafka_outbox_lease, v, std::chrono::milliseconds(1000)); }},
     {"kafka.events_topic",
      [](Config& c, const Value& v) -> Problem {
        std::string s;
@@ -1407,6 +1413,13 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
     problems.BadValue("kafka.brokers", "(required with queue.backend = \"kafka\")",
                       "missing; set the Kafka bootstrap servers, e.g. kafka-1:9092,kafka-2:9092 "
                       "(or IMGPIPE_KAFKA_BROKERS)");
+  }
+  if (problems.empty() && config.kafka_outbox_lease <= 2 * config.kafka_outbox_send_timeout) {
+    // A relay round waits up to the send timeout for its events, then as long for its jobs: a shorter lease would
+    // let another gateway take rows a live relay is still sending.
+    problems.BadValue("kafka.outbox_lease", "(with kafka.outbox_send_timeout = " +
+                                                std::to_string(config.kafka_outbox_send_timeout.count()) + "ms)",
+                      "must be more than twice kafka.outbox_send_timeout; raise the lease or lower the timeout");
   }
   if (problems.empty() && config.encryption_enabled && config.encryption_provider == "pkcs11") {
     for (const auto& [key, value] : {std::pair<const char*, const std::string*>{"encryption.pkcs11_module", &config.pkcs11_module},

@@ -175,6 +175,12 @@ struct Config {
   //! broker allows 6s..30min by default
   std::chrono::milliseconds kafka_jobs_session_timeout{45000};
   int kafka_jobs_max_in_flight = 0;               //!< kafka.jobs_max_in_flight: held before pausing; 0 = 2 x workers
+  //! kafka.outbox_send_timeout: how long the outbox relay waits for the broker to acknowledge a round's events, and
+  //! then its jobs (also librdkafka's message.timeout.ms for the relay's producer)
+  std::chrono::milliseconds kafka_outbox_send_timeout{10000};
+  //! kafka.outbox_lease: how long outbox rows a relay took stay its own; after a gateway dies, its rows wait this
+  //! long before another relays them. More than twice kafka.outbox_send_timeout, so a live relay never loses them
+  std::chrono::milliseconds kafka_outbox_lease{30000};
   //! kafka.events_topic: image.stored/processed/failed/expired events (docs/EVENTS.md); "" = none. Written when
   //! queue.backend = "kafka"
   std::string kafka_events_topic = "imgpipe.events";

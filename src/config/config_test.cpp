@@ -305,6 +305,28 @@ TEST(ConfigTest, KafkaJobQueueKeys) {
   EXPECT_EQ(config->kafka_events_topic, "");
 }
 
+TEST(ConfigTest, OutboxLeaseMustOutlastARelayRound) {
+  auto defaults = LoadConfig({});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->kafka_outbox_send_timeout, std::chrono::seconds(10));
+  EXPECT_EQ(defaults->kafka_outbox_lease, std::chrono::seconds(30));
+  ConfigSources ok;
+  ok.env = {{"IMGPIPE_KAFKA_OUTBOX_SEND_TIMEOUT", "3s"}, {"IMGPIPE_KAFKA_OUTBOX_LEASE", "7s"}};
+  auto config = LoadConfig(ok);
+  ASSERT_TRUE(config.ok()) << config.error().message;
+  EXPECT_EQ(config->kafka_outbox_send_timeout, std::chrono::seconds(3));
+  EXPECT_EQ(config->kafka_outbox_lease, std::chrono::seconds(7));
+
+  ConfigSources short_lease;
+  short_lease.env = {{"IMGPIPE_KAFKA_OUTBOX_SEND_TIMEOUT", "3s"}, {"IMGPIPE_KAFKA_OUTBOX_LEASE", "6s"}};
+  const std::string error = ErrorOf(LoadConfig(short_lease));
+  EXPECT_THAT(error, HasSubstr("kafka.outbox_lease"));
+  EXPECT_THAT(error, HasSubstr("more than twice kafka.outbox_send_timeout"));
+  ConfigSources too_short;
+  too_short.env = {{"IMGPIPE_KAFKA_OUTBOX_SEND_TIMEOUT", "10ms"}};
+  EXPECT_THAT(ErrorOf(LoadConfig(too_short)), HasSubstr("kafka.outbox_send_timeout"));
+}
+
 TEST(ConfigTest, KafkaAndIngestKeys) {
   auto defaults = LoadConfig({});
   ASSERT_TRUE(defaults.ok());

@@ -128,8 +128,8 @@ def test_gateways_and_workers_survive_kill_9_and_lose_nothing(start_server, tmp_
         assert len(acked) >= UPLOADS * 3 // 4, (len(acked), errors[:5])
 
         # With Kafka, the jobs the killed gateway had leased from its outbox but not yet produced wait for that lease
-        # to run out (2 minutes, longer than any relay round) before the other gateway relays them.
-        deadline = time.monotonic() + (300 if queue == "kafka" else 180)
+        # to run out (kafka.outbox_lease, 30 s by default) before the other gateway relays them.
+        deadline = time.monotonic() + 180
         pending = set(acked)
         while pending and time.monotonic() < deadline:
             for image_id in list(pending):

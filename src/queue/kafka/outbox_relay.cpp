@@ -10,8 +10,6 @@
 namespace imgpipe {
 
 namespace {
-// Longer than any round (send_timeout): an outbox lease ends only when its relay died.
-constexpr auto kOutboxLease = std::chrono::minutes(2);
 constexpr auto kWait = std::chrono::milliseconds(500);
 constexpr auto kDepthInterval = std::chrono::seconds(1);
 }  // namespace
@@ -59,7 +57,7 @@ void OutboxRelay::Stop() {
 
 void OutboxRelay::Loop() {
   while (!stopping_) {
-    auto jobs = outbox_.Lease(options_.owner, options_.batch, kOutboxLease, kWait);
+    auto jobs = outbox_.Lease(options_.owner, options_.batch, options_.lease, kWait);
     if (!jobs.ok()) {
       LogWarn("outbox relay: cannot read the outbox", {{"error", jobs.error().message}});
       std::this_thread::sleep_for(std::chrono::seconds(1));

@@ -20,7 +20,12 @@ struct OutboxRelayOptions {
   std::string events_topic;                 //!< kafka.events_topic; "" = no image.stored events
   std::string owner;                        //!< lease owner in the outbox, unique per process
   size_t batch = 64;                        //!< jobs relayed per round trip
-  std::chrono::milliseconds send_timeout{30000};
+  //! kafka.outbox_send_timeout: a round waits this long for the broker to acknowledge its events, then its jobs;
+  //! the producer given to the relay should drop records after it too (message.timeout.ms)
+  std::chrono::milliseconds send_timeout{10000};
+  //! kafka.outbox_lease: how long leased outbox rows stay this relay's; more than twice send_timeout, so only a
+  //! dead relay's rows ever run out
+  std::chrono::milliseconds lease{30000};
   std::chrono::milliseconds retry_delay{2000};  //!< when jobs the broker did not take are tried again
 };
 
