@@ -104,6 +104,7 @@ KafkaJobQueueOptions KafkaJobQueueOptionsFrom(const Config& cfg, int workers) {
   o.client = KafkaClientProperties(cfg);
   o.topic = cfg.kafka_jobs_topic;
   o.group_id = cfg.kafka_jobs_group_id;
+  o.group_instance_id = cfg.kafka_jobs_group_instance_id;
   o.max_in_flight = cfg.kafka_jobs_max_in_flight > 0 ? cfg.kafka_jobs_max_in_flight : 2 * workers;
   o.revoke_grace = cfg.lease;
   o.session_timeout = cfg.kafka_jobs_session_timeout;

@@ -788,6 +788,8 @@ const KeyDef kKeys[] = {
      }},
     {"kafka.jobs_max_in_flight",
      [](Config& c, const Value& v) { return SetInt(&c.kafka_jobs_max_in_flight, v, 0, 100000); }},
+    {"kafka.jobs_group_instance_id",
+     [](Config& c, const Value& v) { return SetPlainString(&c.kafka_jobs_group_instance_id, v); }},
     {"kafka.outbox_send_timeout",
      [](Config& c, const Value& v) {
        return SetDuration(&c.kafka_outbox_send_timeout, v, std::chrono::milliseconds(1000));

@@ -175,6 +175,7 @@ struct Config {
   //! broker allows 6s..30min by default
   std::chrono::milliseconds kafka_jobs_session_timeout{45000};
   int kafka_jobs_max_in_flight = 0;               //!< kafka.jobs_max_in_flight: held before pausing; 0 = 2 x workers
+  std::string kafka_jobs_group_instance_id;       //!< kafka.jobs_group_instance_id: a worker's static membership; "" = dynamic
   //! kafka.outbox_send_timeout: how long the outbox relay waits for the broker to acknowledge a round's events, and
   //! then its jobs (also librdkafka's message.timeout.ms for the relay's producer)
   std::chrono::milliseconds kafka_outbox_send_timeout{10000};

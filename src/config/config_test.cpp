@@ -294,6 +294,7 @@ TEST(ConfigTest, KafkaJobQueueKeys) {
             {"IMGPIPE_KAFKA_JOBS_GROUP_ID", "team-workers"},
             {"IMGPIPE_KAFKA_JOBS_MAX_IN_FLIGHT", "4"},
             {"IMGPIPE_KAFKA_JOBS_SESSION_TIMEOUT", "6s"},
+            {"IMGPIPE_KAFKA_JOBS_GROUP_INSTANCE_ID", "worker-0"},
             {"IMGPIPE_KAFKA_EVENTS_TOPIC", "\"\""}};
   auto config = LoadConfig(ok);
   ASSERT_TRUE(config.ok()) << config.error().message;
@@ -302,7 +303,9 @@ TEST(ConfigTest, KafkaJobQueueKeys) {
   EXPECT_EQ(config->kafka_jobs_group_id, "team-workers");
   EXPECT_EQ(config->kafka_jobs_max_in_flight, 4);
   EXPECT_EQ(config->kafka_jobs_session_timeout, std::chrono::seconds(6));
+  EXPECT_EQ(config->kafka_jobs_group_instance_id, "worker-0");
   EXPECT_EQ(config->kafka_events_topic, "");
+  EXPECT_EQ(defaults->kafka_jobs_group_instance_id, "");
 }
 
 TEST(ConfigTest, OutboxLeaseMustOutlastARelayRound) {
