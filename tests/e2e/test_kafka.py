@@ -350,6 +350,34 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(brokers, st
     assert {r["source_ref"]: r["sha256"] for r in rows} == sent
 
 
+def test_two_ingest_processes_one_killed_the_other_takes_its_partitions(brokers, start_server, tmp_path):
+    """Two `imgpipe ingest` on six partitions, sharing PostgreSQL and S3; one is killed with -9 mid-stream: the other
+    gets its partitions once the group notices (ingest.session_timeout, 6 s here; 45 s by default, which is why a
+    test waiting less than that sees the killed one's partitions stall) and takes in the rest, exactly once."""
+    from test_cloud_storage import cloud_env
+    from test_scripts import fresh_postgres_database
+    topic = new_topic(brokers, partitions=6)
+    files = good_files()
+    shared = cloud_env("s3")
+    shared.update({"IMGPIPE_DATABASE_BACKEND": "postgres", "IMGPIPE_DATABASE_URL": fresh_postgres_database("ingest2"),
+                   "IMGPIPE_RETENTION_SWEEPER": "false", "IMGPIPE_PROCESSING_ENABLED": "false",
+                   "IMGPIPE_ENCRYPTION_KEYRING": str(tmp_path / "shared-keyring.json")})
+    env = dict(shared, **kafka_env(brokers, topic, IMGPIPE_INGEST_SESSION_TIMEOUT="6s"))
+    survivor = start_server(env=env, command="ingest")
+    victim = start_server(env=env, admin_key=survivor.admin_key, command="ingest")
+    stream = Stream(brokers, topic)
+    sent = send_images(stream, files, range(120), lambda i: f"two-{i}", stride=5)
+    stream.flush()
+    wait_for("some records in", lambda: len(kafka_rows(survivor)) >= 30, server=survivor)
+    victim.kill()
+    sent.update(send_images(stream, files, range(120, 300), lambda i: f"two-{i}", stride=5, pause=0.01))
+    stream.flush()
+    wait_for("all 300 in", lambda: len(kafka_rows(survivor)) >= 300, server=survivor)
+    rows = kafka_rows(survivor)
+    assert len(rows) == 300
+    assert {r["source_ref"]: r["sha256"] for r in rows} == sent
+
+
 @pytest.mark.slow
 def test_broker_restart_mid_stream(brokers, start_server):
     services = os.environ.get("IMGPIPE_SERVICES_DIR")
