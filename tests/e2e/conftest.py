@@ -2,6 +2,8 @@
 
 On teardown every server still running gets SIGTERM and must exit 0 (the contract's clean shutdown)."""
 
+import os
+
 import pytest
 
 import support
@@ -16,6 +18,26 @@ def pytest_sessionstart(session):
         raise pytest.UsageError(f"{support.IMGPIPE_BIN} does not exist: build first (scripts/build) or set IMGPIPE_BIN")
     if not (support.CORPORA / "valid").is_dir():
         raise pytest.UsageError(f"image corpora not found at {support.CORPORA}: set IMGPIPE_CORPORA_DIR")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n`), the long tests first: each worker starts on one, and the short ones fill in around
+    them, instead of a long test picked up last holding the run alone."""
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: each collects, and the controller deals out in order
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def _service_disruption(request):
+    """Lets support's restart_service & co. act only for a test marked disrupts_services, and keeps such a test out of
+    a parallel run, where the tests beside it would lose the service it stops (scripts/test runs them alone)."""
+    marked = request.node.get_closest_marker("disrupts_services") is not None
+    if marked and os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.fail("a disrupts_services test must not run beside others: select it out of a parallel run "
+                    "(-m 'not disrupts_services') and run it alone, as scripts/test does")
+    support.may_disrupt_services = marked
+    yield
+    support.may_disrupt_services = False
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -49,6 +49,34 @@ def run_cli(*args, env=None, timeout=120, input_bytes=None):
                           timeout=timeout, input=input_bytes)
 
 
+# ---- the shared test services (scripts/services/)
+# scripts/test runs most tests a few at a time (pytest-xdist). A test that stops, restarts or takes away a shared
+# service would break the tests beside it that use it, so it must be marked @pytest.mark.disrupts_services: those run
+# alone, after the others. The helpers below refuse to act for an unmarked test (conftest.py sets the flag).
+SERVICES_DIR = Path(os.environ["IMGPIPE_SERVICES_DIR"]) if os.environ.get("IMGPIPE_SERVICES_DIR") else None
+may_disrupt_services = False
+
+
+def disrupting_service(name):
+    """Fails unless the running test is marked disrupts_services; call it before disturbing service `name`."""
+    assert may_disrupt_services, (f"this test disturbs the shared {name} service: mark it "
+                                  "@pytest.mark.disrupts_services, so that it runs alone")
+
+
+def restart_service(name, **popen_args):
+    """`scripts/services/NAME restart` in the background (a crash and a start on the same port and data); returns the
+    Popen to wait for."""
+    disrupting_service(name)
+    return subprocess.Popen([str(REPO_ROOT / "scripts" / "services" / name), "restart"], **popen_args)
+
+
+def kill_service(name):
+    """SIGKILL to the service's process, from its pid file: a crash, to be followed by restart_service."""
+    disrupting_service(name)
+    assert SERVICES_DIR and (SERVICES_DIR / f"{name}.pid").is_file(), f"{name} was not started by scripts/services"
+    os.kill(int((SERVICES_DIR / f"{name}.pid").read_text()), signal.SIGKILL)
+
+
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
 

@@ -9,18 +9,15 @@ them these tests skip, unless IMGPIPE_REQUIRE_AZURE / IMGPIPE_REQUIRE_S3 is 1, w
 import json
 import os
 import secrets
-import signal
 import struct
-import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from support import CORPORA, IMGPIPE_BIN, assert_error, run_cli, sha256
+from support import CORPORA, assert_error, kill_service, restart_service, run_cli, sha256
 from test_encryption import MAGIC, SIGNATURES, exif_strings
 
-ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["azure", "s3"]
 SERVICE = {"azure": "azurite", "s3": "s3"}
 
@@ -125,24 +122,20 @@ def test_corpus_is_stored_processed_read_and_expired_in_the_cloud(start_server, 
         assert_error(again.get(f"/v1/images/{image_id}/original"), 404, "not_found")
 
 
-def restart_service(backend):
-    subprocess.run([str(ROOT / "scripts/services" / SERVICE[backend]), "restart"], check=True, timeout=120)
-
-
+@pytest.mark.disrupts_services
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_storage_stopped_mid_upload_fails_cleanly_and_recovers(start_server, backend):
     env = cloud_env(backend)
     server = start_server(env=env)
     photo = (CORPORA / CORPUS[0]).read_bytes()
     server.upload_ok(photo)  # the containers or bucket exist now
-    pid_file = Path(os.environ["IMGPIPE_SERVICES_DIR"]) / f"{SERVICE[backend]}.pid"
     before = [it["id"] for it in server.get("/v1/images").json()["items"]]
     objects_before = stored_keys(env, "originals")
 
     def body():
         yield photo[: len(photo) // 2]
         # The storage service dies while the upload's body is arriving.
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        kill_service(SERVICE[backend])
         yield photo[len(photo) // 2:]
 
     try:
@@ -154,7 +147,7 @@ def test_storage_stopped_mid_upload_fails_cleanly_and_recovers(start_server, bac
         after = [it["id"] for it in server.get("/v1/images").json()["items"]]
         assert after == before, "a refused upload must leave no image"
     finally:
-        restart_service(backend)
+        assert restart_service(SERVICE[backend]).wait(timeout=120) == 0, f"{SERVICE[backend]} restart failed"
     # The service restarted on the same data: no partial or orphaned object of the refused upload is visible.
     # (A subset, not equal: Azurite persists its metadata lazily, so a kill -9 can lose objects written before it.)
     assert set(stored_keys(env, "originals")) <= set(objects_before)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 CHECK = REPO / "scripts" / "check-deploy"
 
@@ -14,6 +16,7 @@ def check(*files):
     return subprocess.run([str(CHECK), *map(str, files)], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_the_manifests_and_haproxy_config_are_valid():
     p = check()
     assert p.returncode == 0, p.stderr + p.stdout

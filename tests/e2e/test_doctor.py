@@ -3,6 +3,7 @@ missing HSM token each FAIL with the hint that fixes them, and the exit status s
 real broker (and against an address where nothing, or something else, listens), and the clock check against the real
 cloud stores, with this configuration's clock moved ahead by testing.clock_offset."""
 
+import contextlib
 import os
 import re
 import socket
@@ -24,10 +25,13 @@ def lines(output, level, check):
     return [line for line in output.splitlines() if line.split()[:2] == [level, check]]
 
 
-def free_port():
+@contextlib.contextmanager
+def refused_port():
+    """A port on 127.0.0.1 where nothing listens, held (bound, not listening) so that no test running beside this one
+    can start listening there meanwhile: connections to it are refused."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 def test_doctor_passes_a_healthy_setup_and_names_each_broken_part(start_server):
@@ -63,9 +67,10 @@ def test_doctor_passes_a_healthy_setup_and_names_each_broken_part(start_server):
     (data / "keyring.moved").rename(keyring)
 
     # PostgreSQL that does not answer.
-    env = {"IMGPIPE_DATABASE_BACKEND": "postgres",
-           "IMGPIPE_DATABASE_URL": f"postgresql://imgpipe@127.0.0.1:{free_port()}/imgpipe?connect_timeout=5"}
-    rc, out = doctor(data, env)
+    with refused_port() as port:
+        env = {"IMGPIPE_DATABASE_BACKEND": "postgres",
+               "IMGPIPE_DATABASE_URL": f"postgresql://imgpipe@127.0.0.1:{port}/imgpipe?connect_timeout=5"}
+        rc, out = doctor(data, env)
     assert rc == 1 and lines(out, "FAIL", "database"), out
     assert "fix: check database.url (IMGPIPE_DATABASE_URL), that PostgreSQL runs" in out
 
@@ -79,6 +84,7 @@ def test_doctor_fails_when_the_hsm_token_is_missing(tmp_path):
     assert lines(out, "OK", "keys"), out
 
 
+@pytest.mark.slow
 def test_doctor_checks_that_kafka_answers_at_the_configured_brokers(start_server):
     brokers = kafka_brokers()
     server = start_server()
@@ -89,8 +95,8 @@ def test_doctor_checks_that_kafka_answers_at_the_configured_brokers(start_server
     assert re.search(rf"OK +kafka +the cluster answers with 1 broker\(s\) \({re.escape(brokers)}\)", out), out
 
     # Nothing listens there.
-    port = free_port()
-    rc, out = doctor(server.data_dir, {"IMGPIPE_KAFKA_BROKERS": f"127.0.0.1:{port}"})
+    with refused_port() as port:
+        rc, out = doctor(server.data_dir, {"IMGPIPE_KAFKA_BROKERS": f"127.0.0.1:{port}"})
     assert rc == 1 and lines(out, "FAIL", "kafka"), out
     assert f"cannot connect to broker 127.0.0.1:{port}" in out and "fix: check kafka.brokers" in out
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from support import CORPORA, IMGPIPE_BIN, assert_error, child_env, run_cli, sha256
+from support import CORPORA, IMGPIPE_BIN, assert_error, child_env, disrupting_service, run_cli, sha256
 
 MAGIC = b"\x89IPENC\r\n"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp"}
@@ -74,6 +74,7 @@ def kek(server, *args, env=None):
     return p.stdout.decode()
 
 
+@pytest.mark.slow
 def test_nothing_is_stored_in_plaintext(server):
     paths = corpus_images()
     assert len(paths) > 50, "the corpora look empty"
@@ -203,8 +204,10 @@ def pkcs11_env():
     }
 
 
+@pytest.mark.disrupts_services
 def test_hsm_token_away_fails_closed_and_recovers(start_server):
     env = pkcs11_env()
+    disrupting_service("softhsm")  # the run's one token goes away for every process that uses it
     token_dir = Path(os.environ["IMGPIPE_TEST_PKCS11_TOKEN_DIR"])
     server = start_server(env=env)
     photo = corpus_images()[0].read_bytes()

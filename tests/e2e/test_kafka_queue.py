@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from support import CORPORA, REPO_ROOT, run_cli
+from support import CORPORA, restart_service, run_cli
 from test_cloud_storage import cloud_env
 from test_kafka import brokers, ck, metric, wait_for  # noqa: F401 (brokers is a fixture)
 from test_scripts import fresh_postgres_database
@@ -134,6 +134,7 @@ class Uploader(threading.Thread):
         wait_for(f"{n} uploads answered 201", lambda: len(self.acked) >= n, timeout=SETTLE)
 
 
+@pytest.mark.disrupts_services
 def test_workers_survive_kill_9_and_broker_restart_exactly_once(start_server, tmp_path, brokers):
     topic = new_jobs_topic(brokers)
     env = distributed_env(tmp_path, brokers, topic)
@@ -156,8 +157,7 @@ def test_workers_survive_kill_9_and_broker_restart_exactly_once(start_server, tm
 
         # The broker goes away in the middle of uploads: they are still answered 201 (the outbox keeps them), the
         # outbox grows, and empties once the broker is back.
-        restart = subprocess.Popen([str(REPO_ROOT / "scripts/services/kafka"), "restart"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        restart = restart_service("kafka", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         acked_before = len(load.acked)
         outbox_seen = 0.0
         while restart.poll() is None:
@@ -204,6 +204,7 @@ def committed_total(brokers, group, topic):
     return sum(max(0, tp.offset) for tp in parts)
 
 
+@pytest.mark.slow
 def test_poison_job_to_dlq_and_worker_drains_on_sigterm(start_server, tmp_path, brokers):
     topic = new_jobs_topic(brokers)
     env = distributed_env(tmp_path, brokers, topic)

@@ -59,6 +59,7 @@ def start_haproxy(tmp_path, gateways):
     return proc, f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("queue", ["postgres", "kafka"])
 def test_gateways_and_workers_survive_kill_9_and_lose_nothing(start_server, tmp_path, request, queue):
     if queue == "kafka":
