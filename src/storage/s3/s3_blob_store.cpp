@@ -2,7 +2,9 @@
 
 #include <openssl/evp.h>
 
+#include <chrono>
 #include <deque>
+#include <thread>
 
 #include "core/ids.hpp"
 #include "core/log.hpp"
@@ -292,13 +294,25 @@ Error S3BlobStore::ResponseError(std::string_view what, const HttpClientResponse
 
 Status S3BlobStore::EnsureBucket() {
   if (bucket_ready_) return Ok();
-  HttpClientRequest req;
-  req.method = "PUT";
-  req.target = bucket_path_.empty() ? "/" : bucket_path_;
-  IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
-  // 409 BucketAlreadyOwnedByYou / BucketAlreadyExists: it is there (a bucket we cannot use fails on first write).
-  if (res.head.status != 200 && res.head.status != 409) {
-    return ResponseError("creating bucket " + options_.bucket, res.head, res.body);
+  // Several writers may create the bucket at once (workers starting together). A server can answer one of them
+  // with an error while another's create is still settling (SeaweedFS answered 404 NoSuchBucket there), so a failed
+  // create asks whether the bucket exists now, and tries again a few times before giving up.
+  constexpr int kAttempts = 4;
+  const std::string target = bucket_path_.empty() ? "/" : bucket_path_;
+  for (int attempt = 1;; ++attempt) {
+    HttpClientRequest req;
+    req.method = "PUT";
+    req.target = target;
+    IMGPIPE_ASSIGN_OR_RETURN(auto res, Send(std::move(req)));
+    // 409 BucketAlreadyOwnedByYou / BucketAlreadyExists: it is there (a bucket we cannot use fails on first write).
+    if (res.head.status == 200 || res.head.status == 409) break;
+    HttpClientRequest head;
+    head.method = "HEAD";
+    head.target = target;
+    auto exists = Send(std::move(head));
+    if (exists.ok() && exists->head.status == 200) break;
+    if (attempt == kAttempts) return ResponseError("creating bucket " + options_.bucket, res.head, res.body);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 * attempt));
   }
   bucket_ready_ = true;
   return Ok();
