@@ -32,3 +32,33 @@ as_root() {
     die "need root (or sudo) to run: $*"
   fi
 }
+
+# fetch_crate CRATE VERSION SHA256 WORKDIR: fetches one Rust package through cargo (which knows the registry) and
+# prints the path of its .crate file (a gzipped tar) after checking it against SHA256, so a changed package is
+# refused. Used for C sources that Rust packages bundle (scripts/fetch-sqlcipher, scripts/fetch-librdkafka).
+fetch_crate() {
+  local crate=$1 version=$2 sha256=$3 work=$4
+  # rustup installs cargo into ~/.cargo/bin, which a non-login shell (CI) may not have on PATH.
+  command -v cargo >/dev/null 2>&1 || [[ ! -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]] ||
+    PATH=${CARGO_HOME:-$HOME/.cargo}/bin:$PATH
+  command -v cargo >/dev/null 2>&1 || die "cargo not found; run scripts/install-deps (it installs Debian's cargo)"
+  log "fetching $crate $version through cargo"
+  mkdir -p "$work/fetch/src"
+  : >"$work/fetch/src/lib.rs"
+  cat >"$work/fetch/Cargo.toml" <<TOML
+[package]
+name = "imgpipe-fetch"
+version = "0.0.0"
+edition = "2021"
+
+[dependencies]
+$crate = { version = "=$version", default-features = false }
+TOML
+  (cd "$work/fetch" && cargo fetch --quiet) || die "cargo fetch of $crate $version failed"
+  local cargo_home=${CARGO_HOME:-$HOME/.cargo} package actual
+  package=$(find "$cargo_home/registry/cache" -name "$crate-$version.crate" -print -quit 2>/dev/null || true)
+  [[ -n $package ]] || die "cargo fetched $crate $version but its package is not under $cargo_home/registry/cache"
+  actual=$(sha256sum "$package" | cut -d' ' -f1)
+  [[ $actual == "$sha256" ]] || die "$package has SHA-256 $actual, expected $sha256; refusing it"
+  echo "$package"
+}
