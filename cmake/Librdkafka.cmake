@@ -1,23 +1,10 @@
 # The librdkafka imgpipe links: a pinned release built once into the user's cache by scripts/fetch-librdkafka, as a
 # static library, because Debian 12's librdkafka (2.0.2) cannot authenticate with SASL/SCRAM to Kafka 4 brokers (the
-# script says why). CMake runs the script when IMGPIPE_LIBRDKAFKA_DIR has no librdkafka.a yet. Defines the target
+# script says why). See cmake/FetchedDir.cmake for when CMake runs the script. Defines the target
 # Rdkafka::rdkafka.
 
-set(IMGPIPE_LIBRDKAFKA_DIR "" CACHE PATH "folder with lib/librdkafka.a and include/librdkafka (empty: build into the cache)")
-if(NOT IMGPIPE_LIBRDKAFKA_DIR OR NOT EXISTS "${IMGPIPE_LIBRDKAFKA_DIR}/lib/librdkafka.a")
-  execute_process(
-    COMMAND "${CMAKE_SOURCE_DIR}/scripts/fetch-librdkafka"
-    OUTPUT_VARIABLE _rdkafka_dir
-    OUTPUT_STRIP_TRAILING_WHITESPACE
-    RESULT_VARIABLE _rdkafka_rc)
-  if(NOT _rdkafka_rc EQUAL 0 OR NOT EXISTS "${_rdkafka_dir}/lib/librdkafka.a")
-    message(FATAL_ERROR "could not build librdkafka (scripts/fetch-librdkafka failed; it needs cargo and cmake, which "
-                        "scripts/install-deps installs). Or set IMGPIPE_LIBRDKAFKA_DIR to a folder with "
-                        "lib/librdkafka.a and include/librdkafka/rdkafka.h.")
-  endif()
-  set(IMGPIPE_LIBRDKAFKA_DIR "${_rdkafka_dir}" CACHE PATH
-      "folder with lib/librdkafka.a and include/librdkafka (empty: build into the cache)" FORCE)
-endif()
+imgpipe_fetched_dir(IMGPIPE_LIBRDKAFKA_DIR fetch-librdkafka lib/librdkafka.a
+                    "folder with lib/librdkafka.a and include/librdkafka (empty: build into the cache)")
 
 find_package(ZLIB REQUIRED)
 pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)

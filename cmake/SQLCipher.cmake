@@ -1,23 +1,11 @@
 # The one SQLite library imgpipe links: SQLCipher's amalgamation, compiled here with OpenSSL as its crypto provider,
 # so the embedded warehouse can be encrypted (docs/ENCRYPTION.md, "The warehouse"). Debian's libsqlite3 is not
 # linked: two SQLite libraries in one process would fight over the same symbols.
-# The source is fetched once into the user's cache by scripts/fetch-sqlcipher (pinned and checksummed); CMake runs
-# it when IMGPIPE_SQLCIPHER_DIR has no sqlite3.c yet. Defines the target SQLite::SQLite3.
+# The source is fetched once into the user's cache by scripts/fetch-sqlcipher (pinned and checksummed); see
+# cmake/FetchedDir.cmake for when CMake runs it. Defines the target SQLite::SQLite3.
 
-set(IMGPIPE_SQLCIPHER_DIR "" CACHE PATH "folder with SQLCipher's sqlite3.c and sqlite3.h (empty: fetch into the cache)")
-if(NOT IMGPIPE_SQLCIPHER_DIR OR NOT EXISTS "${IMGPIPE_SQLCIPHER_DIR}/sqlite3.c")
-  execute_process(
-    COMMAND "${CMAKE_SOURCE_DIR}/scripts/fetch-sqlcipher"
-    OUTPUT_VARIABLE _sqlcipher_dir
-    OUTPUT_STRIP_TRAILING_WHITESPACE
-    RESULT_VARIABLE _sqlcipher_rc)
-  if(NOT _sqlcipher_rc EQUAL 0 OR NOT EXISTS "${_sqlcipher_dir}/sqlite3.c")
-    message(FATAL_ERROR "could not fetch SQLCipher's source (scripts/fetch-sqlcipher failed; it needs cargo, which "
-                        "scripts/install-deps installs). Or set IMGPIPE_SQLCIPHER_DIR to a folder with sqlite3.c.")
-  endif()
-  set(IMGPIPE_SQLCIPHER_DIR "${_sqlcipher_dir}" CACHE PATH
-      "folder with SQLCipher's sqlite3.c and sqlite3.h (empty: fetch into the cache)" FORCE)
-endif()
+imgpipe_fetched_dir(IMGPIPE_SQLCIPHER_DIR fetch-sqlcipher sqlite3.c
+                    "folder with SQLCipher's sqlite3.c and sqlite3.h (empty: fetch into the cache)")
 
 add_library(imgpipe_sqlite STATIC "${IMGPIPE_SQLCIPHER_DIR}/sqlite3.c")
 target_include_directories(imgpipe_sqlite SYSTEM PUBLIC "${IMGPIPE_SQLCIPHER_DIR}")
