@@ -8,13 +8,16 @@ The broker is the project's own single-node Kafka (scripts/services/kafka, start
 IMGPIPE_TEST_KAFKA_BROKERS names one). Records are inline images from the valid corpus (JPEG/PNG/WebP/GIF up to
 250 KB, cycled), each with an imgpipe-source-id header, on a 3-partition topic.
 
-  kcat          `kcat -C -b B -t T -o beginning -e -q -f '%s'` into /dev/null: fetches every record and writes its value
-                out; the time from start to exit.
+  kcat          `kcat -C -b B -t T -o beginning -e -q -f '%s'` into a pipe the driver drains: fetches every record and
+                writes its value out; the time from the first byte out to the exit (start-up and the first fetch's wait
+                are not counted, as imgpipe's group join is not), and kcat's CPU time.
   imgpipe       `imgpipe ingest`-equivalent (`serve` with processing.enabled=false, ingest.topics=T, a fresh consumer
                 group and data folder): parse, validate (strict decode), store the original durably, one transaction
                 with row and job, store the offset. Rate = records / time between the first and the last record
                 finished (from imgpipe_kafka_records_total on /metrics, polled every 50 ms), so the group join is not
-                counted.
+                counted. imgpipe's CPU time over the same span, per record.
+  validation    bench/validate_bench over the same files (when built with -DIMGPIPE_BUILD_BENCH=ON): the strict
+                validation alone, one thread, microseconds per image; the floor of imgpipe's CPU per record.
   processed     the same with the workers on: records / time until every image is `processed` (the maximum rate).
   latency       records produced at half the `processed` rate for S seconds (workers on); latency = processed_at of
                 the row minus the send time carried in an imgpipe-meta-sent header; p50 and p99.
@@ -25,6 +28,7 @@ Repetitions are interleaved; medians are reported, with the ratio imgpipe/kcat.
 import argparse
 import json
 import os
+import resource
 import subprocess
 import time
 import uuid
@@ -32,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 import benchlib as bl
+from ingest import cpu_seconds
 
 try:
     import confluent_kafka as ck
@@ -45,12 +50,15 @@ SKIP = {"valid/libavif/png/circle-trns-before-plte.png",
         "valid/metadata-extractor-images/jpg/User Comment Encoding.jpg", "valid/pillow/jpeg/ultrahdr.jpg"}
 
 
-def images():
+def image_files():
     root = bl.CORPORA / "valid"
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in GOOD_SUFFIXES
-                   and "LICENSES" not in p.parts and p.stat().st_size <= 250 * 1024
-                   and p.relative_to(bl.CORPORA).as_posix() not in SKIP)
-    return [p.read_bytes() for p in files]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in GOOD_SUFFIXES
+                  and "LICENSES" not in p.parts and p.stat().st_size <= 250 * 1024
+                  and p.relative_to(bl.CORPORA).as_posix() not in SKIP)
+
+
+def images():
+    return [p.read_bytes() for p in image_files()]
 
 
 class Broker:
@@ -104,12 +112,37 @@ def produce(brokers, topic, values, n, rate=None, start_index=0):
 
 
 def run_kcat(brokers, topic, n):
+    """kcat's rate from its first value out to its exit, so that, like imgpipe's, it leaves out the start-up and the
+    first fetch's wait; and the CPU kcat used over the whole run."""
+    used0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    with open(os.devnull, "wb") as sink:
-        subprocess.run(["kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s"],
-                       stdout=sink, check=True)
-    seconds = time.monotonic() - t0
-    return {"records_per_second": n / seconds, "seconds": seconds}
+    first = None
+    proc = subprocess.Popen(["kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s"],
+                            stdout=subprocess.PIPE)
+    while chunk := proc.stdout.read1(1 << 20):
+        if first is None:
+            first = time.monotonic()
+    if proc.wait() != 0:
+        bl.die(f"kcat failed with status {proc.returncode}")
+    end = time.monotonic()
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (used.ru_utime - used0.ru_utime) + (used.ru_stime - used0.ru_stime)
+    return {"records_per_second": n / (end - first), "seconds": end - first,
+            "records_per_second_with_start": n / (end - t0), "cpu_ms_per_record": 1000 * cpu / n}
+
+
+def validation_alone(files):
+    """Strict validation of every benchmark image by bench/validate_bench (one thread, the same ValidateImageBuffer
+    the intake calls), microseconds per image; None when that binary was not built."""
+    binary = Path(os.environ.get("BENCH_VALIDATE_BIN", bl.REPO / "build" / "release" / "bench" / "validate_bench"))
+    if not binary.exists():
+        bl.log(f"no {binary} (configure with -DIMGPIPE_BUILD_BENCH=ON): validation alone is not measured")
+        return None
+    listing = bl.SCRATCH / "kafka-ingest-files.txt"
+    listing.write_text("".join(f"{f}\n" for f in files))
+    out = subprocess.run([str(binary), str(listing), "5"], capture_output=True, text=True, env=bl.imgpipe_env(),
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def metric(server, name, **labels):
@@ -154,15 +187,17 @@ def run_imgpipe_ingest(brokers, topic, n):
             done = metric(server, "imgpipe_kafka_records_total")
             now = time.monotonic()
             if done > 0 and first is None:
-                first = (now, done)
+                first = (now, done, cpu_seconds([server.proc.pid]))
             if done >= n:
                 break
             time.sleep(0.05)
         else:
             bl.die(f"imgpipe took in only {done} of {n} records; see {server.stderr_path}")
+        cpu = cpu_seconds([server.proc.pid]) - first[2]
         stored = metric(server, "imgpipe_kafka_records_total", outcome="stored")
         seconds = now - first[0]
         return {"records_per_second": (n - first[1]) / seconds, "seconds": seconds, "stored": stored,
+                "cpu_ms_per_record": 1000 * cpu / (n - first[1]), "cores_used": cpu / seconds,
                 "command": server.command}
     finally:
         server.stop()
@@ -232,6 +267,10 @@ def main():
                    f"{runs['imgpipe'][-1]['records_per_second']:.1f}/s, processed "
                    f"{runs['processed'][-1]['records_per_second']:.1f}/s")
         med = {k: bl.median([r["records_per_second"] for r in v]) for k, v in runs.items()}
+        cpu = {k: bl.median([r["cpu_ms_per_record"] for r in runs[k]]) for k in ("kcat", "imgpipe")}
+        validation = validation_alone(image_files())
+        bl.log(f"CPU ms per record: kcat {cpu['kcat']:.3f}, imgpipe {cpu['imgpipe']:.3f}; validation alone "
+               f"{validation}")
         latency = run_latency(broker.brokers, values, med["processed"] / 2, args.latency_seconds)
         bl.log(f"latency at {latency['rate']:.1f}/s: p50 {latency['p50_seconds']:.3f}s p99 "
                f"{latency['p99_seconds']:.3f}s")
@@ -239,6 +278,7 @@ def main():
             "records": args.records, "reps": args.reps, "partitions": 3,
             "average_record_bytes": sum(map(len, values)) // len(values), "distinct_images": len(values),
             "runs": runs, "median": med, "ratio": med["imgpipe"] / med["kcat"], "latency": latency,
+            "cpu_ms_per_record": cpu, "validation_alone": validation,
             "commands": {"kcat": "kcat -C -b B -t T -o beginning -e -q -f '%s' > /dev/null",
                          "imgpipe": "imgpipe serve with IMGPIPE_INGEST_TOPICS=T IMGPIPE_PROCESSING_ENABLED=false"},
         })

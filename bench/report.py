@@ -363,17 +363,29 @@ def kafka_section(k):
     out += [f"{k['records']} inline images ({k['distinct_images']} distinct files of the valid corpus, "
             f"{k['average_record_bytes']} bytes on average) on a {k['partitions']}-partition topic of the project's "
             f"single-node Kafka (scripts/services/kafka), {k['reps']} repetitions; each side reads the whole topic "
-            "from the beginning. kcat writes every value to /dev/null; imgpipe parses the headers, validates the "
+            "from the beginning. kcat writes every value to a pipe that the driver drains, timed from its first byte out "
+            "to its exit; imgpipe parses the headers, validates the "
             "image (strict decode), stores the original (encrypted), makes the originals of a batch durable in one "
             "fsync pass, commits their rows and jobs in one transaction (group commit), and stores the offsets "
-            "(processing off; default ingest.threads and ingest.max_in_flight). imgpipe's time runs from its first to its last finished record, so the consumer "
-            "group join is not counted.", "",
-            "| | records/s (median) | runs |", "|---|---|---|"]
+            "(processing off; default ingest.threads and ingest.max_in_flight). imgpipe's time runs from its first to "
+            "its last finished record, so the consumer group join is not counted. CPU is the process's user + system "
+            "time over the timed span (kcat's over its whole run).", "",
+            "| | records/s (median) | CPU ms per record (median) | runs |", "|---|---|---|---|"]
+    cpu = k.get("cpu_ms_per_record", {})
     for name, label in (("kcat", "kcat -C"), ("imgpipe", "imgpipe, store + record"),
                         ("processed", "imgpipe, with the workers (until every image is processed)")):
         runs = ", ".join(fmt(r["records_per_second"], 1) for r in k["runs"][name])
-        out.append(f"| {label} | {fmt(m[name], 1)} | {runs} |")
-    out += ["", f"Ratio imgpipe/kcat: **{fmt(k['ratio'], 3)}x** (target >= 0.8x).", "",
+        out.append(f"| {label} | {fmt(m[name], 1)} | {fmt(cpu[name], 3) if name in cpu else ''} | {runs} |")
+    out += ["", f"Ratio imgpipe/kcat: **{fmt(k['ratio'], 3)}x** (target >= 0.8x)."]
+    v = k.get("validation_alone")
+    if v:
+        formats = ", ".join(f"{ext} {fmt(us / 1000, 3)} ms ({n} files)"
+                            for ext, (n, us) in sorted(v["us_per_image_by_format"].items()))
+        out += ["", f"Strict validation alone (`bench/validate_bench`, `ValidateImageBuffer` on one thread over the "
+                    f"same {v['images']} files, {v['passes']} passes): **{fmt(v['us_per_image'] / 1000, 3)} ms of CPU "
+                    f"per image** on average; by format: {formats}. At 0.8x of kcat's rate, "
+                    f"{k['machine']['nproc']} cores give at most {fmt(kafka_budget(k), 3)} ms of CPU per record."]
+    out += ["",
             f"End-to-end latency, produce to `processed`, at {fmt(lat['rate'], 1)} records/s (half the processed "
             f"rate) for {lat['records']} records: p50 **{fmt(lat['p50_seconds'], 3)} s**, p99 "
             f"**{fmt(lat['p99_seconds'], 3)} s** (max {fmt(lat['max_seconds'], 3)} s; {lat['processed']} processed).",
@@ -384,16 +396,37 @@ def kafka_section(k):
     return out
 
 
+def kafka_budget(k):
+    """What the 0.8x target leaves imgpipe per record: with every core of the machine on the intake and nothing else
+    running, the CPU milliseconds per record at 0.8x of kcat's rate."""
+    cores = k["machine"]["nproc"]
+    return 1000 * cores / (0.8 * k["median"]["kcat"])
+
+
 def kafka_missed(k):
     if not k or k["ratio"] >= 0.8:
         return []
     m = k["median"]
-    return [f"- Kafka stream ingest: imgpipe {fmt(m['imgpipe'], 1)} records/s against kcat -C {fmt(m['kcat'], 0)} "
-            f"records/s, {fmt(k['ratio'], 3)}x; the target is 0.8x. kcat only copies each value to /dev/null; imgpipe "
-            "decodes every image strictly (about 0.7 ms of CPU for these 10 KB images), encrypts and writes it, and "
-            "per batch fsyncs every original with its two folders (each image has its own folder) and commits the rows "
-            "in SQLCipher, so the ratio is bounded by the intake's CPU on two shared cores and by the disk's flushes, "
-            "not by Kafka: compare the upload ingest figure above."]
+    text = (f"- Kafka stream ingest: imgpipe {fmt(m['imgpipe'], 1)} records/s against kcat -C {fmt(m['kcat'], 0)} "
+            f"records/s, {fmt(k['ratio'], 3)}x; the target is 0.8x. kcat only copies each value to a pipe; imgpipe "
+            "decodes every image strictly, encrypts and writes it, makes the batch's originals durable (fsync) and "
+            "commits their rows in SQLCipher.")
+    cpu = k.get("cpu_ms_per_record")
+    if cpu:
+        budget = kafka_budget(k)
+        text += (f" CPU per record: kcat {fmt(cpu['kcat'], 3)} ms, imgpipe {fmt(cpu['imgpipe'], 3)} ms. At 0.8x of "
+                 f"kcat's rate, the {k['machine']['nproc']} cores of this machine leave imgpipe at most "
+                 f"{fmt(budget, 3)} ms of CPU per record, even with nothing else running (not the broker, not the "
+                 "driver)")
+        v = k.get("validation_alone")
+        if v:
+            text += (f"; the strict validation alone costs {fmt(v['us_per_image'] / 1000, 3)} ms per image on one "
+                     f"thread (bench/validate_bench over the same files, in the same run)")
+        text += (f". At imgpipe's CPU per record the target would need about {fmt(cpu['imgpipe'] / budget * k['machine']['nproc'], 1)} "
+                 "cores fully given to the intake (its threads scale with ingest.threads; kcat's one consumer does "
+                 "not need more): the ratio is set by the work the intake must do per record on two cores, not by "
+                 "Kafka.")
+    return [text]
 
 
 ENCRYPTION_ROWS = (("upload", "uploads/s", "upload ingest, processing off"),
