@@ -108,8 +108,9 @@ KafkaJobQueueOptions KafkaJobQueueOptionsFrom(const Config& cfg, int workers) {
   o.max_in_flight = cfg.kafka_jobs_max_in_flight > 0 ? cfg.kafka_jobs_max_in_flight : 2 * workers;
   o.revoke_grace = cfg.lease;
   o.session_timeout = cfg.kafka_jobs_session_timeout;
-  // A rebalance may wait for jobs up to revoke_grace inside a poll: the poll interval must allow it.
-  o.max_poll_interval = std::max(std::chrono::milliseconds(300000), 2 * cfg.lease);
+  // A rebalance may wait for jobs up to revoke_grace inside a poll: the poll interval must allow it. librdkafka also
+  // refuses a poll interval shorter than the session; the queue never holds up its polls, so a longer one costs nothing.
+  o.max_poll_interval = std::max({std::chrono::milliseconds(300000), 2 * cfg.lease, cfg.kafka_jobs_session_timeout});
   return o;
 }
 

@@ -783,8 +783,11 @@ const KeyDef kKeys[] = {
      }},
     {"kafka.jobs_group_id", [](Config& c, const Value& v) { return SetGroupId(&c.kafka_jobs_group_id, v); }},
     {"kafka.jobs_session_timeout",
-     [](Config& c, const Value& v) {
-       return SetDuration(&c.kafka_jobs_session_timeout, v, std::chrono::milliseconds(1000));
+     [](Config& c, const Value& v) -> std::optional<std::string> {
+       // The broker refuses sessions outside group.min/max.session.timeout.ms (6 s and 30 min by default).
+       if (auto p = SetDuration(&c.kafka_jobs_session_timeout, v, std::chrono::milliseconds(1000))) return p;
+       if (c.kafka_jobs_session_timeout > std::chrono::minutes(30)) return std::string("must be at most 30 minutes");
+       return std::nullopt;
      }},
     {"kafka.jobs_max_in_flight",
      [](Config& c, const Value& v) { return SetInt(&c.kafka_jobs_max_in_flight, v, 0, 100000); }},
@@ -1415,6 +1418,12 @@ Result<Config> Load(const std::string_view* toml_text, std::string_view source_n
     problems.BadValue("kafka.brokers", "(required with queue.backend = \"kafka\")",
                       "missing; set the Kafka bootstrap servers, e.g. kafka-1:9092,kafka-2:9092 "
                       "(or IMGPIPE_KAFKA_BROKERS)");
+  }
+  if (problems.empty() && config.ingest_session_timeout > config.ingest_max_poll_interval) {
+    // librdkafka refuses the pair when the consumer is created; say which keys, at start-up.
+    problems.BadValue("ingest.session_timeout", "(with ingest.max_poll_interval = " +
+                                                    std::to_string(config.ingest_max_poll_interval.count()) + "ms)",
+                      "must be at most ingest.max_poll_interval; lower it or raise the poll interval");
   }
   if (problems.empty() && config.kafka_outbox_lease <= 2 * config.kafka_outbox_send_timeout) {
     // A relay round waits up to the send timeout for its events, then as long for its jobs: a shorter lease would

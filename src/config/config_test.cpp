@@ -330,6 +330,23 @@ TEST(ConfigTest, OutboxLeaseMustOutlastARelayRound) {
   EXPECT_THAT(ErrorOf(LoadConfig(too_short)), HasSubstr("kafka.outbox_send_timeout"));
 }
 
+TEST(ConfigTest, SessionTimeoutsTheBrokerAndLibrdkafkaWouldRefuseAreRefusedAtStart) {
+  ConfigSources long_jobs_session;
+  long_jobs_session.env = {{"IMGPIPE_KAFKA_JOBS_SESSION_TIMEOUT", "31m"}};
+  EXPECT_THAT(ErrorOf(LoadConfig(long_jobs_session)), HasSubstr("kafka.jobs_session_timeout"));
+  ConfigSources ten_minutes;
+  ten_minutes.env = {{"IMGPIPE_KAFKA_JOBS_SESSION_TIMEOUT", "10m"}};
+  EXPECT_TRUE(LoadConfig(ten_minutes).ok());  // the worker's poll interval grows to match
+
+  ConfigSources ingest_pair;
+  ingest_pair.env = {{"IMGPIPE_INGEST_SESSION_TIMEOUT", "2m"}, {"IMGPIPE_INGEST_MAX_POLL_INTERVAL", "1m"}};
+  const std::string error = ErrorOf(LoadConfig(ingest_pair));
+  EXPECT_THAT(error, HasSubstr("ingest.session_timeout"));
+  EXPECT_THAT(error, HasSubstr("at most ingest.max_poll_interval"));
+  ingest_pair.env = {{"IMGPIPE_INGEST_SESSION_TIMEOUT", "1m"}, {"IMGPIPE_INGEST_MAX_POLL_INTERVAL", "1m"}};
+  EXPECT_TRUE(LoadConfig(ingest_pair).ok());
+}
+
 TEST(ConfigTest, KafkaAndIngestKeys) {
   auto defaults = LoadConfig({});
   ASSERT_TRUE(defaults.ok());

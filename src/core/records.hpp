@@ -57,6 +57,9 @@ struct ImageRecord {
   std::optional<std::string> error;        //!< last processing error, for failed images
   std::optional<uint64_t> phash;           //!< 64-bit perceptual hash of the upright image
   std::optional<std::string> dominant_colour;  //!< "#rrggbb"
+  //! Processing attempts started since the image was (re)queued (MetadataStore::MarkProcessing); read-only here:
+  //! InsertImage ignores it.
+  int processing_starts = 0;
 };
 
 struct RenditionRecord {

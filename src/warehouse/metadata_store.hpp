@@ -51,8 +51,14 @@ class MetadataStore {
   virtual Result<std::vector<RenditionRecord>> ListRenditions(const ImageId& id) = 0;
   virtual Result<std::vector<ProcessingRun>> ListRuns(const ImageId& id) = 0;
 
-  //! Marks the image `processing` (a worker picked it up).
+  //! Marks the image `processing` (a worker picked it up) and adds one to its processing_starts, durably when this
+  //! returns: call it before the work begins, so a worker that dies during the work (killed, out of memory, a crash
+  //! in a decoder) has counted the attempt whatever its queue remembers. Images processed, failed, expired or deleted
+  //! are left as they are. kNotFound if there is no such image.
   virtual Status MarkProcessing(const ImageId& id) = 0;
+  //! Takes back one start counted by MarkProcessing (never below 0), for work handed back unfinished on a graceful
+  //! shutdown, which is not an attempt. kNotFound if there is no such image.
+  virtual Status UncountProcessingStart(const ImageId& id) = 0;
   //! In one transaction: upserts the renditions by (image_id, name), sets phash and dominant colour, sets status
   //! `processed` and processed_at, and appends the run. Re-running for the same image overwrites, never duplicates.
   //! kConflict, writing nothing, if the image is expired or deleted (the caller drops what it wrote and acks).
@@ -65,10 +71,10 @@ class MetadataStore {
   virtual Status RecordLabels(const ImageId& id, const std::string& script_name, const std::string& script_version,
                               const std::vector<ImageLabel>& labels) = 0;
   //! Queues `id` again to be processed with `pipeline` (a script name, or "default"), for reprocessing stored images:
-  //! sets the image's pipeline and status `queued` and inserts its job, in one transaction. True if queued; false,
-  //! changing nothing, if the image is not processed or failed (still queued or processing, expired, deleted) or
-  //! its expires_at is at or before `now`. Earlier runs, renditions and labels stay. kNotFound if there is no such
-  //! image.
+  //! sets the image's pipeline and status `queued`, its processing_starts to 0, and inserts its job, in one
+  //! transaction. True if queued; false, changing nothing, if the image is not processed or failed (still queued or
+  //! processing, expired, deleted) or its expires_at is at or before `now`. Earlier runs, renditions and labels stay.
+  //! kNotFound if there is no such image.
   virtual Result<bool> RequeueImage(const ImageId& id, const std::string& pipeline, TimePoint now) = 0;
   //! Folds the rollup tables' rows of differences into one row per key (docs/WAREHOUSE.md, "Rollups"). Their sums
   //! are right either way; this keeps the views over them fast. Safe to run at any time, from several processes.

@@ -866,6 +866,48 @@ TEST_P(MetadataStoreContractTest, RequeueImageQueuesOnlyFinishedLiveImages) {
   EXPECT_EQ(store_->RequeueImage(NewImageId(clock_.Now()), "faces", clock_.Now()).error().kind, ErrorKind::kNotFound);
 }
 
+TEST_P(MetadataStoreContractTest, ProcessingStartsAreCountedDurablyUncountedAndResetByARequeue) {
+  ImageRecord image = BareImage(clock_.Now());
+  image.processing_starts = 7;  // not the caller's to set
+  ASSERT_TRUE(store_->InsertImage(image, std::nullopt).ok());
+  EXPECT_EQ(store_->GetImage(image.id)->processing_starts, 0);
+  // Two workers started it and died: each start is committed when MarkProcessing returns, so another process (the
+  // next worker, after a kill -9 of this one) reads both, whatever its queue redelivers.
+  ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+  ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+  auto other = backend_->OpenAnother(clock_);
+  ASSERT_NE(other, nullptr);
+  EXPECT_EQ(other->GetImage(image.id)->processing_starts, 2);
+  EXPECT_EQ(other->GetImage(image.id)->status, ImageStatus::kProcessing);
+  // Analysts see the column too.
+  EXPECT_EQ(Count("SELECT processing_starts FROM images WHERE id = '" + image.id.value() + "'"), 2);
+  // A start handed back on a graceful shutdown is not an attempt; never below zero.
+  ASSERT_TRUE(store_->UncountProcessingStart(image.id).ok());
+  EXPECT_EQ(store_->GetImage(image.id)->processing_starts, 1);
+  ASSERT_TRUE(store_->UncountProcessingStart(image.id).ok());
+  ASSERT_TRUE(store_->UncountProcessingStart(image.id).ok());
+  EXPECT_EQ(store_->GetImage(image.id)->processing_starts, 0);
+  EXPECT_EQ(store_->UncountProcessingStart(NewImageId(clock_.Now())).error().kind, ErrorKind::kNotFound);
+
+  // A given-up image is not started again: a late MarkProcessing (a redelivered job) counts nothing.
+  ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+  ProcessingRun gave_up = Run(image.id, "failed", 0, clock_.Now());
+  gave_up.error = "worker died during processing";
+  ASSERT_TRUE(store_->RecordFailure(image.id, gave_up, true).ok());
+  ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+  EXPECT_EQ(store_->GetImage(image.id)->processing_starts, 1);
+  EXPECT_EQ(store_->GetImage(image.id)->status, ImageStatus::kFailed);
+  // Reprocessing starts the count again.
+  ASSERT_TRUE(backend_->Exec("DELETE FROM jobs").ok());
+  ASSERT_TRUE(store_->RequeueImage(image.id, "default", clock_.Now()).value());
+  EXPECT_EQ(store_->GetImage(image.id)->processing_starts, 0);
+  ASSERT_TRUE(store_->MarkProcessing(image.id).ok());
+  auto listed = store_->ListImages(ImageFilter{});
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->items.size(), 1u);
+  EXPECT_EQ(listed->items[0].processing_starts, 1);
+}
+
 TEST_P(MetadataStoreContractTest, ApiKeysCreateFindListRevokeCount) {
   EXPECT_EQ(store_->CountApiKeys().value(), 0);
   ApiKeyRecord admin{"k_admin", "hash-admin", Role::kAdmin, "bootstrap", At("2026-01-01T00:00:00Z"), std::nullopt};

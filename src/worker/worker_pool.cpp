@@ -81,9 +81,21 @@ void WorkerPool::Stop(std::chrono::milliseconds grace) {
   if (busy_.load() > 0) {
     LogWarn("shutdown grace ran out with jobs in flight; their leases go back to the queue",
             {{"jobs", busy_.load()}});
-    // The threads still run libvips; detach them and hand their jobs back. The process is about to exit.
+    // The threads still run libvips; detach them and hand their jobs back. The process is about to exit. Work handed
+    // back is not an attempt: the queue uncounts its leases, the warehouse its starts.
     Status released = queue_.ReleaseLeases(options_.owner);
     if (!released.ok()) LogWarn("could not release leases", {{"error", released.error().message}});
+    std::multiset<std::string> unfinished;
+    {
+      std::lock_guard lock(in_flight_mu_);
+      unfinished = in_flight_;
+    }
+    for (const std::string& id : unfinished) {
+      Status uncounted = store_.UncountProcessingStart(ImageId(id));
+      if (!uncounted.ok()) {
+        LogWarn("could not uncount a start handed back", {{"image_id", id}, {"error", uncounted.error().message}});
+      }
+    }
     for (auto& t : threads_) t.detach();
   } else {
     for (auto& t : threads_) t.join();
@@ -223,41 +235,65 @@ void WorkerPool::ProcessJob(const Job& job) {
     (void)queue_.Ack(job);
     return;
   }
-  if (job.attempts >= options_.max_attempts) {
-    // Earlier leases never came back: the worker died on this image each time (e.g. killed mid-decode).
+  // Attempts made before this one: as many as the queue counted or as the warehouse saw started, whichever is more.
+  // The table queues count every lease; Kafka redelivers a record after a crash with the attempt count it had, so
+  // there only processing_starts (committed by MarkProcessing before the work) shows a worker that died on this image.
+  Job attempt = job;
+  attempt.attempts = std::max(job.attempts, image->processing_starts);
+  if (attempt.attempts >= options_.max_attempts) {
+    // Every failure that finished was counted as a retry and dead-lettered at the last one, so getting here means the
+    // last attempt never came back: the worker died on this image (killed, out of memory, a crash in a decoder).
     ProcessingRun run;
     run.image_id = image->id;
     run.pipeline = image->pipeline;
-    run.attempt = job.attempts + 1;
+    run.attempt = attempt.attempts + 1;
     run.started_at = started;
     run.finished_at = started;
     run.status = "failed";
-    run.error = "gave up after " + std::to_string(job.attempts) +
-                " attempts that did not finish (the worker stopped or crashed while processing this image)";
+    run.error = "worker died during processing: gave up after " + std::to_string(attempt.attempts) +
+                " attempts, the last of which did not finish (the worker was killed, crashed or ran out of memory "
+                "while processing this image; queue.max_attempts)";
     (void)store_.RecordFailure(image->id, run, /*final=*/true);
-    (void)queue_.DeadLetter(job, run.error.value_or(""));
+    Status dead = queue_.DeadLetter(attempt, run.error.value_or(""));
+    if (!dead.ok()) LogWarn("cannot dead-letter a failed job yet", {{"error", dead.error().message}});
     PublishFailed(run);
     if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "failed"}});
-    LogWarn("processing given up", {{"image_id", image->id.value()}, {"attempts", job.attempts}});
+    LogWarn("processing given up: the worker died during it every time",
+            {{"image_id", image->id.value()}, {"attempts", attempt.attempts}});
     return;
   }
-  (void)store_.MarkProcessing(image->id);
+  // The start is counted, durably, before any work: if this process dies during it, the next delivery knows.
+  Status marked = store_.MarkProcessing(image->id);
+  if (!marked.ok()) {
+    (void)queue_.Retry(attempt, clock_.Now() + options_.retry_backoff, marked.error().message);
+    return;
+  }
+  {
+    std::lock_guard lock(in_flight_mu_);
+    in_flight_.insert(image->id.value());
+  }
+  RunJob(*image, attempt, started);
+  std::lock_guard lock(in_flight_mu_);
+  if (auto it = in_flight_.find(image->id.value()); it != in_flight_.end()) in_flight_.erase(it);
+}
+
+void WorkerPool::RunJob(const ImageRecord& image, const Job& job, TimePoint started) {
   std::shared_ptr<const ScriptBundle> script;
   Status result = Ok();
-  if (image->pipeline != "default" && !image->pipeline.empty()) {
-    auto current = scripts_.Current(image->pipeline);
+  if (image.pipeline != "default" && !image.pipeline.empty()) {
+    auto current = scripts_.Current(image.pipeline);
     if (current.ok()) {
       script = std::move(current).value();
     } else {
       result = current.error();
     }
   }
-  if (result.ok()) result = RunPipeline(*image, job, started, script.get());
+  if (result.ok()) result = RunPipeline(image, job, started, script.get());
   if (result.ok()) {
     // Published before the ack: a crash in between publishes again (at least once), never loses the event.
     if (events_) {
-      ImageEvent e{"image.processed", image->id, clock_.Now(), {}};
-      e.details["pipeline"] = image->pipeline;
+      ImageEvent e{"image.processed", image.id, clock_.Now(), {}};
+      e.details["pipeline"] = image.pipeline;
       e.details["attempt"] = job.attempts + 1;
       if (script) {
         e.details["script_name"] = script->name;
@@ -268,18 +304,18 @@ void WorkerPool::ProcessJob(const Job& job) {
     Status acked = queue_.Ack(job);
     if (!acked.ok()) LogWarn("ack failed; the job will re-run harmlessly", {{"error", acked.error().message}});
     if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "processed"}});
-    LogDebug("processed", {{"image_id", image->id.value()}});
+    LogDebug("processed", {{"image_id", image.id.value()}});
     return;
   }
   const Error& err = result.error();
   if (err.kind == ErrorKind::kConflict) {
     // The image expired or was deleted while it was being processed: its renditions must not outlive it.
-    auto left = blobs_.List(kRenditions, ImageBlobPrefix(image->id));
+    auto left = blobs_.List(kRenditions, ImageBlobPrefix(image.id));
     if (left.ok()) {
       for (const BlobInfo& b : left->items) (void)blobs_.Delete(kRenditions, b.key);
     }
     (void)queue_.Ack(job);
-    LogInfo("image went away while processing; results dropped", {{"image_id", image->id.value()}});
+    LogInfo("image went away while processing; results dropped", {{"image_id", image.id.value()}});
     return;
   }
   if (err.kind == ErrorKind::kUnavailable) storage_down_ = true;
@@ -289,11 +325,11 @@ void WorkerPool::ProcessJob(const Job& job) {
   bool permanent = err.kind == ErrorKind::kInvalidImage || err.kind == ErrorKind::kUnsupportedFormat ||
                    err.kind == ErrorKind::kTooLarge ||
                    (script != nullptr && err.kind == ErrorKind::kInvalidArgument) ||
-                   (image->pipeline != "default" && err.kind == ErrorKind::kNotFound && !script);
+                   (image.pipeline != "default" && err.kind == ErrorKind::kNotFound && !script);
   bool final = permanent || attempt >= options_.max_attempts;
   ProcessingRun run;
-  run.image_id = image->id;
-  run.pipeline = image->pipeline;
+  run.image_id = image.id;
+  run.pipeline = image.pipeline;
   run.attempt = attempt;
   run.started_at = started;
   run.finished_at = clock_.Now();
@@ -303,12 +339,12 @@ void WorkerPool::ProcessJob(const Job& job) {
     run.script_name = script->name;
     run.script_version = script->version;
   }
-  Status recorded = store_.RecordFailure(image->id, run, final);
+  Status recorded = store_.RecordFailure(image.id, run, final);
   if (!recorded.ok()) {
-    LogWarn("cannot record a failed run", {{"image_id", image->id.value()}, {"error", recorded.error().message}});
+    LogWarn("cannot record a failed run", {{"image_id", image.id.value()}, {"error", recorded.error().message}});
   }
   LogWarn(final ? "processing failed" : "processing failed; will retry",
-          {{"image_id", image->id.value()}, {"attempt", attempt}, {"error", err.message}});
+          {{"image_id", image.id.value()}, {"attempt", attempt}, {"error", err.message}});
   if (final) {
     Status dead = queue_.DeadLetter(job, err.message);
     if (!dead.ok()) LogWarn("cannot dead-letter a failed job yet", {{"error", dead.error().message}});

@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,6 +62,8 @@ class WorkerPool {
   void Loop();
   //! Returns once storage answers Ping, or at once if no job found it down (or when stopping).
   void WaitForStorage();
+  //! ProcessJob's part after the start is counted: the pipeline, then ack, retry or fail.
+  void RunJob(const ImageRecord& image, const Job& job, TimePoint started);
   //! `script` is null for the built-in default pipeline.
   Status RunPipeline(const ImageRecord& image, const Job& job, TimePoint started, const ScriptBundle* script);
   void PublishFailed(const ProcessingRun& run);
@@ -79,6 +83,10 @@ class WorkerPool {
   //! one, and a lease another thread took meanwhile), not all of them.
   std::atomic<bool> storage_down_{false};
   std::vector<std::thread> threads_;
+  //! Ids of the images whose start MarkProcessing counted and whose job has not ended yet; Stop() uncounts those it
+  //! hands back.
+  std::mutex in_flight_mu_;
+  std::multiset<std::string> in_flight_;
 };
 
 }  // namespace imgpipe

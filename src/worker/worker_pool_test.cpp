@@ -242,6 +242,42 @@ TEST_F(WorkerTest, AnImageWhoseLeasesNeverComeBackIsGivenUp) {
   EXPECT_EQ(*queue_->Depth(), 0);
 }
 
+TEST_F(WorkerTest, AJobRedeliveredWithItsOldAttemptCountIsGivenUpByTheCountedStarts) {
+  RecordedEvents events;
+  workers_->SetEvents(&events);
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(accepted.ok());
+  Job job = LeaseOne();
+  // Kafka redelivers a record after its worker died with the attempt count it had (0 here); only the warehouse saw
+  // the two starts (max_attempts is 2), each committed before its work began.
+  ASSERT_TRUE(store_->MarkProcessing(accepted->image.id).ok());
+  ASSERT_TRUE(store_->MarkProcessing(accepted->image.id).ok());
+  job.attempts = 0;
+  workers_->ProcessJob(job);
+  auto image = store_->GetImage(accepted->image.id);
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(image->status, ImageStatus::kFailed);
+  ASSERT_TRUE(image->error.has_value());
+  EXPECT_NE(image->error->find("worker died during processing: gave up after 2 attempts"), std::string::npos)
+      << *image->error;
+  EXPECT_EQ(image->processing_starts, 2) << "giving up is not a start";
+  EXPECT_EQ(*queue_->Depth(), 0);
+  auto runs = store_->ListRuns(accepted->image.id);
+  ASSERT_EQ(runs->size(), 1u);
+  EXPECT_EQ((*runs)[0].attempt, 3);
+  ASSERT_EQ(events.events.size(), 1u);
+  EXPECT_EQ(events.events[0].type, "image.failed");
+}
+
+TEST_F(WorkerTest, AProcessedImageCountedOneStart) {
+  auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(accepted.ok());
+  workers_->ProcessJob(LeaseOne());
+  auto image = store_->GetImage(accepted->image.id);
+  EXPECT_EQ(image->status, ImageStatus::kProcessed);
+  EXPECT_EQ(image->processing_starts, 1);
+}
+
 TEST_F(WorkerTest, RecoverSpoolRemovesOriginalsWhoseRowNeverCommitted) {
   auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
   ASSERT_TRUE(accepted.ok());

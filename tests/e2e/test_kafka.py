@@ -346,6 +346,41 @@ def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_goes_on(br
     wait_for("processing", lambda: count_status(server, "processed") == len(stored), server=server)
 
 
+def group_members(brokers, group):
+    """The member ids of `group` as the broker lists them. A static member's id is its group.instance.id, a dash and
+    a UUID (KIP-345); a dynamic member's starts with its client.id."""
+    groups = AdminClient({"bootstrap.servers": brokers}).list_groups(group, timeout=30)
+    return [m.id for m in groups[0].members] if groups else []
+
+
+def test_ingest_joins_with_its_static_group_instance_id(brokers, start_server):
+    """ingest.group_instance_id reaches the broker: the member is static, and after a kill -9 the restarted source
+    gets its partitions back at once. A dynamic member would wait for the group to give up on the dead one first (the
+    five-minute session set here, or the five-minute rebalance timeout); the wait below is a hang detector shorter
+    than that, not a timing check."""
+    topic = new_topic(brokers)
+    group, instance = "g-" + topic, "ingest-" + topic
+    files = good_files()
+    env = kafka_env(brokers, topic, group=group, IMGPIPE_INGEST_GROUP_INSTANCE_ID=instance,
+                    IMGPIPE_INGEST_SESSION_TIMEOUT="300s", IMGPIPE_PROCESSING_ENABLED="false")
+    server = start_server(env=env)
+    stream = Stream(brokers, topic)
+    sent = send_images(stream, files, range(5), lambda i: f"static-{i}")
+    stream.flush()
+    wait_for("5 records in", lambda: len(kafka_rows(server)) == 5, server=server)
+    members = group_members(brokers, group)
+    assert len(members) == 1 and members[0].startswith(instance + "-"), members
+
+    server.kill()
+    again = start_server(env=env, data_dir=server.data_dir, admin_key=server.admin_key)
+    sent.update(send_images(stream, files, range(5, 10), lambda i: f"static-{i}"))
+    stream.flush()
+    wait_for("10 records in after the restart", lambda: len(kafka_rows(again)) == 10, timeout=180, server=again)
+    assert {r["source_ref"]: r["sha256"] for r in kafka_rows(again)} == sent
+    members_after = group_members(brokers, group)
+    assert len(members_after) == 1 and members_after[0].startswith(instance + "-"), members_after
+
+
 @pytest.mark.slow
 def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(brokers, start_server):
     topic = new_topic(brokers)

@@ -21,7 +21,7 @@ import pytest
 
 from support import CORPORA, restart_service, run_cli
 from test_cloud_storage import cloud_env
-from test_kafka import brokers, ck, metric, wait_for  # noqa: F401 (brokers is a fixture)
+from test_kafka import brokers, ck, group_members, metric, wait_for  # noqa: F401 (brokers is a fixture)
 from test_scripts import fresh_postgres_database
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -287,3 +287,79 @@ def test_serve_runs_everything_in_one_process_with_the_kafka_queue(start_server,
     assert json.loads(p.stdout)["expired"] == 1
     read_topic(brokers, topic + ".events", lambda rs: any(
         json.loads(v)["type"] == "image.expired" and json.loads(v)["image_id"] == later_id for v, _, _, _ in rs))
+
+
+# Stands for any image that takes its worker down with it (a decoder crash, the OOM killer): processing hangs in an
+# exec step until the test kills the worker with SIGKILL.
+HANG_PIPELINE = '[[steps]]\nop = "exec"\ncommand = ["sleep", "600"]\ntimeout = 3600\n'
+
+
+def starts(env, image_id):
+    return int(sql(env, f"SELECT processing_starts FROM images WHERE id = '{image_id}'")[0])
+
+
+@pytest.mark.slow
+def test_an_image_that_kills_its_worker_every_time_is_given_up_and_dead_lettered(start_server, tmp_path, brokers):
+    """Kafka redelivers a job whose worker died with the attempt count it had; the start counted in the warehouse
+    before the work began is what stops the crash loop after queue.max_attempts."""
+    topic = new_jobs_topic(brokers)
+    env = distributed_env(tmp_path, brokers, topic)
+    env["IMGPIPE_QUEUE_MAX_ATTEMPTS"] = "2"
+    gateway = start_server(env=env, command="gateway")
+    key = gateway.admin_key
+    pushed = gateway.request("POST", "/v1/scripts", json={"name": "hang", "files": {"pipeline.toml": HANG_PIPELINE}})
+    assert pushed.status_code == 201, pushed.text
+    poison = gateway.request("POST", "/v1/images?pipeline=hang", data=PHOTO + b"poison").json()["id"]
+    others = [gateway.upload_ok(PHOTO + secrets.token_bytes(16))["id"] for _ in range(6)]
+    # Static membership: the restarted worker takes its partitions back at once.
+    worker_env = dict(env, IMGPIPE_PROCESSING_WORKERS="2", IMGPIPE_KAFKA_JOBS_GROUP_INSTANCE_ID="crash-" + topic)
+    worker = start_server(env=worker_env, admin_key=key, command="worker")
+    for start in (1, 2):
+        wait_for(f"processing start {start} of the image", lambda: starts(env, poison) >= start)
+        assert starts(env, poison) == start
+        worker.kill()
+        worker.start()
+
+    wait_for("the image given up", lambda: sql(env, f"SELECT status FROM images WHERE id = '{poison}'") == ["failed"])
+    error = sql(env, f"SELECT error FROM images WHERE id = '{poison}'")[0]
+    assert "worker died during processing: gave up after 2 attempts" in error
+    assert starts(env, poison) == 2, "giving up started it a third time"
+    dead = read_topic(brokers, topic + ".dlq", lambda rs: len(rs) >= 1)
+    value, headers, _, _ = dead[0]
+    assert json.loads(value)["image_id"] == poison
+    assert headers["imgpipe-dlq-reason"] == "processing_failed"
+    assert "worker died during processing" in headers["imgpipe-dlq-error"]
+    assert headers["imgpipe-dlq-topic"] in (topic, topic + ".retry")
+    wait_for("the dead letter counted", lambda: metric(worker, "imgpipe_jobs_dead_letters_total") == 1)
+    # The rest went through, once each, crashes and redeliveries notwithstanding; one failed run for the image.
+    assert_processed_exactly_once(env, others)
+    assert sql(env, f"SELECT status, attempt FROM processing_runs WHERE image_id = '{poison}'") == ["failed,3"]
+
+
+def test_a_worker_joins_with_its_static_group_instance_id(start_server, tmp_path, brokers):
+    """kafka.jobs_group_instance_id reaches the broker: the member is static (its id starts with the instance id, as
+    the broker names static members), and a worker killed with SIGKILL and restarted gets its partitions back at
+    once. A dynamic member would wait for the group to give up on the dead one first: its session timeout (ten
+    minutes here) or the rebalance timeout (max.poll.interval.ms, five minutes), whichever ends sooner. The wait
+    below is a hang detector shorter than both, not a timing check."""
+    topic = new_jobs_topic(brokers)
+    env = distributed_env(tmp_path, brokers, topic)
+    group = env["IMGPIPE_KAFKA_JOBS_GROUP_ID"]
+    instance = "worker-a-" + topic
+    gateway = start_server(env=env, command="gateway")
+    key = gateway.admin_key
+    worker_env = dict(env, IMGPIPE_KAFKA_JOBS_GROUP_INSTANCE_ID=instance, IMGPIPE_KAFKA_JOBS_SESSION_TIMEOUT="600s")
+    worker = start_server(env=worker_env, admin_key=key, command="worker")
+    first = [gateway.upload_ok(PHOTO + secrets.token_bytes(16))["id"] for _ in range(3)]
+    assert_processed_exactly_once(env, first)
+    members = group_members(brokers, group)
+    assert len(members) == 1 and members[0].startswith(instance + "-"), members
+
+    worker.kill()
+    worker.start()
+    after = [gateway.upload_ok(PHOTO + secrets.token_bytes(16))["id"] for _ in range(3)]
+    wait_for("jobs done after the restart", lambda: count_processed(env, after) == len(after), timeout=180)
+    assert_processed_exactly_once(env, after)
+    members_after = group_members(brokers, group)
+    assert len(members_after) == 1 and members_after[0].startswith(instance + "-"), members_after
+    assert members_after != members, "the restarted worker should have rejoined under a new member id"

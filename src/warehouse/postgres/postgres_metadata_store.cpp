@@ -48,7 +48,8 @@ const std::string& InsertImageSql() {
 }
 
 const std::string& SelectImageSql() {
-  static const std::string sql = "SELECT " + std::string(kImageColumns) + " FROM images";
+  // processing_starts is read, never inserted (it starts at 0).
+  static const std::string sql = "SELECT " + std::string(kImageColumns) + ", processing_starts FROM images";
   return sql;
 }
 
@@ -238,6 +239,7 @@ Result<ImageRecord> ReadImage(const PgResult& result, int row_index) {
     image.phash = value;
   }
   image.dominant_colour = row.OptionalText();
+  image.processing_starts = static_cast<int>(row.Int());
   IMGPIPE_TRY(row.status());
   return image;
 }
@@ -848,8 +850,19 @@ Status PostgresMetadataStore::MarkProcessing(const ImageId& id) {
     IMGPIPE_ASSIGN_OR_RETURN(auto received_at, ReceivedAtOf(conn, id));
     if (!received_at) return ImageNotFound(id);
     // Processed, failed, expired or deleted rows are left as they are.
-    IMGPIPE_TRY(conn.Exec("UPDATE images SET status = 'processing' "
+    IMGPIPE_TRY(conn.Exec("UPDATE images SET status = 'processing', processing_starts = processing_starts + 1 "
                           "WHERE id = $1 AND received_at = $2 AND status IN ('queued', 'processing')",
+                          PgParams().Text(id.value()).Text(*received_at)));
+    return Ok();
+  });
+}
+
+Status PostgresMetadataStore::UncountProcessingStart(const ImageId& id) {
+  return db_.Run([&](PgConnection& conn) -> Status {
+    IMGPIPE_ASSIGN_OR_RETURN(auto received_at, ReceivedAtOf(conn, id));
+    if (!received_at) return ImageNotFound(id);
+    IMGPIPE_TRY(conn.Exec("UPDATE images SET processing_starts = greatest(processing_starts - 1, 0) "
+                          "WHERE id = $1 AND received_at = $2",
                           PgParams().Text(id.value()).Text(*received_at)));
     return Ok();
   });
@@ -946,7 +959,8 @@ Result<bool> PostgresMetadataStore::RequeueImage(const ImageId& id, const std::s
     IMGPIPE_ASSIGN_OR_RETURN(auto locked, LockImage(conn, id));
     if (!locked) return ImageNotFound(id);
     IMGPIPE_ASSIGN_OR_RETURN(
-        auto updated, conn.Exec("UPDATE images SET pipeline = $3, status = 'queued', error = NULL "
+        auto updated, conn.Exec("UPDATE images SET pipeline = $3, status = 'queued', error = NULL, "
+                                "processing_starts = 0 "
                                 "WHERE id = $1 AND received_at = $2 AND status IN ('processed', 'failed') "
                                 "AND expires_at > $4",
                                 PgParams().Text(id.value()).Text(locked->received_at).Text(pipeline).Time(now)));

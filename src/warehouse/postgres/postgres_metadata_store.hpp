@@ -53,6 +53,7 @@ class PostgresMetadataStore final : public MetadataStore {
   Result<std::vector<ProcessingRun>> ListRuns(const ImageId& id) override;
 
   Status MarkProcessing(const ImageId& id) override;
+  Status UncountProcessingStart(const ImageId& id) override;
   Status RecordProcessed(const ImageId& id, std::optional<uint64_t> phash, std::optional<std::string> dominant_colour,
                          const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) override;
   Status RecordFailure(const ImageId& id, const ProcessingRun& run, bool final) override;

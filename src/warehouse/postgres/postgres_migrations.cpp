@@ -771,6 +771,13 @@ CREATE TABLE leases (
 );
 )sql";
 
+// As SQLite's migration 10: processing attempts started since the image was (re)queued, committed before each runs,
+// so an image that kills its worker every time is given up whatever the queue remembers. A constant default is
+// stored in the catalogue (no rewrite of any day's partition).
+constexpr std::string_view kMigration10 = R"sql(
+ALTER TABLE images ADD COLUMN processing_starts integer NOT NULL DEFAULT 0;
+)sql";
+
 }  // namespace
 
 const std::vector<PostgresMigration>& PostgresMigrations() {
@@ -784,6 +791,7 @@ const std::vector<PostgresMigration>& PostgresMigrations() {
       {7, "a partial covering index of failed runs for failures_by_error", kMigration7},
       {8, "daily latency and expiration rollups; processing_latency and upcoming_expirations read them", kMigration8},
       {9, "leases: one holder at a time for work like the retention sweep", kMigration9},
+      {10, "images.processing_starts: processing attempts started, counted before each runs", kMigration10},
   };
   return kMigrations;
 }

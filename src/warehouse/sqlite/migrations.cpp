@@ -808,6 +808,13 @@ CREATE TABLE leases (
 );
 )sql";
 
+// How many times processing of the image was started since it was (re)queued, counted and committed before the
+// pipeline runs: a queue that redelivers after a crash without counting the attempt (Kafka) still sees an image that
+// kills its worker every time, and gives it up after queue.max_attempts. Constant default: no table rewrite.
+constexpr std::string_view kMigration10 = R"sql(
+ALTER TABLE images ADD COLUMN processing_starts INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& SqliteMigrations() {
@@ -822,6 +829,7 @@ const std::vector<Migration>& SqliteMigrations() {
       {7, "a partial covering index of failed runs for failures_by_error", kMigration7},
       {8, "daily latency and expiration rollups; processing_latency and upcoming_expirations read them", kMigration8},
       {9, "leases: one holder at a time for work like the retention sweep", kMigration9},
+      {10, "images.processing_starts: processing attempts started, counted before each runs", kMigration10},
   };
   return kMigrations;
 }

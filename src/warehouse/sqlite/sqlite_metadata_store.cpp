@@ -38,7 +38,8 @@ const std::string& InsertImageSql() {
 }
 
 const std::string& SelectImageSql() {
-  static const std::string sql = "SELECT " + std::string(kImageColumns) + " FROM images";
+  // processing_starts is read, never inserted (it starts at 0).
+  static const std::string sql = "SELECT " + std::string(kImageColumns) + ", processing_starts FROM images";
   return sql;
 }
 
@@ -187,6 +188,7 @@ Result<ImageRecord> ReadImage(const SqliteStatement& stmt) {
     image.phash = value;
   }
   image.dominant_colour = row.OptionalText();
+  image.processing_starts = static_cast<int>(row.Int());
   IMGPIPE_TRY(row.status());
   return image;
 }
@@ -741,7 +743,7 @@ Status SqliteMetadataStore::MarkProcessing(const ImageId& id) {
   return db_.Write([&](SqliteConnection& conn) -> Status {
     {
       IMGPIPE_ASSIGN_OR_RETURN(
-          auto stmt, conn.Prepare("UPDATE images SET status = 'processing' "
+          auto stmt, conn.Prepare("UPDATE images SET status = 'processing', processing_starts = processing_starts + 1 "
                                   "WHERE id = ?1 AND status IN ('queued', 'processing')"));
       stmt.BindText(1, id.value());
       IMGPIPE_TRY(stmt.Run());
@@ -750,6 +752,19 @@ Status SqliteMetadataStore::MarkProcessing(const ImageId& id) {
     IMGPIPE_ASSIGN_OR_RETURN(auto status, ImageStatusOf(conn, id));
     if (!status) return ImageNotFound(id);
     return Ok();  // processed, failed, expired or deleted: left as it is
+  });
+}
+
+Status SqliteMetadataStore::UncountProcessingStart(const ImageId& id) {
+  return db_.Write([&](SqliteConnection& conn) -> Status {
+    {
+      IMGPIPE_ASSIGN_OR_RETURN(
+          auto stmt, conn.Prepare("UPDATE images SET processing_starts = max(processing_starts - 1, 0) WHERE id = ?1"));
+      stmt.BindText(1, id.value());
+      IMGPIPE_TRY(stmt.Run());
+    }
+    if (conn.Changes() > 0) return Ok();
+    return ImageNotFound(id);
   });
 }
 
@@ -834,7 +849,8 @@ Result<bool> SqliteMetadataStore::RequeueImage(const ImageId& id, const std::str
     if (!status) return ImageNotFound(id);
     {
       IMGPIPE_ASSIGN_OR_RETURN(
-          auto stmt, conn.Prepare("UPDATE images SET pipeline = ?2, status = 'queued', error = NULL "
+          auto stmt, conn.Prepare("UPDATE images SET pipeline = ?2, status = 'queued', error = NULL, "
+                                  "processing_starts = 0 "
                                   "WHERE id = ?1 AND status IN ('processed', 'failed') AND expires_at > ?3"));
       stmt.BindText(1, id.value()).BindText(2, pipeline).BindText(3, FormatRfc3339(now));
       IMGPIPE_TRY(stmt.Run());

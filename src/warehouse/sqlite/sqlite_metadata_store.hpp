@@ -39,6 +39,7 @@ class SqliteMetadataStore final : public MetadataStore {
   Result<std::vector<ProcessingRun>> ListRuns(const ImageId& id) override;
 
   Status MarkProcessing(const ImageId& id) override;
+  Status UncountProcessingStart(const ImageId& id) override;
   Status RecordProcessed(const ImageId& id, std::optional<uint64_t> phash, std::optional<std::string> dominant_colour,
                          const std::vector<RenditionRecord>& renditions, const ProcessingRun& run) override;
   Status RecordLabels(const ImageId& id, const std::string& script_name, const std::string& script_version,
