@@ -133,14 +133,12 @@ asio::awaitable<HttpResponse> Api::Handle(HttpRequest& req) {
     return r;
   };
 
-  if (segs.size() == 1 && segs[0] == "livez") {
-    HttpResponse r = JsonResponse(http::status::ok, json::object{{"status", "ok"}});
-    r.route = "/livez";
-    co_return r;
-  }
-  if (segs.size() == 1 && segs[0] == "readyz") {
-    HttpResponse r = co_await RunBlocking(ctx_.blocking, [&] { return Ready(req); });
-    r.route = "/readyz";
+  if (segs.size() == 1 && (segs[0] == "livez" || segs[0] == "readyz")) {
+    HttpResponse r;
+    if (!read) r = not_allowed("GET");
+    else if (segs[0] == "livez") r = JsonResponse(http::status::ok, json::object{{"status", "ok"}});
+    else r = co_await RunBlocking(ctx_.blocking, [&] { return Ready(req); });
+    r.route = segs[0] == "livez" ? "/livez" : "/readyz";
     co_return r;
   }
 
