@@ -2,6 +2,7 @@
 
 #include <boost/json/object.hpp>
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -26,6 +27,14 @@ class ImageEvents {
  public:
   virtual ~ImageEvents() = default;
   virtual void Publish(ImageEvent event) = 0;
+  //! Waits up to `timeout` until every event published before this call has left the buffer: acknowledged by the
+  //! sink (or dropped and counted); true if so. A caller about to acknowledge the work an event reports (a worker's
+  //! job) calls it first: once the work is acknowledged nothing would publish the event again after a crash. A sink
+  //! without a buffer returns true.
+  virtual bool Flush(std::chrono::milliseconds timeout) {
+    (void)timeout;
+    return true;
+  }
 };
 
 //! The event as one JSON object: {"type","version":1,"image_id","time", ...details}.

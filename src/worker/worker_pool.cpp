@@ -72,9 +72,10 @@ void WorkerPool::Start() {
 
 void WorkerPool::Stop(std::chrono::milliseconds grace) {
   if (threads_.empty()) return;
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  stop_deadline_ = deadline;
   stopping_ = true;
   queue_.Wake();
-  auto deadline = std::chrono::steady_clock::now() + grace;
   while (busy_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -206,13 +207,28 @@ Status WorkerPool::RunPipeline(const ImageRecord& image, const Job& job, TimePoi
   return store_.RecordProcessed(image.id, out->phash, out->dominant_colour, records, run);
 }
 
+void WorkerPool::PublishBeforeAck(ImageEvent event) {
+  if (!events_) return;
+  events_->Publish(std::move(event));
+  // Once the job is acknowledged its queue forgets it (Kafka: the offset moves and is committed within a second), and
+  // nothing would publish the event again after a crash. So the event must be on the events topic first; while the
+  // broker is away this waits, as the job's ack could not be committed anyway. A stopping pool waits until its
+  // shutdown grace runs out, then acks: the sink has the same grace to deliver the event.
+  while (!events_->Flush(std::chrono::seconds(1))) {
+    if (stopping_ && std::chrono::steady_clock::now() >= stop_deadline_.load()) {
+      LogWarn("the shutdown grace ran out before the events topic acknowledged an event; it may be lost", {});
+      return;
+    }
+  }
+}
+
 void WorkerPool::PublishFailed(const ProcessingRun& run) {
   if (!events_) return;
   ImageEvent e{"image.failed", run.image_id, clock_.Now(), {}};
   e.details["pipeline"] = run.pipeline;
   e.details["attempt"] = run.attempt;
   e.details["error"] = run.error.value_or("");
-  events_->Publish(std::move(e));
+  PublishBeforeAck(std::move(e));
 }
 
 void WorkerPool::ProcessJob(const Job& job) {
@@ -254,9 +270,9 @@ void WorkerPool::ProcessJob(const Job& job) {
                 " attempts, the last of which did not finish (the worker was killed, crashed or ran out of memory "
                 "while processing this image; queue.max_attempts)";
     (void)store_.RecordFailure(image->id, run, /*final=*/true);
+    PublishFailed(run);
     Status dead = queue_.DeadLetter(attempt, run.error.value_or(""));
     if (!dead.ok()) LogWarn("cannot dead-letter a failed job yet", {{"error", dead.error().message}});
-    PublishFailed(run);
     if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "failed"}});
     LogWarn("processing given up: the worker died during it every time",
             {{"image_id", image->id.value()}, {"attempts", attempt.attempts}});
@@ -290,7 +306,7 @@ void WorkerPool::RunJob(const ImageRecord& image, const Job& job, TimePoint star
   }
   if (result.ok()) result = RunPipeline(image, job, started, script.get());
   if (result.ok()) {
-    // Published before the ack: a crash in between publishes again (at least once), never loses the event.
+    // On the events topic before the ack: a crash in between publishes again (at least once), never loses it.
     if (events_) {
       ImageEvent e{"image.processed", image.id, clock_.Now(), {}};
       e.details["pipeline"] = image.pipeline;
@@ -299,7 +315,7 @@ void WorkerPool::RunJob(const ImageRecord& image, const Job& job, TimePoint star
         e.details["script_name"] = script->name;
         e.details["script_version"] = script->version;
       }
-      events_->Publish(std::move(e));
+      PublishBeforeAck(std::move(e));
     }
     Status acked = queue_.Ack(job);
     if (!acked.ok()) LogWarn("ack failed; the job will re-run harmlessly", {{"error", acked.error().message}});
@@ -346,9 +362,9 @@ void WorkerPool::RunJob(const ImageRecord& image, const Job& job, TimePoint star
   LogWarn(final ? "processing failed" : "processing failed; will retry",
           {{"image_id", image.id.value()}, {"attempt", attempt}, {"error", err.message}});
   if (final) {
+    PublishFailed(run);
     Status dead = queue_.DeadLetter(job, err.message);
     if (!dead.ok()) LogWarn("cannot dead-letter a failed job yet", {{"error", dead.error().message}});
-    PublishFailed(run);
     if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "failed"}});
     return;
   }

@@ -47,7 +47,8 @@ class WorkerPool {
              Metrics* metrics);
   ~WorkerPool();
 
-  //! Where "image.processed" and "image.failed" events go; none by default. Call before Start().
+  //! Where "image.processed" and "image.failed" events go; none by default. A job is acknowledged (or dead-lettered)
+  //! only once its event has left the sink's buffer (ImageEvents::Flush). Call before Start().
   void SetEvents(ImageEvents* events) { events_ = events; }
 
   void Start();
@@ -66,6 +67,8 @@ class WorkerPool {
   void RunJob(const ImageRecord& image, const Job& job, TimePoint started);
   //! `script` is null for the built-in default pipeline.
   Status RunPipeline(const ImageRecord& image, const Job& job, TimePoint started, const ScriptBundle* script);
+  //! Publishes `event` and waits until the events topic has it (or the pool stops), so the job's ack comes after.
+  void PublishBeforeAck(ImageEvent event);
   void PublishFailed(const ProcessingRun& run);
 
   WorkerOptions options_;
@@ -77,6 +80,7 @@ class WorkerPool {
   ImageEvents* events_ = nullptr;
   ScriptCache scripts_;
   std::atomic<bool> stopping_{false};
+  std::atomic<std::chrono::steady_clock::time_point> stop_deadline_{};  //!< set by Stop() before stopping_
   std::atomic<int> busy_{0};
   //! Set when a job failed because storage (or the key vault behind it) was unavailable: workers then wait for
   //! blobs_.Ping() before leasing or processing more, so an outage costs an image one or two attempts (the failed

@@ -225,6 +225,39 @@ TEST_F(WorkerTest, ProcessedAndFailedImagesAreEventsAndARedeliveredFailedJobDoes
   EXPECT_NE(encoded.find("\"version\":1"), std::string::npos) << encoded;
 }
 
+// A sink whose events reach their topic only on the second Flush; it notes whether the job was still queued then.
+struct SlowEvents : ImageEvents {
+  explicit SlowEvents(JobQueue& queue) : queue(queue) {}
+  void Publish(ImageEvent e) override { types.push_back(e.type); }
+  bool Flush(std::chrono::milliseconds) override {
+    jobs_at_flush.push_back(*queue.Depth());
+    return jobs_at_flush.size() % 2 == 0;
+  }
+  JobQueue& queue;
+  std::vector<std::string> types;
+  std::vector<int64_t> jobs_at_flush;
+};
+
+TEST_F(WorkerTest, AJobIsAcknowledgedOnlyAfterItsEventReachedTheTopic) {
+  SlowEvents events(*queue_);
+  workers_->SetEvents(&events);
+  auto good = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
+  ASSERT_TRUE(good.ok());
+  workers_->ProcessJob(LeaseOne());
+  EXPECT_EQ(events.types, std::vector<std::string>{"image.processed"});
+  // Both flushes saw the job still in the queue: a crash until the event was out would have run it again.
+  EXPECT_EQ(events.jobs_at_flush, (std::vector<int64_t>{1, 1}));
+  EXPECT_EQ(*queue_->Depth(), 0);
+
+  auto bad = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png") + "x");
+  ASSERT_TRUE(bad.ok());
+  ASSERT_TRUE(blobs_->Put(kOriginals, bad->image.original_key, "not an image at all").ok());
+  workers_->ProcessJob(LeaseOne());
+  EXPECT_EQ(events.types, (std::vector<std::string>{"image.processed", "image.failed"}));
+  EXPECT_EQ(events.jobs_at_flush, (std::vector<int64_t>{1, 1, 1, 1}));
+  EXPECT_EQ(*queue_->Depth(), 0);
+}
+
 TEST_F(WorkerTest, AnImageWhoseLeasesNeverComeBackIsGivenUp) {
   auto accepted = Upload(ReadFile(kCorpora + "/valid/kodak/kodim23.png"));
   ASSERT_TRUE(accepted.ok());

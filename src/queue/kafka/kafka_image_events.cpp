@@ -32,9 +32,18 @@ void KafkaImageEvents::Publish(ImageEvent event) {
     pending_.pop_front();
     ++dropped_;
     if (metrics_) metrics_->Add("imgpipe_events_dropped_total", {});
+    left_cv_.notify_all();
   }
   pending_.push_back(std::move(r));
+  ++published_;
   cv_.notify_one();
+}
+
+bool KafkaImageEvents::Flush(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  // Events leave pending_ from the front only, so those published before now have all left once this many have.
+  const uint64_t target = published_;
+  return left_cv_.wait_for(lock, timeout, [&] { return published_ - pending_.size() >= target; });
 }
 
 void KafkaImageEvents::Stop(std::chrono::milliseconds grace) {
@@ -77,6 +86,7 @@ void KafkaImageEvents::Loop() {
       const uint64_t gone = dropped_ - dropped_before;
       for (uint64_t i = gone; i < sent && !pending_.empty(); ++i) pending_.pop_front();
     }
+    left_cv_.notify_all();
     if (metrics_ && sent > 0) metrics_->Add("imgpipe_events_published_total", {}, static_cast<double>(sent));
     if (sent < results.size()) {
       LogWarn("cannot publish events yet; they wait", {{"error", results[sent].error().message}});

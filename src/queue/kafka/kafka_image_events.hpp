@@ -30,6 +30,7 @@ class KafkaImageEvents : public ImageEvents {
   static void DeclareMetrics(Metrics& metrics);
 
   void Publish(ImageEvent event) override;
+  bool Flush(std::chrono::milliseconds timeout) override;
   //! Sends what is buffered for at most `grace`, then stops.
   void Stop(std::chrono::milliseconds grace);
 
@@ -41,7 +42,9 @@ class KafkaImageEvents : public ImageEvents {
   Metrics* metrics_;
   std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable left_cv_;  // events left pending_ (sent or dropped)
   std::deque<KafkaProducer::Record> pending_;
+  uint64_t published_ = 0;  // events ever published; published_ - pending_.size() have left pending_, in order
   uint64_t dropped_ = 0;  // events dropped from the front of pending_ so far
   std::atomic<bool> stopping_{false};
   std::chrono::steady_clock::time_point give_up_;

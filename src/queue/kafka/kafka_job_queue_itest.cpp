@@ -7,11 +7,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 
 #include "core/ids.hpp"
 #include "queue/kafka/job_record.hpp"
+#include "queue/kafka/kafka_image_events.hpp"
 
 namespace imgpipe {
 namespace {
@@ -206,6 +208,37 @@ TEST_F(KafkaJobQueueTest, OneImagesJobsNeverRunAtOnce) {
   EXPECT_EQ(second[0].image_id, sent.image_id);
   EXPECT_NE(second[0].id, first[0].id);
   q->Close();
+}
+
+// What a worker relies on before it acknowledges a job: once Flush returns true, every event published before the
+// call is on the topic; while the broker cannot be reached, Flush says so instead.
+TEST_F(KafkaJobQueueTest, EventsFlushReturnsOnceTheBrokerHasEveryEventPublishedBefore) {
+  const std::string topic = options_.topic + ".events";
+  auto events_producer = KafkaProducer::Create(options_.client);
+  ASSERT_TRUE(events_producer.ok());
+  KafkaImageEvents events(topic, std::move(events_producer).value(), nullptr);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    ImageEvent e{"image.processed", NewImageId(clock_.Now()), clock_.Now(), {}};
+    ids.push_back(e.image_id.value());
+    events.Publish(std::move(e));
+  }
+  ASSERT_TRUE(events.Flush(60s));
+  auto records = Read(topic, ids.size());
+  std::vector<std::string> keys;
+  for (const auto& r : records) keys.push_back(r.key.value_or(""));
+  std::sort(keys.begin(), keys.end());
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(keys, ids);
+  EXPECT_TRUE(events.Flush(0ms)) << "nothing published since";
+
+  // No broker answers on this port: the event stays buffered and Flush reports it.
+  auto nowhere = KafkaProducer::Create({{"bootstrap.servers", "127.0.0.1:1"}});
+  ASSERT_TRUE(nowhere.ok());
+  KafkaImageEvents cut_off(topic, std::move(nowhere).value(), nullptr);
+  cut_off.Publish({"image.processed", NewImageId(clock_.Now()), clock_.Now(), {}});
+  EXPECT_FALSE(cut_off.Flush(500ms));
+  cut_off.Stop(0ms);
 }
 
 }  // namespace
