@@ -1,10 +1,13 @@
 #include "crypto/encrypted_blob_store.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <vector>
+
+#include "crypto/mapped_file.hpp"
 
 namespace imgpipe {
 
@@ -123,8 +126,10 @@ class EncryptedBlobStore::Writer final : public BlobWriter {
 // ---------------------------------------------------------------------------------------------------------------------
 
 //! Decrypts segments [first, stop] of an object from an inner reader positioned at segment `first`.
-//! Large reads cost one inner read per kBatchSegments segments and no copy of the plaintext: segments are opened
-//! straight into the caller's buffer whenever they fit whole (the plaintext path's reads copy as much).
+//! Segments are opened straight into the caller's buffer whenever they fit whole, so the plaintext is never copied.
+//! The ciphertext of a local file is decrypted where it lies in the page cache, through a mapping (a read() would copy
+//! it first, which costs about a fifth of what the decryption does); from other stores it is read kBatchSegments
+//! segments at a time.
 class EncryptedBlobStore::Reader final : public BlobReader {
  public:
   struct Plan {
@@ -138,10 +143,14 @@ class EncryptedBlobStore::Reader final : public BlobReader {
     //! also proves the object's end: an object cut to look empty or shorter fails instead of reading short.
     bool to_end = false;
   };
+  //! Reads the sealed segments from `inner`, positioned at segment plan.first; when `inner` reads a local file, from
+  //! a mapping of that file instead.
   Reader(std::unique_ptr<BlobReader> inner, std::unique_ptr<SegmentCipher> cipher, Plan plan, BlobInfo info,
          std::string container, std::string key)
       : inner_(std::move(inner)), cipher_(std::move(cipher)), plan_(plan), next_(plan.first),
-        remaining_(plan.length), info_(std::move(info)), container_(std::move(container)), key_(std::move(key)) {
+        remaining_(plan.length), info_(std::move(info)), container_(std::move(container)), key_(std::move(key)),
+        mapped_(inner_->LocalFd() >= 0) {
+    if (mapped_) return;
     const uint64_t segments = plan_.stop - plan_.first + 1;
     // Not zero-filled: every byte is read from the store before it is used.
     sealed_.reset(new char[static_cast<size_t>(std::min<uint64_t>(segments, kBatchSegments) * kSealedSegmentBytes)]);
@@ -174,6 +183,9 @@ class EncryptedBlobStore::Reader final : public BlobReader {
  private:
   // 4 segments (256 KiB of plaintext) per inner read: the HTTP server asks for 256 KiB at a time.
   static constexpr uint64_t kBatchSegments = 4;
+  // A local file is mapped 64 segments (4 MiB) at a time: one mapping covers a typical original, and a reader of a
+  // large object holds no more than this of it in its address space (the pages are the page cache's, not copies).
+  static constexpr uint64_t kMapSegments = 64;
 
   uint64_t SealedSize(uint64_t index) const {
     return index == plan_.last_index ? plan_.stored - kHeaderBytes - plan_.last_index * kSealedSegmentBytes
@@ -192,28 +204,84 @@ class EncryptedBlobStore::Reader final : public BlobReader {
     return Ok();
   }
 
+  //! Maps segments next_ .. up to kMapSegments of them, through plan_.stop, of the local file behind inner_.
+  Status MapWindow() {
+    window_.reset();
+    window_first_ = next_;
+    window_stop_ = std::min(plan_.stop, next_ + kMapSegments - 1);
+    const uint64_t begin = kHeaderBytes + window_first_ * kSealedSegmentBytes;
+    const uint64_t end = std::min(plan_.stored, kHeaderBytes + (window_stop_ + 1) * kSealedSegmentBytes);
+    IMGPIPE_ASSIGN_OR_RETURN(MappedFile mapped, MappedFile::Map(inner_->LocalFd(), begin,
+                                                                static_cast<size_t>(end - begin),
+                                                                Where(container_, key_)));
+    window_ = std::move(mapped);
+    return Ok();
+  }
+
   //! Opens segment next_: into `out` when its plaintext fits there whole and is wanted whole, else into plain_.
   Status OpenNext(std::span<char> out, size_t* filled) {
-    if (sealed_pos_ == sealed_len_) IMGPIPE_TRY(Refill());
     const bool last = next_ == plan_.last_index;
     const size_t size = static_cast<size_t>(SealedSize(next_));
-    const char* sealed = sealed_.get() + sealed_pos_;
-    sealed_pos_ += size;
+    const char* sealed = nullptr;
+    if (mapped_) {
+      if (!window_ || next_ > window_stop_) IMGPIPE_TRY(MapWindow());
+      sealed = window_->data() + (next_ - window_first_) * kSealedSegmentBytes;
+    } else {
+      if (sealed_pos_ == sealed_len_) IMGPIPE_TRY(Refill());
+      sealed = sealed_.get() + sealed_pos_;
+      sealed_pos_ += size;
+    }
     const size_t text = size - kTagBytes;
     const size_t skip = next_ == plan_.first ? static_cast<size_t>(std::min<uint64_t>(plan_.skip, text)) : 0;
     if (skip == 0 && text <= out.size() && text <= remaining_) {
-      IMGPIPE_ASSIGN_OR_RETURN(size_t opened, cipher_->OpenTo(next_, last, sealed, size, out.data()));
-      (void)opened;
+      IMGPIPE_TRY(OpenSegment(last, sealed, size, out.data()));
       *filled += text;
       remaining_ -= text;
     } else {
       if (plain_.empty()) plain_.resize(kSegmentBytes);
-      IMGPIPE_ASSIGN_OR_RETURN(size_t opened, cipher_->OpenTo(next_, last, sealed, size, plain_.data()));
-      (void)opened;
+      IMGPIPE_TRY(OpenSegment(last, sealed, size, plain_.data()));
       pos_ = skip;
       len_ = text;
     }
     ++next_;
+    return Ok();
+  }
+
+  //! cipher_->OpenTo for segment next_; from a mapping, under its guard against the file being cut short meanwhile.
+  Status OpenSegment(bool last, const char* sealed, size_t size, char* out) {
+    if (!window_) {
+      auto opened = cipher_->OpenTo(next_, last, sealed, size, out);
+      if (!opened.ok()) return opened.error();
+      return Ok();
+    }
+    struct Call {
+      SegmentCipher* cipher;
+      uint64_t index;
+      bool last;
+      const char* sealed;
+      size_t size;
+      char* out;
+      Result<size_t>* opened;
+    };
+    Result<size_t> opened = size_t{0};
+    Call call{cipher_.get(), next_, last, sealed, size, out, &opened};
+    // Only the AES code touches the mapping, and it allocates nothing: abandoning it midway leaks nothing.
+    const bool completed = window_->Guarded(
+        [](void* arg) {
+          auto* c = static_cast<Call*>(arg);
+          *c->opened = c->cipher->OpenTo(c->index, c->last, c->sealed, c->size, c->out);
+        },
+        &call);
+    if (!completed) {
+      // Whatever was decrypted before the fault is unauthenticated.
+      OPENSSL_cleanse(out, size - kTagBytes);
+      return MakeError(ErrorKind::kIntegrity,
+                       Where(container_, key_) + ": segment " + std::to_string(next_) +
+                           " was cut short while it was being read (the stored file was truncated from outside "
+                           "imgpipe)",
+                       "integrity_error");
+    }
+    if (!opened.ok()) return opened.error();
     return Ok();
   }
 
@@ -232,6 +300,10 @@ class EncryptedBlobStore::Reader final : public BlobReader {
   size_t pos_ = 0;
   size_t len_ = 0;
   std::optional<Error> failed_;
+  bool mapped_;                       // inner_ reads a local file, which is mapped instead of read
+  std::optional<MappedFile> window_;  // when mapped_: segments window_first_ .. window_stop_, sealed
+  uint64_t window_first_ = 0;
+  uint64_t window_stop_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -45,6 +46,43 @@ class SwitchableProvider final : public KeyProvider {
   KeyProvider& real_;
 };
 
+//! The local store as a remote backend looks to the decorator: its readers have no local file, so the decorator
+//! reads the ciphertext through them into a buffer instead of mapping the file.
+class NoLocalFileStore final : public BlobStore {
+ public:
+  explicit NoLocalFileStore(BlobStore& inner) : inner_(inner) {}
+  Result<std::unique_ptr<BlobWriter>> OpenWrite(std::string_view container, std::string_view key) override {
+    return inner_.OpenWrite(container, key);
+  }
+  Result<std::unique_ptr<BlobReader>> OpenRead(std::string_view container, std::string_view key,
+                                               std::optional<ByteRange> range) override {
+    IMGPIPE_ASSIGN_OR_RETURN(auto reader, inner_.OpenRead(container, key, range));
+    return std::unique_ptr<BlobReader>(new Reader(std::move(reader)));
+  }
+  Result<BlobInfo> Stat(std::string_view container, std::string_view key) override {
+    return inner_.Stat(container, key);
+  }
+  Status Delete(std::string_view container, std::string_view key) override { return inner_.Delete(container, key); }
+  Result<ListPage> List(std::string_view container, std::string_view prefix, std::string_view continuation,
+                        size_t max_items) override {
+    return inner_.List(container, prefix, continuation, max_items);
+  }
+  Status Ping() override { return inner_.Ping(); }
+  std::string_view Name() const override { return "no-local-file"; }
+
+ private:
+  class Reader final : public BlobReader {
+   public:
+    explicit Reader(std::unique_ptr<BlobReader> inner) : inner_(std::move(inner)) {}
+    Result<size_t> Read(std::span<char> buf) override { return inner_->Read(buf); }
+    const BlobInfo& Info() const override { return inner_->Info(); }
+
+   private:
+    std::unique_ptr<BlobReader> inner_;
+  };
+  BlobStore& inner_;
+};
+
 std::string Pattern(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::string s(n, '\0');
@@ -52,7 +90,9 @@ std::string Pattern(size_t n, uint32_t seed) {
   return s;
 }
 
-class EncryptedBlobStoreTest : public ::testing::Test {
+//! Every test runs twice: over the local store, whose files the decorator maps (the parameter is true), and over
+//! the same store seen as a remote one, whose bytes it reads into a buffer.
+class EncryptedBlobStoreTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     std::string tmpl = (fs::temp_directory_path() / "imgpipe-enc-XXXXXX").string();
@@ -61,8 +101,11 @@ class EncryptedBlobStoreTest : public ::testing::Test {
     inner_ = std::move(LocalBlobStore::Open(dir_ + "/blobs").value());
     local_ = std::move(LocalKeyProvider::Open(dir_ + "/keyring.json", clock_).value());
     provider_ = std::make_unique<SwitchableProvider>(*local_);
-    store_ = std::make_unique<EncryptedBlobStore>(*inner_, *provider_, clock_);
+    remote_ = std::make_unique<NoLocalFileStore>(*inner_);
+    store_ = std::make_unique<EncryptedBlobStore>(Mapped() ? static_cast<BlobStore&>(*inner_) : *remote_, *provider_,
+                                                  clock_);
   }
+  static bool Mapped() { return GetParam(); }
   void TearDown() override {
     store_.reset();
     std::error_code ec;
@@ -113,12 +156,13 @@ class EncryptedBlobStoreTest : public ::testing::Test {
   std::string dir_;
   SystemClock clock_;
   std::unique_ptr<LocalBlobStore> inner_;
+  std::unique_ptr<NoLocalFileStore> remote_;
   std::unique_ptr<LocalKeyProvider> local_;
   std::unique_ptr<SwitchableProvider> provider_;
   std::unique_ptr<EncryptedBlobStore> store_;
 };
 
-TEST_F(EncryptedBlobStoreTest, RoundTripsAtSegmentEdges) {
+TEST_P(EncryptedBlobStoreTest, RoundTripsAtSegmentEdges) {
   const size_t sizes[] = {0, 1, kSegmentBytes - 1, kSegmentBytes, kSegmentBytes + 1, 3 * kSegmentBytes,
                           (5 << 20) + 777};
   uint32_t seed = 1;
@@ -135,6 +179,13 @@ TEST_F(EncryptedBlobStoreTest, RoundTripsAtSegmentEdges) {
       ASSERT_TRUE(stat.ok());
       EXPECT_EQ(stat->size, size);
       EXPECT_EQ(ReadRaw(key).size(), CiphertextSize(size));
+      if (size > (4 << 20)) {
+        // A range across the edge of the decorator's 64-segment (4 MiB) mapping windows.
+        const uint64_t at = 64 * kSegmentBytes - 12345;
+        auto part = ReadAll(key, ByteRange{at, 3 * kSegmentBytes});
+        ASSERT_TRUE(part.ok()) << key << ": " << part.error().message;
+        EXPECT_TRUE(*part == data.substr(at, 3 * kSegmentBytes)) << key;
+      }
     }
   }
   auto page = store_->List(kOriginals, "rt/");
@@ -144,7 +195,7 @@ TEST_F(EncryptedBlobStoreTest, RoundTripsAtSegmentEdges) {
   }
 }
 
-TEST_F(EncryptedBlobStoreTest, StoredBytesShowNoPlaintext) {
+TEST_P(EncryptedBlobStoreTest, StoredBytesShowNoPlaintext) {
   std::string data = "\xff\xd8\xff\xe0JFIF Canon EOS 5D Mark IV " + Pattern(200000, 9) + " secret trailer";
   ASSERT_TRUE(store_->Put(kOriginals, "p/img", data).ok());
   std::string raw = ReadRaw("p/img");
@@ -159,7 +210,7 @@ TEST_F(EncryptedBlobStoreTest, StoredBytesShowNoPlaintext) {
   EXPECT_NE(ReadRaw("p/img2").substr(kHeaderBytes, 64), raw.substr(kHeaderBytes, 64));
 }
 
-TEST_F(EncryptedBlobStoreTest, RangesReadOnlyWhatTheyCover) {
+TEST_P(EncryptedBlobStoreTest, RangesReadOnlyWhatTheyCover) {
   const std::string data = Pattern(4 * kSegmentBytes + 100, 3);
   ASSERT_TRUE(store_->Put(kOriginals, "r/obj", data).ok());
   const uint64_t S = kSegmentBytes;
@@ -188,7 +239,7 @@ TEST_F(EncryptedBlobStoreTest, RangesReadOnlyWhatTheyCover) {
   ExpectIntegrityError("r/obj");
 }
 
-TEST_F(EncryptedBlobStoreTest, LargeReadsOpenSegmentsStraightIntoTheCallersBuffer) {
+TEST_P(EncryptedBlobStoreTest, LargeReadsOpenSegmentsStraightIntoTheCallersBuffer) {
   // Buffers that take whole segments (opened in place, in batches of several per inner read) and buffers that end
   // mid-segment, over whole reads and ranges that start or end inside a segment.
   const uint64_t S = kSegmentBytes;
@@ -222,7 +273,7 @@ TEST_F(EncryptedBlobStoreTest, LargeReadsOpenSegmentsStraightIntoTheCallersBuffe
   EXPECT_FALSE(again.ok()) << "a failed reader must stay failed";
 }
 
-TEST_F(EncryptedBlobStoreTest, EveryKindOfTamperingFails) {
+TEST_P(EncryptedBlobStoreTest, EveryKindOfTamperingFails) {
   const std::string data = Pattern(3 * kSegmentBytes + 500, 4);
   ASSERT_TRUE(store_->Put(kOriginals, "t/a", data).ok());
   ASSERT_TRUE(store_->Put(kOriginals, "t/b", Pattern(data.size(), 5)).ok());
@@ -271,7 +322,59 @@ TEST_F(EncryptedBlobStoreTest, EveryKindOfTamperingFails) {
   EXPECT_TRUE(*restored == data);
 }
 
-TEST_F(EncryptedBlobStoreTest, LegacyPlaintextIsRefusedWithAHint) {
+// Objects are never changed in place, but another process (an operator, an attacker with access to the folder) can
+// cut a stored file short while it is being read: the reader fails with kIntegrity and returns no byte of the lost
+// segments. Over a mapped file, touching the lost pages raises SIGBUS, which must become that error, not a crash.
+TEST_P(EncryptedBlobStoreTest, FileCutShortWhileBeingReadIsAnIntegrityError) {
+  const uint64_t S = kSegmentBytes;
+  const std::string data = Pattern(6 * S + 99, 31);
+  struct Cut {
+    std::optional<ByteRange> range;
+    uint64_t keep;  // stored bytes left
+  };
+  for (Cut cut : {Cut{std::nullopt, kHeaderBytes + 2 * kSealedSegmentBytes + 1000}, Cut{std::nullopt, 0},
+                  Cut{ByteRange{S / 2, 4 * S}, kHeaderBytes + 2 * kSealedSegmentBytes},
+                  Cut{std::nullopt, kHeaderBytes + 6 * kSealedSegmentBytes}}) {
+    SCOPED_TRACE("cut to " + std::to_string(cut.keep) + (cut.range ? " (ranged)" : ""));
+    ASSERT_TRUE(store_->Put(kOriginals, "cut/obj", data).ok());
+    auto reader = store_->OpenRead(kOriginals, "cut/obj", cut.range);
+    ASSERT_TRUE(reader.ok()) << reader.error().message;
+    std::vector<char> buf(S);
+    auto first = (*reader)->Read(std::span<char>(buf.data(), buf.size()));
+    ASSERT_TRUE(first.ok()) << first.error().message;
+    const uint64_t start = cut.range ? cut.range->offset : 0;
+    std::string got(buf.data(), *first);
+    ASSERT_EQ(::truncate(RawPath("cut/obj").c_str(), static_cast<off_t>(cut.keep)), 0);
+    std::optional<Error> failed;
+    for (;;) {
+      auto n = (*reader)->Read(std::span<char>(buf.data(), buf.size()));
+      if (!n.ok()) {
+        failed = n.error();
+        break;
+      }
+      if (*n == 0) break;
+      got.append(buf.data(), *n);
+    }
+    ASSERT_TRUE(failed.has_value()) << "read " << got.size() << " bytes of a file cut short";
+    EXPECT_EQ(failed->kind, ErrorKind::kIntegrity) << failed->message;
+    // Every byte returned is genuine (a buffered reader may still return segments it had read ahead before the cut).
+    EXPECT_TRUE(got == data.substr(start, got.size()));
+    if (Mapped()) {
+      // Nothing past the cut: those pages are gone from the mapping.
+      const uint64_t whole_left = cut.keep < kHeaderBytes ? 0 : (cut.keep - kHeaderBytes) / kSealedSegmentBytes;
+      EXPECT_LE(start + got.size(), std::max<uint64_t>(whole_left * S, S));
+    }
+    auto again = (*reader)->Read(std::span<char>(buf.data(), buf.size()));
+    EXPECT_FALSE(again.ok()) << "a failed reader must stay failed";
+  }
+  // The process is fine afterwards, and so are reads of intact objects.
+  ASSERT_TRUE(store_->Put(kOriginals, "cut/obj", data).ok());
+  auto whole = ReadAll("cut/obj");
+  ASSERT_TRUE(whole.ok()) << whole.error().message;
+  EXPECT_TRUE(*whole == data);
+}
+
+TEST_P(EncryptedBlobStoreTest, LegacyPlaintextIsRefusedWithAHint) {
   ASSERT_TRUE(inner_->Put(kOriginals, "legacy/img", "\x89PNG\r\n\x1a\n plain old bytes").ok());
   auto r = ReadAll("legacy/img");
   ASSERT_FALSE(r.ok());
@@ -281,7 +384,7 @@ TEST_F(EncryptedBlobStoreTest, LegacyPlaintextIsRefusedWithAHint) {
 
 // Whatever an attacker puts in the store reads as an integrity error, never as bytes and never as a crash: the
 // hostile corpus stored as objects, whole and as the part after a genuine header.
-TEST_F(EncryptedBlobStoreTest, HostileStoredBytesAreIntegrityErrors) {
+TEST_P(EncryptedBlobStoreTest, HostileStoredBytesAreIntegrityErrors) {
   const char* env = std::getenv("IMGPIPE_CORPORA_DIR");
   fs::path corrupt = fs::path(env ? env : IMGPIPE_CORPORA_DIR) / "corrupt";
   ASSERT_TRUE(fs::is_directory(corrupt)) << corrupt;
@@ -305,7 +408,7 @@ TEST_F(EncryptedBlobStoreTest, HostileStoredBytesAreIntegrityErrors) {
   EXPECT_GT(files, 10);
 }
 
-TEST_F(EncryptedBlobStoreTest, ProviderDownRefusesWritesAndWritesNothing) {
+TEST_P(EncryptedBlobStoreTest, ProviderDownRefusesWritesAndWritesNothing) {
   provider_->down = true;
   auto writer = store_->OpenWrite(kOriginals, "down/x");
   ASSERT_FALSE(writer.ok());
@@ -327,7 +430,7 @@ TEST_F(EncryptedBlobStoreTest, ProviderDownRefusesWritesAndWritesNothing) {
   EXPECT_EQ(*ReadAll("down/y"), "data");
 }
 
-TEST_F(EncryptedBlobStoreTest, DataKeysAreCachedForABoundedAge) {
+TEST_P(EncryptedBlobStoreTest, DataKeysAreCachedForABoundedAge) {
   FakeClock clock(TimePoint(std::chrono::hours(1000)));
   EncryptedBlobStore::Options options;
   options.key_cache_age = std::chrono::minutes(5);
@@ -351,7 +454,7 @@ TEST_F(EncryptedBlobStoreTest, DataKeysAreCachedForABoundedAge) {
   EXPECT_FALSE(store.OpenRead(kOriginals, "c/x").ok());
 }
 
-TEST_F(EncryptedBlobStoreTest, PutFileEncryptsAndConsumesThePlaintextFile) {
+TEST_P(EncryptedBlobStoreTest, PutFileEncryptsAndConsumesThePlaintextFile) {
   std::string path = dir_ + "/spooled";
   std::string data = Pattern(3 * kSegmentBytes + 11, 8);
   std::ofstream(path, std::ios::binary) << data;
@@ -367,7 +470,7 @@ TEST_F(EncryptedBlobStoreTest, PutFileEncryptsAndConsumesThePlaintextFile) {
   EXPECT_TRUE(fs::exists(path));  // a failed put leaves the file to its owner
 }
 
-TEST_F(EncryptedBlobStoreTest, AbortedAndFailedWritersLeaveNothing) {
+TEST_P(EncryptedBlobStoreTest, AbortedAndFailedWritersLeaveNothing) {
   {
     auto writer = store_->OpenWrite(kOriginals, "ab/x");
     ASSERT_TRUE(writer.ok());
@@ -383,6 +486,11 @@ TEST_F(EncryptedBlobStoreTest, AbortedAndFailedWritersLeaveNothing) {
   EXPECT_FALSE(inner_->Stat(kOriginals, "ab/y").ok());
   EXPECT_EQ(store_->Stat(kOriginals, "ab/x").error().kind, ErrorKind::kNotFound);
 }
+
+INSTANTIATE_TEST_SUITE_P(MappedAndBuffered, EncryptedBlobStoreTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Mapped" : "Buffered";
+                         });
 
 }  // namespace
 }  // namespace imgpipe

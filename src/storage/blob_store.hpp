@@ -40,6 +40,10 @@ class BlobReader {
   //! Reads up to buf.size() bytes; returns 0 at the end.
   virtual Result<size_t> Read(std::span<char> buf) = 0;
   virtual const BlobInfo& Info() const = 0;
+  //! The open file behind this reader when the backend reads a local file, else -1. The descriptor is of the whole
+  //! object (not only a requested range), stays owned by the reader and is valid while it lives. Lets a decrypting
+  //! reader map the ciphertext instead of copying it.
+  virtual int LocalFd() const { return -1; }
 };
 
 //! The syncs that writers were allowed to defer, so that a batch of writes is made durable in one pass (a group

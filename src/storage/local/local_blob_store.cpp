@@ -280,6 +280,7 @@ class LocalBlobStore::Reader final : public BlobReader {
   }
 
   const BlobInfo& Info() const override { return info_; }
+  int LocalFd() const override { return fd_; }
 
  private:
   int fd_;
