@@ -184,7 +184,7 @@ constexpr const char* kStages[] = {
 // Runs in the forked child of a multi-threaded process: async-signal-safe calls only (no allocation, no locks).
 [[noreturn]] void Child(const ExecProcess& process, const ExecSandboxOptions& options, const RunAs& run_as,
                         const char* program, char* const* argv, char* const* envp, int null_fd, int output_fd,
-                        int failure_fd, int ruleset_fd) {
+                        int failure_fd, int ruleset_fd, pid_t parent) {
   ::setpgid(0, 0);
   sigset_t none;
   sigemptyset(&none);
@@ -213,6 +213,10 @@ constexpr const char* kStages[] = {
       ChildFail(failure_fd, 3);
     }
   }
+  // Only imgpipe enforces the step's timeout: if it dies (kill -9, the OOM killer) the program must not outlive it.
+  // Set after the user switch, which clears it; a parent gone before this line is caught by the getppid check.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) ChildFail(failure_fd, 2);
+  if (::getppid() != parent) ::_exit(127);
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ChildFail(failure_fd, 4);
   if (ruleset_fd >= 0 && ::syscall(SYS_landlock_restrict_self, ruleset_fd, 0) != 0) ChildFail(failure_fd, 4);
   // Only 0, 1, 2 (and the failure pipe, closed by exec) reach the program.
@@ -271,11 +275,12 @@ Result<ExecExit> RunSandboxed(const ExecProcess& process, const ExecSandboxOptio
   Fd failure_read(failure[0]), failure_write(failure[1]);
 
   const auto started = std::chrono::steady_clock::now();
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) return System("fork");
   if (pid == 0) {
     Child(process, options, run_as, program.c_str(), argv.data(), envp.data(), null_fd.fd, output_write.fd,
-          failure_write.fd, ruleset.fd);
+          failure_write.fd, ruleset.fd, parent);
   }
   // Also here, so a kill of the group right away cannot miss a child that has not run setpgid yet.
   ::setpgid(pid, pid);

@@ -289,9 +289,26 @@ def test_serve_runs_everything_in_one_process_with_the_kafka_queue(start_server,
         json.loads(v)["type"] == "image.expired" and json.loads(v)["image_id"] == later_id for v, _, _, _ in rs))
 
 
-# Stands for any image that takes its worker down with it (a decoder crash, the OOM killer): processing hangs in an
-# exec step until the test kills the worker with SIGKILL.
-HANG_PIPELINE = '[[steps]]\nop = "exec"\ncommand = ["sleep", "600"]\ntimeout = 3600\n'
+def hang_pipeline(seconds):
+    """A script standing for any image that takes its worker down with it (a decoder crash, the OOM killer):
+    processing hangs in an exec step (`sleep SECONDS`) until the test kills the worker with SIGKILL."""
+    return f'[[steps]]\nop = "exec"\ncommand = ["sleep", "{seconds}"]\ntimeout = 3600\n'
+
+
+def processes_running(argv):
+    """Pids of the processes whose command line is exactly `argv`."""
+    want = b"\0".join(a.encode() for a in argv) + b"\0"
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read() == want:
+                    pids.append(int(entry))
+        except OSError:
+            continue  # gone meanwhile
+    return pids
 
 
 def starts(env, image_id):
@@ -307,7 +324,9 @@ def test_an_image_that_kills_its_worker_every_time_is_given_up_and_dead_lettered
     env["IMGPIPE_QUEUE_MAX_ATTEMPTS"] = "2"
     gateway = start_server(env=env, command="gateway")
     key = gateway.admin_key
-    pushed = gateway.request("POST", "/v1/scripts", json={"name": "hang", "files": {"pipeline.toml": HANG_PIPELINE}})
+    hang = f"600.{secrets.randbelow(10 ** 6):06d}"  # this test's own: its processes can be told apart
+    pushed = gateway.request("POST", "/v1/scripts",
+                             json={"name": "hang", "files": {"pipeline.toml": hang_pipeline(hang)}})
     assert pushed.status_code == 201, pushed.text
     poison = gateway.request("POST", "/v1/images?pipeline=hang", data=PHOTO + b"poison").json()["id"]
     others = [gateway.upload_ok(PHOTO + secrets.token_bytes(16))["id"] for _ in range(6)]
@@ -317,7 +336,10 @@ def test_an_image_that_kills_its_worker_every_time_is_given_up_and_dead_lettered
     for start in (1, 2):
         wait_for(f"processing start {start} of the image", lambda: starts(env, poison) >= start)
         assert starts(env, poison) == start
+        wait_for("the exec step running", lambda: processes_running(["sleep", hang]))
         worker.kill()
+        # The step's program dies with its worker instead of running on for ten minutes.
+        wait_for("the exec step gone with its worker", lambda: not processes_running(["sleep", hang]))
         worker.start()
 
     wait_for("the image given up", lambda: sql(env, f"SELECT status FROM images WHERE id = '{poison}'") == ["failed"])
