@@ -12,6 +12,7 @@
 
 #include "crypto/local/local_key_provider.hpp"
 #include "storage/local/local_blob_store.hpp"
+#include "storage/no_local_files_blob_store.hpp"
 
 namespace imgpipe {
 namespace {
@@ -46,43 +47,6 @@ class SwitchableProvider final : public KeyProvider {
   KeyProvider& real_;
 };
 
-//! The local store as a remote backend looks to the decorator: its readers have no local file, so the decorator
-//! reads the ciphertext through them into a buffer instead of mapping the file.
-class NoLocalFileStore final : public BlobStore {
- public:
-  explicit NoLocalFileStore(BlobStore& inner) : inner_(inner) {}
-  Result<std::unique_ptr<BlobWriter>> OpenWrite(std::string_view container, std::string_view key) override {
-    return inner_.OpenWrite(container, key);
-  }
-  Result<std::unique_ptr<BlobReader>> OpenRead(std::string_view container, std::string_view key,
-                                               std::optional<ByteRange> range) override {
-    IMGPIPE_ASSIGN_OR_RETURN(auto reader, inner_.OpenRead(container, key, range));
-    return std::unique_ptr<BlobReader>(new Reader(std::move(reader)));
-  }
-  Result<BlobInfo> Stat(std::string_view container, std::string_view key) override {
-    return inner_.Stat(container, key);
-  }
-  Status Delete(std::string_view container, std::string_view key) override { return inner_.Delete(container, key); }
-  Result<ListPage> List(std::string_view container, std::string_view prefix, std::string_view continuation,
-                        size_t max_items) override {
-    return inner_.List(container, prefix, continuation, max_items);
-  }
-  Status Ping() override { return inner_.Ping(); }
-  std::string_view Name() const override { return "no-local-file"; }
-
- private:
-  class Reader final : public BlobReader {
-   public:
-    explicit Reader(std::unique_ptr<BlobReader> inner) : inner_(std::move(inner)) {}
-    Result<size_t> Read(std::span<char> buf) override { return inner_->Read(buf); }
-    const BlobInfo& Info() const override { return inner_->Info(); }
-
-   private:
-    std::unique_ptr<BlobReader> inner_;
-  };
-  BlobStore& inner_;
-};
-
 std::string Pattern(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::string s(n, '\0');
@@ -101,7 +65,7 @@ class EncryptedBlobStoreTest : public ::testing::TestWithParam<bool> {
     inner_ = std::move(LocalBlobStore::Open(dir_ + "/blobs").value());
     local_ = std::move(LocalKeyProvider::Open(dir_ + "/keyring.json", clock_).value());
     provider_ = std::make_unique<SwitchableProvider>(*local_);
-    remote_ = std::make_unique<NoLocalFileStore>(*inner_);
+    remote_ = std::make_unique<NoLocalFilesBlobStore>(*inner_);
     store_ = std::make_unique<EncryptedBlobStore>(Mapped() ? static_cast<BlobStore&>(*inner_) : *remote_, *provider_,
                                                   clock_);
   }
@@ -156,7 +120,7 @@ class EncryptedBlobStoreTest : public ::testing::TestWithParam<bool> {
   std::string dir_;
   SystemClock clock_;
   std::unique_ptr<LocalBlobStore> inner_;
-  std::unique_ptr<NoLocalFileStore> remote_;
+  std::unique_ptr<NoLocalFilesBlobStore> remote_;
   std::unique_ptr<LocalKeyProvider> local_;
   std::unique_ptr<SwitchableProvider> provider_;
   std::unique_ptr<EncryptedBlobStore> store_;

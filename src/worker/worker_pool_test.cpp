@@ -14,6 +14,7 @@
 #include "queue/embedded/embedded_job_queue.hpp"
 #include "scripts/script_store.hpp"
 #include "storage/local/local_blob_store.hpp"
+#include "storage/no_local_files_blob_store.hpp"
 #include "warehouse/sqlite/sqlite_database.hpp"
 #include "warehouse/sqlite/sqlite_metadata_store.hpp"
 
@@ -413,34 +414,11 @@ TEST_F(WorkerTest, ThreadsDrainTheQueue) {
   for (const auto& id : ids) EXPECT_EQ(store_->GetImage(id)->status, ImageStatus::kProcessed);
 }
 
-// The local store as a remote or encrypting store looks to the worker: no file to hand libvips.
-class NoLocalFiles final : public BlobStore {
- public:
-  explicit NoLocalFiles(BlobStore& inner) : inner_(inner) {}
-  Result<std::unique_ptr<BlobWriter>> OpenWrite(std::string_view c, std::string_view k) override {
-    return inner_.OpenWrite(c, k);
-  }
-  Result<std::unique_ptr<BlobReader>> OpenRead(std::string_view c, std::string_view k,
-                                               std::optional<ByteRange> r) override {
-    return inner_.OpenRead(c, k, r);
-  }
-  Result<BlobInfo> Stat(std::string_view c, std::string_view k) override { return inner_.Stat(c, k); }
-  Status Delete(std::string_view c, std::string_view k) override { return inner_.Delete(c, k); }
-  Result<ListPage> List(std::string_view c, std::string_view p, std::string_view cont, size_t n) override {
-    return inner_.List(c, p, cont, n);
-  }
-  Status Ping() override { return inner_.Ping(); }
-  std::string_view Name() const override { return "no-local-files"; }
-
- private:
-  BlobStore& inner_;
-};
-
 TEST_F(WorkerTest, AnOriginalWithNoLocalFileIsProcessedFromMemoryWithoutASpoolFile) {
   const std::string bytes = ReadFile(kCorpora + "/valid/kodak/kodim23.png");
   auto accepted = Upload(bytes);
   ASSERT_TRUE(accepted.ok()) << accepted.error().message;
-  NoLocalFiles remote(*blobs_);
+  NoLocalFilesBlobStore remote(*blobs_);  // as a remote or encrypting store: no file to hand libvips
   // A spool "folder" that cannot exist: copying the original to a file would fail, so success means memory.
   const std::string blocked = (dir_ / "not-a-folder").string();
   std::ofstream(blocked) << "x";
