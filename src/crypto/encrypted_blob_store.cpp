@@ -128,8 +128,8 @@ class EncryptedBlobStore::Writer final : public BlobWriter {
 //! Decrypts segments [first, stop] of an object from an inner reader positioned at segment `first`.
 //! Segments are opened straight into the caller's buffer whenever they fit whole, so the plaintext is never copied.
 //! The ciphertext of a local file is decrypted where it lies in the page cache, through a mapping (a read() would copy
-//! it first, which costs about a fifth of what the decryption does); from other stores it is read kBatchSegments
-//! segments at a time.
+//! it first, which costs about a fifth of what the decryption does), when the read covers kMapMinSegments or more;
+//! otherwise, and from other stores, it is read kBatchSegments segments at a time.
 class EncryptedBlobStore::Reader final : public BlobReader {
  public:
   struct Plan {
@@ -149,7 +149,7 @@ class EncryptedBlobStore::Reader final : public BlobReader {
          std::string container, std::string key)
       : inner_(std::move(inner)), cipher_(std::move(cipher)), plan_(plan), next_(plan.first),
         remaining_(plan.length), info_(std::move(info)), container_(std::move(container)), key_(std::move(key)),
-        mapped_(inner_->LocalFd() >= 0) {
+        mapped_(inner_->LocalFd() >= 0 && plan.stop - plan.first + 1 >= kMapMinSegments) {
     if (mapped_) return;
     const uint64_t segments = plan_.stop - plan_.first + 1;
     // Not zero-filled: every byte is read from the store before it is used.
@@ -186,6 +186,9 @@ class EncryptedBlobStore::Reader final : public BlobReader {
   // A local file is mapped 64 segments (4 MiB) at a time: one mapping covers a typical original, and a reader of a
   // large object holds no more than this of it in its address space (the pages are the page cache's, not copies).
   static constexpr uint64_t kMapSegments = 64;
+  // Setting up and tearing down a mapping costs about 6 microseconds, what copying some 100 KB costs: reads of fewer
+  // segments (thumbnails, image headers) copy.
+  static constexpr uint64_t kMapMinSegments = 4;
 
   uint64_t SealedSize(uint64_t index) const {
     return index == plan_.last_index ? plan_.stored - kHeaderBytes - plan_.last_index * kSealedSegmentBytes
