@@ -1,7 +1,10 @@
 // Driver of bench/storage.py: upload and read throughput of one BlobStore backend, through the same classes imgpipe
 // uses. Prints one JSON object. Credentials come from the IMGPIPE_TEST_* variables that scripts/services/azurite and
 // scripts/services/s3 write.
-//   blob_store_bench --backend local|azure|s3 --size BYTES --count N --reps R [--dir DIR]
+//   blob_store_bench --backend local|azure|s3 --size BYTES --count N --reps R [--dir DIR] [--encryption off|both]
+// With --encryption both, every round runs twice, on the bare backend and through EncryptedBlobStore over the same
+// backend (a LocalKeyProvider keyring in a scratch folder, the data key cache as `serve` configures it), in
+// alternating order (off on, on off, off on...), so the on/off ratio compares passes taken moments apart.
 //   blob_store_bench --azure-sas   (prints a container SAS token for the reference client)
 #include <chrono>
 #include <cstdlib>
@@ -10,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.hpp"
 #include "core/ids.hpp"
+#include "crypto/encrypted_blob_store.hpp"
+#include "crypto/local/local_key_provider.hpp"
 #include "storage/azure/azure_blob_store.hpp"
 #include "storage/azure/azure_signing.hpp"
 #include "storage/local/local_blob_store.hpp"
@@ -59,10 +65,53 @@ std::unique_ptr<BlobStore> Open(const std::string& backend, const std::string& d
 
 double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+struct Round {
+  double upload = 0, read = 0;
+};
+
+// Uploads `count` copies of `data` under `prefix` in 1 MiB writes (as the intake's spool copy does), reads them back
+// streamed, checks the sizes, then deletes them.
+Round TimeRound(BlobStore& store, const std::string& prefix, const std::string& data, size_t count,
+                std::vector<char>& buf) {
+  auto name = [&](size_t i) { return prefix + "/o" + std::to_string(i); };
+  auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < count; ++i) {
+    auto w = store.OpenWrite(kOriginals, name(i));
+    if (!w.ok()) Die(w.error().message);
+    for (size_t at = 0; at < data.size(); at += buf.size()) {
+      if (auto s = (*w)->Write(std::string_view(data).substr(at, buf.size())); !s.ok()) Die(s.error().message);
+    }
+    if (auto info = (*w)->Commit(); !info.ok()) Die(info.error().message);
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < count; ++i) {
+    auto rd = store.OpenRead(kOriginals, name(i));
+    if (!rd.ok()) Die(rd.error().message);
+    size_t total = 0;
+    for (;;) {
+      auto n = (*rd)->Read(std::span<char>(buf.data(), buf.size()));
+      if (!n.ok()) Die(n.error().message);
+      if (*n == 0) break;
+      total += *n;
+    }
+    if (total != data.size()) Die("short read");
+  }
+  auto t2 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < count; ++i) (void)store.Delete(kOriginals, name(i));
+  return {Seconds(t1 - t0), Seconds(t2 - t1)};
+}
+
+void PrintList(const char* field, const std::vector<Round>& rounds, double Round::*which) {
+  std::cout << ", \"" << field << "\": [";
+  for (size_t i = 0; i < rounds.size(); ++i) std::cout << (i ? ", " : "") << rounds[i].*which;
+  std::cout << "]";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string backend = "local", dir = std::filesystem::temp_directory_path().string();
+  std::string encryption = "off";
   size_t size = 1 << 20, count = 10, reps = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -72,6 +121,7 @@ int main(int argc, char** argv) {
     else if (a == "--count") count = std::stoull(next());
     else if (a == "--reps") reps = std::stoull(next());
     else if (a == "--dir") dir = next();
+    else if (a == "--encryption") encryption = next();
     else if (a == "--azure-sas") {
       AzureServiceSas sas;
       sas.permissions = "racwdl";
@@ -84,49 +134,42 @@ int main(int argc, char** argv) {
       return 0;
     } else Die("unknown argument " + a);
   }
+  if (encryption != "off" && encryption != "both") Die("--encryption must be off or both");
   const std::string unique = HexEncode(RandomBytes(4));
   auto store = Open(backend, dir, unique);
+  const std::string keys_dir = dir + "/" + unique + "-keys";
+  SystemClock clock;
+  std::unique_ptr<LocalKeyProvider> keys;
+  std::unique_ptr<EncryptedBlobStore> encrypted;
+  if (encryption == "both") {
+    std::filesystem::create_directories(keys_dir);
+    auto opened = LocalKeyProvider::Open(keys_dir + "/keyring.json", clock);
+    if (!opened.ok()) Die(opened.error().message);
+    keys = std::move(opened).value();
+    // Options{} holds the same data key cache defaults as config's encryption.key_cache_age.
+    encrypted = std::make_unique<EncryptedBlobStore>(*store, *keys, clock, EncryptedBlobStore::Options{});
+  }
   std::string data(size, '\0');
   for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
-  std::vector<double> up, down;
   std::vector<char> buf(1 << 20);
+  std::vector<Round> plain, sealed;
+  // Odd rounds run the encrypted pass first: whichever pass goes second inherits the first one's writeback and
+  // freed pages, and that must not always be the same mode.
   for (size_t r = 0; r < reps; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    for (size_t i = 0; i < count; ++i) {
-      auto w = store->OpenWrite(kOriginals, "r" + std::to_string(r) + "/o" + std::to_string(i));
-      if (!w.ok()) Die(w.error().message);
-      // 1 MiB writes, as the intake's spool copy does.
-      for (size_t at = 0; at < size; at += buf.size()) {
-        if (auto s = (*w)->Write(std::string_view(data).substr(at, buf.size())); !s.ok()) Die(s.error().message);
-      }
-      if (auto info = (*w)->Commit(); !info.ok()) Die(info.error().message);
-    }
-    auto t1 = std::chrono::steady_clock::now();
-    for (size_t i = 0; i < count; ++i) {
-      auto rd = store->OpenRead(kOriginals, "r" + std::to_string(r) + "/o" + std::to_string(i));
-      if (!rd.ok()) Die(rd.error().message);
-      size_t total = 0;
-      for (;;) {
-        auto n = (*rd)->Read(std::span<char>(buf.data(), buf.size()));
-        if (!n.ok()) Die(n.error().message);
-        if (*n == 0) break;
-        total += *n;
-      }
-      if (total != size) Die("short read");
-    }
-    auto t2 = std::chrono::steady_clock::now();
-    up.push_back(Seconds(t1 - t0));
-    down.push_back(Seconds(t2 - t1));
-    for (size_t i = 0; i < count; ++i) {
-      (void)store->Delete(kOriginals, "r" + std::to_string(r) + "/o" + std::to_string(i));
-    }
+    const bool sealed_first = encrypted && r % 2 == 1;
+    if (sealed_first) sealed.push_back(TimeRound(*encrypted, "e" + std::to_string(r), data, count, buf));
+    plain.push_back(TimeRound(*store, "r" + std::to_string(r), data, count, buf));
+    if (encrypted && !sealed_first) sealed.push_back(TimeRound(*encrypted, "e" + std::to_string(r), data, count, buf));
   }
-  std::cout << "{\"backend\": \"" << backend << "\", \"size\": " << size << ", \"count\": " << count
-            << ", \"upload_seconds\": [";
-  for (size_t i = 0; i < up.size(); ++i) std::cout << (i ? ", " : "") << up[i];
-  std::cout << "], \"read_seconds\": [";
-  for (size_t i = 0; i < down.size(); ++i) std::cout << (i ? ", " : "") << down[i];
-  std::cout << "], \"namespace\": \"" << unique << "\"}\n";
+  std::cout << "{\"backend\": \"" << backend << "\", \"size\": " << size << ", \"count\": " << count;
+  PrintList("upload_seconds", plain, &Round::upload);
+  PrintList("read_seconds", plain, &Round::read);
+  if (encrypted) {
+    PrintList("encrypted_upload_seconds", sealed, &Round::upload);
+    PrintList("encrypted_read_seconds", sealed, &Round::read);
+  }
+  std::cout << ", \"namespace\": \"" << unique << "\"}\n";
   if (backend == "local") std::filesystem::remove_all(dir + "/" + unique);
+  std::filesystem::remove_all(keys_dir);
   return 0;
 }
