@@ -87,8 +87,9 @@ def service_env(services_dir):
 
 def main():
     ap = argparse.ArgumentParser()
-    # 5 rather than 3: the encryption ratio divides two medians of short rounds on a shared machine.
-    ap.add_argument("--reps", type=int, default=5)
+    # 11 rather than 3: the encryption ratio divides two medians of short rounds (milliseconds for local reads) on a
+    # shared machine, and 5 rounds gave ratios that moved by 0.3x between runs.
+    ap.add_argument("--reps", type=int, default=11)
     args = ap.parse_args()
     scratch = bl.scratch_dir("storage")
     services_dir = scratch / "services"
@@ -110,6 +111,10 @@ def main():
                                                         "encrypted_read_seconds")}}
                 row["encryption_upload_ratio"] = row["encrypted_upload_mbps"] / row["imgpipe_upload_mbps"]
                 row["encryption_read_ratio"] = row["encrypted_read_mbps"] / row["imgpipe_read_mbps"]
+                # Within a round the two passes ran back to back, under the same moment's load.
+                for what in ("upload", "read"):
+                    row[f"encryption_{what}_round_ratios"] = sorted(
+                        off / on for off, on in zip(mine[f"{what}_seconds"], mine[f"encrypted_{what}_seconds"]))
                 if backend != "local":
                     up, down = curl_side(env, backend, mine["namespace"], size, count, args.reps, scratch)
                     row["curl_upload_mbps"] = size * count / bl.median(up) / 1e6
