@@ -279,7 +279,7 @@ def main():
             "average_record_bytes": sum(map(len, values)) // len(values), "distinct_images": len(values),
             "runs": runs, "median": med, "ratio": med["imgpipe"] / med["kcat"], "latency": latency,
             "cpu_ms_per_record": cpu, "validation_alone": validation,
-            "commands": {"kcat": "kcat -C -b B -t T -o beginning -e -q -f '%s' > /dev/null",
+            "commands": {"kcat": "kcat -C -b B -t T -o beginning -e -q -f '%s' | (the driver drains the pipe)",
                          "imgpipe": "imgpipe serve with IMGPIPE_INGEST_TOPICS=T IMGPIPE_PROCESSING_ENABLED=false"},
         })
     finally:
