@@ -87,6 +87,18 @@ void DeliveryCallback(rd_kafka_t*, const rd_kafka_message_t* msg, void*) {
   delete holder;
 }
 
+// librdkafka forgets every broker when a metadata answer lists none (a broker shutting down can give one), and then
+// bootstraps again only after minutes; adding the servers back makes it connect now. Servers it still knows are not
+// added twice.
+void AddBootstrapServers(rd_kafka_t* rk, const std::string& bootstrap) {
+  if (!bootstrap.empty()) rd_kafka_brokers_add(rk, bootstrap.c_str());
+}
+
+std::string BootstrapOf(const KafkaProperties& properties) {
+  const auto it = properties.find("bootstrap.servers");
+  return it == properties.end() ? std::string() : it->second;
+}
+
 }  // namespace
 
 KafkaProperties KafkaClientProperties(const Config& config) {
@@ -197,7 +209,7 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const KafkaProperti
     return MakeError(ErrorKind::kInvalidArgument, std::string("cannot create a Kafka producer: ") + err);
   }
   conf.release();  // owned by rk now
-  return std::unique_ptr<KafkaProducer>(new KafkaProducer(rk));
+  return std::unique_ptr<KafkaProducer>(new KafkaProducer(rk, BootstrapOf(p)));
 }
 
 void KafkaClientErrors::Record(rd_kafka_resp_err_t code, const char* reason) {
@@ -257,7 +269,9 @@ Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties,
   return info;
 }
 
-KafkaProducer::KafkaProducer(rd_kafka_t* rk) : rk_(rk) {}
+KafkaProducer::KafkaProducer(rd_kafka_t* rk, std::string bootstrap) : rk_(rk), bootstrap_(std::move(bootstrap)) {}
+
+void KafkaProducer::RediscoverBrokers() { AddBootstrapServers(rk_, bootstrap_); }
 
 KafkaProducer::~KafkaProducer() {
   rd_kafka_flush(rk_, 10000);
@@ -313,7 +327,9 @@ Status KafkaProducer::Send(const std::string& topic, std::optional<std::string_v
                            const std::vector<KafkaHeader>& headers, std::chrono::milliseconds timeout) {
   auto state = std::make_shared<Delivery>();
   IMGPIPE_TRY(Enqueue(rk_, topic, key, value, headers, state));
-  return AwaitDelivery(rk_, *state, topic, std::chrono::steady_clock::now() + timeout, timeout);
+  Status delivered = AwaitDelivery(rk_, *state, topic, std::chrono::steady_clock::now() + timeout, timeout);
+  if (!delivered.ok() && delivered.error().kind == ErrorKind::kUnavailable) RediscoverBrokers();
+  return delivered;
 }
 
 std::vector<Status> KafkaProducer::SendMany(const std::vector<Record>& records, std::chrono::milliseconds timeout) {
@@ -330,6 +346,11 @@ std::vector<Status> KafkaProducer::SendMany(const std::vector<Record>& records, 
   }
   for (size_t i = 0; i < records.size(); ++i) {
     if (out[i].ok()) out[i] = AwaitDelivery(rk_, *states[i], records[i].topic, deadline, timeout);
+  }
+  const bool none_through = std::none_of(out.begin(), out.end(), [](const Status& s) { return s.ok(); });
+  if (!records.empty() && none_through &&
+      std::any_of(out.begin(), out.end(), [](const Status& s) { return s.error().kind == ErrorKind::kUnavailable; })) {
+    RediscoverBrokers();
   }
   return out;
 }
@@ -348,6 +369,7 @@ Result<std::unique_ptr<KafkaConsumer>> KafkaConsumer::Create(const KafkaProperti
   p.emplace("auto.offset.reset", "earliest");
   IMGPIPE_ASSIGN_OR_RETURN(ConfPtr conf, MakeConf(p));
   auto consumer = std::unique_ptr<KafkaConsumer>(new KafkaConsumer(nullptr, listener));
+  consumer->bootstrap_ = BootstrapOf(p);
   rd_kafka_conf_set_opaque(conf.get(), consumer.get());
   rd_kafka_conf_set_rebalance_cb(conf.get(), RebalanceCallback);
   rd_kafka_conf_set_error_cb(conf.get(), ErrorCallback);
@@ -434,6 +456,10 @@ Status KafkaConsumer::Subscribe(const std::vector<std::string>& topics) {
 }
 
 Result<std::optional<KafkaMessage>> KafkaConsumer::Poll(std::chrono::milliseconds timeout) {
+  if (const auto now = std::chrono::steady_clock::now(); now >= next_broker_check_) {
+    next_broker_check_ = now + std::chrono::seconds(10);
+    if (!Reachable(std::chrono::seconds(1)).ok()) AddBootstrapServers(rk_, bootstrap_);
+  }
   rd_kafka_message_t* raw = rd_kafka_consumer_poll(rk_, static_cast<int>(timeout.count()));
   if (raw == nullptr) return std::optional<KafkaMessage>();
   KafkaMessage msg(raw);

@@ -96,8 +96,14 @@ class KafkaProducer {
   std::vector<Status> SendMany(const std::vector<Record>& records, std::chrono::milliseconds timeout);
 
  private:
-  explicit KafkaProducer(rd_kafka_t* rk);
+  KafkaProducer(rd_kafka_t* rk, std::string bootstrap);
+  //! After a send that got nothing through: gives librdkafka the bootstrap servers again (AddBootstrapServers). A broker shutting down can
+  //! answer a metadata request with no brokers at all; librdkafka then forgets the brokers it knew and, with none
+  //! left, waits up to five minutes (metadata.recovery.rebootstrap.trigger.ms, which does not start while it has no
+  //! broker to ask) before it bootstraps again, sending nothing meanwhile. Adding servers it still knows does nothing.
+  void RediscoverBrokers();
   rd_kafka_t* rk_;
+  std::string bootstrap_;
 };
 
 //! The last client-level error a librdkafka client reported (a broker unreachable, a refused SASL login, a broker
@@ -162,7 +168,9 @@ class KafkaConsumer {
 
   Status Subscribe(const std::vector<std::string>& topics);
   //! The next record, nullopt when none came within `timeout`. Consumer errors that librdkafka recovers from by
-  //! itself (a broker going away, end of partition) are logged and give nullopt; fatal ones are returned.
+  //! itself (a broker going away, end of partition) are logged and give nullopt; fatal ones are returned. Every
+  //! 10 s it also checks that a broker answers, and if none does gives librdkafka bootstrap.servers again (see
+  //! KafkaProducer::RediscoverBrokers): at most 1 s of that call then.
   Result<std::optional<KafkaMessage>> Poll(std::chrono::milliseconds timeout);
   //! Marks everything before `next_offset` on the partition as done; committed with the next auto-commit.
   Status StoreOffset(const TopicPartition& tp, int64_t next_offset);
@@ -196,6 +204,8 @@ class KafkaConsumer {
   RebalanceListener* listener_;
   bool closed_ = false;
   KafkaClientErrors errors_;  //!< cleared when the brokers answer again
+  std::string bootstrap_;     //!< bootstrap.servers, given again when no broker answers (see KafkaProducer)
+  std::chrono::steady_clock::time_point next_broker_check_{};  //!< Poll()'s thread only
 };
 
 }  // namespace imgpipe
