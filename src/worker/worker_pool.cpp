@@ -231,6 +231,25 @@ void WorkerPool::PublishFailed(const ProcessingRun& run) {
   PublishBeforeAck(std::move(e));
 }
 
+void WorkerPool::RepublishOutcome(const ImageRecord& image) {
+  if (!events_) return;
+  auto runs = store_.ListRuns(image.id);
+  if (!runs.ok() || runs->empty()) return;
+  const ProcessingRun& last = runs->back();
+  if (image.status == ImageStatus::kFailed) {
+    PublishFailed(last);
+    return;
+  }
+  ImageEvent e{"image.processed", image.id, clock_.Now(), {}};
+  e.details["pipeline"] = last.pipeline;
+  e.details["attempt"] = last.attempt;
+  if (!last.script_name.empty()) {
+    e.details["script_name"] = last.script_name;
+    e.details["script_version"] = last.script_version;
+  }
+  PublishBeforeAck(std::move(e));
+}
+
 void WorkerPool::ProcessJob(const Job& job) {
   TimePoint started = clock_.Now();
   auto image = store_.GetImage(job.image_id);
@@ -247,7 +266,9 @@ void WorkerPool::ProcessJob(const Job& job) {
       image->status == ImageStatus::kProcessed || image->status == ImageStatus::kFailed ||
       image->expires_at <= started) {
     // Nothing to do: already done (or given up) by an earlier run, or gone. A queue that delivers at least once
-    // (Kafka) brings such jobs again after a crash; reprocessing sets the status back to queued first.
+    // (Kafka) brings such jobs again after a crash; reprocessing sets the status back to queued first. The worker
+    // that finished it may have died before its event was out (it acks only after): publish the outcome again.
+    if (image->status == ImageStatus::kProcessed || image->status == ImageStatus::kFailed) RepublishOutcome(*image);
     (void)queue_.Ack(job);
     return;
   }

@@ -70,6 +70,8 @@ class WorkerPool {
   //! Publishes `event` and waits until the events topic has it (or the pool stops), so the job's ack comes after.
   void PublishBeforeAck(ImageEvent event);
   void PublishFailed(const ProcessingRun& run);
+  //! For a job whose image is already processed or failed: its event again, from the image's last run.
+  void RepublishOutcome(const ImageRecord& image);
 
   WorkerOptions options_;
   BlobStore& blobs_;
