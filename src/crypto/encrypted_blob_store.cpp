@@ -143,17 +143,43 @@ class EncryptedBlobStore::Reader final : public BlobReader {
     //! also proves the object's end: an object cut to look empty or shorter fails instead of reading short.
     bool to_end = false;
   };
-  //! Reads the sealed segments from `inner`, positioned at segment plan.first; when `inner` reads a local file, from
-  //! a mapping of that file instead.
+  //! What the first inner read of a whole object holds: the header and, unless the object is mapped, the first batch
+  //! of segments.
+  struct Prefilled {
+    std::unique_ptr<char[]> bytes;  //!< the header, then the first batch of sealed segments (FirstReadBytes)
+    size_t size = 0;
+  };
+  //! Bytes of the first inner read of a whole read of an object of `stored` bytes from `inner`: the header and the
+  //! first batch together when the segments will be read (one read instead of two: a system call or a network read
+  //! less per object), only the header when the object will be mapped.
+  static size_t FirstReadBytes(const BlobReader& inner, uint64_t stored) {
+    const uint64_t batch = kHeaderBytes + kBatchSegments * kSealedSegmentBytes;
+    const bool mapped = inner.LocalFd() >= 0 && stored > kHeaderBytes + (kMapMinSegments - 1) * kSealedSegmentBytes;
+    return mapped ? kHeaderBytes : static_cast<size_t>(std::min(stored, batch));
+  }
+
+  //! Reads the sealed segments from `inner`, positioned at segment plan.first (or, with `first_read`, just past the
+  //! segments it holds); when `inner` reads a local file, from a mapping of that file instead.
   Reader(std::unique_ptr<BlobReader> inner, std::unique_ptr<SegmentCipher> cipher, Plan plan, BlobInfo info,
-         std::string container, std::string key)
+         std::string container, std::string key, Prefilled first_read)
       : inner_(std::move(inner)), cipher_(std::move(cipher)), plan_(plan), next_(plan.first),
         remaining_(plan.length), info_(std::move(info)), container_(std::move(container)), key_(std::move(key)),
         mapped_(inner_->LocalFd() >= 0 && plan.stop - plan.first + 1 >= kMapMinSegments) {
     if (mapped_) return;
+    if (first_read.size > kHeaderBytes) {
+      // Its segments are used from where they lie, after the header; later batches are read to its start.
+      sealed_ = std::move(first_read.bytes);
+      sealed_pos_ = kHeaderBytes;
+      sealed_len_ = first_read.size;
+      return;
+    }
     const uint64_t segments = plan_.stop - plan_.first + 1;
-    // Not zero-filled: every byte is read from the store before it is used.
-    sealed_.reset(new char[static_cast<size_t>(std::min<uint64_t>(segments, kBatchSegments) * kSealedSegmentBytes)]);
+    // No batch is larger than kBatchSegments full segments, nor than all the segments to read: a read of a small
+    // object or range holds a buffer of its size, not of 64 KiB. Not zero-filled: every byte is read from the store
+    // before it is used.
+    const uint64_t all = (segments - 1) * kSealedSegmentBytes + SealedSize(plan_.stop);
+    const uint64_t batch = std::min(segments, kBatchSegments) * kSealedSegmentBytes;
+    sealed_.reset(new char[static_cast<size_t>(std::min(all, batch))]);
   }
 
   Result<size_t> Read(std::span<char> out) override {
@@ -376,15 +402,21 @@ Result<std::unique_ptr<BlobReader>> EncryptedBlobStore::OpenRange(std::string_vi
     std::unique_ptr<BlobReader> inner;
     EnvelopeHeader header;
     BlobInfo stored;
+    Reader::Prefilled first_read;
     if (whole) {
       IMGPIPE_ASSIGN_OR_RETURN(inner, inner_.OpenRead(container, key));
-      std::string bytes(kHeaderBytes, '\0');
-      IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*inner, bytes.data(), bytes.size()));
-      bytes.resize(got);
-      auto parsed = ParseHeader(bytes);
+      stored = inner->Info();
+      const size_t want = Reader::FirstReadBytes(*inner, stored.size);
+      // Not zero-filled: only the bytes read are used.
+      first_read.bytes.reset(new char[want]);
+      IMGPIPE_ASSIGN_OR_RETURN(first_read.size, ReadFully(*inner, first_read.bytes.get(), want));
+      auto parsed = ParseHeader(std::string_view(first_read.bytes.get(), std::min(first_read.size, kHeaderBytes)));
       if (!parsed.ok()) return About(container, key, parsed.error());
       header = std::move(parsed).value();
-      stored = inner->Info();
+      // The object is shorter than its size said (cut while being opened): its first missing segment is the error.
+      if (first_read.size != want) {
+        return Truncated(container, key, (first_read.size - kHeaderBytes) / kSealedSegmentBytes);
+      }
     } else {
       IMGPIPE_ASSIGN_OR_RETURN(auto head, ReadHeader(container, key));
       header = std::move(head.first);
@@ -423,7 +455,7 @@ Result<std::unique_ptr<BlobReader>> EncryptedBlobStore::OpenRange(std::string_vi
     BlobInfo info = stored;
     info.size = size;
     return std::unique_ptr<BlobReader>(new Reader(std::move(inner), std::move(cipher), plan, std::move(info),
-                                                  std::string(container), std::string(key)));
+                                                  std::string(container), std::string(key), std::move(first_read)));
   }
 }
 

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -53,6 +54,23 @@ std::string Pattern(size_t n, uint32_t seed) {
   for (auto& c : s) c = static_cast<char>(rng());
   return s;
 }
+
+//! The store as a remote one, whose OpenRead runs `after_open` once the object is open (its size is known) and before
+//! anything is read from it: a writer from outside imgpipe cutting the file in between.
+class CutAfterOpenStore final : public NoLocalFilesBlobStore {
+ public:
+  CutAfterOpenStore(BlobStore& inner, std::function<void()> after_open)
+      : NoLocalFilesBlobStore(inner), after_open_(std::move(after_open)) {}
+  Result<std::unique_ptr<BlobReader>> OpenRead(std::string_view container, std::string_view key,
+                                               std::optional<ByteRange> range = std::nullopt) override {
+    auto reader = NoLocalFilesBlobStore::OpenRead(container, key, range);
+    after_open_();
+    return reader;
+  }
+
+ private:
+  std::function<void()> after_open_;
+};
 
 //! Every test runs twice: over the local store, whose files the decorator maps (the parameter is true), and over
 //! the same store seen as a remote one, whose bytes it reads into a buffer.
@@ -336,6 +354,35 @@ TEST_P(EncryptedBlobStoreTest, FileCutShortWhileBeingReadIsAnIntegrityError) {
   auto whole = ReadAll("cut/obj");
   ASSERT_TRUE(whole.ok()) << whole.error().message;
   EXPECT_TRUE(*whole == data);
+}
+
+TEST_P(EncryptedBlobStoreTest, FileCutBetweenOpenAndFirstReadIsAnIntegrityError) {
+  // A whole read of a small object reads the header and its first segments with one inner read, sized from the
+  // object's size at open: bytes missing from it must fail the read, never shorten it.
+  const std::string data = Pattern(2 * kSegmentBytes + 500, 32);
+  for (uint64_t keep : {uint64_t{0}, uint64_t{100}, uint64_t{kHeaderBytes}, kHeaderBytes + kSealedSegmentBytes,
+                        kHeaderBytes + kSealedSegmentBytes + 1000, kHeaderBytes + 2 * kSealedSegmentBytes}) {
+    SCOPED_TRACE("cut to " + std::to_string(keep));
+    ASSERT_TRUE(store_->Put(kOriginals, "cut/open", data).ok());
+    // Over the local store either way: objects of fewer than 4 segments are read, not mapped.
+    CutAfterOpenStore cutting(*inner_, [&] {
+      ASSERT_EQ(::truncate(RawPath("cut/open").c_str(), static_cast<off_t>(keep)), 0);
+    });
+    EncryptedBlobStore store(cutting, *provider_, clock_);
+    std::string got;
+    Status status = [&]() -> Status {
+      IMGPIPE_ASSIGN_OR_RETURN(auto reader, store.OpenRead(kOriginals, "cut/open"));
+      std::vector<char> buf(kSegmentBytes);
+      for (;;) {
+        IMGPIPE_ASSIGN_OR_RETURN(size_t n, reader->Read(std::span<char>(buf.data(), buf.size())));
+        if (n == 0) return Ok();
+        got.append(buf.data(), n);
+      }
+    }();
+    ASSERT_FALSE(status.ok()) << "read " << got.size() << " bytes of a file cut short";
+    EXPECT_EQ(status.error().kind, ErrorKind::kIntegrity) << status.error().message;
+    EXPECT_TRUE(got == data.substr(0, got.size()));
+  }
 }
 
 TEST_P(EncryptedBlobStoreTest, LegacyPlaintextIsRefusedWithAHint) {

@@ -11,7 +11,7 @@ namespace imgpipe {
 //! Another store as a remote backend looks to its callers: no LocalPath, and readers without a LocalFd. For tests of
 //! code that takes another path over local files (the worker hands libvips a file, the encrypting decorator maps
 //! it), so that both paths run over the same local store. Forwards everything else. `inner` must outlive it.
-class NoLocalFilesBlobStore final : public BlobStore {
+class NoLocalFilesBlobStore : public BlobStore {
  public:
   explicit NoLocalFilesBlobStore(BlobStore& inner) : inner_(inner) {}
   Result<std::unique_ptr<BlobWriter>> OpenWrite(std::string_view container, std::string_view key) override {
