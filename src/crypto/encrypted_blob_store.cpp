@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "crypto/mapped_file.hpp"
@@ -60,7 +62,6 @@ class EncryptedBlobStore::Writer final : public BlobWriter {
   Writer(std::unique_ptr<BlobWriter> inner, std::unique_ptr<SegmentCipher> cipher)
       : inner_(std::move(inner)), cipher_(std::move(cipher)) {
     plain_.reserve(kSegmentBytes);
-    sealed_.reserve(kSealedSegmentBytes);
   }
   ~Writer() override {
     if (!done_) inner_->Abort();
@@ -93,11 +94,17 @@ class EncryptedBlobStore::Writer final : public BlobWriter {
   }
 
  private:
+  // Sealed segments are gathered and written kWriteSegments at a time: one write of a segment each cost a system call
+  // (local files) or a body chunk (cloud stores) per 64 KiB. An object of one segment never needs more than one.
+  static constexpr size_t kWriteSegments = 16;
+
   Result<BlobInfo> Seal(DeferredSync* deferred) {
     if (done_) return MakeError(ErrorKind::kInternal, "commit after commit or abort");
-    if (Status s = Flush(plain_, /*last=*/true); !s.ok()) {
+    Status flushed = Flush(plain_, /*last=*/true);
+    if (flushed.ok()) flushed = WriteOut();
+    if (!flushed.ok()) {
       Abort();
-      return s.error();
+      return flushed.error();
     }
     done_ = true;
     IMGPIPE_ASSIGN_OR_RETURN(BlobInfo info, deferred ? inner_->CommitDeferred(*deferred) : inner_->Commit());
@@ -106,18 +113,35 @@ class EncryptedBlobStore::Writer final : public BlobWriter {
   }
 
   Status Flush(std::string_view plaintext, bool last) {
-    sealed_.clear();
-    IMGPIPE_TRY(cipher_->Seal(index_, last, plaintext, &sealed_));
+    if (sealed_used_ + kSealedSegmentBytes > sealed_capacity_) {
+      IMGPIPE_TRY(WriteOut());
+      // The first segment gets a buffer of its own size; a second one means a larger object: gather a batch.
+      const size_t segments = sealed_capacity_ == 0 ? 1 : kWriteSegments;
+      if (sealed_capacity_ < segments * kSealedSegmentBytes) {
+        sealed_capacity_ = segments * kSealedSegmentBytes;
+        sealed_ = std::make_unique_for_overwrite<char[]>(sealed_capacity_);
+      }
+    }
+    IMGPIPE_TRY(cipher_->SealTo(index_, last, plaintext, sealed_.get() + sealed_used_));
+    sealed_used_ += plaintext.size() + kTagBytes;
     ++index_;
     plaintext_ += plaintext.size();
     if (plaintext.data() == plain_.data()) plain_.clear();
-    return inner_->Write(sealed_);
+    return Ok();
+  }
+
+  Status WriteOut() {
+    if (sealed_used_ == 0) return Ok();
+    const size_t n = std::exchange(sealed_used_, 0);
+    return inner_->Write(std::string_view(sealed_.get(), n));
   }
 
   std::unique_ptr<BlobWriter> inner_;
   std::unique_ptr<SegmentCipher> cipher_;
   std::string plain_;
-  std::string sealed_;
+  std::unique_ptr<char[]> sealed_;  // ciphertext only: never needs wiping
+  size_t sealed_capacity_ = 0;
+  size_t sealed_used_ = 0;
   uint64_t index_ = 0;
   uint64_t plaintext_ = 0;
   bool done_ = false;

@@ -340,6 +340,14 @@ void SegmentCipher::SetAadTail(uint64_t index, bool last) {
 }
 
 Status SegmentCipher::Seal(uint64_t index, bool last, std::string_view plaintext, std::string* out) {
+  const size_t at = out->size();
+  out->resize(at + std::min<size_t>(plaintext.size(), kSegmentBytes) + kTagBytes);
+  Status sealed = SealTo(index, last, plaintext, out->data() + at);
+  if (!sealed.ok()) out->resize(at);
+  return sealed;
+}
+
+Status SegmentCipher::SealTo(uint64_t index, bool last, std::string_view plaintext, char* out) {
   // 2^32 segments of 64 KiB is 256 TiB; the index must not wrap, or nonces would repeat under one key.
   if (index > UINT32_MAX || plaintext.size() > kSegmentBytes) {
     return MakeError(ErrorKind::kTooLarge, where_ + ": an encrypted object is limited to 2^32 segments of 64 KiB");
@@ -347,9 +355,7 @@ Status SegmentCipher::Seal(uint64_t index, bool last, std::string_view plaintext
   unsigned char nonce[12];
   Nonce(index, last, nonce);
   SetAadTail(index, last);
-  size_t at = out->size();
-  out->resize(at + plaintext.size() + kTagBytes);
-  auto* dst = reinterpret_cast<unsigned char*>(out->data() + at);
+  auto* dst = reinterpret_cast<unsigned char*>(out);
 #ifdef IMGPIPE_HAVE_IPSEC_MB
   if (fast_ != nullptr) {
     alignas(64) gcm_context_data context;
@@ -370,10 +376,7 @@ Status SegmentCipher::Seal(uint64_t index, bool last, std::string_view plaintext
                               static_cast<int>(plaintext.size())) == 1 &&
             EVP_EncryptFinal_ex(enc_, dst + len, &len) == 1 &&
             EVP_CIPHER_CTX_ctrl(enc_, EVP_CTRL_GCM_GET_TAG, kTagBytes, dst + plaintext.size()) == 1;
-  if (!ok) {
-    out->resize(at);
-    return MakeError(ErrorKind::kInternal, where_ + ": AES-256-GCM encryption failed");
-  }
+  if (!ok) return MakeError(ErrorKind::kInternal, where_ + ": AES-256-GCM encryption failed");
   return Ok();
 }
 

@@ -114,6 +114,9 @@ class SegmentCipher {
 
   //! Seals `plaintext` (at most kSegmentBytes) as segment `index`; appends ciphertext || tag to `out`.
   Status Seal(uint64_t index, bool last, std::string_view plaintext, std::string* out);
+  //! Seal() into a caller's buffer of at least plaintext.size() + kTagBytes bytes (not overlapping `plaintext`), so
+  //! a writer can gather several sealed segments for one write without zero-filling or copying them first.
+  Status SealTo(uint64_t index, bool last, std::string_view plaintext, char* out);
   //! Opens a sealed segment in place: `data` holds ciphertext || tag of `size` bytes; on success the first
   //! size - kTagBytes bytes are the plaintext. kIntegrity if the tag does not match.
   Result<size_t> Open(uint64_t index, bool last, char* data, size_t size) {
