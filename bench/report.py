@@ -217,7 +217,8 @@ def storage_encryption_missed(st):
 # when the envelope code changes.
 STORAGE_ENCRYPTION_COST = (
     "the cipher itself. In a profile of the local backend, AES-256-GCM (intel-ipsec-mb's VAES/AVX-512 code) is "
-    "almost all of the encrypting writer's and reader's own CPU; the decorator's buffering and copies are under 1%. "
+    "almost all of the encrypting reader's own CPU, and the decorator's buffering and copies are under 1%; the writer's "
+    "one write per sealed segment also cost, until it gathered 16 per write (see below). "
     "So encryption adds a roughly fixed time per MB (the table's last column but one), and the ratio depends on how "
     "fast the backend is without it: against the local folder (writes into the page cache, reads out of it at "
     "several GB/s) or a loopback S3 server that serves reads at about 1 GB/s, that fixed time is a large share; "
@@ -270,13 +271,16 @@ def storage_section(st):
 
 # Written by hand about the runs of 2026-11-26 (re-read it when the numbers above change).
 STORAGE_ENCRYPTION_RUNS = (
-    "Reads from S3 add more per MB than reads from the local folder; that was not profiled (a likely part: the "
-    "decorator reads the connection one 64 KiB segment at a time, the bare reader straight into the caller's 1 MiB "
-    "buffer). Four runs on 2026-11-26 between 11:57 and 12:07 UTC, at 1-minute loads of 3 to 9, with 5 rounds "
-    "(twice; in the first the off pass always went first), 11 and 21: the local backend missed every time (reads "
-    "0.32x to 0.59x, large uploads 0.60x to 0.73x); the Azurite ratios ranged from 0.79x to 1.25x, so there the cost "
-    "is below what this machine can resolve; S3 small-object reads gave 0.75x to 0.95x. This page shows the 21-round "
-    "run.")
+    "Reads from S3 add more per MB than reads from the local folder; that was not profiled (the encrypted reader "
+    "reads the connection several segments at a time since f2eae6d, and the first read takes the header with the "
+    "first segments). Four runs on 2026-11-26 between 11:57 and 12:07 UTC, at 1-minute loads of 3 to 9, with 5 "
+    "rounds (twice; in the first the off pass always went first), 11 and 21: the local backend missed every time "
+    "(reads 0.32x to 0.59x, large uploads 0.60x to 0.73x); the Azurite ratios ranged from 0.79x to 1.25x, so there the "
+    "cost is below what this machine can resolve; S3 small-object reads gave 0.75x to 0.95x. Then the encrypting "
+    "writer was changed to write 16 sealed segments at a time instead of one (086c318; before, each 64 KiB segment "
+    "was its own write, a system call on a local file): local 32 MiB uploads went from 0.69x to 0.79x in a side-by-side "
+    "run of both binaries. This page shows a 21-round run after that change, at 12:41-12:44 UTC on a quiet machine "
+    "(load 1.3 to 2.3).")
 
 
 def added_ms_per_mb(r, what):
