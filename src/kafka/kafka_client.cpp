@@ -248,8 +248,8 @@ Result<KafkaClusterInfo> DescribeKafkaCluster(const KafkaProperties& properties,
   conf.release();  // owned by rk now
   std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> handle(rk, rd_kafka_destroy);
   const rd_kafka_metadata_t* md = nullptr;
-  const auto bootstrap = properties.find("bootstrap.servers");
-  const std::string where = bootstrap == properties.end() ? std::string("(no bootstrap.servers)") : bootstrap->second;
+  const std::string bootstrap = BootstrapOf(properties);
+  const std::string where = bootstrap.empty() ? std::string("(no bootstrap.servers)") : bootstrap;
   rd_kafka_resp_err_t e = rd_kafka_metadata(rk, /*all_topics=*/1, nullptr, &md, static_cast<int>(timeout.count()));
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     rd_kafka_poll(rk, 0);  // serves the client's queued error events, i.e. calls the error callback

@@ -231,6 +231,19 @@ void WorkerPool::PublishFailed(const ProcessingRun& run) {
   PublishBeforeAck(std::move(e));
 }
 
+void WorkerPool::PublishProcessed(const ImageId& id, const std::string& pipeline, int attempt,
+                                  const std::string& script_name, const std::string& script_version) {
+  if (!events_) return;
+  ImageEvent e{"image.processed", id, clock_.Now(), {}};
+  e.details["pipeline"] = pipeline;
+  e.details["attempt"] = attempt;
+  if (!script_name.empty()) {
+    e.details["script_name"] = script_name;
+    e.details["script_version"] = script_version;
+  }
+  PublishBeforeAck(std::move(e));
+}
+
 void WorkerPool::RepublishOutcome(const ImageRecord& image) {
   if (!events_) return;
   auto runs = store_.ListRuns(image.id);
@@ -240,14 +253,7 @@ void WorkerPool::RepublishOutcome(const ImageRecord& image) {
     PublishFailed(last);
     return;
   }
-  ImageEvent e{"image.processed", image.id, clock_.Now(), {}};
-  e.details["pipeline"] = last.pipeline;
-  e.details["attempt"] = last.attempt;
-  if (!last.script_name.empty()) {
-    e.details["script_name"] = last.script_name;
-    e.details["script_version"] = last.script_version;
-  }
-  PublishBeforeAck(std::move(e));
+  PublishProcessed(image.id, last.pipeline, last.attempt, last.script_name, last.script_version);
 }
 
 void WorkerPool::ProcessJob(const Job& job) {
@@ -328,16 +334,8 @@ void WorkerPool::RunJob(const ImageRecord& image, const Job& job, TimePoint star
   if (result.ok()) result = RunPipeline(image, job, started, script.get());
   if (result.ok()) {
     // On the events topic before the ack: a crash in between publishes again (at least once), never loses it.
-    if (events_) {
-      ImageEvent e{"image.processed", image.id, clock_.Now(), {}};
-      e.details["pipeline"] = image.pipeline;
-      e.details["attempt"] = job.attempts + 1;
-      if (script) {
-        e.details["script_name"] = script->name;
-        e.details["script_version"] = script->version;
-      }
-      PublishBeforeAck(std::move(e));
-    }
+    PublishProcessed(image.id, image.pipeline, job.attempts + 1, script ? script->name : std::string(),
+                     script ? script->version : std::string());
     Status acked = queue_.Ack(job);
     if (!acked.ok()) LogWarn("ack failed; the job will re-run harmlessly", {{"error", acked.error().message}});
     if (metrics_) metrics_->Add("imgpipe_jobs_total", {{"outcome", "processed"}});

@@ -70,6 +70,9 @@ class WorkerPool {
   //! Publishes `event` and waits until the events topic has it (or the pool stops), so the job's ack comes after.
   void PublishBeforeAck(ImageEvent event);
   void PublishFailed(const ProcessingRun& run);
+  //! image.processed; `script_name` is empty for the built-in default pipeline.
+  void PublishProcessed(const ImageId& id, const std::string& pipeline, int attempt, const std::string& script_name,
+                        const std::string& script_version);
   //! For a job whose image is already processed or failed: its event again, from the image's last run.
   void RepublishOutcome(const ImageRecord& image);
 

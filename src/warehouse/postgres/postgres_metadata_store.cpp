@@ -326,6 +326,15 @@ Result<std::optional<std::string>> ReceivedAtOf(PgConnection& conn, const ImageI
   return std::optional<std::string>(std::string(result.Text(0, 0)));
 }
 
+//! Runs `update_sql` (its $1 the image id, $2 its partition key) on the image's row; kNotFound if there is no such
+//! image. The statement's own WHERE decides whether the row changes.
+Status UpdateImageRow(PgConnection& conn, const ImageId& id, const char* update_sql) {
+  IMGPIPE_ASSIGN_OR_RETURN(auto received_at, ReceivedAtOf(conn, id));
+  if (!received_at) return ImageNotFound(id);
+  IMGPIPE_TRY(conn.Exec(update_sql, PgParams().Text(id.value()).Text(*received_at)));
+  return Ok();
+}
+
 //! The image's status, locking its row until the transaction ends; nullopt if there is no such image.
 struct LockedImage {
   std::string received_at;
@@ -847,24 +856,18 @@ Result<std::vector<ProcessingRun>> PostgresMetadataStore::ListRuns(const ImageId
 
 Status PostgresMetadataStore::MarkProcessing(const ImageId& id) {
   return db_.Run([&](PgConnection& conn) -> Status {
-    IMGPIPE_ASSIGN_OR_RETURN(auto received_at, ReceivedAtOf(conn, id));
-    if (!received_at) return ImageNotFound(id);
     // Processed, failed, expired or deleted rows are left as they are.
-    IMGPIPE_TRY(conn.Exec("UPDATE images SET status = 'processing', processing_starts = processing_starts + 1 "
-                          "WHERE id = $1 AND received_at = $2 AND status IN ('queued', 'processing')",
-                          PgParams().Text(id.value()).Text(*received_at)));
-    return Ok();
+    return UpdateImageRow(conn, id,
+                          "UPDATE images SET status = 'processing', processing_starts = processing_starts + 1 "
+                          "WHERE id = $1 AND received_at = $2 AND status IN ('queued', 'processing')");
   });
 }
 
 Status PostgresMetadataStore::UncountProcessingStart(const ImageId& id) {
   return db_.Run([&](PgConnection& conn) -> Status {
-    IMGPIPE_ASSIGN_OR_RETURN(auto received_at, ReceivedAtOf(conn, id));
-    if (!received_at) return ImageNotFound(id);
-    IMGPIPE_TRY(conn.Exec("UPDATE images SET processing_starts = greatest(processing_starts - 1, 0) "
-                          "WHERE id = $1 AND received_at = $2",
-                          PgParams().Text(id.value()).Text(*received_at)));
-    return Ok();
+    return UpdateImageRow(conn, id,
+                          "UPDATE images SET processing_starts = greatest(processing_starts - 1, 0) "
+                          "WHERE id = $1 AND received_at = $2");
   });
 }
 
