@@ -214,8 +214,9 @@ Result<std::unique_ptr<KafkaProducer>> KafkaProducer::Create(const KafkaProperti
 
 void KafkaClientErrors::Record(rd_kafka_resp_err_t code, const char* reason) {
   std::lock_guard lock(mu_);
-  // A refused login explains what follows it (the broker then drops the connection): kept until Clear().
-  if (last_.code == RD_KAFKA_RESP_ERR__AUTHENTICATION) return;
+  // A refused login or a failed TLS handshake explains what follows it (the connection drops: "transport failure",
+  // then "all brokers down"): kept until Clear(), so the cause is what gets reported.
+  if (IsCredentials(last_.code)) return;
   last_ = {code, reason ? reason : ""};
 }
 

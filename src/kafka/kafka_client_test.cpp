@@ -30,6 +30,24 @@ TEST(KafkaClientTest, ErrorKinds) {
   EXPECT_THAT(e.message, HasSubstr("message.max.bytes"));
 }
 
+TEST(KafkaClientErrorsTest, ACredentialsFailureOutlivesTheErrorsItCauses) {
+  // A failed TLS handshake or login is followed by the connection dropping; the cause must stay what is reported.
+  for (rd_kafka_resp_err_t cause : {RD_KAFKA_RESP_ERR__SSL, RD_KAFKA_RESP_ERR__AUTHENTICATION,
+                                    RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED}) {
+    KafkaClientErrors errors;
+    errors.Record(RD_KAFKA_RESP_ERR__TRANSPORT, "connection refused");
+    errors.Record(cause, "certificate verify failed");
+    errors.Record(RD_KAFKA_RESP_ERR__TRANSPORT, "Broker transport failure");
+    errors.Record(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, "1/1 brokers are down");
+    EXPECT_EQ(errors.Get().code, cause);
+    EXPECT_EQ(errors.Get().reason, "certificate verify failed");
+    EXPECT_TRUE(KafkaClientErrors::IsCredentials(errors.Get().code));
+    errors.Clear();
+    errors.Record(RD_KAFKA_RESP_ERR__TRANSPORT, "Broker transport failure");
+    EXPECT_EQ(errors.Get().code, RD_KAFKA_RESP_ERR__TRANSPORT);
+  }
+}
+
 TEST(KafkaClientTest, SecuritySettingsPassThrough) {
   Config c;
   c.kafka_brokers = "k1:9093,k2:9093";
