@@ -423,6 +423,27 @@ TEST_F(LocalBlobStoreTest, LargeObjectStreamsThroughBoundedBuffers) {
   EXPECT_EQ(tail, "tail");
 }
 
+TEST_F(LocalBlobStoreTest, ChunksOfEverySizeAroundTheWriteBufferKeepTheirOrder) {
+  // The writer gathers chunks in a 256 KiB buffer and writes a chunk that would overflow it together with the
+  // gathered bytes in one writev; these sizes land before, on and across that edge, and past the 2 MiB steps at
+  // which it starts the write-back early.
+  const std::vector<size_t> sizes = {160, 65552,   196656,      1, (256 << 10) - 161, 256 << 10,  (256 << 10) + 1,
+                                     3,   1 << 20, 100, (3 << 20) + 7, 0,                 5000, (256 << 10) - 5000};
+  auto writer = store_->OpenWrite(kOriginals, "mixed");
+  ASSERT_TRUE(writer.ok());
+  std::string expected;
+  for (size_t size : sizes) {
+    std::string chunk(size, '\0');
+    for (size_t i = 0; i < size; ++i) chunk[i] = PatternByte(expected.size() + i);
+    ASSERT_TRUE((*writer)->Write(chunk).ok()) << size;
+    expected += chunk;
+  }
+  auto info = (*writer)->Commit();
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  EXPECT_EQ(info->size, expected.size());
+  EXPECT_EQ(Get(kOriginals, "mixed"), expected);
+}
+
 TEST_F(LocalBlobStoreTest, ReaderKeepsTheObjectItOpened) {
   ASSERT_TRUE(store_->Put(kOriginals, "snap", "old content").ok());
   auto reader = store_->OpenRead(kOriginals, "snap");
