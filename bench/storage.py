@@ -109,6 +109,12 @@ def main():
                        "encrypted_read_mbps": size * count / bl.median(mine["encrypted_read_seconds"]) / 1e6,
                        "seconds": {k: mine[k] for k in ("upload_seconds", "read_seconds", "encrypted_upload_seconds",
                                                         "encrypted_read_seconds")}}
+                if "cipher_open_seconds" in mine:
+                    # The cipher alone over the round's bytes (no store): the least an encrypted pass must add.
+                    row["cipher_seal_mbps"] = size * count / bl.median(mine["cipher_seal_seconds"]) / 1e6
+                    row["cipher_open_mbps"] = size * count / bl.median(mine["cipher_open_seconds"]) / 1e6
+                    row["seconds"]["cipher_seal_seconds"] = mine["cipher_seal_seconds"]
+                    row["seconds"]["cipher_open_seconds"] = mine["cipher_open_seconds"]
                 row["encryption_upload_ratio"] = row["encrypted_upload_mbps"] / row["imgpipe_upload_mbps"]
                 row["encryption_read_ratio"] = row["encrypted_read_mbps"] / row["imgpipe_read_mbps"]
                 # Within a round the two passes ran back to back, under the same moment's load.
