@@ -1,10 +1,14 @@
 """Encryption at rest: what it costs, measured side by side with encryption off in the same run.
 
     bench/encryption.sh [--duration S] [--warmup S] [--reps R] [--connections C] [--drain-images N]
+                        [--backends local,azure,s3]
 
-Four measurements, each on imgpipe serve (fresh data folder, local blob store, SQLite) with encryption.enabled true
-and false, repetitions interleaved, medians reported with the ratio on/off. "On" is everything at rest encrypted:
-the blobs and the SQLite warehouse (SQLCipher, database.encrypt's default); "off" is neither.
+Four measurements, each on imgpipe serve (fresh data folder, SQLite) with encryption.enabled true and false,
+repetitions interleaved, medians reported with the ratio on/off. "On" is everything at rest encrypted: the blobs and
+the SQLite warehouse (SQLCipher, database.encrypt's default); "off" is neither. Upload and read run on every blob
+backend of --backends: the local folder, Azure Blob Storage on Azurite and S3 on the S3 server of
+scripts/services/s3 (each cloud run on a service started fresh for it in a scratch IMGPIPE_SERVICES_DIR, stopped
+afterwards); process and rewrap on the local store only.
 
   upload     POST /v1/images of the ingest benchmark's ~200 KB JPEG, 32 connections (wrk, bench/upload.lua),
              processing off: receive, validate, encrypt + store, commit.
@@ -17,11 +21,15 @@ the blobs and the SQLite warehouse (SQLCipher, database.encrypt's default); "off
   rewrap     after the upload runs: `imgpipe kek rotate`, then `imgpipe kek rewrap` over every stored object,
              server stopped: objects per second.
 
-Writes build/bench/encryption.json; bench/report.py turns it into docs/BENCHMARKS.md.
+Writes build/bench/encryption.json (the local store's results at the top level, every backend's upload and read under
+"backends"); bench/report.py turns it into docs/BENCHMARKS.md.
 """
 
 import argparse
+import contextlib
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -31,11 +39,46 @@ import benchlib as bl
 import ingest
 
 READ_SOURCE = "exif/metadata-extractor-images/jpg/Apple iPhone 5.jpg"
+BACKENDS = ("local", "azure", "s3")
+SERVICE = {"azure": "azurite", "s3": "s3"}
 
 
-def serve(binary, root, encrypted, processing=False, key=None):
-    """imgpipe serve on root/data; `key`: the admin key of an earlier start on the same folder (printed only once)."""
-    env = {"IMGPIPE_ENCRYPTION_ENABLED": "true" if encrypted else "false"}
+@contextlib.contextmanager
+def storage(backend, scratch):
+    """The IMGPIPE_STORAGE_* settings of `backend` for one run. A cloud backend's service is started fresh for the run
+    and stopped (its data removed) afterwards, even on failure: an upload run stores about a gigabyte, and every run
+    starts from the same empty service."""
+    if backend == "local":
+        yield {}
+        return
+    script = str(bl.REPO / "scripts" / "services" / SERVICE[backend])
+    env = dict(os.environ, IMGPIPE_SERVICES_DIR=str(scratch))
+    try:
+        subprocess.run([script, "start"], env=env, check=True)
+        svc = dict(line.split("=", 1) for line in (scratch / f"{SERVICE[backend]}.env").read_text().splitlines()
+                   if "=" in line)
+        unique = secrets.token_hex(4)
+        if backend == "azure":
+            yield {"IMGPIPE_STORAGE_BACKEND": "azure",
+                   "IMGPIPE_STORAGE_AZURE_ENDPOINT": svc["IMGPIPE_TEST_AZURE_ENDPOINT"],
+                   "IMGPIPE_STORAGE_AZURE_ACCOUNT": svc["IMGPIPE_TEST_AZURE_ACCOUNT"],
+                   "IMGPIPE_STORAGE_AZURE_KEY": svc["IMGPIPE_TEST_AZURE_KEY"],
+                   "IMGPIPE_STORAGE_AZURE_CONTAINER_PREFIX": f"b{unique}-"}
+        else:
+            yield {"IMGPIPE_STORAGE_BACKEND": "s3",
+                   "IMGPIPE_STORAGE_S3_ENDPOINT": svc["IMGPIPE_TEST_S3_ENDPOINT"],
+                   "IMGPIPE_STORAGE_S3_REGION": svc.get("IMGPIPE_TEST_S3_REGION", "us-east-1"),
+                   "IMGPIPE_STORAGE_S3_BUCKET": f"b{unique}",
+                   "IMGPIPE_STORAGE_S3_ACCESS_KEY": svc["IMGPIPE_TEST_S3_ACCESS_KEY"],
+                   "IMGPIPE_STORAGE_S3_SECRET_KEY": svc["IMGPIPE_TEST_S3_SECRET_KEY"]}
+    finally:
+        subprocess.run([script, "stop"], env=env)
+
+
+def serve(binary, root, encrypted, processing=False, key=None, store=None):
+    """imgpipe serve on root/data; `key`: the admin key of an earlier start on the same folder (printed only once);
+    `store`: the IMGPIPE_STORAGE_* settings of a cloud backend (none: the local folder)."""
+    env = dict(store or {}, IMGPIPE_ENCRYPTION_ENABLED="true" if encrypted else "false")
     if not processing:
         env["IMGPIPE_PROCESSING_ENABLED"] = "false"
     server = bl.Server(binary, root / "data", env)
@@ -58,9 +101,9 @@ def run_wrk_get(url, key, seconds, connections, threads):
     return rps
 
 
-def upload_run(binary, body, args, encrypted):
+def upload_run(binary, body, args, encrypted, store=None):
     root = bl.tempdir("enc-up-")
-    server = serve(binary, root, encrypted)
+    server = serve(binary, root, encrypted, store=store)
     try:
         res = ingest.warm_and_measure(server, body, args)
     finally:
@@ -68,9 +111,9 @@ def upload_run(binary, body, args, encrypted):
     return root, res
 
 
-def read_run(binary, args, encrypted, original):
+def read_run(binary, args, encrypted, original, store=None):
     root = bl.tempdir("enc-read-")
-    server = serve(binary, root, encrypted)
+    server = serve(binary, root, encrypted, store=store)
     try:
         status, _, answer = bl.http_request("POST", f"{server.url}/v1/images", body=original,
                                             headers={"Authorization": f"Bearer {server.key}"})
@@ -157,6 +200,28 @@ def rewrap_run(binary, data_root):
             "bytes": sum(p.stat().st_size for p in (data_dir / "blobs").rglob("*") if p.is_file())}
 
 
+def backend_list(text):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"backends are {', '.join(BACKENDS)}; got {text!r}")
+    return [b for b in BACKENDS if b in names]
+
+
+FIELDS = {"upload": "requests_per_second", "read": "requests_per_second", "process": "images_per_second"}
+CPU_FIELDS = {"upload": "server_cpu_ms_per_request", "read": "server_cpu_ms_per_request",
+              "process": "server_cpu_ms_per_image"}
+
+
+def medians(runs):
+    """Medians of throughput and of server CPU per operation (steadier than throughput when other work shares the
+    cores), and the on/off ratios, of every measurement in `runs`."""
+    median = {k: {m: bl.median([r[FIELDS[k]] for r in runs[k][m]]) for m in runs[k]} for k in runs}
+    for k in runs:
+        median[f"{k}_cpu_ms"] = {m: bl.median([r[CPU_FIELDS[k]] for r in runs[k][m]]) for m in runs[k]}
+    return median, {k: median[k]["on"] / median[k]["off"] for k in runs}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=15)
@@ -165,6 +230,9 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--drain-images", type=int, default=400)
+    ap.add_argument("--backends", type=backend_list, default=list(BACKENDS),
+                    help="comma-separated blob backends for upload and read (default: local,azure,s3); process and "
+                         "rewrap run only with local")
     args = ap.parse_args()
     binary = bl.imgpipe_binary()
     bl.require_tool("wrk")
@@ -172,32 +240,35 @@ def main():
     original = (bl.CORPORA / READ_SOURCE).read_bytes()
 
     modes = {"off": False, "on": True}
-    runs = {k: {m: [] for m in modes} for k in ("upload", "read", "process")}
+    runs = {b: {k: {m: [] for m in modes} for k in (("upload", "read", "process") if b == "local" else
+                                                      ("upload", "read"))} for b in args.backends}
     rewraps = []
+    services = bl.scratch_dir("encryption-services")
     for rep in range(1, args.reps + 1):
-        for mode, encrypted in modes.items():
-            root, up = upload_run(binary, body, args, encrypted)
-            runs["upload"][mode].append(up)
-            if encrypted:
-                rewraps.append(rewrap_run(binary, root))
-                bl.log(f"  rep {rep} rewrap: {rewraps[-1]['objects']} objects in {rewraps[-1]['seconds']:.2f} s")
-            shutil.rmtree(root, ignore_errors=True)
-            runs["read"][mode].append(read_run(binary, args, encrypted, original))
-            runs["process"][mode].append(process_run(binary, body, args, encrypted))
-            rd, pr = runs["read"][mode][-1], runs["process"][mode][-1]
-            bl.log(f"  rep {rep} encryption {mode}: upload {up['requests_per_second']:.0f}/s "
-                   f"(CPU {up['server_cpu_ms_per_request']:.2f} ms/upload), read {rd['requests_per_second']:.0f}/s "
-                   f"(CPU {rd['server_cpu_ms_per_request']:.2f} ms/read), process {pr['images_per_second']:.1f} "
-                   f"images/s (CPU {pr['server_cpu_ms_per_image']:.2f} ms/image)")
+        for backend in args.backends:
+            got = runs[backend]
+            for mode, encrypted in modes.items():
+                with storage(backend, services) as store:
+                    root, up = upload_run(binary, body, args, encrypted, store)
+                if backend == "local" and encrypted:
+                    rewraps.append(rewrap_run(binary, root))
+                    bl.log(f"  rep {rep} rewrap: {rewraps[-1]['objects']} objects in {rewraps[-1]['seconds']:.2f} s")
+                shutil.rmtree(root, ignore_errors=True)
+                got["upload"][mode].append(up)
+                with storage(backend, services) as store:
+                    got["read"][mode].append(read_run(binary, args, encrypted, original, store))
+                rd = got["read"][mode][-1]
+                line = (f"  rep {rep} {backend} encryption {mode}: upload {up['requests_per_second']:.0f}/s "
+                        f"(CPU {up['server_cpu_ms_per_request']:.2f} ms/upload), read "
+                        f"{rd['requests_per_second']:.0f}/s (CPU {rd['server_cpu_ms_per_request']:.2f} ms/read)")
+                if backend == "local":
+                    got["process"][mode].append(process_run(binary, body, args, encrypted))
+                    pr = got["process"][mode][-1]
+                    line += (f", process {pr['images_per_second']:.1f} images/s "
+                             f"(CPU {pr['server_cpu_ms_per_image']:.2f} ms/image)")
+                bl.log(line)
+    shutil.rmtree(services, ignore_errors=True)
 
-    fields = {"upload": "requests_per_second", "read": "requests_per_second", "process": "images_per_second"}
-    median = {k: {m: bl.median([r[fields[k]] for r in runs[k][m]]) for m in modes} for k in runs}
-    median["upload_cpu_ms"] = {m: bl.median([r["server_cpu_ms_per_request"] for r in runs["upload"][m]])
-                               for m in modes}
-    # Server CPU per operation: steadier than throughput when other work shares the cores.
-    median["read_cpu_ms"] = {m: bl.median([r["server_cpu_ms_per_request"] for r in runs["read"][m]]) for m in modes}
-    median["process_cpu_ms"] = {m: bl.median([r["server_cpu_ms_per_image"] for r in runs["process"][m]])
-                                for m in modes}
     result = {
         "upload_body_bytes": size,
         "upload_body_source": f"valid/{ingest.SOURCE_PHOTO} as JPEG quality {quality}",
@@ -208,16 +279,21 @@ def main():
         "warmup_seconds": args.warmup,
         "reps": args.reps,
         "drain_images": args.drain_images,
-        "runs": runs,
-        "rewrap": rewraps,
-        "median": median,
-        "rewrap_objects_per_second": bl.median([r["objects_per_second"] for r in rewraps]),
-        "ratio_on_off": {k: median[k]["on"] / median[k]["off"] for k in fields},
+        "backends": {},
     }
+    for backend in args.backends:
+        median, ratio = medians(runs[backend])
+        result["backends"][backend] = {"runs": runs[backend], "median": median, "ratio_on_off": ratio}
+        for k in ratio:
+            bl.log(f"{backend} {k}: encryption on/off = {ratio[k]:.3f}")
+    if "local" in runs:
+        # The local store's results stay where reports before --backends read them.
+        local = result["backends"]["local"]
+        result.update(runs=local["runs"], median=local["median"], ratio_on_off=local["ratio_on_off"],
+                      rewrap=rewraps,
+                      rewrap_objects_per_second=bl.median([r["objects_per_second"] for r in rewraps]))
+        bl.log(f"rewrap: {result['rewrap_objects_per_second']:.0f} objects/s")
     bl.write_result("encryption", result)
-    for k in fields:
-        bl.log(f"{k}: encryption on/off = {result['ratio_on_off'][k]:.3f}")
-    bl.log(f"rewrap: {result['rewrap_objects_per_second']:.0f} objects/s")
 
 
 if __name__ == "__main__":

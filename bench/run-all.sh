@@ -9,6 +9,7 @@ here=$(dirname "$0")
 "$here/ingest.sh" --reps 3
 "$here/memory.sh"
 "$here/kafka_ingest.sh"
+# Upload and read on the local store, Azurite and the S3 server (it starts and stops the two services itself).
 "$here/encryption.sh" --reps 3
 "$here/perimeter.sh" --reps 3
 python3 "$here/warehouse.py"
