@@ -1,14 +1,21 @@
 // Driver of bench/storage.py: upload and read throughput of one BlobStore backend, through the same classes imgpipe
 // uses. Prints one JSON object. Credentials come from the IMGPIPE_TEST_* variables that scripts/services/azurite and
 // scripts/services/s3 write.
-//   blob_store_bench --backend local|azure|s3 --size BYTES --count N --reps R [--dir DIR] [--encryption off|both]
+//   blob_store_bench --backend local|azure|s3 --size BYTES --count N --reps R [--dir DIR] [--encryption off|on|both]
+//                    [--reads K]
+// --reads K reads the objects K times per round (the read figures are per pass), so a profile of the reads is not
+// drowned by the uploads.
 // With --encryption both, every round runs twice, on the bare backend and through EncryptedBlobStore over the same
 // backend (a LocalKeyProvider keyring in a scratch folder, the data key cache as `serve` configures it), in
 // alternating order (off on, on off, off on...), so the on/off ratio compares passes taken moments apart. It also
 // times the cipher alone over the same bytes each round (SegmentCipher sealing the round's objects into memory, then
 // opening them into the read buffer, nothing else): what the encrypted passes cannot do without, whatever the store.
+// With --encryption on, only the encrypted passes (and the cipher alone) run, to profile that path alone, e.g. under
+// perf stat.
 //   blob_store_bench --azure-sas   (prints a container SAS token for the reference client)
+#include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -68,13 +75,21 @@ std::unique_ptr<BlobStore> Open(const std::string& backend, const std::string& d
 
 double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// CPU seconds of this process (all its threads) so far: the client's own cost, apart from the server's time that the
+// wall time includes.
+double CpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 struct Round {
-  double upload = 0, read = 0;
+  double upload = 0, read = 0, read_cpu = 0;
 };
 
 // Uploads `count` copies of `data` under `prefix` in 1 MiB writes (as the intake's spool copy does), reads them back
-// streamed, checks the sizes, then deletes them.
-Round TimeRound(BlobStore& store, const std::string& prefix, const std::string& data, size_t count,
+// streamed `reads` times over (the read figures are per pass), checks the sizes, then deletes them.
+Round TimeRound(BlobStore& store, const std::string& prefix, const std::string& data, size_t count, size_t reads,
                 std::vector<char>& buf) {
   auto name = [&](size_t i) { return prefix + "/o" + std::to_string(i); };
   auto t0 = std::chrono::steady_clock::now();
@@ -87,8 +102,9 @@ Round TimeRound(BlobStore& store, const std::string& prefix, const std::string& 
     if (auto info = (*w)->Commit(); !info.ok()) Die(info.error().message);
   }
   auto t1 = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < count; ++i) {
-    auto rd = store.OpenRead(kOriginals, name(i));
+  const double cpu1 = CpuSeconds();
+  for (size_t i = 0; i < count * reads; ++i) {
+    auto rd = store.OpenRead(kOriginals, name(i % count));
     if (!rd.ok()) Die(rd.error().message);
     size_t total = 0;
     for (;;) {
@@ -100,8 +116,9 @@ Round TimeRound(BlobStore& store, const std::string& prefix, const std::string& 
     if (total != data.size()) Die("short read");
   }
   auto t2 = std::chrono::steady_clock::now();
+  const double cpu2 = CpuSeconds();
   for (size_t i = 0; i < count; ++i) (void)store.Delete(kOriginals, name(i));
-  return {Seconds(t1 - t0), Seconds(t2 - t1)};
+  return {Seconds(t1 - t0), Seconds(t2 - t1) / static_cast<double>(reads), (cpu2 - cpu1) / static_cast<double>(reads)};
 }
 
 //! Seals `count` objects of `data` segment by segment into one arena, then opens every segment into `buf` (1 MiB,
@@ -151,7 +168,7 @@ void PrintList(const char* field, const std::vector<Round>& rounds, double Round
 int main(int argc, char** argv) {
   std::string backend = "local", dir = std::filesystem::temp_directory_path().string();
   std::string encryption = "off";
-  size_t size = 1 << 20, count = 10, reps = 3;
+  size_t size = 1 << 20, count = 10, reps = 3, reads = 1;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : (Die("missing value for " + a), ""); };
@@ -159,6 +176,7 @@ int main(int argc, char** argv) {
     else if (a == "--size") size = std::stoull(next());
     else if (a == "--count") count = std::stoull(next());
     else if (a == "--reps") reps = std::stoull(next());
+    else if (a == "--reads") reads = std::max<size_t>(1, std::stoull(next()));
     else if (a == "--dir") dir = next();
     else if (a == "--encryption") encryption = next();
     else if (a == "--azure-sas") {
@@ -173,14 +191,14 @@ int main(int argc, char** argv) {
       return 0;
     } else Die("unknown argument " + a);
   }
-  if (encryption != "off" && encryption != "both") Die("--encryption must be off or both");
+  if (encryption != "off" && encryption != "on" && encryption != "both") Die("--encryption must be off, on or both");
   const std::string unique = HexEncode(RandomBytes(4));
   auto store = Open(backend, dir, unique);
   const std::string keys_dir = dir + "/" + unique + "-keys";
   SystemClock clock;
   std::unique_ptr<LocalKeyProvider> keys;
   std::unique_ptr<EncryptedBlobStore> encrypted;
-  if (encryption == "both") {
+  if (encryption != "off") {
     std::filesystem::create_directories(keys_dir);
     auto opened = LocalKeyProvider::Open(keys_dir + "/keyring.json", clock);
     if (!opened.ok()) Die(opened.error().message);
@@ -196,17 +214,22 @@ int main(int argc, char** argv) {
   // freed pages, and that must not always be the same mode.
   for (size_t r = 0; r < reps; ++r) {
     const bool sealed_first = encrypted && r % 2 == 1;
-    if (sealed_first) sealed.push_back(TimeRound(*encrypted, "e" + std::to_string(r), data, count, buf));
-    plain.push_back(TimeRound(*store, "r" + std::to_string(r), data, count, buf));
-    if (encrypted && !sealed_first) sealed.push_back(TimeRound(*encrypted, "e" + std::to_string(r), data, count, buf));
+    auto sealed_pass = [&] {
+      sealed.push_back(TimeRound(*encrypted, "e" + std::to_string(r), data, count, reads, buf));
+    };
+    if (sealed_first) sealed_pass();
+    if (encryption != "on") plain.push_back(TimeRound(*store, "r" + std::to_string(r), data, count, reads, buf));
+    if (encrypted && !sealed_first) sealed_pass();
     if (encrypted) cipher_alone.push_back(TimeCipher(data, count, buf));
   }
   std::cout << "{\"backend\": \"" << backend << "\", \"size\": " << size << ", \"count\": " << count;
   PrintList("upload_seconds", plain, &Round::upload);
   PrintList("read_seconds", plain, &Round::read);
+  PrintList("read_cpu_seconds", plain, &Round::read_cpu);
   if (encrypted) {
     PrintList("encrypted_upload_seconds", sealed, &Round::upload);
     PrintList("encrypted_read_seconds", sealed, &Round::read);
+    PrintList("encrypted_read_cpu_seconds", sealed, &Round::read_cpu);
     PrintList("cipher_seal_seconds", cipher_alone, &Round::upload);
     PrintList("cipher_open_seconds", cipher_alone, &Round::read);
   }
