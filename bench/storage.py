@@ -108,7 +108,11 @@ def main():
                        "encrypted_upload_mbps": size * count / bl.median(mine["encrypted_upload_seconds"]) / 1e6,
                        "encrypted_read_mbps": size * count / bl.median(mine["encrypted_read_seconds"]) / 1e6,
                        "seconds": {k: mine[k] for k in ("upload_seconds", "read_seconds", "encrypted_upload_seconds",
-                                                        "encrypted_read_seconds")}}
+                                                        "encrypted_read_seconds", "read_cpu_seconds",
+                                                        "encrypted_read_cpu_seconds")},
+                       # The client's own CPU per object read (the wall time also holds the server's and the load's).
+                       "read_cpu_us": bl.median(mine["read_cpu_seconds"]) / count * 1e6,
+                       "encrypted_read_cpu_us": bl.median(mine["encrypted_read_cpu_seconds"]) / count * 1e6}
                 if "cipher_open_seconds" in mine:
                     # The cipher alone over the round's bytes (no store): the least an encrypted pass must add.
                     row["cipher_seal_mbps"] = size * count / bl.median(mine["cipher_seal_seconds"]) / 1e6
