@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -25,16 +26,20 @@ Error About(std::string_view container, std::string_view key, Error e) {
   return e;
 }
 
-// Reads until `want` bytes or the end of the reader; returns how many were read.
-Result<size_t> ReadFully(BlobReader& reader, char* out, size_t want) {
+// Reads until at least `need` bytes or the end of the reader, taking up to `room` (>= need) of what each inner read
+// delivers; returns how many were read.
+Result<size_t> ReadAtLeast(BlobReader& reader, char* out, size_t need, size_t room) {
   size_t got = 0;
-  while (got < want) {
-    IMGPIPE_ASSIGN_OR_RETURN(size_t n, reader.Read(std::span<char>(out + got, want - got)));
+  while (got < need) {
+    IMGPIPE_ASSIGN_OR_RETURN(size_t n, reader.Read(std::span<char>(out + got, room - got)));
     if (n == 0) break;
     got += n;
   }
   return got;
 }
+
+// Reads until `want` bytes or the end of the reader; returns how many were read.
+Result<size_t> ReadFully(BlobReader& reader, char* out, size_t want) { return ReadAtLeast(reader, out, want, want); }
 
 Error Truncated(std::string_view container, std::string_view key, uint64_t index) {
   return MakeError(ErrorKind::kIntegrity,
@@ -153,7 +158,9 @@ class EncryptedBlobStore::Writer final : public BlobWriter {
 //! Segments are opened straight into the caller's buffer whenever they fit whole, so the plaintext is never copied.
 //! The ciphertext of a local file is decrypted where it lies in the page cache, through a mapping (a read() would copy
 //! it first, which costs about a fifth of what the decryption does), when the read covers kMapMinSegments or more;
-//! otherwise, and from other stores, it is read kBatchSegments segments at a time.
+//! otherwise, and from other stores, it is read into a buffer of up to kBatchSegments segments, and each segment is
+//! opened as soon as its last byte is in: an inner read takes what has arrived (a network store's body comes in
+//! pieces), so a segment is decrypted while the next ones are still on their way, not after the whole batch.
 class EncryptedBlobStore::Reader final : public BlobReader {
  public:
   struct Plan {
@@ -167,15 +174,16 @@ class EncryptedBlobStore::Reader final : public BlobReader {
     //! also proves the object's end: an object cut to look empty or shorter fails instead of reading short.
     bool to_end = false;
   };
-  //! What the first inner read of a whole object holds: the header and, unless the object is mapped, the first batch
-  //! of segments.
+  //! What the first inner read of a whole object holds: the header and, unless the object is mapped, whatever part
+  //! of the first batch of segments came with it.
   struct Prefilled {
-    std::unique_ptr<char[]> bytes;  //!< the header, then the first batch of sealed segments (FirstReadBytes)
-    size_t size = 0;
+    std::unique_ptr<char[]> bytes;  //!< room for the header and the first batch of sealed segments (FirstReadBytes)
+    size_t capacity = 0;
+    size_t size = 0;                //!< bytes read into it, the header's included
   };
-  //! Bytes of the first inner read of a whole read of an object of `stored` bytes from `inner`: the header and the
-  //! first batch together when the segments will be read (one read instead of two: a system call or a network read
-  //! less per object), only the header when the object will be mapped.
+  //! Room for the first inner read of a whole read of an object of `stored` bytes from `inner`: the header and the
+  //! first batch together when the segments will be read (a system call or a network read less per object), only
+  //! the header when the object will be mapped.
   static size_t FirstReadBytes(const BlobReader& inner, uint64_t stored) {
     const uint64_t batch = kHeaderBytes + kBatchSegments * kSealedSegmentBytes;
     const bool mapped = inner.LocalFd() >= 0 && stored > kHeaderBytes + (kMapMinSegments - 1) * kSealedSegmentBytes;
@@ -190,20 +198,24 @@ class EncryptedBlobStore::Reader final : public BlobReader {
         remaining_(plan.length), info_(std::move(info)), container_(std::move(container)), key_(std::move(key)),
         mapped_(inner_->LocalFd() >= 0 && plan.stop - plan.first + 1 >= kMapMinSegments) {
     if (mapped_) return;
-    if (first_read.size > kHeaderBytes) {
-      // Its segments are used from where they lie, after the header; later batches are read to its start.
+    const uint64_t segments = plan_.stop - plan_.first + 1;
+    const uint64_t all = (segments - 1) * kSealedSegmentBytes + SealedSize(plan_.stop);
+    unread_ = all;
+    if (first_read.capacity > kHeaderBytes) {
+      // Its segments are used from where they lie, after the header; later reads go to its start.
       sealed_ = std::move(first_read.bytes);
+      sealed_capacity_ = first_read.capacity;
       sealed_pos_ = kHeaderBytes;
       sealed_len_ = first_read.size;
+      unread_ -= first_read.size - kHeaderBytes;
       return;
     }
-    const uint64_t segments = plan_.stop - plan_.first + 1;
     // No batch is larger than kBatchSegments full segments, nor than all the segments to read: a read of a small
     // object or range holds a buffer of its size, not of 64 KiB. Not zero-filled: every byte is read from the store
     // before it is used.
-    const uint64_t all = (segments - 1) * kSealedSegmentBytes + SealedSize(plan_.stop);
     const uint64_t batch = std::min(segments, kBatchSegments) * kSealedSegmentBytes;
-    sealed_.reset(new char[static_cast<size_t>(std::min(all, batch))]);
+    sealed_capacity_ = static_cast<size_t>(std::min(all, batch));
+    sealed_.reset(new char[sealed_capacity_]);
   }
 
   Result<size_t> Read(std::span<char> out) override {
@@ -245,15 +257,25 @@ class EncryptedBlobStore::Reader final : public BlobReader {
                                      : kSealedSegmentBytes;
   }
 
-  //! Reads the next segments up to plan_.stop, kBatchSegments at most, with one inner read.
-  Status Refill() {
-    const uint64_t count = std::min<uint64_t>(kBatchSegments, plan_.stop - next_ + 1);
-    uint64_t want = 0;
-    for (uint64_t i = next_; i < next_ + count; ++i) want += SealedSize(i);
-    IMGPIPE_ASSIGN_OR_RETURN(size_t got, ReadFully(*inner_, sealed_.get(), static_cast<size_t>(want)));
-    if (got != want) return Truncated(container_, key_, next_ + got / kSealedSegmentBytes);
-    sealed_pos_ = 0;
-    sealed_len_ = got;
+  //! Reads until the `size` sealed bytes of segment next_ are in the buffer at sealed_pos_. Each inner read asks for
+  //! as much as the buffer has room for (never past plan_.stop) and takes what it gets.
+  Status Refill(size_t size) {
+    while (sealed_len_ - sealed_pos_ < size) {
+      if (sealed_pos_ + size > sealed_capacity_) {
+        // Segments lie kSealedSegmentBytes apart from the buffer's start, or from the header's end in the first
+        // read's buffer, so a segment can reach past the end only in that buffer once it is reused from its start,
+        // and then only by a header's length: what of it was read moves to the start.
+        std::memmove(sealed_.get(), sealed_.get() + sealed_pos_, sealed_len_ - sealed_pos_);
+        sealed_len_ -= sealed_pos_;
+        sealed_pos_ = 0;
+      }
+      const size_t room = static_cast<size_t>(std::min<uint64_t>(sealed_capacity_ - sealed_len_, unread_));
+      if (room == 0) return Truncated(container_, key_, next_);
+      IMGPIPE_ASSIGN_OR_RETURN(size_t n, inner_->Read(std::span<char>(sealed_.get() + sealed_len_, room)));
+      if (n == 0) return Truncated(container_, key_, next_);
+      sealed_len_ += n;
+      unread_ -= n;
+    }
     return Ok();
   }
 
@@ -280,7 +302,9 @@ class EncryptedBlobStore::Reader final : public BlobReader {
       if (!window_ || next_ > window_stop_) IMGPIPE_TRY(MapWindow());
       sealed = window_->data() + (next_ - window_first_) * kSealedSegmentBytes;
     } else {
-      if (sealed_pos_ == sealed_len_) IMGPIPE_TRY(Refill());
+      // All read segments opened: the next ones go to the buffer's start.
+      if (sealed_pos_ == sealed_len_) sealed_pos_ = sealed_len_ = 0;
+      IMGPIPE_TRY(Refill(size));
       sealed = sealed_.get() + sealed_pos_;
       sealed_pos_ += size;
     }
@@ -347,8 +371,10 @@ class EncryptedBlobStore::Reader final : public BlobReader {
   std::string container_;
   std::string key_;
   std::unique_ptr<char[]> sealed_;  // segments read ahead, sealed
-  size_t sealed_pos_ = 0;
-  size_t sealed_len_ = 0;
+  size_t sealed_capacity_ = 0;
+  size_t sealed_pos_ = 0;           // where segment next_ starts
+  size_t sealed_len_ = 0;           // bytes read into sealed_
+  uint64_t unread_ = 0;             // sealed bytes of segments through plan_.stop not read from inner_ yet
   std::vector<char> plain_;   // one opened segment that did not go straight to the caller
   size_t pos_ = 0;
   size_t len_ = 0;
@@ -430,17 +456,17 @@ Result<std::unique_ptr<BlobReader>> EncryptedBlobStore::OpenRange(std::string_vi
     if (whole) {
       IMGPIPE_ASSIGN_OR_RETURN(inner, inner_.OpenRead(container, key));
       stored = inner->Info();
-      const size_t want = Reader::FirstReadBytes(*inner, stored.size);
+      first_read.capacity = Reader::FirstReadBytes(*inner, stored.size);
       // Not zero-filled: only the bytes read are used.
-      first_read.bytes.reset(new char[want]);
-      IMGPIPE_ASSIGN_OR_RETURN(first_read.size, ReadFully(*inner, first_read.bytes.get(), want));
+      first_read.bytes.reset(new char[first_read.capacity]);
+      // The header, and whatever has come in with it: the reader opens those segments first (an object shorter
+      // than its size said fails there, naming its first missing segment).
+      const size_t need = std::min(first_read.capacity, kHeaderBytes);
+      IMGPIPE_ASSIGN_OR_RETURN(first_read.size,
+                               ReadAtLeast(*inner, first_read.bytes.get(), need, first_read.capacity));
       auto parsed = ParseHeader(std::string_view(first_read.bytes.get(), std::min(first_read.size, kHeaderBytes)));
       if (!parsed.ok()) return About(container, key, parsed.error());
       header = std::move(parsed).value();
-      // The object is shorter than its size said (cut while being opened): its first missing segment is the error.
-      if (first_read.size != want) {
-        return Truncated(container, key, (first_read.size - kHeaderBytes) / kSealedSegmentBytes);
-      }
     } else {
       IMGPIPE_ASSIGN_OR_RETURN(auto head, ReadHeader(container, key));
       header = std::move(head.first);
