@@ -5,6 +5,7 @@ file into the scratch folder (build/bench/ by default); bench/report.py turns th
 Only the Python standard library is used.
 """
 
+import argparse
 import json
 import os
 import platform
@@ -79,6 +80,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# The blob store backends the storage benchmarks run on, in the order they report them.
+BLOB_BACKENDS = ("local", "azure", "s3")
+
+
+def blob_backend_list(text):
+    """argparse type of --backends: comma-separated BLOB_BACKENDS, returned in their order."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BLOB_BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"backends are {', '.join(BLOB_BACKENDS)}; got {text!r}")
+    return [b for b in BLOB_BACKENDS if b in names]
 
 
 def median(values):

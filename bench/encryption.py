@@ -39,7 +39,7 @@ import benchlib as bl
 import ingest
 
 READ_SOURCE = "exif/metadata-extractor-images/jpg/Apple iPhone 5.jpg"
-BACKENDS = ("local", "azure", "s3")
+BACKENDS = bl.BLOB_BACKENDS
 SERVICE = {"azure": "azurite", "s3": "s3"}
 
 
@@ -200,14 +200,6 @@ def rewrap_run(binary, data_root):
             "bytes": sum(p.stat().st_size for p in (data_dir / "blobs").rglob("*") if p.is_file())}
 
 
-def backend_list(text):
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BACKENDS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"backends are {', '.join(BACKENDS)}; got {text!r}")
-    return [b for b in BACKENDS if b in names]
-
-
 FIELDS = {"upload": "requests_per_second", "read": "requests_per_second", "process": "images_per_second"}
 CPU_FIELDS = {"upload": "server_cpu_ms_per_request", "read": "server_cpu_ms_per_request",
               "process": "server_cpu_ms_per_image"}
@@ -230,7 +222,7 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--drain-images", type=int, default=400)
-    ap.add_argument("--backends", type=backend_list, default=list(BACKENDS),
+    ap.add_argument("--backends", type=bl.blob_backend_list, default=list(BACKENDS),
                     help="comma-separated blob backends for upload and read (default: local,azure,s3); process and "
                          "rewrap run only with local")
     args = ap.parse_args()
