@@ -186,8 +186,9 @@ class EncryptedBlobStore::Reader final : public BlobReader {
   //! the header when the object will be mapped.
   static size_t FirstReadBytes(const BlobReader& inner, uint64_t stored) {
     const uint64_t batch = kHeaderBytes + kBatchSegments * kSealedSegmentBytes;
-    const bool mapped = inner.LocalFd() >= 0 && stored > kHeaderBytes + (kMapMinSegments - 1) * kSealedSegmentBytes;
-    return mapped ? kHeaderBytes : static_cast<size_t>(std::min(stored, batch));
+    const uint64_t segments =
+        stored > kHeaderBytes ? (stored - kHeaderBytes + kSealedSegmentBytes - 1) / kSealedSegmentBytes : 0;
+    return Maps(inner, segments) ? kHeaderBytes : static_cast<size_t>(std::min(stored, batch));
   }
 
   //! Reads the sealed segments from `inner`, positioned at segment plan.first (or, with `first_read`, just past the
@@ -196,7 +197,7 @@ class EncryptedBlobStore::Reader final : public BlobReader {
          std::string container, std::string key, Prefilled first_read)
       : inner_(std::move(inner)), cipher_(std::move(cipher)), plan_(plan), next_(plan.first),
         remaining_(plan.length), info_(std::move(info)), container_(std::move(container)), key_(std::move(key)),
-        mapped_(inner_->LocalFd() >= 0 && plan.stop - plan.first + 1 >= kMapMinSegments) {
+        mapped_(Maps(*inner_, plan.stop - plan.first + 1)) {
     if (mapped_) return;
     const uint64_t segments = plan_.stop - plan_.first + 1;
     const uint64_t all = (segments - 1) * kSealedSegmentBytes + SealedSize(plan_.stop);
@@ -251,6 +252,11 @@ class EncryptedBlobStore::Reader final : public BlobReader {
   // Setting up and tearing down a mapping costs about 6 microseconds, what copying some 100 KB costs: reads of fewer
   // segments (thumbnails, image headers) copy.
   static constexpr uint64_t kMapMinSegments = 4;
+
+  //! Whether a read of `segments` segments through `inner` maps them: the one place that decides it.
+  static bool Maps(const BlobReader& inner, uint64_t segments) {
+    return inner.LocalFd() >= 0 && segments >= kMapMinSegments;
+  }
 
   uint64_t SealedSize(uint64_t index) const {
     return index == plan_.last_index ? plan_.stored - kHeaderBytes - plan_.last_index * kSealedSegmentBytes
@@ -326,7 +332,7 @@ class EncryptedBlobStore::Reader final : public BlobReader {
 
   //! cipher_->OpenTo for segment next_; from a mapping, under its guard against the file being cut short meanwhile.
   Status OpenSegment(bool last, const char* sealed, size_t size, char* out) {
-    if (!window_) {
+    if (!mapped_) {
       auto opened = cipher_->OpenTo(next_, last, sealed, size, out);
       if (!opened.ok()) return opened.error();
       return Ok();
